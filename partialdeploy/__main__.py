@@ -1,0 +1,3 @@
+from partialdeploy.cli import main
+
+main()

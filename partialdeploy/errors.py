@@ -1,0 +1,24 @@
+"""Errors that the CLI turns into one line and an exit code (no traceback)."""
+
+
+class PartialDeployError(Exception):
+    """Base class. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 2
+
+
+class UserError(PartialDeployError):
+    """Bad input or usage: missing/corrupt/hostile file, wrong architecture, impossible option,
+    missing runtime. Exit code 2. The message says what to do."""
+
+    exit_code = 2
+
+
+class VerificationError(PartialDeployError):
+    """A parity gate or a verification check failed. Exit code 1. The message gives the numbers."""
+
+    exit_code = 1
+
+
+class RuntimeUnavailable(UserError):
+    """The runtime a target needs is not installed (or needs hardware this machine lacks)."""

@@ -1,0 +1,99 @@
+"""The target interface.
+
+A target turns the verified deploy-form ONNX (and, where needed, the deploy-form torch model) into
+an artifact in ``out_dir`` and proves it with a parity gate in its own runtime where it can run here.
+The pipeline gives each target a fresh temporary directory and renames it into place only when the
+target succeeded, so a failed target leaves nothing claimed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from partialdeploy.errors import UserError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class ExportContext:
+    spec: Any  # partialdeploy.spec.ArchSpec
+    onnx_path: Path  # deploy-form fp32 ONNX (static H×W, batch static or dynamic), verified in ORT
+    img_size: int
+    dynamic_batch: bool
+    precision: str
+    input_name: str
+    output_name: str
+    parity_inputs: np.ndarray  # (N,3,H,W) float32, preprocessed real images
+    reference: np.ndarray  # train-form logits for parity_inputs
+    calib: np.ndarray | None = None  # (N,3,H,W) float32 preprocessed calibration images (INT8)
+    calib_source: str | None = None
+    eval_images: np.ndarray | None = None  # held-out real test images (preprocessed) for INT8 accuracy
+    eval_labels: np.ndarray | None = None
+    eval_reference: np.ndarray | None = None  # train-form logits on eval_images
+    deploy_model: Any = None  # deploy-form torch.nn.Module (CoreML converts from it); None without torch
+    options: dict = field(default_factory=dict)  # target-profile fields: threads, workspace_mb, batch ranges...
+    tolerances: dict = field(default_factory=dict)  # precision -> parity.Tolerance overrides
+
+
+@dataclass
+class Artifact:
+    target: str
+    precision: str
+    path: str  # main file/dir, relative to the export dir
+    files: list[str] = field(default_factory=list)  # every file written, relative to the export dir
+    inputs: list[dict] = field(default_factory=list)  # name, shape, dtype
+    outputs: list[dict] = field(default_factory=list)
+    parity: list[dict] = field(default_factory=list)  # ParityResult.to_dict() entries
+    verified: str = "parity"  # "parity" | "spec-checked (run needs macOS)" | "bundle (build on device)"
+    runtime_version: str | None = None
+    notes: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+class Target(ABC):
+    name: str = ""
+    precisions: tuple[str, ...] = PRECISIONS
+    needs_torch_model: bool = False  # CoreML converts from the torch deploy model
+
+    @classmethod
+    def is_available(cls) -> bool:
+        """Can this target *produce* its artifact here (the converter is importable)?"""
+        return True
+
+    @classmethod
+    def version(cls) -> str | None:
+        return None
+
+    @classmethod
+    def check_env(cls) -> str | None:
+        """None if usable, else a one-line reason with what to install."""
+        return None if cls.is_available() else f"{cls.name} is not installed"
+
+    @abstractmethod
+    def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:
+        """Write the artifact into ``out_dir`` (a fresh temp dir owned by the pipeline) and return it
+        with its parity results. Raise VerificationError on a parity breach, UserError on bad input."""
+
+
+# name -> (module, class)
+TARGETS = {
+    "onnx": ("partialdeploy.exporters.onnx", "OnnxTarget"),
+    "onnxruntime": ("partialdeploy.exporters.onnxruntime", "OnnxRuntimeTarget"),
+    "openvino": ("partialdeploy.exporters.openvino", "OpenVINOTarget"),
+    "coreml": ("partialdeploy.exporters.coreml", "CoreMLTarget"),
+    "tensorrt": ("partialdeploy.exporters.tensorrt", "TensorRTTarget"),
+}
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise UserError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)} or all")
+    mod, cls = TARGETS[name]
+    return getattr(importlib.import_module(mod), cls)()

@@ -1,0 +1,110 @@
+"""Parity metrics and gates (numpy only).
+
+Every arrow in the flow that changes numbers is followed by ``gate(...)``: it compares a reference
+output (train form) with a candidate (deploy form, ONNX Runtime, OpenVINO, ...) on the same real
+images and raises VerificationError (exit 1) with the numbers when a tolerance is breached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from partialdeploy.errors import VerificationError
+
+
+@dataclass
+class Tolerance:
+    rel_max: float | None = None  # max |Δ| / range of reference logits
+    cosine_min: float | None = None  # minimum per-sample cosine similarity
+    top1_min: float | None = None  # minimum top-1 agreement (fraction)
+    acc_drop_max: float | None = None  # max accuracy drop in points (needs labels)
+
+
+# Defaults per precision (issue #3 §6).
+DEFAULT_TOLERANCES = {
+    "fp32": Tolerance(rel_max=1e-4, cosine_min=0.99999, top1_min=1.0),
+    "fp16": Tolerance(cosine_min=0.9995),
+    "int8": Tolerance(top1_min=0.90, acc_drop_max=0.5),
+}
+
+
+@dataclass
+class ParityResult:
+    stage: str
+    n: int
+    max_abs: float
+    rel_max: float
+    cosine_min: float
+    top1_agree: float
+    acc_ref: float | None = None
+    acc: float | None = None
+    tolerance: dict | None = None
+    passed: bool = True
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in asdict(self).items()}
+
+    def summary(self) -> str:
+        s = (f"max|Δ|={self.max_abs:.3g} (rel {self.rel_max:.3g}), cos≥{self.cosine_min:.6f}, "
+             f"top-1 agree {100 * self.top1_agree:.1f}%")
+        if self.acc is not None and self.acc_ref is not None:
+            s += f", acc {100 * self.acc_ref:.2f}%→{100 * self.acc:.2f}%"
+        return s
+
+
+def compare(ref: np.ndarray, out: np.ndarray, stage: str = "", labels: np.ndarray | None = None) -> ParityResult:
+    ref = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
+    out = np.asarray(out, dtype=np.float64).reshape(len(out), -1)
+    if ref.shape != out.shape:
+        raise VerificationError(f"{stage}: output shape {out.shape} differs from reference {ref.shape}")
+    if not np.all(np.isfinite(out)):
+        return ParityResult(stage, len(ref), float("inf"), float("inf"), -1.0, 0.0, passed=False,
+                            reason="non-finite outputs")
+    diff = np.abs(ref - out)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    rng = float(ref.max() - ref.min()) if ref.size else 1.0
+    rel = max_abs / max(rng, 1e-12)
+    num = (ref * out).sum(1)
+    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    cos = np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)
+    top1 = float((ref.argmax(1) == out.argmax(1)).mean())
+    res = ParityResult(stage, len(ref), max_abs, rel, float(cos.min()), top1)
+    if labels is not None and len(labels) == len(ref):
+        res.acc_ref = float((ref.argmax(1) == labels).mean())
+        res.acc = float((out.argmax(1) == labels).mean())
+    return res
+
+
+def check(res: ParityResult, tol: Tolerance) -> ParityResult:
+    """Fill ``passed``/``reason`` according to ``tol``."""
+    fails = []
+    if tol.rel_max is not None and res.rel_max > tol.rel_max:
+        fails.append(f"relative max|Δ| {res.rel_max:.3g} > {tol.rel_max:g}")
+    if tol.cosine_min is not None and res.cosine_min < tol.cosine_min:
+        fails.append(f"cosine {res.cosine_min:.6f} < {tol.cosine_min:g}")
+    if tol.top1_min is not None and res.top1_agree < tol.top1_min:
+        fails.append(f"top-1 agreement {100 * res.top1_agree:.1f}% < {100 * tol.top1_min:.1f}%")
+    if tol.acc_drop_max is not None and res.acc is not None and res.acc_ref is not None:
+        drop = 100 * (res.acc_ref - res.acc)
+        if drop > tol.acc_drop_max:
+            fails.append(f"accuracy drop {drop:.2f} points > {tol.acc_drop_max:g}")
+    if res.reason:
+        fails.insert(0, res.reason)
+    res.passed = not fails
+    res.reason = "; ".join(fails)
+    res.tolerance = {k: v for k, v in asdict(tol).items() if v is not None}
+    return res
+
+
+def gate(ref: np.ndarray, out: np.ndarray, stage: str, tol: Tolerance | str = "fp32",
+         labels: np.ndarray | None = None) -> ParityResult:
+    """Compare and raise VerificationError (exit 1) on a breach."""
+    if isinstance(tol, str):
+        tol = DEFAULT_TOLERANCES[tol]
+    res = check(compare(ref, out, stage, labels), tol)
+    if not res.passed:
+        raise VerificationError(f"parity gate '{stage}' failed: {res.reason} ({res.summary()})")
+    return res

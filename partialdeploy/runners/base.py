@@ -1,0 +1,103 @@
+"""The runner interface shared by validation (parity) and profiling."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from partialdeploy.errors import UserError
+
+
+@dataclass
+class TensorMeta:
+    name: str
+    shape: tuple  # ints, or str / None for dynamic dims
+    dtype: str  # numpy dtype name, e.g. "float32"
+
+
+class Runner(ABC):
+    """load() -> inputs()/outputs() metadata -> infer(feed) -> close().
+
+    ``infer`` takes and returns dicts of numpy arrays keyed by tensor name. ``load_time_s`` is set
+    by ``load`` (model read + compile)."""
+
+    name: str = "runner"  # target name: onnxruntime, openvino, tensorrt, coreml, torch
+    load_time_s: float | None = None
+
+    def __init__(self, path: str | Path | None = None, threads: int | None = None, **options):
+        self.path = Path(path) if path is not None else None
+        self.threads = threads
+        self.options = options
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return True
+
+    @classmethod
+    def runtime_version(cls) -> str | None:
+        return None
+
+    @abstractmethod
+    def load(self) -> "Runner": ...
+
+    @abstractmethod
+    def inputs(self) -> list[TensorMeta]: ...
+
+    @abstractmethod
+    def outputs(self) -> list[TensorMeta]: ...
+
+    @abstractmethod
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        self.load()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # convenience for single-input/single-output classifiers
+    def run(self, x: np.ndarray) -> np.ndarray:
+        name = self.inputs()[0].name
+        return next(iter(self.infer({name: x}).values()))
+
+    def run_batched(self, x: np.ndarray, batch: int = 1) -> np.ndarray:
+        return np.concatenate([self.run(x[i:i + batch]) for i in range(0, len(x), batch)], 0)
+
+
+# suffix -> (module, class); resolved lazily
+_REGISTRY = {
+    "onnxruntime": ("partialdeploy.runners.onnxruntime", "OnnxRuntimeRunner"),
+    "openvino": ("partialdeploy.runners.openvino", "OpenVINORunner"),
+    "tensorrt": ("partialdeploy.runners.tensorrt", "TensorRTRunner"),
+    "coreml": ("partialdeploy.runners.coreml", "CoreMLRunner"),
+}
+_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt",
+           ".mlpackage": "coreml", ".mlmodel": "coreml"}
+
+
+def runner_for(target: str) -> type[Runner]:
+    if target not in _REGISTRY:
+        raise UserError(f"no runner for target {target!r}; choose one of {', '.join(_REGISTRY)}")
+    mod, cls = _REGISTRY[target]
+    return getattr(importlib.import_module(mod), cls)
+
+
+def target_for_path(path: str | Path) -> str:
+    suf = Path(path).suffix.lower()
+    if suf not in _SUFFIX:
+        raise UserError(f"cannot tell the runtime of {path}: expected one of {', '.join(_SUFFIX)} "
+                        "or pass --target")
+    return _SUFFIX[suf]
+
+
+def open_runner(path: str | Path, target: str | None = None, **options) -> Runner:
+    """Construct (not load) the runner for ``path``."""
+    return runner_for(target or target_for_path(path))(path, **options)
