@@ -1,0 +1,84 @@
+"""ONNX Runtime runner (CPU by default)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.runners.base import Runner, TensorMeta
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+
+
+class OnnxRuntimeRunner(Runner):
+    name = "onnxruntime"
+
+    @classmethod
+    def is_available(cls) -> bool:
+        try:
+            import onnxruntime  # noqa: F401
+            return True
+        except ImportError:
+            return False
+
+    @classmethod
+    def runtime_version(cls) -> str | None:
+        try:
+            import onnxruntime
+            return onnxruntime.__version__
+        except ImportError:
+            return None
+
+    def load(self) -> "OnnxRuntimeRunner":
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise RuntimeUnavailable("onnxruntime is not installed: pip install 'partialdeploy[onnxruntime]'") from e
+        so = ort.SessionOptions()
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        # spinning worker threads steal cores from whatever runs next (DESIGN.md §7)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.options.get("spin", False) else "0")
+        if self.options.get("profile_layers"):
+            so.enable_profiling = True
+            so.profile_file_prefix = str(self.options.get("profile_prefix", "ort_profile"))
+        level = self.options.get("graph_optimization", "all")
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[level]
+        t0 = time.perf_counter()
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=self.options.get(
+                "providers", ["CPUExecutionProvider"]))
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise UserError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0][:200]}") from e
+        self.load_time_s = time.perf_counter() - t0
+        return self
+
+    def _meta(self, items) -> list[TensorMeta]:
+        return [TensorMeta(i.name, tuple(d if isinstance(d, int) else (d or None) for d in i.shape),
+                           _ORT_TYPES.get(i.type, i.type)) for i in items]
+
+    def inputs(self) -> list[TensorMeta]:
+        return self._meta(self.session.get_inputs())
+
+    def outputs(self) -> list[TensorMeta]:
+        return self._meta(self.session.get_outputs())
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, feed)))
+
+    def end_profiling(self) -> str | None:
+        return self.session.end_profiling() if self.options.get("profile_layers") else None
+
+    def close(self) -> None:
+        self.session = None
