@@ -1,0 +1,107 @@
+"""Real images for parity, calibration and evaluation, and the preprocessing contract.
+
+Preprocessing (recorded in every manifest): RGB, resize shorter side to size/crop_ratio (bicubic),
+centre crop size×size, scale to [0,1], subtract mean, divide by std, NCHW float32.
+No torch here: profiling and the TensorRT build run where torch is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from partialdeploy.errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+
+
+def preprocess(img: np.ndarray, size: int, mean, std, crop_ratio: float = 0.875) -> np.ndarray:
+    """uint8 HWC (RGB or grey) -> float32 CHW."""
+    from PIL import Image
+
+    if img.ndim == 2:
+        img = np.stack([img] * 3, -1)
+    if img.shape[-1] == 4:
+        img = img[..., :3]
+    if img.dtype != np.uint8:
+        img = np.clip(img * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    im = Image.fromarray(img)
+    short = max(size, int(round(size / crop_ratio)))
+    w, h = im.size
+    s = short / min(w, h)
+    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+    w, h = im.size
+    left, top = (w - size) // 2, (h - size) // 2
+    im = im.crop((left, top, left + size, top + size))
+    x = np.asarray(im, dtype=np.float32) / 255.0
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def load_image_folder(path: str | Path, size: int, mean, std, limit: int | None = None,
+                      crop_ratio: float = 0.875) -> np.ndarray:
+    """All images in a folder (recursively, sorted) -> (N,3,size,size) float32."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"calibration folder {path} does not exist: pass --calib DIR with images in it")
+    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    if limit:
+        files = files[:limit]
+    if not files:
+        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}: put calibration images there")
+    out = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                out.append(preprocess(np.asarray(im.convert("RGB")), size, mean, std, crop_ratio))
+        except (UnidentifiedImageError, OSError) as e:
+            raise UserError(f"cannot read image {f}: {e}; remove it from the folder") from e
+    return np.stack(out)
+
+
+def natural_images() -> list[np.ndarray]:
+    """Real photographs that ship inside installed packages (no download): scikit-learn's sample
+    images and scikit-image's bundled data. uint8 HWC RGB."""
+    imgs = []
+    try:
+        from sklearn.datasets import load_sample_images
+
+        imgs += list(load_sample_images().images)
+    except Exception:
+        pass
+    try:
+        from skimage import data
+
+        for name in ("astronaut", "coffee", "chelsea", "rocket", "cat", "retina", "immunohistochemistry"):
+            try:
+                imgs.append(np.asarray(getattr(data, name)()))
+            except Exception:
+                continue
+    except Exception:
+        pass
+    if not imgs:
+        raise UserError("no real sample images available: pip install scikit-learn scikit-image, "
+                        "or pass --calib DIR")
+    return imgs
+
+
+def natural_batch(size: int, mean, std, n: int = 16, seed: int = 0) -> np.ndarray:
+    """n preprocessed crops of real photographs (several crops/flips per photo when n is larger
+    than the number of photos)."""
+    base = natural_images()
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        img = base[i % len(base)]
+        if i >= len(base):  # a different random crop + flip of the same photo
+            h, w = img.shape[:2]
+            ch, cw = int(h * rng.uniform(0.5, 0.9)), int(w * rng.uniform(0.5, 0.9))
+            y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+            img = img[y:y + ch, x:x + cw]
+            if rng.random() < 0.5:
+                img = img[:, ::-1]
+        out.append(preprocess(np.ascontiguousarray(img), size, mean, std))
+    return np.stack(out).astype(np.float32)
