@@ -1,0 +1,129 @@
+"""Deploy-form modules: what the train-form blocks turn into (no BatchNorm, no dropout, no
+data-dependent control flow, constants baked). Each is exact up to float rounding and exports to
+plain ONNX (Conv, MatMul/Gemm, Split, Concat, HardSigmoid, LayerNormalization, Softmax, ...)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def make_act(name: str, inplace: bool = False) -> nn.Module:
+    name = name.upper()
+    if name == "GELU":
+        return nn.GELU()
+    if name == "RELU":
+        return nn.ReLU(inplace=inplace)
+    raise ValueError(f"unknown activation {name!r} (GELU or RELU)")
+
+
+class PartialConvD(nn.Module):
+    """split [c1 | rest] -> 3×3 conv on c1 (optionally with the block's identity folded in) -> concat.
+    Deploy form of PConv, DPConv (learned split) and the conv half of PAT blocks."""
+
+    def __init__(self, conv: nn.Conv2d | None, dim: int, passthrough_scale: float = 1.0):
+        super().__init__()
+        self.c1 = conv.in_channels if conv is not None else 0
+        self.dim = dim
+        self.conv = conv
+        # with the block's identity folded in, the untouched channels come out as x2 + x2
+        self.passthrough_scale = passthrough_scale
+
+    def _rest(self, x2):
+        return x2 if self.passthrough_scale == 1.0 else x2 * self.passthrough_scale
+
+    def forward(self, x):
+        if self.conv is None:
+            return self._rest(x)
+        if self.c1 == self.dim:
+            return self.conv(x)
+        x1, x2 = torch.split(x, [self.c1, self.dim - self.c1], dim=1)
+        return torch.cat((self.conv(x1), self._rest(x2)), 1)
+
+
+class ChannelGateD(nn.Module):
+    """PAT_ch deploy form: 3×3 conv on the first part; on the rest a channel gate from per-channel mean
+    and (unbiased) std -> one Gemm (the (1×2) conv with its BN folded) -> hard-sigmoid -> multiply.
+    The output BN has moved into the next 1×1 conv."""
+
+    def __init__(self, conv: nn.Conv2d, dim: int, gate: nn.Linear):
+        super().__init__()
+        self.c1, self.dim = conv.in_channels, dim
+        self.conv = conv
+        self.gate = gate  # Linear(2*c2 -> c2), input = [mean, std]
+        self.act = nn.Hardsigmoid()
+
+    def forward(self, x):
+        x1, x2 = torch.split(x, [self.c1, self.dim - self.c1], dim=1)
+        n = x2.shape[2] * x2.shape[3]
+        mean = x2.mean((2, 3), keepdim=True)
+        d = x2 - mean
+        std = torch.sqrt((d * d).sum((2, 3)) / (n - 1))
+        g = self.act(self.gate(torch.cat((mean.flatten(1), std), 1)))
+        return torch.cat((self.conv(x1), x2 * g.unsqueeze(-1).unsqueeze(-1)), 1)
+
+
+class SelfAttnD(nn.Module):
+    """PAT_sf deploy form with the block's first shortcut folded in:
+    cat(x1 + conv(x1), x2 + proj(softmax(q k^T + B) v)) where the identity sits in the 3×3 conv's centre
+    tap, q-scale and LayerNorm affine sit in qkv, and the iRPE key bias B is a constant (H, L, L)."""
+
+    def __init__(self, conv: nn.Conv2d, dim: int, qkv: nn.Linear, proj: nn.Linear, bias: torch.Tensor,
+                 num_heads: int, eps: float):
+        super().__init__()
+        self.c1, self.dim = conv.in_channels, dim
+        self.c2 = dim - self.c1
+        self.conv = conv
+        self.qkv, self.proj = qkv, proj
+        self.num_heads = num_heads
+        self.eps = eps
+        self.register_buffer("rpe_bias", bias.float().unsqueeze(0).contiguous())  # (1, H, L, L)
+
+    def forward(self, x):
+        x1, x2 = torch.split(x, [self.c1, self.c2], dim=1)
+        B, C, h, w = x2.shape
+        n = h * w
+        hd = C // self.num_heads
+        t = x2.flatten(2).transpose(1, 2)  # B, N, C
+        tn = F.layer_norm(t, (C,), eps=self.eps)
+        qkv = self.qkv(tn).reshape(B, n, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q @ k.transpose(-2, -1) + self.rpe_bias).softmax(dim=-1)
+        y = (attn @ v).transpose(1, 2).reshape(B, n, C)
+        y = self.proj(y) + t
+        y2 = y.transpose(1, 2).reshape(B, C, h, w)
+        return torch.cat((self.conv(x1), y2), 1)
+
+
+class SpatialGateD(nn.Module):
+    """PAT_sp deploy form, fused with the MLP's last 1×1 conv: one conv hidden -> [u, v, a]; the
+    untouched part is gated u * hardsigmoid(a) and shifted by the folded BN; v already carries
+    BN -> 1×1 conv composed into the same weights."""
+
+    def __init__(self, proj: nn.Conv2d, c_u: int, c_v: int, shift_u: torch.Tensor):
+        super().__init__()
+        self.proj = proj
+        self.c_u, self.c_v = c_u, c_v
+        self.register_buffer("shift_u", shift_u.float().view(1, -1, 1, 1))
+        self.act = nn.Hardsigmoid()
+
+    def forward(self, h):
+        u, v, a = torch.split(self.proj(h), [self.c_u, self.c_v, 1], dim=1)
+        return torch.cat((u * self.act(a) + self.shift_u, v), 1)
+
+
+class BlockD(nn.Module):
+    """One deploy-form block: ``x + mlp(mixing(x))`` (shortcut) or, for PAT_sf blocks whose first
+    shortcut is already inside ``mixing``, ``y = mixing(x); y + mlp(y)``."""
+
+    def __init__(self, mixing: nn.Module, fc1: nn.Conv2d, act: nn.Module, out: nn.Module, split_shortcut: bool):
+        super().__init__()
+        self.mixing, self.fc1, self.act, self.out = mixing, fc1, act, out
+        self.split_shortcut = split_shortcut
+
+    def forward(self, x):
+        y = self.mixing(x)
+        if self.split_shortcut:
+            x = y
+        return x + self.out(self.act(self.fc1(y)))

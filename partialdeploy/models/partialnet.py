@@ -1,0 +1,471 @@
+"""PartialNet (PATNet) and FasterNet in their training form, with the official state-dict layout
+(haiduo/PartialNet ``models/partialnet.py``, JierunChen/FasterNet ``models/fasternet.py``): official
+checkpoints load with ``strict=True`` and give the same eval-mode logits.
+
+Each block owns its deploy conversion: ``block.to_deploy(feat_hw)`` returns the deploy-form module
+(see ``partialdeploy.models.deploy``), following the real data flow (the official generic
+``--fuse_conv_bn`` fuses a BN into the previously *registered* conv and is wrong here).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from partialdeploy.models.deploy import (BlockD, ChannelGateD, PartialConvD, SelfAttnD, SpatialGateD,
+                                         make_act)
+from partialdeploy.models.fold import bn_affine, conv_with, fold_conv_bn, fold_input_affine
+from partialdeploy.spec import ArchSpec
+
+# iRPE as configured by the official PAT_sf: euclidean method, bias mode on keys, ratio 20
+IRPE_RATIO = 20
+LN_EPS = 1e-6  # timm LayerNorm2d
+
+
+# ----------------------------------------------------------------------------------------------
+# spatial mixing variants (the block's ``spatial_mixing``)
+
+
+class PartialConv(nn.Module):
+    """PConv (FasterNet, PartialNet without attention): 3×3 conv on the first dim/n_div channels."""
+
+    kind = "PConv"
+
+    def __init__(self, dim: int, n_div: int):
+        super().__init__()
+        self.dim, self.dim_conv3 = dim, dim // n_div
+        self.dim_untouched = dim - self.dim_conv3
+        self.partial_conv3 = nn.Conv2d(self.dim_conv3, self.dim_conv3, 3, 1, 1, bias=False)
+
+    def forward(self, x):  # split/concat form: slicing exports as ScatterND (FasterNet issue #16)
+        x1, x2 = torch.split(x, [self.dim_conv3, self.dim_untouched], dim=1)
+        return torch.cat((self.partial_conv3(x1), x2), 1)
+
+    def to_deploy(self, hw, identity: bool = False):
+        return PartialConvD(_with_identity(self.partial_conv3, identity), self.dim, 2.0 if identity else 1.0), None
+
+
+class SRM(nn.Module):
+    """Channel gate of PAT_ch: per-channel mean and std -> (1×2) conv -> BN -> hard-sigmoid."""
+
+    def __init__(self, channel: int):
+        super().__init__()
+        self.cfc1 = nn.Conv2d(channel, channel, kernel_size=(1, 2), bias=False)
+        self.bn = nn.BatchNorm2d(channel)
+        self.sigmoid = nn.Hardsigmoid()
+
+    def forward(self, x):
+        b, c = x.shape[:2]
+        flat = x.reshape(b, c, -1)
+        u = torch.cat([flat.mean(-1).view(b, c, 1, 1), flat.std(-1).view(b, c, 1, 1)], dim=-1)
+        g = self.sigmoid(self.bn(self.cfc1(u)))
+        return x * g.reshape(b, c, 1, 1)
+
+    @torch.no_grad()
+    def deploy_gate(self) -> nn.Linear:
+        """(1×2) conv + BN (rewrite 3) as one Linear over [mean, std]."""
+        s, t = bn_affine(self.bn)
+        w = self.cfc1.weight.double()[:, :, 0, :] * s.view(-1, 1, 1)  # c, c, 2
+        lin = nn.Linear(2 * w.shape[1], w.shape[0])
+        lin.weight.copy_(torch.cat([w[:, :, 0], w[:, :, 1]], 1).float())
+        lin.bias.copy_(t.float())
+        return lin
+
+
+class PATChannel(nn.Module):
+    """PAT_ch: split; 3×3 conv on the first part; channel gate then BN on the rest; concat."""
+
+    kind = "PAT_ch"
+
+    def __init__(self, dim: int, n_div: int):
+        super().__init__()
+        self.dim, self.dim_conv3 = dim, dim // n_div
+        self.dim_untouched = dim - self.dim_conv3
+        self.partial_conv3 = nn.Conv2d(self.dim_conv3, self.dim_conv3, 3, 1, 1, bias=False)
+        self.attn = SRM(self.dim_untouched)
+        self.norm = nn.BatchNorm2d(self.dim_untouched)
+
+    def forward(self, x):
+        x1, x2 = torch.split(x, [self.dim_conv3, self.dim_untouched], dim=1)
+        return torch.cat((self.partial_conv3(x1), self.norm(self.attn(x2))), 1)
+
+    def to_deploy(self, hw, identity: bool = False):
+        assert not identity
+        s, t = bn_affine(self.norm)  # the output BN is handed to the next 1×1 conv
+        ones = torch.ones(self.dim_conv3, dtype=torch.float64)
+        zeros = torch.zeros(self.dim_conv3, dtype=torch.float64)
+        mixing = ChannelGateD(_with_identity(self.partial_conv3, False), self.dim, self.attn.deploy_gate())
+        return mixing, (torch.cat([ones, s]), torch.cat([zeros, t]))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW tensor (timm ``LayerNorm2d`` semantics, eps 1e-6)."""
+
+    def __init__(self, num_channels: int, eps: float = LN_EPS):
+        super().__init__(num_channels, eps=eps)
+
+    def forward(self, x):
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                            self.eps).permute(0, 3, 1, 2)
+
+
+def irpe_bucket_ids(height: int, width: int, ratio: float = IRPE_RATIO) -> torch.Tensor:
+    """iRPE bucket ids (L, L) for the Euclidean method, the piecewise index of the iRPE paper
+    (alpha=ratio, beta=2·ratio, gamma=8·ratio), computed in float32 like the reference."""
+    alpha, beta, gamma = 1.0 * ratio, 2.0 * ratio, 8.0 * ratio
+    rows = torch.arange(height).view(height, 1).repeat(1, width)
+    cols = torch.arange(width).view(1, width).repeat(height, 1)
+    pos = torch.stack([rows, cols], 2).view(-1, 2)
+    diff = pos.view(-1, 1, 2) - pos.view(1, -1, 2)
+    dis = diff.square().sum(2).float().sqrt().round()
+    far = dis.abs() > alpha
+    idx = dis.round().long()
+    if far.any():
+        d = dis[far]
+        y = torch.sign(d) * (alpha + torch.log(d.abs() / alpha) / math.log(gamma / alpha) * (beta - alpha)
+                             ).round().clip(max=beta)
+        idx[far] = y.long()
+    return idx + int(beta)
+
+
+class RPEKeyBias(nn.Module):
+    """iRPE on keys, bias mode: a learned (heads, buckets) table gathered into an (H, L, L) bias."""
+
+    def __init__(self, num_heads: int, ratio: float = IRPE_RATIO):
+        super().__init__()
+        self.ratio = ratio
+        self.num_buckets = 2 * int(2 * ratio) + 1
+        self.lookup_table_bias = nn.Parameter(torch.zeros(num_heads, self.num_buckets))
+        self._ids: dict = {}  # per-instance cache keyed by feature size (never class-level)
+
+    def bias(self, h: int, w: int) -> torch.Tensor:
+        if (h, w) not in self._ids:
+            self._ids[(h, w)] = irpe_bucket_ids(h, w, self.ratio).to(self.lookup_table_bias.device)
+        ids = self._ids[(h, w)]
+        return self.lookup_table_bias[:, ids.flatten()].view(-1, h * w, h * w)
+
+
+class RPEAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.attn_drop = nn.Dropout(0.1)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(0.1)
+        self.rpe_k = RPEKeyBias(num_heads)
+
+    def forward(self, x):
+        B, C, h, w = x.shape
+        t = x.reshape(B, C, h * w).transpose(1, 2)
+        qkv = self.qkv(t).reshape(B, h * w, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
+        attn = q @ k.transpose(-2, -1) + self.rpe_k.bias(h, w).unsqueeze(0)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        y = self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(B, h * w, C)))
+        return y.transpose(1, 2).reshape(B, C, h, w)
+
+
+class PATSelf(nn.Module):
+    """PAT_sf: split; 3×3 conv on the first part; LayerNorm2d + multi-head self-attention with an
+    iRPE key bias on the rest; concat. The block adds its input back ("split shortcut")."""
+
+    kind = "PAT_sf"
+
+    def __init__(self, dim: int, n_div: int, num_heads: int):
+        super().__init__()
+        self.dim, self.dim_conv3 = dim, dim // n_div
+        self.dim_untouched = dim - self.dim_conv3
+        self.partial_conv3 = nn.Conv2d(self.dim_conv3, self.dim_conv3, 3, 1, 1, bias=False)
+        self.attn = RPEAttention(self.dim_untouched, num_heads)
+        self.norm = LayerNorm2d(self.dim_untouched)
+
+    def forward(self, x):
+        x1, x2 = torch.split(x, [self.dim_conv3, self.dim_untouched], dim=1)
+        return torch.cat((self.partial_conv3(x1), self.attn(self.norm(x2))), 1)
+
+    @torch.no_grad()
+    def to_deploy(self, hw, identity: bool = False):
+        assert identity, "PAT_sf is always used with the split shortcut"
+        a, c = self.attn, self.dim_untouched
+        w = a.qkv.weight.double().clone()  # 3c, c
+        # LayerNorm affine -> qkv (rewrite 4): W(γ∘x̂ + β) = (W diag γ) x̂ + W β
+        b = w @ self.norm.bias.double()
+        w = w * self.norm.weight.double().view(1, -1)
+        # q-scale -> q rows
+        w[:c] *= a.scale
+        b[:c] *= a.scale
+        qkv = nn.Linear(c, 3 * c)
+        qkv.weight.copy_(w.float())
+        qkv.bias.copy_(b.float())
+        proj = nn.Linear(c, c)
+        proj.load_state_dict(a.proj.state_dict())
+        bias = a.rpe_k.bias(*hw).detach().clone()
+        mixing = SelfAttnD(_with_identity(self.partial_conv3, True), self.dim, qkv, proj, bias, a.num_heads,
+                           self.norm.eps)
+        return mixing, None
+
+
+class DPConv(nn.Module):
+    """Dynamic partial conv (DGConv2d, ``auto_div``). In eval it convolves only the first
+    ``one_channel`` channels (a learned buffer) with the top-left block of its full weight and passes
+    the rest through; its deploy form is a static partial conv with that learned split."""
+
+    kind = "DPConv"
+
+    def __init__(self, dim: int, n_div: int):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("I", torch.eye(2))
+        self.register_buffer("one", torch.ones(2, 2))
+        self.register_buffer("c_div", torch.tensor(n_div, dtype=torch.int32))
+        self.register_buffer("one_channel", torch.tensor(dim // n_div, dtype=torch.int32))
+        self.gate = nn.Parameter(torch.full((int(math.log2(dim)),), 1e-8))
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1, bias=False)
+
+    @property
+    def split(self) -> int:
+        return int(self.one_channel.item())
+
+    def forward(self, x):
+        c1 = self.split
+        x1, x2 = torch.split(x, [c1, self.dim - c1], dim=1)
+        x1 = F.conv2d(x1, self.conv.weight[:c1, :c1], self.conv.bias, self.conv.stride, self.conv.padding)
+        return torch.cat((x1, x2), 1)
+
+    @torch.no_grad()
+    def to_deploy(self, hw, identity: bool = False):
+        c1 = self.split
+        scale = 2.0 if identity else 1.0
+        if c1 <= 0:
+            return PartialConvD(None, self.dim, scale), None
+        conv = conv_with(self.conv.weight[:c1, :c1].double(),
+                         self.conv.bias[:c1].double() if self.conv.bias is not None else None,
+                         like=self.conv)
+        return PartialConvD(_with_identity(conv, identity), self.dim, scale), None
+
+
+@torch.no_grad()
+def _with_identity(conv: nn.Conv2d, identity: bool) -> nn.Conv2d:
+    """Copy of a 3×3 'same' conv; with ``identity`` the residual x + conv(x) goes into the centre tap."""
+    w = conv.weight.double().clone()
+    if identity:
+        kh, kw = w.shape[2:]
+        w[torch.arange(w.shape[0]), torch.arange(w.shape[0]), kh // 2, kw // 2] += 1.0
+    return conv_with(w, conv.bias.double() if conv.bias is not None else None, like=conv)
+
+
+# ----------------------------------------------------------------------------------------------
+# MLP tail with PAT_sp
+
+
+class PATSpatial(nn.Module):
+    """PAT_sp (official ``partial_spatial_attn_layer_reverse``): split [untouched | conv]; the
+    untouched part is gated by hard-sigmoid(1×1 conv -> 1 map) then BN; the other goes BN -> 1×1
+    conv; concat."""
+
+    kind = "PAT_sp"
+
+    def __init__(self, dim: int, n_head: int = 1, partial: float = 0.5):
+        super().__init__()
+        self.dim_conv = int(partial * dim)
+        self.dim_untouched = dim - self.dim_conv
+        self.conv = nn.Conv2d(self.dim_conv, self.dim_conv, 1, bias=False)
+        self.conv_attn = nn.Conv2d(self.dim_untouched, n_head, 1, bias=False)
+        self.norm = nn.BatchNorm2d(self.dim_untouched)
+        self.norm2 = nn.BatchNorm2d(self.dim_conv)
+        self.act = nn.Hardsigmoid()
+
+    def forward(self, x):
+        x1, x2 = torch.split(x, [self.dim_untouched, self.dim_conv], 1)
+        x1 = self.norm(x1 * self.act(self.conv_attn(x1)))
+        return torch.cat((x1, self.conv(self.norm2(x2))), 1)
+
+    @torch.no_grad()
+    def fuse_after(self, fc2: nn.Conv2d, gamma: torch.Tensor | None) -> SpatialGateD:
+        """Compose the MLP's last 1×1 conv (``fc2``, hidden -> dim) with this layer: rewrite 2 (BN
+        before 1×1 conv) and "two consecutive 1×1 convs compose into one"."""
+        W = fc2.weight.double()[:, :, 0, 0]  # dim, hidden
+        cu = self.dim_untouched
+        Wu, Wv = W[:cu], W[cu:]
+        s_u, t_u = bn_affine(self.norm)
+        s_v, t_v = bn_affine(self.norm2)
+        Wc = self.conv.weight.double()[:, :, 0, 0]
+        rows_u = s_u.view(-1, 1) * Wu
+        rows_v = Wc @ (s_v.view(-1, 1) * Wv)
+        bias_v = Wc @ t_v
+        rows_a = self.conv_attn.weight.double()[:, :, 0, 0] @ Wu
+        if gamma is not None:  # layer scale on the block output
+            g = gamma.double()
+            rows_u, t_u = rows_u * g[:cu].view(-1, 1), t_u * g[:cu]
+            rows_v, bias_v = rows_v * g[cu:].view(-1, 1), bias_v * g[cu:]
+        w = torch.cat([rows_u, rows_v, rows_a], 0)[:, :, None, None]
+        b = torch.cat([torch.zeros(cu, dtype=torch.float64), bias_v, torch.zeros(1, dtype=torch.float64)])
+        return SpatialGateD(conv_with(w, b), cu, self.dim_conv, t_u)
+
+
+# ----------------------------------------------------------------------------------------------
+# block, stages, network
+
+
+class MLPBlock(nn.Module):
+    def __init__(self, dim: int, spec: ArchSpec, channel_type: str, split_shortcut: bool):
+        super().__init__()
+        n_div = spec.n_div
+        if spec.auto_div:
+            self.spatial_mixing = DPConv(dim, n_div)
+        elif spec.use_channel_attn and channel_type == "se":
+            self.spatial_mixing = PATChannel(dim, n_div)
+        elif spec.use_channel_attn and channel_type == "self":
+            self.spatial_mixing = PATSelf(dim, n_div, spec.num_heads)
+        else:
+            self.spatial_mixing = PartialConv(dim, n_div)
+        hidden = int(dim * spec.mlp_ratio)
+        layers = [nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden), make_act(spec.act, inplace=True),
+                  nn.Conv2d(hidden, dim, 1, bias=False)]
+        if spec.use_spatial_attn and spec.family == "partialnet":
+            layers.append(PATSpatial(dim, 1))
+        self.mlp = nn.Sequential(*layers)
+        self.split_shortcut = split_shortcut
+        if spec.layer_scale:
+            self.layer_scale = nn.Parameter(torch.ones(dim))
+        else:
+            self.layer_scale = None
+        self.act_name = spec.act
+
+    def forward(self, x):
+        if self.split_shortcut:
+            x = x + self.spatial_mixing(x)
+            y = x
+        else:
+            y = self.spatial_mixing(x)
+        m = self.mlp(y)
+        if self.layer_scale is not None:
+            m = self.layer_scale.view(1, -1, 1, 1) * m
+        return x + m
+
+    @torch.no_grad()
+    def to_deploy(self, hw) -> BlockD:
+        mixing, affine = self.spatial_mixing.to_deploy(hw, identity=self.split_shortcut)
+        fc1, bn1, _, fc2 = self.mlp[:4]
+        # affine left by the mixing (PAT_ch output BN) -> fc1 input columns; then fc1 -> BN1
+        w, b = fold_input_affine(fc1, *(affine if affine is not None else (None, None)))
+        s1, t1 = bn_affine(bn1)
+        fc1_d = conv_with(w * s1.view(-1, 1, 1, 1), b * s1 + t1)
+        gamma = self.layer_scale.detach() if self.layer_scale is not None else None
+        if len(self.mlp) > 4:
+            out = self.mlp[4].fuse_after(fc2, gamma)
+        else:
+            w2 = fc2.weight.double()
+            if gamma is not None:
+                w2 = w2 * gamma.double().view(-1, 1, 1, 1)
+            out = conv_with(w2, None)
+        return BlockD(mixing, fc1_d, make_act(self.act_name), out, self.split_shortcut)
+
+
+class BasicStage(nn.Module):
+    def __init__(self, dim: int, depth: int, spec: ArchSpec, channel_type: str, split_shortcut: bool):
+        super().__init__()
+        self.blocks = nn.Sequential(*[MLPBlock(dim, spec, channel_type, split_shortcut) for _ in range(depth)])
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, patch_stride: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_stride, bias=False)
+        self.norm = nn.BatchNorm2d(embed_dim)
+
+    def forward(self, x):
+        return self.norm(self.proj(x))
+
+    def to_deploy(self, hw):
+        return fold_conv_bn(self.proj, self.norm)
+
+
+class PatchMerging(nn.Module):
+    def __init__(self, patch_size2: int, patch_stride2: int, dim: int):
+        super().__init__()
+        self.reduction = nn.Conv2d(dim, 2 * dim, kernel_size=patch_size2, stride=patch_stride2, bias=False)
+        self.norm = nn.BatchNorm2d(2 * dim)
+
+    def forward(self, x):
+        return self.norm(self.reduction(x))
+
+    def to_deploy(self, hw):
+        return fold_conv_bn(self.reduction, self.norm)
+
+
+class PartialNet(nn.Module):
+    """PartialNet / PATNet, or FasterNet when ``spec.family == "fasternet"`` (same skeleton, no
+    attention, plain shortcut in every stage)."""
+
+    def __init__(self, spec: ArchSpec):
+        super().__init__()
+        self.spec = spec
+        E = spec.embed_dim
+        self.patch_embed = PatchEmbed(spec.patch_size, spec.patch_stride, spec.in_chans, E)
+        stages = []
+        n = len(spec.depths)
+        for i, depth in enumerate(spec.depths):
+            dim = E * 2 ** i
+            last = i == n - 1
+            split = spec.family == "partialnet" and last
+            stages.append(BasicStage(dim, depth, spec, "self" if last else "se", split))
+            if not last:
+                stages.append(PatchMerging(spec.patch_size2, spec.patch_stride2, dim))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = E * 2 ** (n - 1)
+        self.avgpool_pre_head = nn.Sequential(nn.AdaptiveAvgPool2d(1),
+                                              nn.Conv2d(self.num_features, spec.feature_dim, 1, bias=False),
+                                              make_act(spec.act, inplace=True))
+        self.head = nn.Linear(spec.feature_dim, spec.num_classes) if spec.num_classes > 0 else nn.Identity()
+        self.apply(_init_weights)
+        for m in self.modules():
+            if isinstance(m, DPConv):
+                with torch.no_grad():
+                    m.gate.fill_(1e-8)
+
+    def forward(self, x):
+        x = self.stages(self.patch_embed(x))
+        return self.head(torch.flatten(self.avgpool_pre_head(x), 1))
+
+
+def _init_weights(m):
+    if isinstance(m, (nn.Linear, nn.Conv2d)):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class DeployNet(nn.Module):
+    """The deploy form of a whole network: a flat chain of folded modules."""
+
+    def __init__(self, stem: nn.Module, body: list[nn.Module], head: nn.Module):
+        super().__init__()
+        self.stem = stem
+        self.body = nn.Sequential(*body)
+        self.head = head
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)))
+
+
+class DeployHead(nn.Module):
+    def __init__(self, conv: nn.Conv2d, act: nn.Module, fc: nn.Module):
+        super().__init__()
+        self.conv, self.act, self.fc = conv, act, fc
+
+    def forward(self, x):
+        x = x.mean((2, 3), keepdim=True)
+        return self.fc(torch.flatten(self.act(self.conv(x)), 1))
+
+
+def build_model(spec: ArchSpec) -> PartialNet:
+    return PartialNet(spec)
