@@ -1,0 +1,351 @@
+"""Safe checkpoint loading, format detection and architecture inference.
+
+Loading never executes code from the file: pickles go through ``torch.load(weights_only=True)``
+(an allow-list unpickler) with only ``argparse.Namespace`` and stand-ins for Lightning's
+``AttributeDict`` added, so a Lightning checkpoint loads without Lightning installed;
+``.safetensors`` holds no code at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from partialdeploy.errors import UserError
+from partialdeploy.spec import ArchSpec, FASTERNET_VARIANTS, PARTIALNET_VARIANTS, match_variant, variant_spec
+
+
+_ATTRDICT_NAMES = (
+    "lightning.fabric.utilities.data.AttributeDict",
+    "lightning_fabric.utilities.data.AttributeDict",
+    "pytorch_lightning.utilities.parsing.AttributeDict",
+    "lightning.pytorch.utilities.parsing.AttributeDict",
+)
+
+SPEC_METADATA_KEY = "partialdeploy.spec"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    format: str  # "lightning", "state_dict", "wrapped:<key>", "safetensors"
+    state_dict: dict
+    hyper_parameters: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)  # safetensors metadata
+    sha256: str = ""
+    dropped_prefixes: list[str] = field(default_factory=list)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:240]
+
+
+def _torch_load(path: Path) -> Any:
+    import pickle
+
+    import torch
+
+    # AttributeDict is rebuilt as a plain dict (the allow-list unpickler only fills real dicts)
+    safe = [argparse.Namespace] + [(dict, n) for n in _ATTRDICT_NAMES]
+    try:
+        with torch.serialization.safe_globals(safe):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        m = re.search(r"(?:Unsupported global|unsupported GLOBAL|GLOBAL) ?:? ?(?:GLOBAL )?([\w.]+)", msg)
+        what = m.group(1) if m else "a non-tensor object"
+        if "weights_only" in msg or "Unsupported" in msg or "global" in msg.lower():
+            raise UserError(
+                f"refusing to load {path.name}: it contains code or objects ({what}) that loading would "
+                "execute; only tensors and plain containers are accepted. Re-save the state_dict "
+                "(torch.save(model.state_dict(), ...)) or convert it to .safetensors") from None
+        raise UserError(f"{path.name} is not a readable checkpoint ({_first_line(e)}); re-export it") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError,
+            IndexError, KeyError) as e:
+        raise UserError(f"{path.name} is corrupt or truncated ({_first_line(e)}); re-download or re-export it") from None
+
+
+def _load_safetensors(path: Path) -> tuple[dict, dict]:
+    try:
+        from safetensors import safe_open
+
+        tensors, meta = {}, {}
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            for k in f.keys():
+                tensors[k] = f.get_tensor(k)
+        return tensors, meta
+    except ImportError:
+        raise UserError("reading .safetensors needs the safetensors package: pip install safetensors") from None
+    except Exception as e:
+        raise UserError(f"{path.name} is not a valid safetensors file ({_first_line(e)}); re-export it") from None
+
+
+def _as_dict(obj) -> dict:
+    if isinstance(obj, argparse.Namespace):
+        return dict(vars(obj))
+    if isinstance(obj, dict):
+        return dict(obj)
+    return {}
+
+
+def _is_tensor_dict(d) -> bool:
+    import torch
+
+    return isinstance(d, dict) and len(d) > 0 and all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read any supported checkpoint and return the model's state_dict with official key names."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"checkpoint {path} does not exist: check the path")
+    if p.is_dir():
+        raise UserError(f"{path} is a directory: pass a checkpoint file (.ckpt, .pth, .pt, .safetensors)")
+    if p.stat().st_size == 0:
+        raise UserError(f"{path} is empty: re-download or re-export it")
+    with open(p, "rb") as f:
+        head = f.read(16)
+    hp: dict = {}
+    meta: dict = {}
+    if p.suffix == ".safetensors" or (head[8:9] == b"{" and p.suffix not in (".ckpt", ".pth", ".pt", ".bin")):
+        sd, meta = _load_safetensors(p)
+        fmt = "safetensors"
+    else:
+        obj = _torch_load(p)
+        fmt = "state_dict"
+        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            hp = _as_dict(obj.get("hyper_parameters") or obj.get("hparams") or {})
+            fmt = "lightning" if ("pytorch-lightning_version" in obj or hp or "epoch" in obj) else "wrapped:state_dict"
+            sd = obj["state_dict"]
+        elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+            sd, fmt = obj["model"], "wrapped:model"
+        elif isinstance(obj, dict) and "model_state_dict" in obj and isinstance(obj["model_state_dict"], dict):
+            sd, fmt = obj["model_state_dict"], "wrapped:model_state_dict"
+        elif isinstance(obj, dict):
+            sd = obj
+        else:
+            raise UserError(f"{p.name} holds a {type(obj).__name__}, not a state_dict; save model.state_dict()")
+    sd, dropped = _normalize_keys(sd)
+    if not _is_tensor_dict(sd):
+        raise UserError(f"{p.name} has no tensors under the expected keys; is it a PartialNet/FasterNet checkpoint?")
+    return Checkpoint(p, fmt, sd, hp, meta, sha256_of(p), dropped)
+
+
+def _normalize_keys(sd: dict) -> tuple[dict, list[str]]:
+    """Take the ``model.`` subset of a Lightning state_dict (drops e.g. a distillation teacher under
+    ``criterion.``) and strip ``module.`` (DataParallel) / ``_orig_mod.`` (torch.compile) prefixes."""
+    import torch
+
+    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    dropped: list[str] = []
+    if any(k.startswith("model.") for k in sd) and not any(k.startswith("patch_embed.") for k in sd):
+        others = sorted({k.split(".", 1)[0] + "." for k in sd if not k.startswith("model.")})
+        dropped = others
+        sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+    for prefix in ("module.", "_orig_mod.", "model."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd, dropped
+
+
+# ------------------------------------------------------------------------------------------------
+# architecture inference
+
+
+_BLOCK = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
+
+
+def infer_from_weights(sd: dict) -> dict:
+    """Everything the tensor shapes tell: widths, depths, split ratio, attention kinds, DPConv splits,
+    heads, classes."""
+    if "patch_embed.proj.weight" not in sd:
+        raise UserError("not a PartialNet/FasterNet checkpoint: no 'patch_embed.proj.weight' "
+                        f"(first keys: {', '.join(list(sd)[:4])})")
+    w = sd["patch_embed.proj.weight"]
+    info: dict = dict(embed_dim=int(w.shape[0]), in_chans=int(w.shape[1]), patch_size=int(w.shape[2]),
+                      patch_stride=int(w.shape[2]))
+    blocks: dict[int, set] = {}
+    for k in sd:
+        m = _BLOCK.match(k)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    stage_ids = sorted(blocks)
+    if not stage_ids:
+        raise UserError("not a PartialNet/FasterNet checkpoint: no 'stages.<i>.blocks.<j>' keys")
+    info["depths"] = tuple(max(blocks[i]) + 1 for i in stage_ids)
+    b0 = f"stages.{stage_ids[0]}.blocks.0."
+    dim0 = info["embed_dim"]
+    if f"{b0}mlp.0.weight" in sd:
+        info["mlp_ratio"] = sd[f"{b0}mlp.0.weight"].shape[0] / dim0
+    if f"{b0}spatial_mixing.partial_conv3.weight" in sd:
+        info["n_div"] = dim0 // int(sd[f"{b0}spatial_mixing.partial_conv3.weight"].shape[0])
+        info["auto_div"] = False
+    elif f"{b0}spatial_mixing.conv.weight" in sd and f"{b0}spatial_mixing.one_channel" in sd:
+        info["auto_div"] = True
+        info["n_div"] = int(sd[f"{b0}spatial_mixing.c_div"].item()) if f"{b0}spatial_mixing.c_div" in sd else 4
+        info["dp_splits"] = {f"stages.{m.group(1)}.blocks.{m.group(2)}": int(v.item())
+                             for k, v in sd.items() if (m := _BLOCK.match(k)) and k.endswith("spatial_mixing.one_channel")}
+    info["use_channel_attn"] = any(".spatial_mixing.attn." in k for k in sd)
+    info["use_spatial_attn"] = any(re.search(r"\.mlp\.4\.conv_attn\.weight$", k) for k in sd)
+    info["layer_scale"] = any(k.endswith(".layer_scale") for k in sd)
+    heads = [v.shape[0] for k, v in sd.items() if k.endswith("rpe_k.lookup_table_bias")]
+    if heads:
+        info["num_heads"] = int(heads[0])
+    if "avgpool_pre_head.1.weight" in sd:
+        info["feature_dim"] = int(sd["avgpool_pre_head.1.weight"].shape[0])
+    if "head.weight" in sd:
+        info["num_classes"] = int(sd["head.weight"].shape[0])
+    else:
+        info["num_classes"] = 0
+    mk = "stages.1.reduction.weight"
+    if mk in sd:
+        info["patch_size2"] = info["patch_stride2"] = int(sd[mk].shape[2])
+    info["attention"] = info["use_channel_attn"] or info["use_spatial_attn"] or info.get("auto_div", False)
+    return info
+
+
+def _hp_get(hp: dict, *names, default=None):
+    for n in names:
+        if n in hp and hp[n] is not None:
+            return hp[n]
+    return default
+
+
+def _parse_variant(variant: str) -> tuple[str | None, str]:
+    v = variant.lower().replace("_", "-")
+    for fam in ("partialnet", "patnet", "fasternet"):
+        if v.startswith(fam):
+            rest = v[len(fam):].lstrip("-")
+            return ("partialnet" if fam == "patnet" else fam), rest
+    return None, v
+
+
+def resolve_spec(ckpt: Checkpoint, variant: str | None = None, act: str | None = None,
+                 family: str | None = None, img_size: int | None = None) -> tuple[ArchSpec, list[str]]:
+    """ArchSpec for a checkpoint: hyper_parameters first, then tensor shapes, then the official
+    variant table; ``variant``/``act``/``family`` override what cannot be inferred. Returns the spec
+    and a list of notes saying where each undetermined field came from."""
+    notes: list[str] = []
+    if SPEC_METADATA_KEY in ckpt.metadata:  # our own checkpoints carry their spec
+        spec = ArchSpec.from_dict(json.loads(ckpt.metadata[SPEC_METADATA_KEY]))
+        notes.append("architecture from the checkpoint's partialdeploy metadata")
+        return _apply_overrides(spec, act, img_size), notes
+    info = infer_from_weights(ckpt.state_dict)
+    hp = ckpt.hyper_parameters
+    fam_v, var = _parse_variant(variant) if variant else (None, None)
+    fam = family or fam_v
+    if fam is None:
+        name = str(_hp_get(hp, "model_name", default="")).lower()
+        if info["attention"] or hp.get("use_channel_attn") or "partialnet" in name or "patnet" in name:
+            fam = "partialnet"
+        elif "fasternet" in name:
+            fam = "fasternet"
+        else:
+            fam = "fasternet"
+            notes.append("no attention weights and no hyper_parameters: read as FasterNet "
+                         "(pass --variant partialnet-<v> for a PartialNet without attention)")
+    if fam == "fasternet" and info["attention"]:
+        raise UserError("checkpoint has PartialNet attention/DPConv weights but FasterNet was requested; "
+                        "drop --variant fasternet-* or use partialnet-*")
+    kw: dict = {k: v for k, v in info.items() if k in ArchSpec.__dataclass_fields__}
+    # hyper_parameters (the training run's merged argparse namespace)
+    if hp:
+        hp_act = _hp_get(hp, "act_layer")
+        if hp_act:
+            kw["act"] = str(hp_act).upper()
+            notes.append(f"activation {kw['act']} from hyper_parameters.act_layer")
+        for hk, sk in (("image_size", "img_size"),):
+            if _hp_get(hp, hk):
+                kw[sk] = int(_hp_get(hp, hk))
+        hp_depths = _hp_get(hp, "depths")
+        if hp_depths is not None and tuple(hp_depths) != tuple(info["depths"]):
+            raise UserError(f"hyper_parameters say depths={list(hp_depths)} but the weights have "
+                            f"{list(info['depths'])}: the checkpoint is inconsistent")
+    table = PARTIALNET_VARIANTS if fam == "partialnet" else FASTERNET_VARIANTS
+    if var:
+        if var not in table:
+            raise UserError(f"unknown variant {variant!r}; choose one of "
+                            + ", ".join(f"{fam}-{v}" for v in table))
+        ref = variant_spec(fam, var)
+        if (ref.embed_dim, tuple(ref.depths)) != (info["embed_dim"], tuple(info["depths"])):
+            raise UserError(f"--variant {variant} expects embed_dim={ref.embed_dim}, depths={list(ref.depths)} but "
+                            f"the checkpoint has embed_dim={info['embed_dim']}, depths={list(info['depths'])}")
+    spec = ArchSpec(family=fam, **{k: v for k, v in kw.items() if k != "family"})
+    matched = var or match_variant(spec)
+    spec = spec.replace(variant=matched)
+    if "act" not in kw and not act:
+        if matched:
+            spec = spec.replace(act=table[matched]["act"])
+            notes.append(f"activation {spec.act} from the official {fam}-{matched} config "
+                         "(not stored in the weights; override with --act)")
+        else:
+            raise UserError("cannot infer the activation of this custom-size model (it is not in the weights): "
+                            "pass --act gelu or --act relu")
+    if info.get("num_heads") is None and fam == "partialnet" and spec.use_channel_attn:
+        notes.append("heads defaulted to 4")
+    return _apply_overrides(spec, act, img_size), notes
+
+
+def _apply_overrides(spec: ArchSpec, act: str | None, img_size: int | None) -> ArchSpec:
+    if act:
+        a = act.upper()
+        if a not in ("GELU", "RELU"):
+            raise UserError(f"--act {act!r} is not supported: use gelu or relu")
+        spec = spec.replace(act=a)
+    if img_size:
+        spec = spec.replace(img_size=int(img_size))
+    return spec
+
+
+def load_model(ckpt: Checkpoint, spec: ArchSpec):
+    """Build the train-form model and load the weights with strict=True; a mismatch names the
+    offending keys and shapes in one line."""
+    import torch
+
+    from partialdeploy.models import build_model
+
+    model = build_model(spec)
+    own = model.state_dict()
+    sd = ckpt.state_dict
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shape = [f"{k} {tuple(sd[k].shape)}≠{tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or shape:
+        parts = []
+        if shape:
+            parts.append(f"shape mismatch: {', '.join(shape[:3])}" + (f" (+{len(shape) - 3} more)" if len(shape) > 3 else ""))
+        if missing:
+            parts.append(f"missing: {', '.join(missing[:3])}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
+        if unexpected:
+            parts.append(f"unexpected: {', '.join(unexpected[:3])}" + (f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""))
+        raise UserError(f"weights do not fit {spec.name}: " + "; ".join(parts) + " — check --variant")
+    sd = {k: (v.to(own[k].dtype) if v.is_floating_point() and own[k].is_floating_point() else v) for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True)
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"checkpoint has non-finite values in {', '.join(bad[:3])}: it is corrupt")
+    return model.eval()
+
+
+def save_safetensors(model, spec: ArchSpec, path: str | Path) -> None:
+    """Write a state_dict + our spec as metadata (how the bundled demo checkpoint is stored)."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, str(path), metadata={SPEC_METADATA_KEY: json.dumps(spec.to_dict())})

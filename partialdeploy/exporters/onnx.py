@@ -1,0 +1,160 @@
+"""ONNX: export the deploy form (static spatial size, static or dynamic batch), simplify with onnxsim,
+check with onnx.checker + shape inference, write metadata; and the ``onnx`` target that publishes it.
+
+Opset 17 through the TorchScript-based exporter: ONNX Runtime, OpenVINO and TensorRT 10 all accept
+it, and it has LayerNormalization. (torch 2.13's dynamo exporter silently raises any opset < 18.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from partialdeploy import __version__
+from partialdeploy.errors import UserError
+from partialdeploy.exporters.base import Artifact, ExportContext, Target
+
+DEFAULT_OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+@dataclass
+class OnnxInfo:
+    path: Path
+    opset: int
+    nodes: int
+    ops: dict
+    simplified: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def _quiet():
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    return stack
+
+
+def op_histogram(model) -> dict:
+    return dict(Counter(n.op_type for n in model.graph.node).most_common())
+
+
+def export_onnx(model, path: Path, img_size: int, dynamic_batch: bool = False, batch: int = 1,
+                opset: int = DEFAULT_OPSET, metadata: dict | None = None, simplify: bool = True,
+                in_chans: int = 3) -> OnnxInfo:
+    """torch module -> checked ONNX file. ``model`` should be the deploy form."""
+    import onnx
+    import torch
+
+    path = Path(path)
+    dummy = torch.zeros(batch, in_chans, img_size, img_size)
+    dyn = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    notes: list[str] = []
+    try:
+        with _quiet(), torch.no_grad():
+            torch.onnx.export(model.eval(), (dummy,), str(path), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dyn,
+                              do_constant_folding=True)
+    except Exception as e:
+        raise UserError(f"ONNX export failed: {str(e).splitlines()[0][:200]}") from e
+    m = onnx.load(str(path))
+    simplified = False
+    if simplify:
+        try:
+            import onnxsim
+
+            with _quiet():
+                sm, ok = onnxsim.simplify(m)
+            if ok:
+                m, simplified = sm, True
+            else:
+                notes.append("onnxsim could not validate the simplified graph; kept the unsimplified one")
+        except Exception as e:  # keep going with the unsimplified graph; parity still gates it
+            notes.append(f"onnxsim failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                         "kept the unsimplified graph")
+    try:
+        onnx.checker.check_model(m, full_check=False)
+        m = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
+    except Exception as e:
+        raise UserError(f"exported ONNX failed onnx.checker: {str(e).splitlines()[0][:200]}") from e
+    meta = {"producer": "partialdeploy", "partialdeploy.version": __version__, **(metadata or {})}
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        p = m.metadata_props.add()
+        p.key, p.value = str(k), str(v)
+    m.producer_name, m.producer_version = "partialdeploy", __version__
+    m.doc_string = f"{meta.get('model', 'PartialNet')} deploy form (BN folded, attention constants baked)"
+    onnx.save(m, str(path))
+    return OnnxInfo(path, opset, len(m.graph.node), op_histogram(m), simplified, notes)
+
+
+def naive_export(model, path: Path, img_size: int, opset: int = DEFAULT_OPSET) -> OnnxInfo:
+    """What a user gets from a plain ``torch.onnx.export`` of the train form (for the benchmark and
+    ``inspect``): no folding, no simplification."""
+    import onnx
+    import torch
+
+    with _quiet(), torch.no_grad():
+        torch.onnx.export(model.eval(), (torch.zeros(1, 3, img_size, img_size),), str(path), dynamo=False,
+                          opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+    m = onnx.load(str(path))
+    return OnnxInfo(Path(path), opset, len(m.graph.node), op_histogram(m), False)
+
+
+def io_meta(path: Path) -> tuple[list[dict], list[dict]]:
+    import onnx
+    from onnx import helper
+
+    m = onnx.load(str(path), load_external_data=False)
+
+    def meta(vis):
+        out = []
+        for v in vis:
+            t = v.type.tensor_type
+            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+            out.append({"name": v.name, "shape": shape, "dtype": helper.tensor_dtype_to_np_dtype(t.elem_type).name})
+        return out
+
+    inits = {i.name for i in m.graph.initializer}
+    return meta([i for i in m.graph.input if i.name not in inits]), meta(m.graph.output)
+
+
+class OnnxTarget(Target):
+    """The verified deploy-form ONNX itself (fp32), for any ONNX consumer."""
+
+    name = "onnx"
+    precisions = ("fp32",)
+
+    @classmethod
+    def is_available(cls) -> bool:
+        try:
+            import onnx  # noqa: F401
+            return True
+        except ImportError:
+            return False
+
+    @classmethod
+    def version(cls) -> str | None:
+        try:
+            import onnx
+            return onnx.__version__
+        except ImportError:
+            return None
+
+    def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:
+        if ctx.precision != "fp32":
+            raise UserError(f"--target onnx is the fp32 interchange model; for {ctx.precision} use "
+                            "--target onnxruntime, openvino, tensorrt or coreml")
+        dst = Path(out_dir) / "model.onnx"
+        shutil.copyfile(ctx.onnx_path, dst)
+        ins, outs = io_meta(dst)
+        parity = [p for p in ctx.options.get("onnx_parity", [])]
+        return Artifact(target=self.name, precision="fp32", path="model.onnx", files=["model.onnx"], inputs=ins,
+                        outputs=outs, parity=parity, verified="parity", runtime_version=self.version())
