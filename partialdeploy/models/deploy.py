@@ -47,19 +47,19 @@ class ChannelGateD(nn.Module):
     and (unbiased) std -> one Gemm (the (1×2) conv with its BN folded) -> hard-sigmoid -> multiply.
     The output BN has moved into the next 1×1 conv."""
 
-    def __init__(self, conv: nn.Conv2d, dim: int, gate: nn.Linear):
+    def __init__(self, conv: nn.Conv2d, dim: int, gate: nn.Linear, hw: tuple[int, int]):
         super().__init__()
         self.c1, self.dim = conv.in_channels, dim
+        self.n = hw[0] * hw[1]  # spatial size is static per export
         self.conv = conv
         self.gate = gate  # Linear(2*c2 -> c2), input = [mean, std]
         self.act = nn.Hardsigmoid()
 
     def forward(self, x):
         x1, x2 = torch.split(x, [self.c1, self.dim - self.c1], dim=1)
-        n = x2.shape[2] * x2.shape[3]
         mean = x2.mean((2, 3), keepdim=True)
         d = x2 - mean
-        std = torch.sqrt((d * d).sum((2, 3)) / (n - 1))
+        std = torch.sqrt((d * d).sum((2, 3)) * (1.0 / (self.n - 1)))
         g = self.act(self.gate(torch.cat((mean.flatten(1), std), 1)))
         return torch.cat((self.conv(x1), x2 * g.unsqueeze(-1).unsqueeze(-1)), 1)
 
@@ -70,10 +70,11 @@ class SelfAttnD(nn.Module):
     tap, q-scale and LayerNorm affine sit in qkv, and the iRPE key bias B is a constant (H, L, L)."""
 
     def __init__(self, conv: nn.Conv2d, dim: int, qkv: nn.Linear, proj: nn.Linear, bias: torch.Tensor,
-                 num_heads: int, eps: float):
+                 num_heads: int, eps: float, hw: tuple[int, int]):
         super().__init__()
         self.c1, self.dim = conv.in_channels, dim
         self.c2 = dim - self.c1
+        self.h, self.w = hw  # static: the iRPE bias was baked for this size
         self.conv = conv
         self.qkv, self.proj = qkv, proj
         self.num_heads = num_heads
@@ -82,17 +83,16 @@ class SelfAttnD(nn.Module):
 
     def forward(self, x):
         x1, x2 = torch.split(x, [self.c1, self.c2], dim=1)
-        B, C, h, w = x2.shape
-        n = h * w
+        C, h, w, n = self.c2, self.h, self.w, self.h * self.w
         hd = C // self.num_heads
         t = x2.flatten(2).transpose(1, 2)  # B, N, C
         tn = F.layer_norm(t, (C,), eps=self.eps)
-        qkv = self.qkv(tn).reshape(B, n, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(tn).reshape(-1, n, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = (q @ k.transpose(-2, -1) + self.rpe_bias).softmax(dim=-1)
-        y = (attn @ v).transpose(1, 2).reshape(B, n, C)
+        y = (attn @ v).transpose(1, 2).reshape(-1, n, C)
         y = self.proj(y) + t
-        y2 = y.transpose(1, 2).reshape(B, C, h, w)
+        y2 = y.transpose(1, 2).reshape(-1, C, h, w)
         return torch.cat((self.conv(x1), y2), 1)
 
 

@@ -97,7 +97,7 @@ class PATChannel(nn.Module):
         s, t = bn_affine(self.norm)  # the output BN is handed to the next 1×1 conv
         ones = torch.ones(self.dim_conv3, dtype=torch.float64)
         zeros = torch.zeros(self.dim_conv3, dtype=torch.float64)
-        mixing = ChannelGateD(_with_identity(self.partial_conv3, False), self.dim, self.attn.deploy_gate())
+        mixing = ChannelGateD(_with_identity(self.partial_conv3, False), self.dim, self.attn.deploy_gate(), hw)
         return mixing, (torch.cat([ones, s]), torch.cat([zeros, t]))
 
 
@@ -206,7 +206,7 @@ class PATSelf(nn.Module):
         proj.load_state_dict(a.proj.state_dict())
         bias = a.rpe_k.bias(*hw).detach().clone()
         mixing = SelfAttnD(_with_identity(self.partial_conv3, True), self.dim, qkv, proj, bias, a.num_heads,
-                           self.norm.eps)
+                           self.norm.eps, hw)
         return mixing, None
 
 
