@@ -56,6 +56,7 @@ class ArchSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     img_size: int = 224
+    crop_ratio: float = 0.875  # resize shorter side to img_size / crop_ratio, then centre crop
     labels: tuple[str, ...] | None = None
 
     @property

@@ -1,0 +1,367 @@
+"""The export flow, one direction (DESIGN.md §2):
+
+checkpoint -> load (safe) -> ArchSpec -> train form -> deploy form -> parity gate
+-> ONNX (export, simplify, check) -> parity gate in ONNX Runtime
+-> per target: convert -> artifact -> parity gate in that runtime -> manifest.json
+
+Everything is built in a staging directory next to the output directory; a target's directory is
+renamed into place only after its gate passed, and manifest.json is replaced atomically. A failed
+run leaves nothing half-written and nothing claimed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from partialdeploy import __version__, parity
+from partialdeploy.errors import PartialDeployError, UserError, VerificationError
+from partialdeploy.exporters.base import PRECISIONS, TARGETS, Artifact, ExportContext, get_target
+
+ALL_TARGETS = ("onnx", "onnxruntime", "openvino", "coreml", "tensorrt")
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = "partialdeploy.manifest/1"
+
+
+@dataclass
+class ExportRequest:
+    checkpoint: Path | None = None  # None -> the bundled demo checkpoint
+    targets: tuple[str, ...] = ("onnx",)
+    precision: str = "fp32"
+    out_dir: Path = Path("dist")
+    img_size: int | None = None
+    dynamic_batch: bool = False
+    batch: int = 1
+    calib: Path | None = None
+    calib_count: int = 100
+    variant: str | None = None
+    act: str | None = None
+    opset: int = 17
+    parity_images: int = 16
+    options: dict = field(default_factory=dict)  # target-profile fields (threads, workspace_mb, ...)
+    tolerances: dict = field(default_factory=dict)  # precision -> parity.Tolerance
+    command: str = ""
+
+
+@dataclass
+class StageResult:
+    name: str
+    seconds: float
+    detail: str = ""
+    parity: dict | None = None
+
+
+@dataclass
+class ExportResult:
+    spec: object
+    notes: list[str]
+    stages: list[StageResult]
+    artifacts: list[Artifact]
+    failures: list[dict]
+    skipped: list[dict]
+    out_dir: Path
+    manifest_path: Path | None
+    onnx_info: dict
+
+    @property
+    def exit_code(self) -> int:
+        if not self.failures:
+            return 0
+        return 1 if any(f.get("kind") == "verification" for f in self.failures) else 2
+
+
+Progress = Callable[[str, str], None]  # (stage, message)
+
+
+def expand_targets(names) -> tuple[str, ...]:
+    out: list[str] = []
+    for n in names:
+        for part in str(n).split(","):
+            part = part.strip().lower()
+            if not part:
+                continue
+            if part == "all":
+                out += [t for t in ALL_TARGETS if t not in out]
+            elif part not in TARGETS:
+                raise UserError(f"unknown target {part!r}; choose from {', '.join(ALL_TARGETS)} or all")
+            elif part not in out:
+                out.append(part)
+    if not out:
+        raise UserError("no target given: use --target onnx|onnxruntime|openvino|coreml|tensorrt|all")
+    return tuple(out)
+
+
+def _existing_ancestor(p: Path) -> Path:
+    p = p.absolute()
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def _sha256(path: Path) -> str:
+    from partialdeploy.checkpoint import sha256_of
+
+    if path.is_dir():
+        import hashlib
+
+        h = hashlib.sha256()
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                h.update(str(f.relative_to(path)).encode())
+                h.update(bytes.fromhex(sha256_of(f)))
+        return h.hexdigest()
+    return sha256_of(path)
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportResult:
+    say = progress or (lambda stage, msg: None)
+    if req.precision not in PRECISIONS:
+        raise UserError(f"--precision {req.precision!r} is not supported; choose {', '.join(PRECISIONS)}")
+    targets = expand_targets(req.targets)
+    if req.batch < 1:
+        raise UserError("--batch must be ≥ 1")
+    if req.img_size is not None and (req.img_size < 32 or req.img_size % 32):
+        raise UserError(f"--img-size {req.img_size} must be a multiple of 32 (the network downsamples 32×) and ≥ 32")
+    if req.out_dir.exists() and not req.out_dir.is_dir():
+        raise UserError(f"output {req.out_dir} exists and is not a directory: choose another -o")
+    # optional runtimes must exist before any work when a single target was asked for explicitly
+    if len(targets) == 1:
+        t = get_target(targets[0])
+        why = t.check_env()
+        if why:
+            raise UserError(f"target {targets[0]} unavailable: {why}")
+        if req.precision not in t.precisions:
+            raise UserError(f"target {targets[0]} does not support {req.precision}; it supports "
+                            f"{', '.join(t.precisions)}")
+
+    import torch
+
+    from partialdeploy import demo
+    from partialdeploy.checkpoint import load_checkpoint, load_model, resolve_spec
+    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.images import load_image_folder, natural_batch
+    from partialdeploy.reparam import reparameterize, torch_logits
+    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+
+    stages: list[StageResult] = []
+
+    def stage(name, t0, detail="", par=None):
+        stages.append(StageResult(name, time.perf_counter() - t0, detail, par.to_dict() if par else None))
+        say(name, detail)
+
+    # ---- load
+    t0 = time.perf_counter()
+    ckpt_path = Path(req.checkpoint) if req.checkpoint else demo.DEMO_CKPT
+    ckpt = load_checkpoint(ckpt_path)
+    spec, notes = resolve_spec(ckpt, variant=req.variant, act=req.act, img_size=req.img_size)
+    model = load_model(ckpt, spec)
+    is_demo = demo.is_demo(ckpt.metadata)
+    stage("load", t0, f"{spec.name} from {ckpt.format} ({ckpt_path.name})")
+
+    # ---- real images: parity inputs, calibration, held-out eval
+    t0 = time.perf_counter()
+    size = spec.img_size
+    eval_x = eval_y = None
+    if is_demo:
+        eval_x, eval_y = demo.eval_set(spec)
+        px = eval_x[: req.parity_images]
+    else:
+        px = natural_batch(size, spec.mean, spec.std, n=req.parity_images)
+    calib = None
+    calib_src = None
+    if req.precision == "int8" and any(t not in ("onnx",) for t in targets):
+        calib_dir = req.calib or (demo.DEMO_CALIB if is_demo else None)
+        if calib_dir is None:
+            raise UserError("INT8 needs calibration images: pass --calib DIR (a folder of 100-500 "
+                            "representative images)")
+        calib = load_image_folder(calib_dir, size, spec.mean, spec.std, limit=req.calib_count,
+                                  crop_ratio=spec.crop_ratio)
+        calib_src = str(calib_dir) if req.calib else "bundled demo calibration images"
+    ref = torch_logits(model, px)
+    eval_ref = torch_logits(model, eval_x) if eval_x is not None else None
+    stage("images", t0, f"{len(px)} parity images" + (f", {len(calib)} calibration images" if calib is not None else "")
+          + (f", {len(eval_x)} held-out test images" if eval_x is not None else ""))
+
+    # ---- deploy form + gate
+    t0 = time.perf_counter()
+    deploy = reparameterize(model, size)
+    res = parity.gate(ref, torch_logits(deploy, px), "train form -> deploy form (PyTorch)",
+                      req.tolerances.get("fp32", "fp32"))
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    stage("deploy form", t0, f"{n_bn} BatchNorm folded; {res.summary()}", res)
+
+    out_dir = Path(req.out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".partialdeploy-staging-", dir=_existing_ancestor(out_dir.parent)))
+    artifacts: list[Artifact] = []
+    failures: list[dict] = []
+    skipped: list[dict] = []
+    try:
+        # ---- ONNX + gate in ONNX Runtime
+        t0 = time.perf_counter()
+        onnx_path = staging / "deploy.onnx"
+        meta = {"model": spec.name, "architecture": json.dumps(spec.to_dict()),
+                "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
+                "img_size": str(size), "layout": "NCHW", "color": "RGB",
+                "crop_ratio": str(spec.crop_ratio), "labels": json.dumps(list(spec.labels) if spec.labels else None),
+                "checkpoint_sha256": ckpt.sha256}
+        info = export_onnx(deploy, onnx_path, size, dynamic_batch=req.dynamic_batch, batch=req.batch,
+                           opset=req.opset, metadata=meta, in_chans=spec.in_chans)
+        with OnnxRuntimeRunner(onnx_path) as r:
+            bs = 1 if req.dynamic_batch else req.batch
+            out = r.run_batched(px, bs) if (req.dynamic_batch or len(px) % bs == 0) else None
+        if out is None:
+            raise UserError(f"--batch {req.batch} must divide the {len(px)} parity images (or use --dynamic-batch)")
+        onnx_res = parity.gate(ref, out, "train form -> ONNX (ONNX Runtime)", req.tolerances.get("fp32", "fp32"))
+        for w in info.warnings:
+            notes.append(w)
+        stage("onnx", t0, f"{info.nodes} nodes, opset {info.opset}, "
+              f"{'simplified' if info.simplified else 'not simplified'}, "
+              f"BatchNormalization: {info.ops.get('BatchNormalization', 0)}; {onnx_res.summary()}", onnx_res)
+        onnx_info = {"nodes": info.nodes, "opset": info.opset, "simplified": info.simplified, "ops": info.ops}
+
+        ctx_common = dict(spec=spec, onnx_path=onnx_path, img_size=size, dynamic_batch=req.dynamic_batch,
+                          input_name="input", output_name="logits", parity_inputs=px, reference=ref,
+                          calib=calib, calib_source=calib_src, eval_images=eval_x, eval_labels=eval_y,
+                          eval_reference=eval_ref, deploy_model=deploy,
+                          options={**req.options, "batch": req.batch, "onnx_parity": [onnx_res.to_dict()]},
+                          tolerances=req.tolerances)
+        # ---- targets
+        for name in targets:
+            t0 = time.perf_counter()
+            target = get_target(name)
+            why = target.check_env()
+            if why:
+                skipped.append({"target": name, "precision": req.precision, "reason": why})
+                say(name, f"skipped: {why}")
+                continue
+            if req.precision not in target.precisions:
+                skipped.append({"target": name, "precision": req.precision,
+                                "reason": f"{name} supports {', '.join(target.precisions)}"})
+                say(name, f"skipped: {name} does not support {req.precision}")
+                continue
+            tdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging))
+            try:
+                art = target.export(ExportContext(precision=req.precision, **ctx_common), tdir)
+            except PartialDeployError as e:
+                kind = "verification" if isinstance(e, VerificationError) else "error"
+                failures.append({"target": name, "precision": req.precision, "kind": kind, "error": str(e)})
+                say(name, f"FAILED: {e}")
+                shutil.rmtree(tdir, ignore_errors=True)
+                continue
+            except Exception as e:  # a converter crashed: report it as this target's failure, go on
+                failures.append({"target": name, "precision": req.precision, "kind": "error",
+                                 "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"})
+                say(name, f"FAILED: {type(e).__name__}: {e}")
+                shutil.rmtree(tdir, ignore_errors=True)
+                continue
+            rel = Path(name) / req.precision
+            art.extra["_tmp"] = tdir
+            art.extra["_rel"] = rel
+            artifacts.append(art)
+            say(name, f"{art.verified}: {art.path}")
+            stages.append(StageResult(name, time.perf_counter() - t0, art.verified,
+                                      art.parity[-1] if art.parity else None))
+
+        # ---- place the artifacts and write the manifest
+        manifest_path = None
+        if artifacts:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for art in artifacts:
+                tdir, rel = art.extra.pop("_tmp"), art.extra.pop("_rel")
+                dst = out_dir / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if dst.exists():
+                    old = staging / f"old-{rel.as_posix().replace('/', '-')}"
+                    os.replace(dst, old)
+                os.replace(tdir, dst)
+                art.path = (rel / art.path).as_posix()
+                art.files = [(rel / f).as_posix() for f in art.files]
+            manifest_path = out_dir / MANIFEST
+            manifest = build_manifest(out_dir, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req)
+            _write_json_atomic(manifest_path, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(spec, notes, stages, artifacts, failures, skipped, out_dir, manifest_path, onnx_info)
+
+
+def _artifact_entry(out_dir: Path, a: Artifact, command: str) -> dict:
+    p = out_dir / a.path
+    return {"target": a.target, "precision": a.precision, "path": a.path, "files": a.files,
+            "sha256": _sha256(p), "size_bytes": _size(p), "inputs": a.inputs, "outputs": a.outputs,
+            "parity": a.parity, "verified": a.verified, "runtime_version": a.runtime_version,
+            "notes": a.notes, "extra": a.extra, "command": command}
+
+
+def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req) -> dict:
+    import platform
+
+    import torch
+
+    from partialdeploy.exporters.base import TARGETS as _T
+
+    prev: dict = {}
+    mp = out_dir / MANIFEST
+    if mp.exists():
+        try:
+            prev = json.loads(mp.read_text())
+        except (OSError, ValueError):
+            prev = {}
+    new_keys = {(a.target, a.precision) for a in artifacts}
+    kept = []
+    if prev.get("model", {}).get("checkpoint_sha256") == ckpt.sha256:
+        kept = [a for a in prev.get("artifacts", []) if (a.get("target"), a.get("precision")) not in new_keys
+                and (out_dir / a.get("path", "")).exists()]
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in sorted({a.target for a in artifacts}):
+        try:
+            versions[name] = get_target(name).version()
+        except Exception:
+            versions[name] = None
+    command = req.command or "partialdeploy export"
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "tool": {"name": "partialdeploy", "version": __version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": command,
+        "model": {**spec.to_dict(), "checkpoint": ckpt.path.name, "checkpoint_format": ckpt.format,
+                  "checkpoint_sha256": ckpt.sha256},
+        "preprocessing": {"mean": list(spec.mean), "std": list(spec.std), "size": [spec.img_size, spec.img_size],
+                          "resize_shorter_side_to": int(round(spec.img_size / spec.crop_ratio)),
+                          "crop": "center", "interpolation": "bicubic", "scale": "1/255",
+                          "layout": "NCHW", "color": "RGB", "dtype": "float32"},
+        "onnx": onnx_info,
+        "pipeline": [{"stage": s.name, "seconds": round(s.seconds, 3), "detail": s.detail, "parity": s.parity}
+                     for s in stages],
+        "versions": versions,
+        "artifacts": kept + [_artifact_entry(out_dir, a, command) for a in artifacts],
+        "failures": failures,
+        "skipped": skipped,
+        "targets_known": list(_T),
+    }
+
+
+def command_line() -> str:
+    import shlex
+
+    return "partialdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
