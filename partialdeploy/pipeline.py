@@ -235,7 +235,7 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
         onnx_res = parity.gate(ref, out, "train form -> ONNX (ONNX Runtime)", req.tolerances.get("fp32", "fp32"))
         for w in info.warnings:
             notes.append(w)
-        stage("onnx", t0, f"{info.nodes} nodes, opset {info.opset}, "
+        stage("onnx export", t0, f"{info.nodes} nodes, opset {info.opset}, "
               f"{'simplified' if info.simplified else 'not simplified'}, "
               f"BatchNormalization: {info.ops.get('BatchNormalization', 0)}; {onnx_res.summary()}", onnx_res)
         onnx_info = {"nodes": info.nodes, "opset": info.opset, "simplified": info.simplified, "ops": info.ops}
