@@ -233,6 +233,8 @@ class DPConv(nn.Module):
 
     def forward(self, x):
         c1 = self.split
+        if c1 <= 0:  # a fully closed gate passes everything through
+            return x
         x1, x2 = torch.split(x, [c1, self.dim - c1], dim=1)
         x1 = F.conv2d(x1, self.conv.weight[:c1, :c1], self.conv.bias, self.conv.stride, self.conv.padding)
         return torch.cat((x1, x2), 1)

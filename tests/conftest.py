@@ -1,0 +1,57 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def randomize(model, seed: int = 0):
+    """Non-trivial weights *and* BatchNorm statistics, so every fold is exercised (fresh BNs are
+    identities and would hide a wrong fold)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            fan_in = p[0].numel() if p.dim() > 1 else 25
+            p.copy_(torch.randn(p.shape, generator=g) * (1.0 / fan_in ** 0.5))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def real_images():
+    """Real photographs that ship inside scikit-learn / scikit-image, preprocessed, by size."""
+    from partialdeploy.images import natural_batch
+    from partialdeploy.spec import IMAGENET_MEAN, IMAGENET_STD
+
+    cache = {}
+
+    def get(size, n=8):
+        if (size, n) not in cache:
+            cache[(size, n)] = natural_batch(size, IMAGENET_MEAN, IMAGENET_STD, n=n)
+        return cache[(size, n)]
+
+    return get
+
+
+def run_cli(*args, env=None, cwd=None, timeout=600):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "partialdeploy", *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=timeout)
