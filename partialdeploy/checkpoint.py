@@ -67,14 +67,15 @@ def _torch_load(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        m = re.search(r"(?:Unsupported global|unsupported GLOBAL|GLOBAL) ?:? ?(?:GLOBAL )?([\w.]+)", msg)
-        what = m.group(1) if m else "a non-tensor object"
-        if "weights_only" in msg or "Unsupported" in msg or "global" in msg.lower():
+        m = re.search(r"GLOBAL ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", msg)
+        if m or "Can only" in msg or "Unsupported class" in msg:
+            what = next((g for g in (m.groups() if m else ()) if g), "a non-tensor object")
             raise UserError(
                 f"refusing to load {path.name}: it contains code or objects ({what}) that loading would "
                 "execute; only tensors and plain containers are accepted. Re-save the state_dict "
                 "(torch.save(model.state_dict(), ...)) or convert it to .safetensors") from None
-        raise UserError(f"{path.name} is not a readable checkpoint ({_first_line(e)}); re-export it") from None
+        raise UserError(f"{path.name} is corrupt or not a PyTorch checkpoint (unreadable pickle); "
+                        "re-download or re-export it") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError,
             IndexError, KeyError) as e:
         raise UserError(f"{path.name} is corrupt or truncated ({_first_line(e)}); re-download or re-export it") from None
