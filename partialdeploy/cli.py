@@ -230,3 +230,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as e:  # a bug, not bad input: still one line unless asked for the traceback
+        import os
+
+        if os.environ.get("PARTIALDEPLOY_DEBUG"):
+            raise
+        err.print(f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                  "(set PARTIALDEPLOY_DEBUG=1 for the traceback and please report it)", soft_wrap=True, markup=False)
+        sys.exit(3)
