@@ -125,11 +125,11 @@ def test_inspect_reports_folds_params_flops(tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["architecture"]["variant"] == "t0"
-    assert res["batchnorm"] == {"before": 11, "after": 0}
+    assert res["batchnorm"] == {"before": 39, "after": 0}  # stem 1 + merging 3 + MLP 13 + PAT_ch 2×11
     kinds = {b["kind"]: b for b in res["blocks"]}
     assert kinds["PAT_ch"]["count"] == 11 and kinds["PAT_sf"]["count"] == 2
     assert "iRPE" in kinds["PAT_sf"]["folds"] and "depend on the input" in kinds["PAT_ch"]["stays"]
     assert abs(res["flops"]["before"] / 1e9 - 0.47) < 0.01  # the paper's T0: 0.47 GFLOPs
     assert res["params"]["after"] < res["params"]["before"]
     r2 = run_cli("inspect", p)
-    assert r2.returncode == 0 and "PAT_sf" in r2.stdout and "BatchNorm 11 → 0" in r2.stdout
+    assert r2.returncode == 0 and "PAT_sf" in r2.stdout and "BatchNorm 39 → 0" in r2.stdout
