@@ -130,6 +130,7 @@ def test_inspect_reports_folds_params_flops(tmp_path):
     assert kinds["PAT_ch"]["count"] == 11 and kinds["PAT_sf"]["count"] == 2
     assert "iRPE" in kinds["PAT_sf"]["folds"] and "depend on the input" in kinds["PAT_ch"]["stays"]
     assert abs(res["flops"]["before"] / 1e9 - 0.47) < 0.01  # the paper's T0: 0.47 GFLOPs
-    assert res["params"]["after"] < res["params"]["before"]
+    # BN statistics go away, but the baked iRPE bias (H, L, L) is larger than its (H, 81) table
+    assert abs(res["params"]["after"] - res["params"]["before"]) < 0.02 * res["params"]["before"]
     r2 = run_cli("inspect", p)
     assert r2.returncode == 0 and "PAT_sf" in r2.stdout and "BatchNorm 39 → 0" in r2.stdout
