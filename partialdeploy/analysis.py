@@ -16,7 +16,7 @@ FOLDS = {
     "PatchMerging": ("merging conv -> BN folded into the conv (rewrite 1)", "nothing"),
     "PConv": ("split/concat form kept (never in-place slicing, which exports as ScatterND)",
               "the partial 3×3 conv: already minimal"),
-    "PAT_ch": ("gate (1×2) conv + BN -> one Gemm over [mean, std] (rewrite 3); output BN -> the MLP's first "
+    "PAT_ch": ("gate (1×2) conv + BN -> one 1×1 conv over [mean; std] (rewrite 3); output BN -> the MLP's first "
                "1×1 conv input columns + bias (rewrite 2)",
                "per-channel mean/std pooling and the hard-sigmoid gate: they depend on the input"),
     "PAT_sf": ("q-scale and LayerNorm affine -> qkv weights + bias; iRPE key bias -> constant (H, L, L) for "

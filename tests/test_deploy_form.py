@@ -40,7 +40,8 @@ def test_every_variant_parity_at_small_resolution(family, variant, tmp_path, rea
 
 
 def test_t0_at_224_dynamic_batch_and_far_fewer_nodes_than_naive(tmp_path, real_images):
-    model = randomize(build_model(variant_spec("partialnet", "t0")), seed=3)
+    torch.manual_seed(0)
+    model = build_model(variant_spec("partialnet", "t0")).eval()  # default init: what the benchmark exports
     x = real_images(224, 6)
     deploy, info, r1, r2 = _chain(model, x, tmp_path, 224, dynamic=True)
     naive = naive_export(model, tmp_path / "naive.onnx", 224)

@@ -47,21 +47,21 @@ class ChannelGateD(nn.Module):
     and (unbiased) std -> one Gemm (the (1×2) conv with its BN folded) -> hard-sigmoid -> multiply.
     The output BN has moved into the next 1×1 conv."""
 
-    def __init__(self, conv: nn.Conv2d, dim: int, gate: nn.Linear, hw: tuple[int, int]):
+    def __init__(self, conv: nn.Conv2d, dim: int, gate: nn.Conv2d, hw: tuple[int, int]):
         super().__init__()
         self.c1, self.dim = conv.in_channels, dim
         self.n = hw[0] * hw[1]  # spatial size is static per export
         self.conv = conv
-        self.gate = gate  # Linear(2*c2 -> c2), input = [mean, std]
+        self.gate = gate  # 1×1 conv (2*c2 -> c2) over [mean; std] as (B, 2*c2, 1, 1)
         self.act = nn.Hardsigmoid()
 
     def forward(self, x):
         x1, x2 = torch.split(x, [self.c1, self.dim - self.c1], dim=1)
         mean = x2.mean((2, 3), keepdim=True)
         d = x2 - mean
-        std = torch.sqrt((d * d).sum((2, 3)) * (1.0 / (self.n - 1)))
-        g = self.act(self.gate(torch.cat((mean.flatten(1), std), 1)))
-        return torch.cat((self.conv(x1), x2 * g.unsqueeze(-1).unsqueeze(-1)), 1)
+        std = torch.sqrt((d * d).sum((2, 3), keepdim=True) * (1.0 / (self.n - 1)))  # unbiased, like torch.std
+        g = self.act(self.gate(torch.cat((mean, std), 1)))
+        return torch.cat((self.conv(x1), x2 * g), 1)
 
 
 class SelfAttnD(nn.Module):

@@ -65,14 +65,11 @@ class SRM(nn.Module):
         return x * g.reshape(b, c, 1, 1)
 
     @torch.no_grad()
-    def deploy_gate(self) -> nn.Linear:
-        """(1×2) conv + BN (rewrite 3) as one Linear over [mean, std]."""
+    def deploy_gate(self) -> nn.Conv2d:
+        """(1×2) conv + BN (rewrite 3) as one 1×1 conv over [mean; std] stacked on channels."""
         s, t = bn_affine(self.bn)
         w = self.cfc1.weight.double()[:, :, 0, :] * s.view(-1, 1, 1)  # c, c, 2
-        lin = nn.Linear(2 * w.shape[1], w.shape[0])
-        lin.weight.copy_(torch.cat([w[:, :, 0], w[:, :, 1]], 1).float())
-        lin.bias.copy_(t.float())
-        return lin
+        return conv_with(torch.cat([w[:, :, 0], w[:, :, 1]], 1)[:, :, None, None], t)
 
 
 class PATChannel(nn.Module):
