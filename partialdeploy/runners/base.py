@@ -41,6 +41,20 @@ class Runner(ABC):
     def runtime_version(cls) -> str | None:
         return None
 
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """One line saying why this runtime cannot run here (None when it can)."""
+        return None if cls.is_available() else f"the {cls.name} runtime is not installed"
+
+    # runners that can keep several requests in flight (OpenVINO AsyncInferQueue) set this and
+    # implement run_async(feed, count, min_time_s, should_stop, on_done) -> (wall_s, latencies_s)
+    supports_async: bool = False
+
+    def layer_times(self) -> list[dict] | None:
+        """Per-layer times [{name, op, kernel, time_ms}] averaged per inference, when the runner was
+        created with ``profile_layers=True`` and supports it; else None."""
+        return None
+
     @abstractmethod
     def load(self) -> "Runner": ...
 
@@ -78,12 +92,16 @@ _REGISTRY = {
     "openvino": ("partialdeploy.runners.openvino", "OpenVINORunner"),
     "tensorrt": ("partialdeploy.runners.tensorrt", "TensorRTRunner"),
     "coreml": ("partialdeploy.runners.coreml", "CoreMLRunner"),
+    "torch": ("partialdeploy.runners.torch", "TorchRunner"),
 }
+# manifest target names that run in another target's runtime
+_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
 _SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt",
            ".mlpackage": "coreml", ".mlmodel": "coreml"}
 
 
 def runner_for(target: str) -> type[Runner]:
+    target = _ALIASES.get(target, target)
     if target not in _REGISTRY:
         raise UserError(f"no runner for target {target!r}; choose one of {', '.join(_REGISTRY)}")
     mod, cls = _REGISTRY[target]
@@ -91,7 +109,11 @@ def runner_for(target: str) -> type[Runner]:
 
 
 def target_for_path(path: str | Path) -> str:
-    suf = Path(path).suffix.lower()
+    p = Path(path)
+    if p.is_dir() and p.suffix.lower() not in _SUFFIX and any(
+            (p / n).exists() for n in ("model.engine", "model.plan", "build_engine.sh")):
+        return "tensorrt"  # a TensorRT bundle directory
+    suf = p.suffix.lower()
     if suf not in _SUFFIX:
         raise UserError(f"cannot tell the runtime of {path}: expected one of {', '.join(_SUFFIX)} "
                         "or pass --target")

@@ -80,5 +80,45 @@ class OnnxRuntimeRunner(Runner):
     def end_profiling(self) -> str | None:
         return self.session.end_profiling() if self.options.get("profile_layers") else None
 
+    def layer_times(self) -> list[dict] | None:
+        """Per-node kernel times from ORT's profiling JSON, [{name, op, kernel, time_ms}] per inference
+        (mean over the runs since load). Ends profiling and removes the JSON file."""
+        if not self.options.get("profile_layers") or self.session is None:
+            return None
+        import json
+        import os
+
+        path = self.end_profiling()
+        try:
+            with open(path) as f:
+                events = json.load(f)
+        finally:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        return parse_ort_profile(events)
+
+
+def parse_ort_profile(events: list[dict]) -> list[dict]:
+    """Aggregate ORT trace events: ``cat == "Node"`` and name ``<node>_kernel_time`` (µs in ``dur``).
+    The mean per inference is total / number of ``model_run`` events (else the max count per node)."""
+    runs = sum(1 for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    acc: dict = {}
+    for e in events:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        node = e["name"][: -len("_kernel_time")]
+        args = e.get("args") or {}
+        cur = acc.setdefault(node, {"name": node, "op": args.get("op_name", "?"),
+                                    "kernel": args.get("provider", ""), "total_us": 0.0, "count": 0})
+        cur["total_us"] += float(e.get("dur", 0))
+        cur["count"] += 1
+    if not acc:
+        return []
+    n = runs or max(v["count"] for v in acc.values())
+    return [{"name": v["name"], "op": v["op"], "kernel": v["kernel"].replace("ExecutionProvider", ""),
+             "time_ms": v["total_us"] / 1e3 / n} for v in acc.values()]
+
     def close(self) -> None:
         self.session = None

@@ -1,5 +1,9 @@
 """OpenVINO runner (CPU by default). fp32 parity needs INFERENCE_PRECISION_HINT=f32: some CPUs
-otherwise pick bf16."""
+otherwise pick bf16.
+
+Options: ``device`` (CPU), ``inference_precision`` (f32), ``performance_hint`` (LATENCY or
+THROUGHPUT), ``nireq`` (async requests for throughput mode; default: what the plugin says is
+optimal), ``profile_layers`` (PERF_COUNT on: ``layer_times()`` averages the per-node counters)."""
 
 from __future__ import annotations
 
@@ -51,6 +55,8 @@ class OpenVINORunner(Runner):
             raise UserError(f"OpenVINO cannot load {self.path}: {str(e).splitlines()[0][:200]}") from e
         self.load_time_s = time.perf_counter() - t0
         self.request = self.compiled.create_infer_request()
+        self._layer_acc: dict = {}
+        self._layer_runs = 0
         return self
 
     @staticmethod
@@ -70,7 +76,65 @@ class OpenVINORunner(Runner):
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         res = self.request.infer(feed)
+        if self.options.get("profile_layers"):
+            self._accumulate(self.request)
         return {p.get_any_name(): np.array(res[p]) for p in self.compiled.outputs}
+
+    # ---- throughput mode: an AsyncInferQueue keeps several requests in flight
+    supports_async = True
+
+    def optimal_requests(self) -> int:
+        try:
+            return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        except Exception:
+            return 1
+
+    def run_async(self, feed: dict[str, np.ndarray], count: int | None = None, min_time_s: float | None = None,
+                  should_stop=None, on_done=None) -> tuple[float, list[float]]:
+        """Run ``feed`` through an AsyncInferQueue until ``count`` inferences completed and
+        ``min_time_s`` elapsed. Returns (wall seconds, per-request latencies in seconds)."""
+        import openvino as ov
+
+        nireq = int(self.options.get("nireq") or self.optimal_requests())
+        queue = ov.AsyncInferQueue(self.compiled, nireq)
+        lat: list[float] = []
+
+        def done(request, t_start):
+            lat.append(time.perf_counter() - t_start)
+            if on_done is not None:
+                on_done()
+
+        queue.set_callback(done)
+        submitted = 0
+        t0 = time.perf_counter()
+        while True:
+            elapsed = time.perf_counter() - t0
+            enough_n = count is None or submitted >= count
+            enough_t = min_time_s is None or elapsed >= min_time_s
+            if (enough_n and enough_t) or (should_stop is not None and should_stop()):
+                break
+            queue.start_async(feed, time.perf_counter())
+            submitted += 1
+        queue.wait_all()
+        return time.perf_counter() - t0, lat
+
+    # ---- per-layer: PERF_COUNT counters, averaged over the runs since load
+    def _accumulate(self, request) -> None:
+        self._layer_runs += 1
+        for pi in request.get_profiling_info():
+            if str(pi.status).endswith("NOT_RUN") or str(pi.status).endswith("OPTIMIZED_OUT"):
+                continue
+            key = pi.node_name
+            ms = pi.real_time.total_seconds() * 1e3
+            prev = self._layer_acc.get(key)
+            self._layer_acc[key] = (pi.node_type, pi.exec_type, (prev[2] if prev else 0.0) + ms)
+
+    def layer_times(self) -> list[dict] | None:
+        """[{name, op, kernel, time_ms}] per inference (mean over the profiled runs), or None."""
+        if not self.options.get("profile_layers") or not self._layer_runs:
+            return None
+        n = self._layer_runs
+        return [{"name": k, "op": v[0], "kernel": v[1], "time_ms": v[2] / n} for k, v in self._layer_acc.items()]
 
     def close(self) -> None:
         self.request = None

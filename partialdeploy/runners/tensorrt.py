@@ -1,0 +1,233 @@
+"""TensorRT runner: a serialized engine run through the TensorRT 10 Python API, device buffers and
+CUDA-event timing through cuda-python (``cuda.bindings.runtime``, or the older ``cuda.cudart``).
+No torch, no pycuda.
+
+``path`` is an engine file (``.engine`` / ``.plan``) or a TensorRT bundle directory from
+``partialdeploy export --target tensorrt`` holding ``model.engine`` (built on the device with
+``build_engine.sh`` or ``partialdeploy build-engine``).
+
+Everything that needs the GPU is imported lazily; on a machine without an NVIDIA GPU and TensorRT
+``is_available()`` is False and ``load()`` raises RuntimeUnavailable with one line that says so.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.runners.base import Runner, TensorMeta
+
+UNAVAILABLE = ("needs an NVIDIA GPU with TensorRT 10 and cuda-python (pip install tensorrt cuda-python on the "
+               "device); {why}")
+
+
+def _cudart():
+    """The CUDA runtime bindings of cuda-python (module layout changed in 12.6)."""
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        from cuda import cudart  # cuda-python < 12.6
+    return cudart
+
+
+def _why_unavailable() -> str | None:
+    """None when TensorRT, cuda-python and a CUDA device are all present; else the reason."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "the tensorrt module is not installed here"
+    except Exception as e:  # a broken install (missing libnvinfer) raises OSError & co.
+        return f"tensorrt does not import: {str(e).splitlines()[0][:120]}"
+    try:
+        cudart = _cudart()
+    except ImportError:
+        return "cuda-python is not installed here"
+    try:
+        err, n = cudart.cudaGetDeviceCount()
+    except Exception as e:
+        return f"the CUDA runtime does not load: {str(e).splitlines()[0][:120]}"
+    if int(err) != 0 or n < 1:
+        return "no CUDA device is visible"
+    return None
+
+
+def _check(ret):
+    """cuda-python returns (err, *values); raise on error, return the value(s)."""
+    err, *vals = ret if isinstance(ret, tuple) else (ret,)
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA error {err}")
+    return vals[0] if len(vals) == 1 else (tuple(vals) if vals else None)
+
+
+def engine_path(path: Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for name in ("model.engine", "model.plan"):
+            if (path / name).exists():
+                return path / name
+        raise UserError(f"{path} holds no model.engine yet: build it on the GPU device with "
+                        f"`sh {path / 'build_engine.sh'}` or `partialdeploy build-engine {path}`")
+    return path
+
+
+class TensorRTRunner(Runner):
+    name = "tensorrt"
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return _why_unavailable() is None
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        why = _why_unavailable()
+        return UNAVAILABLE.format(why=why) if why else None
+
+    @classmethod
+    def runtime_version(cls) -> str | None:
+        try:
+            import tensorrt as trt
+            return trt.__version__
+        except Exception:
+            return None
+
+    def load(self) -> "TensorRTRunner":
+        why = _why_unavailable()
+        if why:
+            raise RuntimeUnavailable(UNAVAILABLE.format(why=why))
+        import tensorrt as trt
+
+        self.cudart = _cudart()
+        path = engine_path(self.path)
+        if not path.exists():
+            raise UserError(f"no such TensorRT engine: {path}")
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        t0 = time.perf_counter()
+        self.trt_runtime = trt.Runtime(self.logger)
+        self.engine = self.trt_runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise UserError(f"TensorRT cannot deserialize {path}: engines are tied to the GPU model and TensorRT "
+                            f"version that built them (this is TensorRT {trt.__version__}); rebuild it here")
+        self.context = self.engine.create_execution_context()
+        self.load_time_s = time.perf_counter() - t0
+        self.stream = _check(self.cudart.cudaStreamCreate())
+        self._io = []
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            self._io.append((name, is_input, dtype))
+        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device ptr, nbytes)
+        self._profiler = None
+        if self.options.get("profile_layers"):
+            self._profiler = _make_layer_profiler(trt)
+            self.context.profiler = self._profiler
+        self.start_evt = _check(self.cudart.cudaEventCreate())
+        self.end_evt = _check(self.cudart.cudaEventCreate())
+        self.last_gpu_ms: float | None = None
+        return self
+
+    def _meta(self, want_input: bool) -> list[TensorMeta]:
+        out = []
+        for name, is_input, dtype in self._io:
+            if is_input == want_input:
+                shape = tuple(d if d >= 0 else None for d in self.engine.get_tensor_shape(name))
+                out.append(TensorMeta(name, shape, dtype.name))
+        return out
+
+    def inputs(self) -> list[TensorMeta]:
+        return self._meta(True)
+
+    def outputs(self) -> list[TensorMeta]:
+        return self._meta(False)
+
+    def _device(self, name: str, nbytes: int) -> int:
+        ptr, size = self._buffers.get(name, (0, 0))
+        if size < nbytes:
+            if ptr:
+                _check(self.cudart.cudaFree(ptr))
+            ptr = _check(self.cudart.cudaMalloc(nbytes))
+            self._buffers[name] = (ptr, nbytes)
+        return ptr
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cr = self.cudart
+        h2d, d2h = cr.cudaMemcpyKind.cudaMemcpyHostToDevice, cr.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        host_in = {}
+        for name, is_input, dtype in self._io:
+            if not is_input:
+                continue
+            if name not in feed:
+                raise UserError(f"TensorRT engine input {name!r} missing from the feed")
+            arr = np.ascontiguousarray(feed[name], dtype=dtype)
+            host_in[name] = arr
+            self.context.set_input_shape(name, arr.shape)
+            ptr = self._device(name, arr.nbytes)
+            self.context.set_tensor_address(name, ptr)
+            _check(cr.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self.stream))
+        host_out = {}
+        for name, is_input, dtype in self._io:
+            if is_input:
+                continue
+            shape = tuple(self.context.get_tensor_shape(name))
+            arr = np.empty(shape, dtype=dtype)
+            ptr = self._device(name, arr.nbytes)
+            self.context.set_tensor_address(name, ptr)
+            host_out[name] = arr
+        _check(cr.cudaEventRecord(self.start_evt, self.stream))
+        if not self.context.execute_async_v3(self.stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        _check(cr.cudaEventRecord(self.end_evt, self.stream))
+        for name, arr in host_out.items():
+            _check(cr.cudaMemcpyAsync(arr.ctypes.data, self._buffers[name][0], arr.nbytes, d2h, self.stream))
+        _check(cr.cudaStreamSynchronize(self.stream))
+        # GPU time of the enqueue alone (no copies), from CUDA events
+        self.last_gpu_ms = float(_check(cr.cudaEventElapsedTime(self.start_evt, self.end_evt)))
+        del host_in
+        return host_out
+
+    def layer_times(self) -> list[dict] | None:
+        if self._profiler is None or not self._profiler.runs:
+            return None
+        n = max(self._profiler.runs, 1)
+        return [{"name": k, "op": "", "kernel": "tensorrt", "time_ms": v / n} for k, v in self._profiler.acc.items()]
+
+    def close(self) -> None:
+        cr = getattr(self, "cudart", None)
+        if cr is None:
+            return
+        for ptr, _ in getattr(self, "_buffers", {}).values():
+            cr.cudaFree(ptr)
+        self._buffers = {}
+        for evt in ("start_evt", "end_evt"):
+            if getattr(self, evt, None) is not None:
+                cr.cudaEventDestroy(getattr(self, evt))
+                setattr(self, evt, None)
+        if getattr(self, "stream", None) is not None:
+            cr.cudaStreamDestroy(self.stream)
+            self.stream = None
+        self.context = None
+        self.engine = None
+
+
+def _make_layer_profiler(trt):
+    """An IProfiler that sums per-layer times; TensorRT calls report_layer_time once per layer per
+    inference (engine built with ProfilingVerbosity.DETAILED gives the ONNX node names)."""
+
+    class LayerProfiler(trt.IProfiler):
+        def __init__(self):
+            trt.IProfiler.__init__(self)
+            self.acc: dict[str, float] = {}
+            self.runs = 0
+            self._first = None
+
+        def report_layer_time(self, layer_name, ms):
+            if self._first is None:
+                self._first = layer_name
+            if layer_name == self._first:
+                self.runs += 1
+            self.acc[layer_name] = self.acc.get(layer_name, 0.0) + float(ms)
+
+    return LayerProfiler()

@@ -1,0 +1,114 @@
+"""PyTorch eager runner: wraps any ``torch.nn.Module`` (train-form or deploy-form baselines) or a
+TorchScript file, so eager PyTorch can be profiled next to the exported artifacts.
+
+    TorchRunner(module=model, input_shape=(1, 3, 224, 224)).load()
+    open_runner("model.ts", target="torch")  # torch.jit.load
+
+Options: ``module``, ``input_shape`` (default (None, 3, 224, 224): batch dynamic),
+``input_name`` ("input"), ``output_name`` ("logits"), ``profile_layers`` (per-block times via
+forward hooks on modules named like ``stages.N.blocks.M``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+
+from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.runners.base import Runner, TensorMeta
+
+_BLOCKISH = re.compile(r"^(stages|layers|features)\.\d+(\.blocks\.\d+)?$|^(patch_embed|stem|head|avgpool_pre_head|"
+                       r"classifier)$")
+
+
+class TorchRunner(Runner):
+    name = "torch"
+
+    @classmethod
+    def is_available(cls) -> bool:
+        from importlib.util import find_spec
+
+        return find_spec("torch") is not None
+
+    @classmethod
+    def runtime_version(cls) -> str | None:
+        try:
+            from importlib import metadata
+            return metadata.version("torch")
+        except Exception:
+            return None
+
+    def load(self) -> "TorchRunner":
+        try:
+            import torch
+        except ImportError as e:
+            raise RuntimeUnavailable("the PyTorch runner needs torch: pip install 'partialdeploy[torch]'") from e
+        t0 = time.perf_counter()
+        module = self.options.get("module")
+        if module is None:
+            if self.path is None or not self.path.exists():
+                raise UserError(f"TorchRunner needs module= or an existing TorchScript file, got {self.path}")
+            try:
+                module = torch.jit.load(str(self.path), map_location="cpu")
+            except Exception as e:
+                raise UserError(f"cannot load {self.path} as TorchScript: {str(e).splitlines()[0][:200]}") from e
+        if not isinstance(module, torch.nn.Module):
+            raise UserError(f"TorchRunner needs a torch.nn.Module, got {type(module).__name__}")
+        self.module = module.eval()
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        self._torch = torch
+        self.load_time_s = time.perf_counter() - t0
+        self._hooks = []
+        self._acc: dict[str, float] = {}
+        self._runs = 0
+        if self.options.get("profile_layers"):
+            self._install_hooks()
+        return self
+
+    def _install_hooks(self) -> None:
+        starts: dict[str, float] = {}
+        for name, m in self.module.named_modules():
+            if not _BLOCKISH.match(name) or (name.count(".") == 1 and any(
+                    n.startswith(name + ".blocks.") for n, _ in self.module.named_modules())):
+                continue
+
+            def pre(_m, _inp, name=name):
+                starts[name] = time.perf_counter()
+
+            def post(_m, _inp, _out, name=name):
+                self._acc[name] = self._acc.get(name, 0.0) + (time.perf_counter() - starts.pop(name, time.perf_counter()))
+
+            self._hooks += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+
+    def inputs(self) -> list[TensorMeta]:
+        shape = tuple(self.options.get("input_shape") or (None, 3, 224, 224))
+        return [TensorMeta(self.options.get("input_name", "input"), shape, "float32")]
+
+    def outputs(self) -> list[TensorMeta]:
+        return [TensorMeta(self.options.get("output_name", "logits"), (None, None), "float32")]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        args = [torch.from_numpy(np.ascontiguousarray(v)) for v in feed.values()]
+        with torch.inference_mode():
+            y = self.module(*args)
+        self._runs += 1
+        if isinstance(y, (tuple, list)):
+            names = [o.name for o in self.outputs()]
+            return {names[i] if i < len(names) else f"output_{i}": t.numpy() for i, t in enumerate(y)}
+        return {self.outputs()[0].name: y.numpy()}
+
+    def layer_times(self) -> list[dict] | None:
+        if not self._acc or not self._runs:
+            return None
+        return [{"name": k, "op": "module", "kernel": "torch", "time_ms": v * 1e3 / self._runs}
+                for k, v in self._acc.items()]
+
+    def close(self) -> None:
+        for h in getattr(self, "_hooks", []):
+            h.remove()
+        self._hooks = []
+        self.module = None
