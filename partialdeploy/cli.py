@@ -221,6 +221,254 @@ def inspect(
 
 
 
+# === profile / report (issue 4) ===
+
+def _pct_or_fraction(text: str) -> float:
+    from partialdeploy.report import parse_threshold
+
+    return parse_threshold(text)
+
+
+def _profile_table(report: dict):
+    """A compact rich table of what was measured + notes (warnings, skipped / not run and why)."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from partialdeploy.report import _f
+
+    multi = any(r.get("device") for r in report.get("results", []))
+    t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title=f"{report.get('model', {}).get('name', '?')} on "
+              f"{report.get('device') or ', '.join(report.get('environments') or {}) or '?'}"
+              + (" [yellow](interrupted: partial)[/]" if report.get("interrupted") else ""), title_justify="left")
+    cols = (["device"] if multi else []) + ["target", "prec", "b", "p50", "p90", "p99", "img/s", "load", "1st", "MB"]
+    t.caption = "latency p50/p90/p99 and first inference (1st) in ms, load in s, peak RSS in MB"
+    t.caption_justify = "left"
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("device", "target", "prec") else "right", no_wrap=c != "device",
+                     min_width=8 if c == "device" else None)
+    notes: list[str] = []
+    missing: dict = {}
+    for r in report.get("results", []):
+        lab = (f"{r['device']}: " if multi else "") + f"{r.get('target')}/{r.get('precision')}"
+        lat = r.get("latency_ms")
+        if r.get("status") == "ok" and lat:
+            notes += [f"[yellow]![/] {escape(lab)} b{r.get('batch')}: {escape(w)}" for w in r.get("warnings") or []]
+            lb = r.get("layers")
+            if lb and lb.get("blocks"):
+                notes.append(f"  {escape(lab)} b{lb.get('batch')} slowest blocks: " + ", ".join(
+                    f"{b['block']} {b['pct']:.0f}%" for b in lb["blocks"][:4]))
+            t.add_row(*([str(r.get("device"))] if multi else []), str(r["target"]),
+                      str(r["precision"]), str(r["batch"]), _f(lat["p50"], 3), _f(lat["p90"], 3), _f(lat["p99"], 3),
+                      _f(r.get("throughput_ips"), 1), f"{r.get('load_time_s') or 0:.2f}",
+                      _f(r.get("first_inference_ms"), 1), _f((r.get("memory") or {}).get("peak_rss_mb"), 0))
+        else:
+            missing.setdefault((lab, r.get("status"), str(r.get("reason", ""))), []).append(str(r.get("batch")))
+    for (lab, status, reason), bs in missing.items():
+        style = {"skipped": "yellow", "not_run": "dim", "error": "red", "interrupted": "yellow"}.get(status, "")
+        notes.append(f"[{style}]{status}[/] {escape(lab)} batch {','.join(bs)}: {escape(reason)}")
+    return t, notes
+
+
+def _print_profile(report: dict) -> None:
+    t, notes = _profile_table(report)
+    out.print(t)
+    for n in notes:
+        out.print(n, soft_wrap=True)
+
+
+@app.command(epilog="Examples:\n\n  partialdeploy profile dist/ --batch 1,8,32 --threads 4\n\n"
+             "  partialdeploy profile model.xml --target openvino --mode throughput\n\n"
+             "  partialdeploy profile dist/ --runs 500 --min-time 10 --blocks 5 -o baseline.json")
+def profile(
+    source: Path = typer.Argument(..., help="Export directory (with manifest.json), a manifest, or one model file "
+                                  "(.onnx, .xml, .engine, TensorRT bundle dir, .mlpackage)."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Runtime for a single file (onnxruntime, "
+                                         "openvino, tensorrt, coreml); for a directory: only this target."),
+    batch: str = typer.Option("1", "--batch", "-b", help="Batch sizes, comma-separated (e.g. 1,8,32)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's choice)."),
+    mode: str = typer.Option("latency", "--mode", help="latency (one request at a time) or throughput "
+                             "(OpenVINO: AsyncInferQueue with several requests in flight)."),
+    warmup: int = typer.Option(10, "--warmup", help="Warm-up inferences per block."),
+    warmup_time: Optional[float] = typer.Option(None, "--warmup-time", help="Warm up for this many seconds per block "
+                                                "instead of a count."),
+    runs: Optional[int] = typer.Option(100, "--runs", help="Timed inferences per case (over all blocks); 0 = no count."),
+    min_time: Optional[float] = typer.Option(1.0, "--min-time", help="Minimum timed seconds per case (with --runs: "
+                                             "both must be reached); 0 = no minimum."),
+    max_time: Optional[float] = typer.Option(120.0, "--max-time", help="Cap on timed seconds per case (0 = none)."),
+    blocks: int = typer.Option(3, "--blocks", help="Timed blocks per case, cycled across all artifacts, each with "
+                               "its own warm-up."),
+    layers: bool = typer.Option(True, "--layers/--no-layers", help="Per-layer pass with the runtime's profiler."),
+    top: int = typer.Option(10, "--top", help="Top-N layers to keep."),
+    cv_threshold: str = typer.Option("10%", "--cv-threshold", help="Warn when the coefficient of variation "
+                                     "exceeds this."),
+    device: Optional[str] = typer.Option(None, "--device-name", help="Label for this machine in merged reports "
+                                         "(default: hostname + CPU/GPU model)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report JSON (default: DIR/profile.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report JSON on stdout."),
+):
+    """Latency of every artifact this machine can run: warm-up, timed blocks, p50/p90/p99, throughput,
+    load and first-inference time, peak memory, per-layer breakdown. Writes a JSON report (also when
+    interrupted with Ctrl-C: what was measured is kept).
+
+    Exit codes: 0 ok, 1 an artifact failed to load or run, 2 bad input / runtime unavailable, 130 interrupted."""
+    from partialdeploy.profiling import Profiler, Settings, exit_code, parse_batches
+
+    try:
+        settings = Settings(batches=parse_batches(batch), threads=threads, mode=mode.lower(), warmup=warmup,
+                            warmup_time_s=warmup_time or None, runs=runs or None, min_time_s=min_time or None,
+                            max_time_s=max_time or None, blocks=blocks, layers=layers, top=top,
+                            cv_threshold=_pct_or_fraction(cv_threshold))
+        out_path = output or ((source if source.is_dir() and (source / "manifest.json").exists() else source.parent)
+                              / "profile.json")
+        if as_json:
+            prof = Profiler(source, settings, target, out_path, device=device)
+            report = prof.run()
+        else:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          TimeElapsedColumn(), console=err, transient=True) as bar:
+                task = bar.add_task("profiling", total=None)
+
+                def progress(done, total, label):
+                    bar.update(task, completed=done, total=total, description=label)
+
+                prof = Profiler(source, settings, target, out_path, progress=progress, device=device)
+                report = prof.run()
+    except PartialDeployError as e:
+        fail(e)
+    if as_json:
+        emit_json(report)
+    else:
+        _print_profile(report)
+        out.print(f"report: {out_path}  (render: partialdeploy report {out_path} --html report.html)", soft_wrap=True)
+    if report.get("interrupted"):
+        err.print(f"interrupted: partial results written to {out_path}")
+        raise typer.Exit(130)
+    if report.get("summary", {}).get("ok", 0) == 0 and not report.get("summary", {}).get("error"):
+        err.print("note: nothing could run on this machine (see the reasons above)")
+    raise typer.Exit(exit_code(report))
+
+
+from typer.core import TyperGroup as _TyperGroup  # noqa: E402
+
+
+class _ReportGroup(_TyperGroup):
+    """``partialdeploy report PROFILE.json ...`` runs ``report show``; ``report compare`` and
+    ``report merge`` are subcommands."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+report_app = typer.Typer(
+    cls=_ReportGroup, no_args_is_help=True, add_completion=False,
+    help="Render, compare and merge profile reports.\n\n"
+         "  partialdeploy report dist/profile.json --html report.html --md report.md\n\n"
+         "  partialdeploy report compare baseline.json new.json --max-regression 10%   # exit 1 on regression\n\n"
+         "  partialdeploy report merge a.json b.json -o merged.json")
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("show")
+def report_show(
+    profile_json: Path = typer.Argument(..., metavar="PROFILE.json", help="Report from `partialdeploy profile`."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML page with plots."),
+    md_out: Optional[Path] = typer.Option(None, "--md", help="Write a Markdown report."),
+):
+    """Print a report as a table; optionally write HTML and Markdown (the default subcommand:
+    `partialdeploy report PROFILE.json` is `partialdeploy report show PROFILE.json`)."""
+    from partialdeploy import report as rp
+
+    try:
+        data = rp.load(profile_json)
+        if html_out:
+            html_out.parent.mkdir(parents=True, exist_ok=True)
+            html_out.write_text(rp.to_html(data), encoding="utf-8")
+        if md_out:
+            md_out.parent.mkdir(parents=True, exist_ok=True)
+            md_out.write_text(rp.to_markdown(data), encoding="utf-8")
+    except PartialDeployError as e:
+        fail(e)
+    except OSError as e:
+        from partialdeploy.errors import UserError
+
+        fail(UserError(f"cannot write the report: {e}"))
+    _print_profile(data)
+    for p in (html_out, md_out):
+        if p:
+            out.print(f"wrote {p}")
+
+
+@report_app.command("compare")
+def report_compare(
+    baseline: Path = typer.Argument(..., help="Baseline report JSON."),
+    new: Path = typer.Argument(..., help="New report JSON."),
+    max_regression: str = typer.Option("10%", "--max-regression", help="Allowed p50 increase (10% or 0.1)."),
+    metric: str = typer.Option("p50", "--metric", help="p50, p90, p99 or mean."),
+    md_out: Optional[Path] = typer.Option(None, "--md", help="Write the comparison as Markdown."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+):
+    """Compare latency per target/precision/batch; exit 1 when any got slower than allowed."""
+    from partialdeploy import report as rp
+    from partialdeploy.errors import UserError
+
+    try:
+        if metric not in ("p50", "p90", "p99", "mean"):
+            raise UserError(f"--metric must be p50, p90, p99 or mean, got {metric!r}")
+        cmp = rp.compare(rp.load(baseline), rp.load(new), rp.parse_threshold(max_regression), metric)
+        if md_out:
+            md_out.write_text(rp.comparison_markdown(cmp), encoding="utf-8")
+        if as_json:
+            emit_json(cmp)
+        else:
+            from rich.table import Table
+
+            t = Table(title=f"{new} vs {baseline} ({metric}, max regression {100 * cmp['max_regression']:.0f}%)",
+                      title_justify="left")
+            for c in ("device", "target", "precision", "batch", "base ms", "new ms", "change", "status"):
+                t.add_column(c, justify="right" if c in ("batch", "base ms", "new ms", "change") else "left")
+            for r in cmp["rows"]:
+                st = {"regression": "[red]regression[/]", "improved": "[green]improved[/]"}.get(r["status"], r["status"])
+                t.add_row(r["device"] or "", str(r["target"]), str(r["precision"]), str(r["batch"]),
+                          "–" if r["base_ms"] is None else f"{r['base_ms']:.3f}",
+                          "–" if r["new_ms"] is None else f"{r['new_ms']:.3f}",
+                          "–" if r["change"] is None else f"{100 * r['change']:+.1f}%", st)
+            out.print(t)
+        rp.check_comparison(cmp)
+    except PartialDeployError as e:
+        fail(e)
+
+
+@report_app.command("merge")
+def report_merge(
+    reports: list[Path] = typer.Argument(..., help="Reports to merge (e.g. one per device)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Merged report JSON."),
+    name: Optional[list[str]] = typer.Option(None, "--name", help="Device label per input, in order (default: the "
+                                             "label stored in each report)."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Also write the merged HTML page."),
+):
+    """Join reports from several devices into one report (and one table)."""
+    from partialdeploy import report as rp
+
+    try:
+        merged = rp.merge([(str(p), rp.load(p)) for p in reports], list(name) if name else None)
+        rp.save(merged, output)
+        if html_out:
+            html_out.write_text(rp.to_html(merged), encoding="utf-8")
+    except PartialDeployError as e:
+        fail(e)
+    _print_profile({**merged, "device": ", ".join(merged["environments"])})
+    for w in merged.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {w}")
+    out.print(f"merged {len(reports)} reports -> {output}")
+
+# === end profile / report (issue 4) ===
+
+
 def main() -> None:
     try:
         app()
