@@ -260,7 +260,8 @@ def _lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str
         body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#ddd"/>'
                     f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{_f(ymax * (1 - k / 4), 0)}</text>')
     for x in xs:
-        body.append(f'<text x="{X(x):.1f}" y="{top + ph + 16}" font-size="11" text-anchor="middle">{_f(x)}</text>')
+        body.append(f'<text x="{X(x):.1f}" y="{top + ph + 16}" font-size="11" text-anchor="middle">'
+                    f'{int(x) if float(x).is_integer() else _f(x)}</text>')
     body.append(f'<text x="{left + pw / 2}" y="{h - 6}" font-size="11" text-anchor="middle">{E(xlabel)}</text>'
                 f'<text x="14" y="{top + ph / 2}" font-size="11" transform="rotate(-90 14 {top + ph / 2})" '
                 f'text-anchor="middle">{E(ylabel)}</text>')
@@ -269,7 +270,7 @@ def _lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str
         s = sorted(s)
         d = " ".join(f"{'M' if j == 0 else 'L'}{X(x):.1f},{Y(y):.1f}" for j, (x, y) in enumerate(s))
         body.append(f'<path class="series" d="{d}" fill="none" stroke="{col}" stroke-width="2"/>')
-        body += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3.5" fill="{col}"><title>{E(name)} batch {_f(x)}: '
+        body += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3.5" fill="{col}"><title>{E(name)} batch {int(x)}: '
                  f'{_f(y, 1)}</title></circle>' for x, y in s]
         ly = top + 14 + 18 * i
         body.append(f'<rect x="{left + pw + 14}" y="{ly - 9}" width="12" height="12" fill="{col}"/>'

@@ -62,12 +62,12 @@ def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
 
 
-def export_onnx(path: Path, dynamic: bool = True, batch: int = 1) -> Path:
+def export_onnx(path: Path, dynamic: bool = True, batch: int = 1, size: int = SIZE) -> Path:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
     net = tiny_net()
-    x = torch.randn(batch, 3, SIZE, SIZE)
+    x = torch.randn(batch, 3, size, size)
     torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
                       output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}
                       if dynamic else None)
@@ -116,3 +116,13 @@ def make_export_dir(root: Path, with_unrunnable: bool = True) -> Path:
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return root
+
+
+_CACHE: dict = {}
+
+
+def shared_export_dir(tmp_path_factory) -> Path:
+    """One fixture export dir per test session (the tests must not write into it)."""
+    if "dist" not in _CACHE:
+        _CACHE["dist"] = make_export_dir(tmp_path_factory.mktemp("profile-dist"))
+    return _CACHE["dist"]
