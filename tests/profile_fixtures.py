@@ -68,9 +68,13 @@ def export_onnx(path: Path, dynamic: bool = True, batch: int = 1, size: int = SI
     path.parent.mkdir(parents=True, exist_ok=True)
     net = tiny_net()
     x = torch.randn(batch, 3, size, size)
-    torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
-                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}
-                      if dynamic else None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}
+                          if dynamic else None)
     return path
 
 

@@ -1,0 +1,157 @@
+"""Reports: schema, Markdown, self-contained HTML rendered in headless Chromium, compare (regression
+gate, exit 1) and merge (several devices, one table)."""
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import run_cli
+from partialdeploy import report as rp
+from partialdeploy.errors import UserError, VerificationError
+from partialdeploy.profiling import Settings, profile
+from profile_fixtures import shared_export_dir
+
+
+@pytest.fixture(scope="module")
+def prof(tmp_path_factory):
+    dist = shared_export_dir(tmp_path_factory)
+    out = tmp_path_factory.mktemp("rep") / "profile.json"
+    profile(dist, Settings(batches=(1, 4), threads=1, runs=20, min_time_s=None, warmup=2, blocks=2, layer_runs=3),
+            out_path=out)
+    return out
+
+
+def _fake(p50s: dict, device=None) -> dict:
+    return {"schema": rp.SCHEMA, "device": device or "box", "model": {"name": "m"}, "settings": {}, "environment": {},
+            "results": [{"target": t, "precision": p, "batch": b, "mode": "latency", "status": "ok",
+                         "latency_ms": {"p50": v, "p90": v, "p99": v, "mean": v, "std": 0, "min": v, "max": v},
+                         "runs": 10} for (t, p, b), v in p50s.items()]}
+
+
+def test_schema_is_checked(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"schema": "partialdeploy.manifest/1"}))
+    with pytest.raises(UserError, match="expected 'partialdeploy.profile/1'"):
+        rp.load(p)
+    p.write_text(json.dumps({"schema": "partialdeploy.profile/9", "results": []}))
+    with pytest.raises(UserError, match="upgrade"):
+        rp.load(p)
+    p.write_text("{nope")
+    with pytest.raises(UserError, match="not a readable JSON"):
+        rp.load(p)
+    r = run_cli("report", p)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+
+
+def test_markdown(prof):
+    md = rp.to_markdown(rp.load(prof))
+    assert md.startswith("# Latency report: TinyNet-test")
+    assert "| target | precision | batch | p50 ms |" in md
+    assert re.search(r"\| openvino \| fp32 \| 4 \| [\d.]+ \|", md)
+    assert "not_run" in md and "NVIDIA GPU" in md and "macOS" in md and "skipped" in md
+    assert "## Per-layer: onnx/fp32" in md and "stages.0.blocks.0" in md
+
+
+def test_html_is_self_contained(prof):
+    page = rp.to_html(rp.load(prof))
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") >= 4
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    urls = set(re.findall(r"(?:src|href)\s*=\s*[\"']([^\"']+)", page)) | set(re.findall(r"url\(", page))
+    assert not urls, urls
+    assert not re.findall(r"https?://(?!www\.w3\.org/2000/svg)", page)  # only the SVG namespace
+
+
+def test_html_renders_in_headless_chromium(prof, tmp_path):
+    """A real browser renders the page: the DOM has the plots and the screenshot is not blank."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not exe:
+        msg = ("chromium is not installed (Debian package `chromium`: apt-get install chromium; .ci/run installs "
+               "it) - cannot check the HTML report in a real browser")
+        if os.environ.get("CI") or os.environ.get("PARTIALDEPLOY_REQUIRE_CHROMIUM"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    html_path = tmp_path / "report.html"
+    r = run_cli("report", prof, "--html", html_path, "--md", tmp_path / "report.md")
+    assert r.returncode == 0, r.stderr
+    flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(flags + ["--dump-dom", html_path.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-1500:]
+    assert dom.stdout.count("<svg") >= 4 and "Batch scaling" in dom.stdout and 'class="bar"' in dom.stdout
+    shot = tmp_path / "shot.png"
+    s = subprocess.run(flags + ["--window-size=1200,2000", f"--screenshot={shot}", html_path.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert s.returncode == 0 and shot.exists(), s.stderr[-1500:]
+    from PIL import Image
+
+    im = Image.open(shot).convert("RGB")
+    colors = im.getcolors(maxcolors=1 << 20)
+    assert colors is not None and len(colors) > 50  # text + coloured bars, not a blank page
+    # the plot palette's blue is on screen (bars / boxes drawn)
+    assert any(abs(c[1][0] - 0x1F) < 12 and abs(c[1][1] - 0x77) < 12 and abs(c[1][2] - 0xB4) < 12 for c in colors)
+
+
+def test_compare_gate():
+    base = _fake({("onnx", "fp32", 1): 10.0, ("openvino", "int8", 1): 5.0, ("openvino", "int8", 8): 20.0})
+    same = _fake({("onnx", "fp32", 1): 10.5, ("openvino", "int8", 1): 4.0, ("openvino", "int8", 8): 21.0})
+    cmp = rp.compare(base, same, 0.10)
+    st = {(r["target"], r["batch"]): r["status"] for r in cmp["rows"]}
+    assert st == {("onnx", 1): "ok", ("openvino", 1): "improved", ("openvino", 8): "ok"}
+    rp.check_comparison(cmp)
+    worse = _fake({("onnx", "fp32", 1): 11.5, ("openvino", "int8", 1): 5.0})
+    cmp = rp.compare(base, worse, rp.parse_threshold("10%"))
+    assert cmp["regressions"] == 1 and {r["status"] for r in cmp["rows"]} >= {"regression", "missing"}
+    with pytest.raises(VerificationError, match=r"onnx/fp32 batch 1 p50 10.000 -> 11.500 ms \(\+15.0%\)"):
+        rp.check_comparison(cmp)
+    with pytest.raises(UserError, match="nothing|in common"):
+        rp.check_comparison(rp.compare(base, _fake({("coreml", "fp16", 1): 1.0}), 0.1))
+    assert rp.parse_threshold("10%") == rp.parse_threshold("0.1") == rp.parse_threshold(10) == pytest.approx(0.1)
+    with pytest.raises(UserError):
+        rp.parse_threshold("ten")
+
+
+def test_cli_compare_exit_codes(tmp_path, prof):
+    base = json.loads(prof.read_text())
+    slow = copy.deepcopy(base)
+    for r in slow["results"]:
+        if r.get("latency_ms"):
+            r["latency_ms"]["p50"] *= 1.5
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "slow.json").write_text(json.dumps(slow))
+    r = run_cli("report", "compare", tmp_path / "base.json", prof, "--max-regression", "10%")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_cli("report", "compare", tmp_path / "base.json", tmp_path / "slow.json", "--max-regression", "10%",
+                "--md", tmp_path / "cmp.md")
+    assert r.returncode == 1 and "regression" in r.stdout
+    assert r.stderr.strip().startswith("error:") and "+50.0%" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "| regression |" in (tmp_path / "cmp.md").read_text()
+    r = run_cli("report", "compare", tmp_path / "base.json", tmp_path / "slow.json", "--max-regression", "60%")
+    assert r.returncode == 0
+    r = run_cli("report", "compare", tmp_path / "base.json", tmp_path / "slow.json", "--max-regression", "lots")
+    assert r.returncode == 2
+
+
+def test_merge_devices(tmp_path, prof):
+    a = _fake({("tensorrt", "fp16", 1): 1.2}, device="orin")
+    b = json.loads(prof.read_text())
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    merged = rp.merge([("a.json", a), ("b.json", b)])
+    assert {r["device"] for r in merged["results"]} == {"orin", b["device"]}
+    assert set(merged["environments"]) == {"orin", b["device"]} and merged["schema"] == rp.SCHEMA
+    md = rp.to_markdown(merged)
+    assert "| device | target |" in md and "| orin | tensorrt | fp16 | 1 |" in md
+    out = tmp_path / "merged.json"
+    r = run_cli("report", "merge", tmp_path / "a.json", prof, "-o", out, "--name", "jetson", "--name", "nuc",
+                "--html", tmp_path / "m.html")
+    assert r.returncode == 0, r.stderr
+    m = rp.load(out)
+    assert {r["device"] for r in m["results"]} == {"jetson", "nuc"}
+    assert "jetson" in (tmp_path / "m.html").read_text()
+    # a merged report compares against itself per device
+    rp.check_comparison(rp.compare(m, m, 0.1))
