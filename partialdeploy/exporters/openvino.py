@@ -1,0 +1,138 @@
+"""OpenVINO target: IR (model.xml + model.bin) from the verified ONNX.
+
+fp32: ``convert_model`` + ``save_model(compress_to_fp16=False)``.
+fp16: the same IR with weights compressed to fp16 (``compress_to_fp16=True``). The CPU plugin
+      decompresses them and computes in f32 (no native fp16 arithmetic on this CPU); GPU/NPU plugins
+      compute in fp16. Parity is measured on what this machine runs.
+int8: NNCF post-training quantization over the calibration images (MIXED preset: symmetric weights,
+      asymmetric activations — GELU/hard-sigmoid outputs are not ReLU-positive), every calibration
+      image used, non-quantized parts kept fp32.
+Parity runs in the OpenVINO CPU runtime with INFERENCE_PRECISION_HINT=f32 (so bf16 cannot sneak in).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.exporters._common import first_line, parity_gates, run_padded, static_batch
+from partialdeploy.exporters.base import Artifact, ExportContext, Target
+
+INSTALL = "pip install 'partialdeploy[openvino]'"
+
+
+class OpenVINOTarget(Target):
+    name = "openvino"
+    precisions = ("fp32", "fp16", "int8")
+
+    @classmethod
+    def is_available(cls) -> bool:
+        try:
+            import openvino  # noqa: F401
+            return True
+        except ImportError:
+            return False
+
+    @classmethod
+    def version(cls) -> str | None:
+        try:
+            import openvino
+            return openvino.get_version()
+        except ImportError:
+            return None
+
+    @classmethod
+    def check_env(cls) -> str | None:
+        return None if cls.is_available() else f"openvino is not installed: {INSTALL}"
+
+    def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:
+        prec = ctx.precision
+        if prec not in self.precisions:
+            raise UserError(f"openvino does not support {prec}; choose {', '.join(self.precisions)}")
+        try:
+            import openvino as ov
+        except ImportError as e:
+            raise RuntimeUnavailable(f"openvino is not installed: {INSTALL}") from e
+        out_dir = Path(out_dir)
+        notes: list[str] = []
+        extra: dict = {"inference_precision_hint": "f32", "device": "CPU"}
+        t0 = time.perf_counter()
+        try:
+            model = ov.convert_model(str(ctx.onnx_path))
+        except Exception as e:
+            raise UserError(f"OpenVINO cannot convert {ctx.onnx_path.name}: {first_line(e)}") from e
+        if prec == "int8":
+            model = self._quantize(ctx, model, extra)
+            notes.append(f"INT8 by NNCF post-training quantization on {extra['calibration_images']} calibration "
+                         f"images ({ctx.calib_source or 'given'}), preset {extra['preset']}")
+        elif prec == "fp16":
+            notes.append("fp16 weights; the CPU plugin computes in f32 here (parity measured on that), "
+                         "GPU/NPU plugins compute in fp16")
+        xml = out_dir / "model.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=(prec == "fp16"))
+        extra["convert_seconds"] = round(time.perf_counter() - t0, 3)
+
+        from partialdeploy.runners.openvino import OpenVINORunner
+
+        threads = ctx.options.get("threads")
+        with OpenVINORunner(xml, threads=threads, inference_precision="f32") as r:
+            ins = [{"name": m.name, "shape": list(m.shape), "dtype": m.dtype} for m in r.inputs()]
+            outs = [{"name": m.name, "shape": list(m.shape), "dtype": m.dtype} for m in r.outputs()]
+            bs = static_batch(r.inputs()[0].shape) or 8
+            par = parity_gates(ctx, lambda x: run_padded(r.run, x, bs), f"ONNX -> OpenVINO {prec} (CPU)")
+        if prec == "int8":
+            extra["weight_types"] = _weight_types(xml)
+        return Artifact(target=self.name, precision=prec, path="model.xml", files=["model.xml", "model.bin"],
+                        inputs=ins, outputs=outs, parity=par, verified="parity", runtime_version=self.version(),
+                        notes=notes, extra=extra)
+
+    @staticmethod
+    def _quantize(ctx: ExportContext, model, extra: dict):
+        if ctx.calib is None or len(ctx.calib) == 0:
+            raise UserError("INT8 needs calibration images: pass --calib DIR (100-500 representative images)")
+        try:
+            import nncf
+        except ImportError as e:
+            raise RuntimeUnavailable(f"INT8 for OpenVINO needs nncf: {INSTALL}") from e
+        shape = model.inputs[0].get_partial_shape()
+        bs = shape[0].get_length() if shape[0].is_static else 1
+        calib = np.asarray(ctx.calib, np.float32)
+        n = (len(calib) // bs) * bs or bs
+        if len(calib) < bs:
+            calib = np.concatenate([calib, np.repeat(calib[-1:], bs - len(calib), 0)], 0)
+        batches = [calib[i:i + bs] for i in range(0, n, bs)]
+        name = ctx.input_name
+        ds = nncf.Dataset(batches, lambda b: {name: b})
+        preset = str(ctx.options.get("openvino_preset", "mixed")).upper()
+        if preset not in ("MIXED", "PERFORMANCE"):
+            raise UserError(f"openvino_preset {preset.lower()!r} must be mixed or performance")
+        import contextlib
+        import io
+        import logging
+
+        nncf_log = logging.getLogger("nncf")
+        old = nncf_log.level
+        nncf_log.setLevel(logging.ERROR)
+        try:  # NNCF draws progress bars on stdout: keep stdout clean for --json
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                q = nncf.quantize(model, ds, preset=getattr(nncf.QuantizationPreset, preset),
+                                  subset_size=len(batches), model_type=None)
+        except Exception as e:
+            raise UserError(f"NNCF quantization failed: {first_line(e)}") from e
+        finally:
+            nncf_log.setLevel(old)
+        extra.update(calibration_images=len(batches) * bs, preset=preset.lower(), quantizer="nncf "
+                     + getattr(nncf, "__version__", "?"))
+        return q
+
+
+def _weight_types(xml: Path) -> dict:
+    """Histogram of Constant element types in the IR (shows the int8 weights are really int8)."""
+    import re
+    from collections import Counter
+
+    text = xml.read_text(errors="replace")
+    return dict(Counter(re.findall(r'type="Const"[^>]*>\s*<data[^>]*element_type="(\w+)"', text)))
