@@ -316,19 +316,25 @@ class MLPBlock(nn.Module):
         super().__init__()
         n_div = spec.n_div
         if spec.auto_div:
-            self.spatial_mixing = DPConv(dim, n_div)
+            mixing: nn.Module = DPConv(dim, n_div)
         elif spec.use_channel_attn and channel_type == "se":
-            self.spatial_mixing = PATChannel(dim, n_div)
+            mixing = PATChannel(dim, n_div)
         elif spec.use_channel_attn and channel_type == "self":
-            self.spatial_mixing = PATSelf(dim, n_div, spec.num_heads)
+            mixing = PATSelf(dim, n_div, spec.num_heads)
         else:
-            self.spatial_mixing = PartialConv(dim, n_div)
+            mixing = PartialConv(dim, n_div)
         hidden = int(dim * spec.mlp_ratio)
         layers = [nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden), make_act(spec.act, inplace=True),
                   nn.Conv2d(hidden, dim, 1, bias=False)]
         if spec.use_spatial_attn and spec.family == "partialnet":
             layers.append(PATSpatial(dim, 1))
-        self.mlp = nn.Sequential(*layers)
+        # registration order = the official state_dict order (FasterNet registers the MLP first)
+        if spec.family == "fasternet":
+            self.mlp = nn.Sequential(*layers)
+            self.spatial_mixing = mixing
+        else:
+            self.spatial_mixing = mixing
+            self.mlp = nn.Sequential(*layers)
         self.split_shortcut = split_shortcut
         if spec.layer_scale:
             self.layer_scale = nn.Parameter(torch.ones(dim))
