@@ -110,14 +110,28 @@ def summarize(samples_s, batch: int, wall_s: float | None = None) -> dict:
 
 _STAGE = re.compile(r"(?:^|\.)(stages|layers)(?:\.\1)*\.(\d+)(?:\.(?:blocks\.)+(\d+))?(?=\.|$)")
 _TOP = re.compile(r"(?:^|\.)(patch\.embed|stem|avgpool\.pre\.head|head|classifier|downsample)(?=\.|$)")
+_BODY = re.compile(r"(?:^|\.)body(?:\.body)*\.(\d+)(?=\.|$)")
 
 
-def block_of(name: str) -> str:
+def deploy_body_names(depths) -> list[str]:
+    """Our deploy form flattens the stages into ``body.N``: the blocks of stage 0, the merging
+    layer, the blocks of stage 1, ... Give each body index its official (train-form) name."""
+    names: list[str] = []
+    for i, d in enumerate(depths or []):
+        if i:
+            names.append(f"stages.{2 * i - 1}")
+        names += [f"stages.{2 * i}.blocks.{j}" for j in range(int(d))]
+    return names
+
+
+def block_of(name: str, body_names: list[str] | None = None) -> str:
     """Map an ONNX / OpenVINO / TensorRT layer name to the PartialNet module it came from.
 
     ``/stages/stages.0/blocks/blocks.1/mlp/mlp.0/Conv`` -> ``stages.0.blocks.1``;
     ``node_Conv_12_stages_2_blocks_0_mlp_0`` -> ``stages.2.blocks.0``;
     ``/stages/stages.1/reduction/Conv`` -> ``stages.1``; ``/patch_embed/proj/Conv`` -> ``patch_embed``;
+    deploy form: ``/body/body.5/fc1/Conv`` -> ``stages.4.blocks.1`` given the body names from
+    :func:`deploy_body_names` (else ``body.5``); ``/stem/Conv`` -> ``patch_embed``;
     anything else -> ``other``. Fused layers (``a + b``) take the first name that maps."""
     for part in re.split(r"\s*(?:\+|\|\||,)\s*", name):
         n = re.sub(r"[^A-Za-z0-9]+", ".", part).strip(".").lower()
@@ -125,13 +139,18 @@ def block_of(name: str) -> str:
         if m:
             kind, s, b = m.groups()
             return f"{kind}.{s}.blocks.{b}" if b is not None else f"{kind}.{s}"
+        m = _BODY.search(n)
+        if m:
+            k = int(m.group(1))
+            return body_names[k] if body_names and k < len(body_names) else f"body.{k}"
         m = _TOP.search(n)
         if m:
-            return m.group(1).replace(".", "_")
+            t = m.group(1).replace(".", "_")
+            return "patch_embed" if t == "stem" else t
     return "other"
 
 
-def layer_breakdown(rows: list[dict], top: int = 10) -> dict:
+def layer_breakdown(rows: list[dict], top: int = 10, depths=None) -> dict:
     """Top-N layers, time per PartialNet block and per op type. ``rows`` come in execution order:
     a layer whose name does not map (fused or renamed by the runtime, e.g. ``Gelu``) is counted in
     the block of the layer before it and flagged ``block_inferred``."""
@@ -140,8 +159,9 @@ def layer_breakdown(rows: list[dict], top: int = 10) -> dict:
     blocks: dict[str, float] = {}
     ops: dict[str, float] = {}
     prev = None
+    body_names = deploy_body_names(depths)
     for r in rows:
-        b = block_of(r["name"])
+        b = block_of(r["name"], body_names)
         if b == "other" and prev is not None:
             b, r["block_inferred"] = prev, True
         r["block"] = prev = b
@@ -538,7 +558,7 @@ class Profiler:
                     c.result["layers_error"] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
                     continue
             if rows:
-                lb = layer_breakdown(rows, s.top)
+                lb = layer_breakdown(rows, s.top, (self.header.get("model") or {}).get("depths"))
                 lb.update({"batch": c.batch, "runs": s.layer_runs, "source": {
                     "onnxruntime": "ONNX Runtime profiler (kernel time per node)",
                     "openvino": "OpenVINO PERF_COUNT (real time per node)",

@@ -170,16 +170,17 @@ BENCH_TOLERANCE = 0.25  # |ours - benchmark_app| / benchmark_app on medians; noi
 
 def test_honesty_vs_benchmark_app(tmp_path):
     """Same IR, same threads (2), batch 1, one stream / one request, f32, 300 iterations: our median
-    must agree with OpenVINO's benchmark_app within BENCH_TOLERANCE. Ours includes the Python call
+    must agree with OpenVINO's benchmark_app within BENCH_TOLERANCE (median over 5 back-to-back rounds
+    of ours/theirs). Ours includes the Python call
     (feed dict + output copy, ~0.03-0.1 ms), so the model is made big enough (≈1-2 ms) to matter little."""
     bench = Path(sys.executable).parent / "benchmark_app"
     if not bench.exists():
         bench = shutil.which("benchmark_app")
     assert bench, "benchmark_app (from the openvino wheel) not found"
     xml = export_openvino(export_onnx(tmp_path / "m.onnx", dynamic=False, size=288), tmp_path / "m.xml")
-    ratios = []
-    for attempt in range(2):  # noisy machine: one retry, measured back to back
-        rep_dir = tmp_path / f"bench{attempt}"
+    ours_l, theirs_l = [], []
+    for rnd in range(5):  # alternate the two tools back to back; the machine is shared and noisy (DESIGN §7)
+        rep_dir = tmp_path / f"bench{rnd}"
         rep_dir.mkdir()
         r = subprocess.run([str(bench), "-m", str(xml), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq", "1",
                             "-nthreads", "2", "-niter", "300", "-infer_precision", "f32", "-report_type",
@@ -187,13 +188,39 @@ def test_honesty_vs_benchmark_app(tmp_path):
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         stats = json.loads((rep_dir / "benchmark_report.json").read_text())["execution_results"]
-        theirs = float(stats["latency (ms)"])  # median
+        theirs_l.append(float(stats["latency (ms)"]))  # benchmark_app's median
         rep = profile(xml, Settings(threads=2, runs=300, min_time_s=None, warmup=20, blocks=3, layers=False),
                       target="openvino")
-        ours = rep["results"][0]["latency_ms"]["p50"]
-        ratios.append((ours, theirs, abs(ours - theirs) / theirs))
-        if ratios[-1][2] <= BENCH_TOLERANCE:
-            break
-    ours, theirs, rel = ratios[-1]
-    print(f"median ours {ours:.3f} ms vs benchmark_app {theirs:.3f} ms ({100 * rel:.1f}%); attempts {ratios}")
-    assert rel <= BENCH_TOLERANCE, ratios
+        ours_l.append(rep["results"][0]["latency_ms"]["p50"])
+    # compare as ratios measured back to back (a busy neighbour hits both sides of a round alike)
+    ratio = float(np.median(np.asarray(ours_l) / np.asarray(theirs_l)))
+    rel = abs(ratio - 1)
+    print(f"median ratio ours/benchmark_app {ratio:.3f} ({100 * (ratio - 1):+.1f}%); medians ours "
+          f"{[round(v, 3) for v in ours_l]} ms, benchmark_app {theirs_l} ms")
+    assert rel <= BENCH_TOLERANCE, (ours_l, theirs_l)
+
+
+def test_deploy_form_body_names():
+    from partialdeploy.profiling import deploy_body_names
+
+    names = deploy_body_names([1, 1, 2, 1])
+    assert names == ["stages.0.blocks.0", "stages.1", "stages.2.blocks.0", "stages.3", "stages.4.blocks.0",
+                     "stages.4.blocks.1", "stages.5", "stages.6.blocks.0"]
+    assert block_of("/body/body.5/fc1/Conv_output_0_nchwc", names) == "stages.4.blocks.1"
+    assert block_of("/body/body.9/fc1/Conv", names) == "body.9" and block_of("/stem/Conv") == "patch_embed"
+
+
+def test_end_to_end_export_then_profile(tmp_path):
+    """The real pipeline: `partialdeploy export` (bundled demo checkpoint) -> `profile` -> `report`."""
+    dist = tmp_path / "dist"
+    r = run_cli("export", "--target", "onnx", "--dynamic-batch", "-o", dist)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = run_cli("profile", dist, "--batch", "1,2", "--runs", "20", "--min-time", "0", "--warmup", "2", "--blocks", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((dist / "profile.json").read_text())
+    ok = [x for x in rep["results"] if x["status"] == "ok"]
+    assert {x["batch"] for x in ok} == {1, 2} and rep["model"]["name"].startswith("PartialNet")
+    blocks = {b["block"] for x in ok if x.get("layers") for b in x["layers"]["blocks"]}
+    assert {"patch_embed", "stages.0.blocks.0", "head"} <= blocks, blocks
+    r = run_cli("report", dist / "profile.json", "--html", tmp_path / "r.html", "--md", tmp_path / "r.md")
+    assert r.returncode == 0 and "stages.0.blocks.0" in (tmp_path / "r.md").read_text()

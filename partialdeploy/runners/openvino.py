@@ -75,7 +75,7 @@ class OpenVINORunner(Runner):
         return self._meta(self.compiled.outputs)
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        res = self.request.infer(feed)
+        res = self.request.infer(feed, share_inputs=True)  # no input copy (synchronous call)
         if self.options.get("profile_layers"):
             self._accumulate(self.request)
         return {p.get_any_name(): np.array(res[p]) for p in self.compiled.outputs}
