@@ -1,0 +1,287 @@
+"""CoreML target: an ML program (``model.mlpackage``) converted with coremltools from the deploy-form
+PyTorch model (traced on a (1,3,H,W) input; the deploy form holds the attention bias as a constant,
+so the trace is exact).
+
+fp32: ``compute_precision=FLOAT32``.
+fp16: ``compute_precision=FLOAT16`` (fp16 weights and activations; what the Neural Engine runs).
+int8: the fp16 program with its weights linearly quantized to int8 (symmetric, per-channel) by
+      ``coremltools.optimize.coreml.linear_quantize_weights``: int8 weights, fp16 compute (needs
+      iOS16/macOS13 or newer).
+
+Running a CoreML model needs macOS. There (``sys.platform == "darwin"``) parity runs through
+``predict``; elsewhere the package is checked structurally — ML program type, input/output names,
+shapes and dtypes, weight precision, minimum deployment target — and marked
+``spec-checked (running needs macOS)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError
+from partialdeploy.exporters._common import first_line, parity_gates, run_padded
+from partialdeploy.exporters.base import Artifact, ExportContext, Target
+
+INSTALL = "pip install 'partialdeploy[coreml]'"
+DEFAULT_TARGET = "iOS16"
+SPEC_CHECKED = "spec-checked (running needs macOS)"
+# ML program specification versions per minimum deployment target (CoreML's own numbering)
+SPEC_VERSION = {"iOS15": 6, "iOS16": 7, "iOS17": 8, "iOS18": 9}
+# MIL DataType enum values (coremltools.proto.MIL_pb2.DataType)
+_MIL_DTYPES = {10: "float16", 11: "float32", 12: "float64", 13: "bfloat16", 21: "int8", 22: "int16", 23: "int32",
+               24: "int64", 25: "int4", 31: "uint8", 35: "uint4", 1: "bool", 2: "string"}
+# CoreML FeatureTypes ArrayFeatureType.ArrayDataType
+_ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32"}
+_QUANT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """coremltools prints version warnings, missing-native-library lines (Linux) and progress bars."""
+    root = logging.getLogger()
+    old = root.level
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        root.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            root.setLevel(old)
+
+
+def _ct():
+    try:
+        with _quiet():
+            import coremltools as ct
+        return ct
+    except ImportError as e:
+        raise RuntimeUnavailable(f"coremltools is not installed: {INSTALL}") from e
+
+
+def deployment_target(ct, name: str | None):
+    name = str(name or DEFAULT_TARGET)
+    members = {k.lower(): k for k in ct.target.__members__}
+    key = members.get(name.lower().replace(" ", ""))
+    if key is None:
+        raise UserError(f"unknown CoreML minimum_deployment_target {name!r}: use e.g. iOS16, iOS17, iOS18, macOS13")
+    return key, ct.target[key]
+
+
+class CoreMLTarget(Target):
+    name = "coreml"
+    precisions = ("fp32", "fp16", "int8")
+    needs_torch_model = True
+
+    @classmethod
+    def is_available(cls) -> bool:
+        try:
+            import importlib.util
+
+            return importlib.util.find_spec("coremltools") is not None
+        except Exception:
+            return False
+
+    @classmethod
+    def version(cls) -> str | None:
+        try:
+            from importlib import metadata
+
+            return metadata.version("coremltools")
+        except Exception:
+            return None
+
+    @classmethod
+    def check_env(cls) -> str | None:
+        return None if cls.is_available() else f"coremltools is not installed: {INSTALL}"
+
+    def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:
+        prec = ctx.precision
+        if prec not in self.precisions:
+            raise UserError(f"coreml does not support {prec}; choose {', '.join(self.precisions)}")
+        if ctx.deploy_model is None:
+            raise UserError("the CoreML target converts from the PyTorch deploy model: install torch "
+                            "(pip install 'partialdeploy[torch]') and export from the checkpoint")
+        ct = _ct()
+        import torch
+
+        tname, tgt = deployment_target(ct, ctx.options.get("minimum_deployment_target"))
+        if prec == "int8" and tgt < ct.target.iOS16:
+            raise UserError(f"CoreML int8 weights need minimum_deployment_target iOS16 or newer, not {tname}")
+        if tgt < ct.target.iOS15:
+            raise UserError(f"an ML program needs minimum_deployment_target iOS15 or newer, not {tname}")
+        out_dir = Path(out_dir)
+        size, c = ctx.img_size, int(getattr(ctx.spec, "in_chans", 3) or 3)
+        batch = int(ctx.options.get("batch") or 1)
+        if ctx.dynamic_batch:
+            rng = ctx.options.get("batch_range") or {}
+            bmax = int(rng.get("max") or 64)
+            bdim = ct.RangeDim(1, bmax, default=1)
+            in_shape = (bdim, c, size, size)
+            shape_desc = [f"1..{bmax}", c, size, size]
+        else:
+            in_shape = (batch, c, size, size)
+            shape_desc = [batch, c, size, size]
+        t0 = time.perf_counter()
+        model = ctx.deploy_model.eval()
+        try:
+            with _quiet(), torch.no_grad():
+                traced = torch.jit.trace(model, torch.zeros(1, c, size, size))
+        except Exception as e:
+            raise UserError(f"torch.jit.trace of the deploy model failed (CoreML needs a traceable model): "
+                            f"{first_line(e)}") from e
+        # what coremltools converts is the trace: prove it equals the model (fp32 gate), on every OS
+        from partialdeploy.exporters._common import tolerance
+        from partialdeploy.parity import gate
+
+        def traced_logits(x):
+            with torch.no_grad():
+                return run_padded(lambda b: traced(torch.from_numpy(b)).numpy(), x, 8)
+
+        trace_par = [gate(ctx.reference, traced_logits(ctx.parity_inputs),
+                          stage=f"train form -> traced deploy model (CoreML converter input, "
+                                f"{len(ctx.parity_inputs)} parity images)", tol=tolerance(ctx, "fp32")).to_dict()]
+        cp = ct.precision.FLOAT32 if prec == "fp32" else ct.precision.FLOAT16
+        try:
+            with _quiet():
+                # float32 interface at every precision (same contract as the other targets); fp16
+                # programs cast at the boundary
+                ml = ct.convert(traced, inputs=[ct.TensorType(name=ctx.input_name, shape=in_shape,
+                                                              dtype=np.float32)],
+                                outputs=[ct.TensorType(name=ctx.output_name, dtype=np.float32)],
+                                convert_to="mlprogram",
+                                compute_precision=cp, minimum_deployment_target=tgt)
+                if prec == "int8":
+                    import coremltools.optimize.coreml as cto
+
+                    cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+                        mode="linear_symmetric", dtype="int8", granularity="per_channel"))
+                    ml = cto.linear_quantize_weights(ml, cfg)
+        except Exception as e:
+            raise UserError(f"coremltools cannot convert the deploy model: {first_line(e)}") from e
+        ml.short_description = f"{getattr(ctx.spec, 'name', 'PartialNet')} deploy form ({prec}), partialdeploy"
+        ml.user_defined_metadata.update({"partialdeploy.precision": prec, "partialdeploy.img_size": str(size)})
+        pkg = out_dir / "model.mlpackage"
+        with _quiet():
+            ml.save(str(pkg))
+        convert_s = round(time.perf_counter() - t0, 3)
+
+        report = check_spec(ml.get_spec(), prec, tname, ctx.input_name, ctx.output_name,
+                            [None if ctx.dynamic_batch else batch, c, size, size])
+        files = sorted(p.relative_to(out_dir).as_posix() for p in pkg.rglob("*") if p.is_file())
+        notes = []
+        if prec == "int8":
+            notes.append(f"int8 weights (linear symmetric, per channel) for {report['quantized_weight_ops']} weight "
+                         "tensors, fp16 compute; tensors under coremltools' size threshold stay fp16")
+        extra = {"minimum_deployment_target": tname, "compute_precision": "float32" if prec == "fp32" else "float16",
+                 "convert_seconds": convert_s, "spec_check": report}
+        inputs = [{"name": ctx.input_name, "shape": shape_desc, "dtype": "float32"}]
+        outputs = [{"name": ctx.output_name, "shape": report["output_shape"] or [shape_desc[0], None],
+                    "dtype": report["output_dtype"]}]
+        par: list[dict] = list(trace_par)
+        if sys.platform == "darwin":
+            from partialdeploy.runners.coreml import CoreMLRunner
+
+            with CoreMLRunner(pkg, compute_units=ctx.options.get("compute_units", "ALL")) as r:
+                bs = 1 if ctx.dynamic_batch else batch
+                par += parity_gates(ctx, lambda x: run_padded(r.run, x, bs), f"PyTorch -> CoreML {prec}")
+            verified = "parity"
+        else:
+            verified = SPEC_CHECKED
+            notes.append(f"converted and spec-checked on {sys.platform}; parity needs macOS "
+                         "(run `partialdeploy profile` or predict on a Mac)")
+        return Artifact(target=self.name, precision=prec, path="model.mlpackage", files=files, inputs=inputs,
+                        outputs=outputs, parity=par, verified=verified, runtime_version=self.version(),
+                        notes=notes, extra=extra)
+
+
+def check_spec(spec, precision: str, target_name: str, input_name: str, output_name: str,
+               input_shape: list) -> dict:
+    """Structural proof of a converted ML program; raises VerificationError with what is wrong.
+
+    ``input_shape`` entries of None are dynamic (a shape range must cover them)."""
+    problems = []
+    kind = spec.WhichOneof("Type")
+    if kind != "mlProgram":
+        problems.append(f"model type is {kind}, expected mlProgram")
+    want_v = SPEC_VERSION.get(target_name)
+    if want_v is not None and spec.specificationVersion != want_v:
+        problems.append(f"specification version {spec.specificationVersion} != {want_v} ({target_name})")
+    ins, outs = list(spec.description.input), list(spec.description.output)
+    if [i.name for i in ins] != [input_name]:
+        problems.append(f"inputs {[i.name for i in ins]} != [{input_name!r}]")
+    if [o.name for o in outs] != [output_name]:
+        problems.append(f"outputs {[o.name for o in outs]} != [{output_name!r}]")
+    in_dtype = out_dtype = None
+    out_shape = None
+    if ins:
+        a = ins[0].type.multiArrayType
+        in_dtype = _ARRAY_DTYPES.get(int(a.dataType), str(a.dataType))
+        shape = [int(d) for d in a.shape]
+        ranges = [(int(r.lowerBound), int(r.upperBound)) for r in a.shapeRange.sizeRanges]
+        for i, want in enumerate(input_shape):
+            if want is None:
+                if not ranges or ranges[i][0] > 1 or (0 <= ranges[i][1] < 2):
+                    problems.append(f"input dim {i} should be dynamic, ranges {ranges}")
+            elif i >= len(shape) or shape[i] != want:
+                problems.append(f"input shape {shape} != {input_shape}")
+                break
+        if in_dtype != "float32":
+            problems.append(f"input dtype {in_dtype} != float32")
+    if outs:
+        a = outs[0].type.multiArrayType
+        out_dtype = _ARRAY_DTYPES.get(int(a.dataType), str(a.dataType))
+        out_shape = [int(d) for d in a.shape] or None
+        if out_dtype != "float32":
+            problems.append(f"output dtype {out_dtype} != float32")
+    weights, ops = _weights(spec)
+    if precision == "fp32" and weights.get("float16"):
+        problems.append(f"{weights['float16']} fp16 weight tensors in an fp32 model")
+    if precision == "fp16" and (weights.get("float32", 0) > 0 or not weights.get("float16")):
+        problems.append(f"fp16 model holds fp32 weights: {weights}")
+    n_quant = sum(ops.get(o, 0) for o in _QUANT_OPS)
+    if precision == "int8" and (n_quant == 0 or not (weights.get("int8") or weights.get("uint8"))):
+        problems.append(f"int8 model has no quantized weights ({weights})")
+    if precision != "int8" and n_quant:
+        problems.append(f"{n_quant} quantized weight ops in a {precision} model")
+    if problems:
+        raise VerificationError("CoreML spec check failed: " + "; ".join(problems))
+    return {"type": kind, "specification_version": int(spec.specificationVersion),
+            "minimum_deployment_target": target_name, "input_dtype": in_dtype, "output_dtype": out_dtype,
+            "output_shape": out_shape, "weight_dtypes": weights, "quantized_weight_ops": n_quant,
+            "ops": dict(Counter({k: v for k, v in ops.items() if k != "const"}).most_common()),
+            "passed": True}
+
+
+def _weights(spec) -> tuple[dict, dict]:
+    """dtype histogram of the weight tensors (const / constexpr ops with ≥ 16 elements; smaller
+    constants are shapes, axes and scalars) and op-type histogram of the main function."""
+    fn = spec.mlProgram.functions["main"]
+    block = fn.block_specializations[fn.opset]
+    weights: Counter = Counter()
+    ops: Counter = Counter()
+    for op in block.operations:
+        ops[op.type] += 1
+        if op.type == "const":
+            vals = [op.attributes["val"]] if "val" in op.attributes else []
+        elif op.type in _QUANT_OPS:
+            vals = [op.attributes[k] for k in ("quantized_data", "data") if k in op.attributes]
+        else:
+            continue
+        for v in vals:
+            tt = v.type.tensorType
+            n = 1
+            for d in tt.dimensions:
+                n *= int(d.constant.size) if d.WhichOneof("dimension") == "constant" else 1
+            if tt.rank >= 2 and n >= 16:
+                weights[_MIL_DTYPES.get(int(tt.dataType), str(tt.dataType))] += 1
+    return dict(weights), dict(ops)
