@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 from pathlib import Path
 
 from partialdeploy.errors import UserError, VerificationError

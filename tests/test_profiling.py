@@ -3,7 +3,6 @@ cannot run here, throughput mode, Ctrl-C keeps partial results, and the honesty 
 OpenVINO's own benchmark_app."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess

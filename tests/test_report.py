@@ -155,3 +155,19 @@ def test_merge_devices(tmp_path, prof):
     assert "jetson" in (tmp_path / "m.html").read_text()
     # a merged report compares against itself per device
     rp.check_comparison(rp.compare(m, m, 0.1))
+
+
+def test_github_actions_example_uses_real_commands():
+    import yaml
+
+    from conftest import ROOT
+
+    wf = yaml.safe_load((ROOT / "examples/github-actions.yml").read_text())
+    script = "\n".join(s.get("run", "") for s in wf["jobs"]["export-and-profile"]["steps"])
+    for cmd in ("partialdeploy export", "partialdeploy profile dist/", "partialdeploy report dist/profile.json --html",
+                "partialdeploy report compare", "--max-regression 10%"):
+        assert cmd in script
+    for sub in (["export", "--help"], ["profile", "--help"], ["report", "compare", "--help"], ["report", "merge", "--help"]):
+        r = run_cli(*sub)
+        assert r.returncode == 0, sub
+    assert any("upload-artifact" in s.get("uses", "") for s in wf["jobs"]["export-and-profile"]["steps"])
