@@ -1,0 +1,172 @@
+"""Named target profiles: a YAML file per deployment situation (target, precision, shapes, threads,
+workspace, calibration size, tolerance overrides, CoreML deployment target...).
+
+``load_profile(name_or_path)`` takes a path to a YAML file, or a name looked up in, in order:
+the directories in ``$PARTIALDEPLOY_PROFILES`` (os.pathsep-separated), ``./profiles/`` in the
+current directory (your own profiles), and the profiles shipped inside the package
+(``partialdeploy/profiles_data/``; the repository's top-level ``profiles/`` points there, so there is
+one source). An invalid profile raises UserError naming the field.
+
+The result is a flat dict the export command merges under its explicit flags (flags win):
+  target, precision, img_size, dynamic_batch, batch (int, or the optimization-profile opt batch when
+  ranges were given), batch_range {min, opt, max} (dynamic batch), threads, workspace_mb,
+  calib_images, tolerances (as written) and tolerances_obj {precision: parity.Tolerance} (defaults
+  updated by the overrides), plus the target-specific fields, and ``profile`` (its name).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from partialdeploy.errors import UserError
+
+PACKAGE_DIR = Path(__file__).parent / "profiles_data"
+TARGET_NAMES = ("onnx", "onnxruntime", "openvino", "coreml", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+# field -> (python type(s), description); checked strictly, unknown fields are errors
+_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "description": ((str,), "free text"),
+    "target": ((str,), f"one of {', '.join(TARGET_NAMES)}"),
+    "precision": ((str,), "fp32, fp16 or int8"),
+    "img_size": ((int,), "input size, a multiple of 32"),
+    "dynamic_batch": ((bool,), "true or false"),
+    "batch": ((int, dict), "an int (static batch) or {min, opt, max} (dynamic batch)"),
+    "threads": ((int,), "runtime threads"),
+    "workspace_mb": ((int,), "TensorRT builder workspace in MB"),
+    "calib_images": ((int,), "number of calibration images for INT8"),
+    "tolerances": ((dict,), "{precision: {rel_max, cosine_min, top1_min, acc_drop_max}}"),
+    "minimum_deployment_target": ((str,), "CoreML, e.g. iOS16, iOS17, macOS14"),
+    "compute_units": ((str,), "CoreML: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE"),
+    "ort_calibration": ((str,), "ONNX Runtime INT8 calibration: minmax, entropy or percentile"),
+    "openvino_preset": ((str,), "OpenVINO INT8 NNCF preset: mixed or performance"),
+}
+_CHOICES = {
+    "target": TARGET_NAMES,
+    "precision": PRECISIONS,
+    "compute_units": ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"),
+    "ort_calibration": ("minmax", "entropy", "percentile"),
+    "openvino_preset": ("mixed", "performance"),
+}
+_DEPLOYMENT_TARGET = re.compile(r"^(iOS|macOS|tvOS|watchOS|visionOS)\d+$")
+
+
+def search_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("PARTIALDEPLOY_PROFILES", "").split(os.pathsep) if p]
+    return dirs + [Path.cwd() / "profiles", PACKAGE_DIR]
+
+
+def available_profiles() -> dict[str, Path]:
+    """name -> file, earlier search directories win."""
+    found: dict[str, Path] = {}
+    for d in search_dirs():
+        if d.is_dir():
+            for f in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
+                found.setdefault(f.stem, f)
+    return found
+
+
+def find_profile(name_or_path: str | os.PathLike) -> Path:
+    s = str(name_or_path)
+    p = Path(s).expanduser()
+    if p.suffix.lower() in (".yaml", ".yml") or os.sep in s or "/" in s:
+        if not p.is_file():
+            raise UserError(f"profile file {s} does not exist")
+        return p
+    prof = available_profiles().get(s)
+    if prof is None:
+        names = ", ".join(sorted(available_profiles())) or "none"
+        raise UserError(f"unknown profile {s!r}: choose one of {names}, or pass a YAML path")
+    return prof
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return " or ".join({int: "integer", bool: "boolean", str: "string", dict: "mapping"}[t] for t in types)
+
+
+def validate(data, where: str = "profile") -> dict:
+    """Strict check of a profile mapping; returns the normalized flat dict (see module doc)."""
+    from partialdeploy.parity import DEFAULT_TOLERANCES, Tolerance
+
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: a profile must be a YAML mapping of fields, got {type(data).__name__}")
+    out: dict = {}
+    for key, val in data.items():
+        if key not in _FIELDS:
+            raise UserError(f"{where}: unknown field {key!r}; known fields: {', '.join(_FIELDS)}")
+        types, desc = _FIELDS[key]
+        if val is None:
+            continue
+        # bool is an int subclass in Python: refuse true/false where a number is expected
+        if not isinstance(val, types) or (isinstance(val, bool) and bool not in types):
+            raise UserError(f"{where}: field {key!r} must be {_type_name(types)} ({desc}), "
+                            f"got {type(val).__name__} {val!r}")
+        if key in _CHOICES:
+            v = val.upper() if key == "compute_units" else val.lower()
+            if v not in _CHOICES[key]:
+                raise UserError(f"{where}: field {key!r} is {val!r}; choose one of {', '.join(_CHOICES[key])}")
+            val = v
+        out[key] = val
+    for key in ("img_size", "threads", "workspace_mb", "calib_images"):
+        if key in out and out[key] < 1:
+            raise UserError(f"{where}: field {key!r} must be ≥ 1, got {out[key]}")
+    if "img_size" in out and out["img_size"] % 32:
+        raise UserError(f"{where}: field 'img_size' must be a multiple of 32, got {out['img_size']}")
+    mdt = out.get("minimum_deployment_target")
+    if mdt is not None and not _DEPLOYMENT_TARGET.match(mdt):
+        raise UserError(f"{where}: field 'minimum_deployment_target' {mdt!r} is not like iOS17 or macOS14")
+    b = out.get("batch")
+    if isinstance(b, dict):
+        bad = set(b) - {"min", "opt", "max"}
+        if bad:
+            raise UserError(f"{where}: field 'batch' has unknown keys {sorted(bad)}; use min, opt, max")
+        if not all(isinstance(b.get(k), int) and not isinstance(b.get(k), bool) for k in ("min", "opt", "max")):
+            raise UserError(f"{where}: field 'batch' needs integer min, opt and max, got {b}")
+        if not 1 <= b["min"] <= b["opt"] <= b["max"]:
+            raise UserError(f"{where}: field 'batch' must satisfy 1 <= min <= opt <= max, got {b}")
+        if out.get("dynamic_batch") is False:
+            raise UserError(f"{where}: field 'batch' gives a range but dynamic_batch is false; "
+                            "use an integer batch or dynamic_batch: true")
+        out["dynamic_batch"] = True
+        out["batch_range"] = {k: b[k] for k in ("min", "opt", "max")}
+        out["batch"] = b["opt"]
+    elif isinstance(b, int) and b < 1:
+        raise UserError(f"{where}: field 'batch' must be ≥ 1, got {b}")
+    tol_objs = {}
+    tol_fields = {f.name for f in fields(Tolerance)}
+    for prec, over in (out.get("tolerances") or {}).items():
+        if prec not in PRECISIONS:
+            raise UserError(f"{where}: tolerances.{prec}: unknown precision; use fp32, fp16 or int8")
+        if not isinstance(over, dict):
+            raise UserError(f"{where}: tolerances.{prec} must be a mapping of {', '.join(sorted(tol_fields))}")
+        for k, v in over.items():
+            if k not in tol_fields:
+                raise UserError(f"{where}: tolerances.{prec}.{k}: unknown; use {', '.join(sorted(tol_fields))}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise UserError(f"{where}: tolerances.{prec}.{k} must be a number, got {v!r}")
+        tol_objs[prec] = Tolerance(**{**asdict(DEFAULT_TOLERANCES[prec]), **over})
+    out["tolerances_obj"] = tol_objs
+    return out
+
+
+def load_profile(name_or_path: str | os.PathLike) -> dict:
+    import yaml
+
+    path = find_profile(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"cannot read profile {path}: {str(e).splitlines()[0]}") from e
+    out = validate(data if data is not None else {}, where=f"profile {path.name}")
+    out["profile"] = path.stem
+    return out
+
+
+def apply_overrides(profile: dict, **flags) -> dict:
+    """Profile values under explicit flags: every flag that is not None wins."""
+    merged = dict(profile)
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    return merged
