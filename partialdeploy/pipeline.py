@@ -177,6 +177,14 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
     spec, notes = resolve_spec(ckpt, variant=req.variant, act=req.act, img_size=req.img_size)
     model = load_model(ckpt, spec)
     is_demo = demo.is_demo(ckpt.metadata)
+    calib_dir = None
+    if req.precision == "int8" and any(t != "onnx" for t in targets):  # bad input is reported before any work
+        calib_dir = req.calib or (demo.DEMO_CALIB if is_demo else None)
+        if calib_dir is None:
+            raise UserError("INT8 needs calibration images: pass --calib DIR (a folder of 100-500 "
+                            "representative images)")
+        if not Path(calib_dir).is_dir():
+            raise UserError(f"calibration folder {calib_dir} does not exist: pass --calib DIR with images in it")
     stage("load", t0, f"{spec.name} from {ckpt.format} ({ckpt_path.name})")
 
     # ---- real images: parity inputs, calibration, held-out eval
@@ -190,11 +198,7 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
         px = natural_batch(size, spec.mean, spec.std, n=req.parity_images)
     calib = None
     calib_src = None
-    if req.precision == "int8" and any(t not in ("onnx",) for t in targets):
-        calib_dir = req.calib or (demo.DEMO_CALIB if is_demo else None)
-        if calib_dir is None:
-            raise UserError("INT8 needs calibration images: pass --calib DIR (a folder of 100-500 "
-                            "representative images)")
+    if calib_dir is not None:
         calib = load_image_folder(calib_dir, size, spec.mean, spec.std, limit=req.calib_count,
                                   crop_ratio=spec.crop_ratio)
         calib_src = str(calib_dir) if req.calib else "bundled demo calibration images"
