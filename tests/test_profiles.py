@@ -1,0 +1,83 @@
+"""Target profiles: shipped YAMLs load, lookup by name/path/env, strict validation naming the field."""
+
+from pathlib import Path
+
+import pytest
+
+from partialdeploy.errors import UserError
+from partialdeploy.parity import DEFAULT_TOLERANCES
+from partialdeploy.profiles import PACKAGE_DIR, apply_overrides, available_profiles, load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ["onnxruntime-cpu", "onnxruntime-cpu-int8", "openvino-cpu", "openvino-cpu-int8",
+           "tensorrt-jetson-orin-fp16", "tensorrt-server-int8", "coreml-ios17-fp16"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_profiles_load(name):
+    p = load_profile(name)
+    assert p["profile"] == name and p["target"] in name and p["precision"] in ("fp32", "fp16", "int8")
+    if p.get("dynamic_batch"):
+        r = p["batch_range"]
+        assert 1 <= r["min"] <= r["opt"] <= r["max"] and p["batch"] == r["opt"]
+
+
+def test_repo_profiles_dir_is_the_packaged_one():
+    assert (ROOT / "profiles").resolve() == PACKAGE_DIR.resolve()
+    assert set(SHIPPED) <= set(available_profiles())
+
+
+def test_tolerance_overrides_merge_defaults():
+    p = load_profile("tensorrt-jetson-orin-fp16")
+    t = p["tolerances_obj"]["fp16"]
+    assert t.cosine_min == 0.999 and t.rel_max == DEFAULT_TOLERANCES["fp16"].rel_max
+    assert load_profile("tensorrt-server-int8")["workspace_mb"] == 4096
+    assert load_profile("coreml-ios17-fp16")["minimum_deployment_target"] == "iOS17"
+
+
+def test_by_path_and_env(tmp_path, monkeypatch):
+    f = tmp_path / "mine.yaml"
+    f.write_text("target: openvino\nprecision: FP16\nthreads: 2\n")
+    p = load_profile(str(f))
+    assert p["precision"] == "fp16" and p["threads"] == 2
+    monkeypatch.setenv("PARTIALDEPLOY_PROFILES", str(tmp_path))
+    assert load_profile("mine")["target"] == "openvino"
+    (tmp_path / "openvino-cpu.yaml").write_text("target: openvino\nprecision: int8\n")
+    assert load_profile("openvino-cpu")["precision"] == "int8"  # the user's directory wins
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("target: openvino\nprecison: fp16\n", "unknown field 'precison'"),
+    ("target: tensorflow\n", "field 'target' is 'tensorflow'"),
+    ("precision: bf16\n", "field 'precision' is 'bf16'"),
+    ("threads: two\n", "field 'threads' must be integer"),
+    ("dynamic_batch: 1\n", "field 'dynamic_batch' must be boolean"),
+    ("workspace_mb: true\n", "field 'workspace_mb' must be integer"),
+    ("img_size: 100\n", "multiple of 32"),
+    ("batch: {min: 8, opt: 1, max: 4}\n", "min <= opt <= max"),
+    ("batch: {min: 1, opt: 2, max: 4, best: 3}\n", "unknown keys"),
+    ("dynamic_batch: false\nbatch: {min: 1, opt: 2, max: 4}\n", "dynamic_batch is false"),
+    ("tolerances: {int4: {top1_min: 0.9}}\n", "tolerances.int4"),
+    ("tolerances: {int8: {top5_min: 0.9}}\n", "tolerances.int8.top5_min"),
+    ("minimum_deployment_target: Android14\n", "minimum_deployment_target"),
+    ("- a\n- b\n", "YAML mapping"),
+    ("target: [openvino\n", "cannot read profile"),
+])
+def test_invalid_profiles_name_the_field(tmp_path, text, msg):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(UserError, match=msg):
+        load_profile(f)
+
+
+def test_unknown_name_lists_choices():
+    with pytest.raises(UserError, match="onnxruntime-cpu"):
+        load_profile("no-such-profile")
+    with pytest.raises(UserError, match="does not exist"):
+        load_profile("missing/dir/x.yaml")
+
+
+def test_flags_override_profile():
+    p = load_profile("openvino-cpu-int8")
+    m = apply_overrides(p, precision="fp32", threads=None, img_size=128)
+    assert m["precision"] == "fp32" and m["img_size"] == 128 and m["target"] == "openvino"
