@@ -66,34 +66,44 @@ class ChannelGateD(nn.Module):
 
 class SelfAttnD(nn.Module):
     """PAT_sf deploy form with the block's first shortcut folded in:
-    cat(x1 + conv(x1), x2 + proj(softmax(q k^T + B) v)) where the identity sits in the 3×3 conv's centre
-    tap, q-scale and LayerNorm affine sit in qkv, and the iRPE key bias B is a constant (H, L, L)."""
+    cat(x1 + conv(x1), x2 + proj(softmax(q kᵀ + B) v)) where the identity sits in the 3×3 conv's centre
+    tap, q-scale and LayerNorm affine sit in the q/k/v projections, and the iRPE key bias B is a
+    constant (H, L, L).
+
+    q, k and v are three projections (k reshaped straight to kᵀ) rather than one qkv + gather: with
+    one fused qkv, OpenVINO 2026.4's CPU MHA fusion miscomputes the static-shape graph (measured:
+    cos 0.990 on the demo model, varying between runs); this form is exact there and everywhere."""
 
     def __init__(self, conv: nn.Conv2d, dim: int, qkv: nn.Linear, proj: nn.Linear, bias: torch.Tensor,
                  num_heads: int, eps: float, hw: tuple[int, int]):
         super().__init__()
         self.c1, self.dim = conv.in_channels, dim
-        self.c2 = dim - self.c1
+        self.c2 = c = dim - self.c1
         self.h, self.w = hw  # static: the iRPE bias was baked for this size
         self.conv = conv
-        self.qkv, self.proj = qkv, proj
+        self.q, self.k, self.v = (nn.Linear(c, c) for _ in range(3))
+        with torch.no_grad():
+            for i, lin in enumerate((self.q, self.k, self.v)):
+                lin.weight.copy_(qkv.weight[i * c:(i + 1) * c])
+                lin.bias.copy_(qkv.bias[i * c:(i + 1) * c])
+        self.proj = proj
         self.num_heads = num_heads
         self.eps = eps
         self.register_buffer("rpe_bias", bias.float().unsqueeze(0).contiguous())  # (1, H, L, L)
 
     def forward(self, x):
         x1, x2 = torch.split(x, [self.c1, self.c2], dim=1)
-        C, h, w, n = self.c2, self.h, self.w, self.h * self.w
-        hd = C // self.num_heads
+        C, h, w, n, H = self.c2, self.h, self.w, self.h * self.w, self.num_heads
+        hd = C // H
         t = x2.flatten(2).transpose(1, 2)  # B, N, C
         tn = F.layer_norm(t, (C,), eps=self.eps)
-        qkv = self.qkv(tn).reshape(-1, n, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = (q @ k.transpose(-2, -1) + self.rpe_bias).softmax(dim=-1)
-        y = (attn @ v).transpose(1, 2).reshape(-1, n, C)
+        q = self.q(tn).reshape(-1, n, H, hd).transpose(1, 2)  # B, H, N, hd
+        kt = self.k(tn).reshape(-1, n, H, hd).permute(0, 2, 3, 1)  # B, H, hd, N
+        v = self.v(tn).reshape(-1, n, H, hd).transpose(1, 2)
+        attn = (torch.matmul(q, kt) + self.rpe_bias).softmax(dim=-1)
+        y = torch.matmul(attn, v).transpose(1, 2).reshape(-1, n, C)
         y = self.proj(y) + t
-        y2 = y.transpose(1, 2).reshape(-1, C, h, w)
-        return torch.cat((self.conv(x1), y2), 1)
+        return torch.cat((self.conv(x1), y.transpose(1, 2).reshape(-1, C, h, w)), 1)
 
 
 class SpatialGateD(nn.Module):
