@@ -152,8 +152,7 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
         if why:
             raise UserError(f"target {targets[0]} unavailable: {why}")
         if req.precision not in t.precisions:
-            raise UserError(f"target {targets[0]} does not support {req.precision}; it supports "
-                            f"{', '.join(t.precisions)}")
+            raise UserError(t.precision_error(req.precision))
 
     import torch
 
@@ -263,7 +262,7 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
                 continue
             if req.precision not in target.precisions:
                 skipped.append({"target": name, "precision": req.precision,
-                                "reason": f"{name} supports {', '.join(target.precisions)}"})
+                                "reason": target.precision_error(req.precision)})
                 say(name, f"skipped: {name} does not support {req.precision}")
                 continue
             tdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging))

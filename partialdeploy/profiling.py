@@ -287,10 +287,14 @@ def _make_feed(metas, batch: int, size, rng) -> dict:
     return feed
 
 
-def _runner_options(target: str, settings: Settings, layers: bool, tmp: str | None) -> dict:
+def _runner_options(target: str, settings: Settings, layers: bool, tmp: str | None,
+                    art: dict | None = None) -> dict:
     opts: dict = {}
     if target in ("openvino", "ov"):
         opts["performance_hint"] = "THROUGHPUT" if settings.mode == "throughput" else "LATENCY"
+        rc = ((art or {}).get("extra") or {}).get("runtime_config")
+        if rc:  # compile exactly as the export's parity gate did
+            opts["config"] = dict(rc)
     if layers:
         opts["profile_layers"] = True
         if tmp:
@@ -414,7 +418,7 @@ class Profiler:
             scope = "artifact" if reset_peak_rss() else "process"
             rss0 = rss_mb()
             try:
-                runner = cls(path, threads=s.threads, **_runner_options(tgt, s, False, None))
+                runner = cls(path, threads=s.threads, **_runner_options(tgt, s, False, None, art))
                 runner.load()
                 metas = runner.inputs()
             except PartialDeployError as e:
@@ -539,7 +543,7 @@ class Profiler:
             with tempfile.TemporaryDirectory(prefix="pd-layers-") as tmp:
                 try:
                     r = runner_for(tgt)(self.base / art["path"], threads=s.threads,
-                                        **_runner_options(tgt, s, True, tmp))
+                                        **_runner_options(tgt, s, True, tmp, art))
                     r.load()
                     for _ in range(max(2, min(s.warmup, 5))):
                         r.infer(c.feed)

@@ -60,6 +60,12 @@ class Artifact:
 class Target(ABC):
     name: str = ""
     precisions: tuple[str, ...] = PRECISIONS
+    unsupported: dict = {}  # precision -> one-line advice when it is not in ``precisions``
+
+    @classmethod
+    def precision_error(cls, precision: str) -> str:
+        return cls.unsupported.get(precision) or (f"target {cls.name} does not support {precision}; it supports "
+                                                   f"{', '.join(cls.precisions)}")
     needs_torch_model: bool = False  # CoreML converts from the torch deploy model
 
     @classmethod

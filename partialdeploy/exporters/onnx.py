@@ -135,6 +135,8 @@ class OnnxTarget(Target):
 
     name = "onnx"
     precisions = ("fp32",)
+    unsupported = {p: f"--target onnx is the fp32 interchange model; for {p} use --target onnxruntime, openvino, "
+                      "tensorrt or coreml" for p in ("fp16", "int8")}
 
     @classmethod
     def is_available(cls) -> bool:

@@ -95,6 +95,7 @@ class _Reader:
 class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
     precisions = ("fp32", "int8")
+    unsupported = {"fp16": FP16_MESSAGE}
 
     @classmethod
     def is_available(cls) -> bool:

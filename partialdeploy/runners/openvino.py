@@ -47,6 +47,7 @@ class OpenVINORunner(Runner):
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         if self.options.get("profile_layers"):
             config["PERF_COUNT"] = True
+        config.update(self.options.get("config") or {})  # e.g. an artifact's recorded runtime_config
         t0 = time.perf_counter()
         try:
             model = self.core.read_model(str(self.path))
