@@ -21,7 +21,15 @@ def test_registry_resolves_every_target_lazily():
     for t in ("onnxruntime", "onnx", "openvino", "tensorrt", "coreml", "torch"):
         cls = runner_for(t)
         assert issubclass(cls, Runner)
-    assert "tensorrt" not in sys.modules and "coremltools" not in sys.modules
+    # resolving a runner class must not import its runtime (checked in a fresh interpreter: other
+    # tests in this process may have imported coremltools already)
+    import subprocess
+
+    code = ("import sys; from partialdeploy.runners import runner_for; "
+            "[runner_for(t) for t in ('onnxruntime', 'openvino', 'tensorrt', 'coreml', 'torch')]; "
+            "print([m for m in ('tensorrt', 'coremltools', 'openvino', 'onnxruntime', 'torch') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
     with pytest.raises(UserError, match="no runner for target"):
         runner_for("tflite")
 
