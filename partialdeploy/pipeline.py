@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from partialdeploy import __version__, parity
 from partialdeploy.errors import PartialDeployError, UserError, VerificationError

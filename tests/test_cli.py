@@ -1,11 +1,9 @@
 """CLI: exit codes (0 ok, 1 parity failure, 2 bad input), one-line errors, nothing half-written."""
 
 import json
-import os
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from conftest import run_cli

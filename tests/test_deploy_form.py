@@ -1,6 +1,5 @@
 """Train form -> deploy form -> ONNX -> ONNX Runtime parity for every variant, on real images."""
 
-import numpy as np
 import pytest
 import torch
 
