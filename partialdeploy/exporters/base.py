@@ -68,14 +68,21 @@ class Target(ABC):
                                                    f"{', '.join(cls.precisions)}")
     needs_torch_model: bool = False  # CoreML converts from the torch deploy model
 
+    requires: tuple[str, ...] = ()  # modules the converter needs
+    dist: str | None = None  # distribution whose version is the runtime version
+
     @classmethod
     def is_available(cls) -> bool:
         """Can this target *produce* its artifact here (the converter is importable)?"""
-        return True
+        from partialdeploy.lazy import installed
+
+        return installed(*cls.requires)
 
     @classmethod
     def version(cls) -> str | None:
-        return None
+        from partialdeploy.lazy import dist_version
+
+        return dist_version(cls.dist)
 
     @classmethod
     def check_env(cls) -> str | None:

@@ -79,26 +79,10 @@ def deployment_target(ct, name: str | None):
 
 class CoreMLTarget(Target):
     name = "coreml"
+    requires = ("coremltools",)
+    dist = "coremltools"
     precisions = ("fp32", "fp16", "int8")
     needs_torch_model = True
-
-    @classmethod
-    def is_available(cls) -> bool:
-        try:
-            import importlib.util
-
-            return importlib.util.find_spec("coremltools") is not None
-        except Exception:
-            return False
-
-    @classmethod
-    def version(cls) -> str | None:
-        try:
-            from importlib import metadata
-
-            return metadata.version("coremltools")
-        except Exception:
-            return None
 
     @classmethod
     def check_env(cls) -> str | None:

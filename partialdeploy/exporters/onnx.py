@@ -134,25 +134,11 @@ class OnnxTarget(Target):
     """The verified deploy-form ONNX itself (fp32), for any ONNX consumer."""
 
     name = "onnx"
+    requires = ("onnx",)
+    dist = "onnx"
     precisions = ("fp32",)
     unsupported = {p: f"--target onnx is the fp32 interchange model; for {p} use --target onnxruntime, openvino, "
                       "tensorrt or coreml" for p in ("fp16", "int8")}
-
-    @classmethod
-    def is_available(cls) -> bool:
-        try:
-            import onnx  # noqa: F401
-            return True
-        except ImportError:
-            return False
-
-    @classmethod
-    def version(cls) -> str | None:
-        try:
-            import onnx
-            return onnx.__version__
-        except ImportError:
-            return None
 
     def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:
         if ctx.precision != "fp32":

@@ -94,25 +94,10 @@ class _Reader:
 
 class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
+    requires = ("onnx", "onnxruntime")
+    dist = "onnxruntime"
     precisions = ("fp32", "int8")
     unsupported = {"fp16": FP16_MESSAGE}
-
-    @classmethod
-    def is_available(cls) -> bool:
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-            return True
-        except ImportError:
-            return False
-
-    @classmethod
-    def version(cls) -> str | None:
-        try:
-            import onnxruntime
-            return onnxruntime.__version__
-        except ImportError:
-            return None
 
     @classmethod
     def check_env(cls) -> str | None:

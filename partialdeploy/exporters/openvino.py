@@ -28,23 +28,9 @@ RUNTIME_FALLBACK = {"SNIPPETS_MODE": "DISABLE"}
 
 class OpenVINOTarget(Target):
     name = "openvino"
+    requires = ("openvino",)
+    dist = "openvino"
     precisions = ("fp32", "fp16", "int8")
-
-    @classmethod
-    def is_available(cls) -> bool:
-        try:
-            import openvino  # noqa: F401
-            return True
-        except ImportError:
-            return False
-
-    @classmethod
-    def version(cls) -> str | None:
-        try:
-            import openvino
-            return openvino.get_version()
-        except ImportError:
-            return None
 
     @classmethod
     def check_env(cls) -> str | None:

@@ -24,13 +24,7 @@ class TensorRTTarget(Target):
     name = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
 
-    @classmethod
-    def is_available(cls) -> bool:
-        try:
-            import onnx  # noqa: F401  (operator check of the bundle)
-            return True
-        except ImportError:
-            return False
+    requires = ("onnx",)  # the bundle's operator check; TensorRT itself is only needed on the device
 
     @classmethod
     def version(cls) -> str | None:

@@ -33,13 +33,20 @@ class Runner(ABC):
         self.threads = threads
         self.options = options
 
+    requires: tuple[str, ...] = ()  # modules the runtime needs
+    dist: str | None = None  # distribution whose version is reported
+
     @classmethod
     def is_available(cls) -> bool:
-        return True
+        from partialdeploy.lazy import installed
+
+        return installed(*cls.requires)
 
     @classmethod
     def runtime_version(cls) -> str | None:
-        return None
+        from partialdeploy.lazy import dist_version
+
+        return dist_version(cls.dist)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -32,6 +32,7 @@ def _why_unavailable() -> str | None:
 
 class CoreMLRunner(Runner):
     name = "coreml"
+    dist = "coremltools"
 
     @classmethod
     def is_available(cls) -> bool:
@@ -40,14 +41,6 @@ class CoreMLRunner(Runner):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         return _why_unavailable()
-
-    @classmethod
-    def runtime_version(cls) -> str | None:
-        try:
-            from importlib import metadata
-            return metadata.version("coremltools")
-        except Exception:
-            return None
 
     def load(self) -> "CoreMLRunner":
         why = _why_unavailable()

@@ -15,22 +15,8 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
 
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
-
-    @classmethod
-    def is_available(cls) -> bool:
-        try:
-            import onnxruntime  # noqa: F401
-            return True
-        except ImportError:
-            return False
-
-    @classmethod
-    def runtime_version(cls) -> str | None:
-        try:
-            import onnxruntime
-            return onnxruntime.__version__
-        except ImportError:
-            return None
+    requires = ("onnxruntime",)
+    dist = "onnxruntime"
 
     def load(self) -> "OnnxRuntimeRunner":
         try:

@@ -17,22 +17,8 @@ from partialdeploy.runners.base import Runner, TensorMeta
 
 class OpenVINORunner(Runner):
     name = "openvino"
-
-    @classmethod
-    def is_available(cls) -> bool:
-        try:
-            import openvino  # noqa: F401
-            return True
-        except ImportError:
-            return False
-
-    @classmethod
-    def runtime_version(cls) -> str | None:
-        try:
-            import openvino
-            return openvino.get_version()
-        except ImportError:
-            return None
+    requires = ("openvino",)
+    dist = "openvino"
 
     def load(self) -> "OpenVINORunner":
         try:

@@ -25,20 +25,8 @@ _BLOCKISH = re.compile(r"^(stages|layers|features)\.\d+(\.blocks\.\d+)?$|^(patch
 
 class TorchRunner(Runner):
     name = "torch"
-
-    @classmethod
-    def is_available(cls) -> bool:
-        from importlib.util import find_spec
-
-        return find_spec("torch") is not None
-
-    @classmethod
-    def runtime_version(cls) -> str | None:
-        try:
-            from importlib import metadata
-            return metadata.version("torch")
-        except Exception:
-            return None
+    requires = ("torch",)
+    dist = "torch"
 
     def load(self) -> "TorchRunner":
         try:
