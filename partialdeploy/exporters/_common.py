@@ -3,12 +3,32 @@ context, batching for static-batch models, tensor metadata. numpy only."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import warnings
 from typing import Callable
 
 import numpy as np
 
 from partialdeploy import parity
 from partialdeploy.exporters.base import ExportContext
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence converters while they work: warnings, stdout/stderr chatter (torch.onnx prints whole
+    graphs on failure, coremltools prints version warnings and progress bars), log records below ERROR."""
+    root = logging.getLogger()
+    old = root.level
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        root.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            root.setLevel(old)
 
 
 def tolerance(ctx: ExportContext, precision: str | None = None):

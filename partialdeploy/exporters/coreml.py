@@ -16,19 +16,15 @@ shapes and dtypes, weight precision, minimum deployment target — and marked
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import sys
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError
-from partialdeploy.exporters._common import first_line, parity_gates, run_padded
+from partialdeploy.exporters._common import first_line, parity_gates, run_padded, quiet
 from partialdeploy.exporters.base import Artifact, ExportContext, Target
 
 INSTALL = "pip install 'partialdeploy[coreml]'"
@@ -44,24 +40,10 @@ _ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "
 _QUANT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 
 
-@contextlib.contextmanager
-def _quiet():
-    """coremltools prints version warnings, missing-native-library lines (Linux) and progress bars."""
-    root = logging.getLogger()
-    old = root.level
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        root.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            root.setLevel(old)
-
 
 def _ct():
     try:
-        with _quiet():
+        with quiet():
             import coremltools as ct
         return ct
     except ImportError as e:
@@ -118,7 +100,7 @@ class CoreMLTarget(Target):
         t0 = time.perf_counter()
         model = ctx.deploy_model.eval()
         try:
-            with _quiet(), torch.no_grad():
+            with quiet(), torch.no_grad():
                 traced = torch.jit.trace(model, torch.zeros(1, c, size, size))
         except Exception as e:
             raise UserError(f"torch.jit.trace of the deploy model failed (CoreML needs a traceable model): "
@@ -136,7 +118,7 @@ class CoreMLTarget(Target):
                                 f"{len(ctx.parity_inputs)} parity images)", tol=tolerance(ctx, "fp32")).to_dict()]
         cp = ct.precision.FLOAT32 if prec == "fp32" else ct.precision.FLOAT16
         try:
-            with _quiet():
+            with quiet():
                 # float32 interface at every precision (same contract as the other targets); fp16
                 # programs cast at the boundary
                 ml = ct.convert(traced, inputs=[ct.TensorType(name=ctx.input_name, shape=in_shape,
@@ -155,7 +137,7 @@ class CoreMLTarget(Target):
         ml.short_description = f"{getattr(ctx.spec, 'name', 'PartialNet')} deploy form ({prec}), partialdeploy"
         ml.user_defined_metadata.update({"partialdeploy.precision": prec, "partialdeploy.img_size": str(size)})
         pkg = out_dir / "model.mlpackage"
-        with _quiet():
+        with quiet():
             ml.save(str(pkg))
         convert_s = round(time.perf_counter() - t0, 3)
 

@@ -7,10 +7,7 @@ it, and it has LayerNormalization. (torch 2.13's dynamo exporter silently raises
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +15,7 @@ from pathlib import Path
 from partialdeploy import __version__
 from partialdeploy.errors import UserError
 from partialdeploy.exporters.base import Artifact, ExportContext, Target
+from partialdeploy.exporters._common import quiet
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "input"
@@ -33,14 +31,6 @@ class OnnxInfo:
     simplified: bool
     warnings: list[str] = field(default_factory=list)
 
-
-def _quiet():
-    stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
-    return stack
 
 
 def op_histogram(model) -> dict:
@@ -59,7 +49,7 @@ def export_onnx(model, path: Path, img_size: int, dynamic_batch: bool = False, b
     dyn = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     notes: list[str] = []
     try:
-        with _quiet(), torch.no_grad():
+        with quiet(), torch.no_grad():
             torch.onnx.export(model.eval(), (dummy,), str(path), dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dyn,
                               do_constant_folding=True)
@@ -74,7 +64,7 @@ def export_onnx(model, path: Path, img_size: int, dynamic_batch: bool = False, b
             # constant folding + shape inference only: onnxsim's fusion passes fold GELU's trailing
             # Mul(0.5) into the next conv, which breaks ONNX Runtime's Gelu fusion (measured: 14 -> 1
             # fused Gelu on T0, and slower); our deploy form has already done the useful folding.
-            with _quiet():
+            with quiet():
                 sm, ok = onnxsim.simplify(m, perform_optimization=False)
             if ok:
                 m, simplified = sm, True
@@ -105,7 +95,7 @@ def naive_export(model, path: Path, img_size: int, opset: int = DEFAULT_OPSET) -
     import onnx
     import torch
 
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         torch.onnx.export(model.eval(), (torch.zeros(1, 3, img_size, img_size),), str(path), dynamo=False,
                           opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
     m = onnx.load(str(path))

@@ -18,17 +18,14 @@ int8: static QDQ quantization (``quant_pre_process`` then ``quantize_static``) c
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError
-from partialdeploy.exporters._common import first_line, onnx_io, parity_gates, run_padded, static_batch
+from partialdeploy.exporters._common import first_line, onnx_io, parity_gates, run_padded, static_batch, quiet
 from partialdeploy.exporters.base import Artifact, ExportContext, Target
 
 INSTALL = "pip install 'partialdeploy[onnxruntime]'"
@@ -36,14 +33,6 @@ FP16_MESSAGE = ("onnxruntime (CPU) does not support fp16: most operators have no
                 "use --target openvino or --target tensorrt for fp16, or fp32/int8 here")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
-
-def _quiet():
-    stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
-    return stack
 
 
 def optimize_offline(src: Path, dst: Path, level: str = "basic") -> None:
@@ -140,7 +129,7 @@ class OnnxRuntimeTarget(Target):
     def _fp32(ctx: ExportContext, dst: Path, extra: dict, notes: list[str]) -> None:
         tmp = dst.with_name("model.optimized.tmp.onnx")
         try:
-            with _quiet():
+            with quiet():
                 optimize_offline(ctx.onnx_path, tmp, "basic")
             bad = nonstandard_ops(tmp)
         except Exception as e:  # keep the verified ONNX; the gate still runs
@@ -170,7 +159,7 @@ class OnnxRuntimeTarget(Target):
         ins, _ = onnx_io(ctx.onnx_path)
         bs = static_batch(ins[0]["shape"]) or 1
         try:
-            with _quiet():
+            with quiet():
                 quant_pre_process(str(ctx.onnx_path), str(pre), skip_symbolic_shape=True)
                 quantize_static(
                     str(pre), str(dst), _Reader(ctx.input_name, np.asarray(ctx.calib, np.float32), bs),
