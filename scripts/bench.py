@@ -84,20 +84,25 @@ def bench_naive_vs_deploy(variants, rounds, threads, tmp: Path):
         ours = export_onnx(deploy, tmp / f"{v}_deploy.onnx", 224)
         x = natural_batch(224, spec.mean, spec.std, n=1)
         with torch.no_grad():
-            fns = {"torch eager (train form)": lambda a: model(torch.from_numpy(a)),
+            fns = {"torch eager (train form)": lambda a, m=model: m(torch.from_numpy(a)),
                    "ORT naive export": ort_fn(naive.path, threads),
-                   "ORT partialdeploy": ort_fn(ours.path, threads)}
+                   "ORT partialdeploy": ort_fn(ours.path, threads),
+                   "OV naive export": ov_fn(naive.path, threads),
+                   "OV partialdeploy": ov_fn(ours.path, threads)}
             res = cycle(fns, x, rounds, warmup=10, runs=30 if v != "s" else 20)
         p = parity.compare(torch_logits(model, x), fns["ORT partialdeploy"](x))
         rows.append((v, naive, ours, res, p))
     print(f"\nPartialNet, 224², batch 1, {threads} threads, median of {rounds} block medians (ms)")
-    hdr = f"{'variant':8} {'nodes naive':>11} {'BN':>3} {'nodes ours':>10} {'eager':>8} {'ORT naive':>10} {'ORT ours':>9} {'naive/ours':>10} {'eager/ours':>10}  parity"
+    hdr = (f"{'variant':8} {'nodes naive':>11} {'BN':>3} {'nodes ours':>10} {'eager':>8} {'ORT naive':>10} "
+           f"{'ORT ours':>9} {'ORT n/o':>8} {'OV naive':>9} {'OV ours':>8} {'OV n/o':>7} {'eager/best':>10}  parity")
     print(hdr)
     print("-" * len(hdr))
     for v, naive, ours, res, p in rows:
         e, n, o = res["torch eager (train form)"], res["ORT naive export"], res["ORT partialdeploy"]
+        vn, vo = res["OV naive export"], res["OV partialdeploy"]
         print(f"{v.upper():8} {naive.nodes:>11} {naive.ops.get('BatchNormalization', 0):>3} {ours.nodes:>10} "
-              f"{e:>8.2f} {n:>10.2f} {o:>9.2f} {n / o:>9.2f}× {e / o:>9.2f}×  rel {p.rel_max:.1e}")
+              f"{e:>8.2f} {n:>10.2f} {o:>9.2f} {n / o:>7.2f}× {vn:>9.2f} {vo:>8.2f} {vn / vo:>6.2f}× "
+              f"{e / min(o, vo):>9.2f}×  rel {p.rel_max:.1e}")
 
 
 def bench_int8(rounds, threads, tmp: Path, variants):
