@@ -78,7 +78,8 @@ def _torch_load(path: Path) -> Any:
                         "re-download or re-export it") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError,
             IndexError, KeyError) as e:
-        raise UserError(f"{path.name} is corrupt or truncated ({_first_line(e)}); re-download or re-export it") from None
+        raise UserError(f"{path.name} is corrupt or truncated ({_first_line(e)}); "
+                        "re-download or re-export it") from None
 
 
 def _load_safetensors(path: Path) -> tuple[dict, dict]:
@@ -200,8 +201,8 @@ def infer_from_weights(sd: dict) -> dict:
     elif f"{b0}spatial_mixing.conv.weight" in sd and f"{b0}spatial_mixing.one_channel" in sd:
         info["auto_div"] = True
         info["n_div"] = int(sd[f"{b0}spatial_mixing.c_div"].item()) if f"{b0}spatial_mixing.c_div" in sd else 4
-        info["dp_splits"] = {f"stages.{m.group(1)}.blocks.{m.group(2)}": int(v.item())
-                             for k, v in sd.items() if (m := _BLOCK.match(k)) and k.endswith("spatial_mixing.one_channel")}
+        info["dp_splits"] = {f"stages.{m.group(1)}.blocks.{m.group(2)}": int(v.item()) for k, v in sd.items()
+                             if (m := _BLOCK.match(k)) and k.endswith("spatial_mixing.one_channel")}
     info["use_channel_attn"] = any(".spatial_mixing.attn." in k for k in sd)
     info["use_spatial_attn"] = any(re.search(r"\.mlp\.4\.conv_attn\.weight$", k) for k in sd)
     info["layer_scale"] = any(k.endswith(".layer_scale") for k in sd)
@@ -328,13 +329,11 @@ def load_model(ckpt: Checkpoint, spec: ArchSpec):
     unexpected = [k for k in sd if k not in own]
     shape = [f"{k} {tuple(sd[k].shape)}≠{tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
     if missing or unexpected or shape:
-        parts = []
-        if shape:
-            parts.append(f"shape mismatch: {', '.join(shape[:3])}" + (f" (+{len(shape) - 3} more)" if len(shape) > 3 else ""))
-        if missing:
-            parts.append(f"missing: {', '.join(missing[:3])}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
-        if unexpected:
-            parts.append(f"unexpected: {', '.join(unexpected[:3])}" + (f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""))
+        def few(items):
+            return ", ".join(items[:3]) + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
+
+        parts = [f"{label}: {few(items)}" for label, items in
+                 (("shape mismatch", shape), ("missing", missing), ("unexpected", unexpected)) if items]
         raise UserError(f"weights do not fit {spec.name}: " + "; ".join(parts) + " — check --variant")
     sd = {k: (v.to(own[k].dtype) if v.is_floating_point() and own[k].is_floating_point() else v) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True)

@@ -140,7 +140,8 @@ def export(
             with err.status("exporting…") as st:
                 def progress(stage: str, msg: str):
                     st.update(f"{stage}…")
-                    mark = "[red]✗[/]" if "FAILED" in msg else "[yellow]–[/]" if msg.startswith("skipped") else "[green]✓[/]"
+                    mark = ("[red]✗[/]" if "FAILED" in msg else "[yellow]–[/]" if msg.startswith("skipped")
+                            else "[green]✓[/]")
                     err.print(f"{mark} [bold]{stage}[/]: {escape(msg)}", soft_wrap=True)
                 res = run_export(req, progress)
     except PartialDeployError as e:
@@ -175,7 +176,8 @@ def export(
     raise typer.Exit(res.exit_code)
 
 
-@app.command(epilog="Examples:\n\n  partialdeploy inspect ckpt.ckpt\n\n  partialdeploy inspect model.pth --variant fasternet-t0 --json")
+@app.command(epilog="Examples:\n\n  partialdeploy inspect ckpt.ckpt\n\n"
+             "  partialdeploy inspect model.pth --variant fasternet-t0 --json")
 def inspect(
     checkpoint: Optional[Path] = typer.Argument(None, help=CKPT_HELP, show_default=False),
     variant: Optional[str] = typer.Option(None, "--variant", help="e.g. partialnet-t0, fasternet-s."),
@@ -238,7 +240,8 @@ def _profile_table(report: dict):
     from partialdeploy.report import _f
 
     multi = any(r.get("device") for r in report.get("results", []))
-    t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title=f"{report.get('model', {}).get('name', '?')} on "
+    t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
+              title=f"{report.get('model', {}).get('name', '?')} on "
               f"{report.get('device') or ', '.join(report.get('environments') or {}) or '?'}"
               + (" [yellow](interrupted: partial)[/]" if report.get("interrupted") else ""), title_justify="left")
     cols = (["device"] if multi else []) + ["target", "prec", "b", "p50", "p90", "p99", "img/s", "load", "1st", "MB"]
@@ -292,7 +295,8 @@ def profile(
     warmup: int = typer.Option(10, "--warmup", help="Warm-up inferences per block."),
     warmup_time: Optional[float] = typer.Option(None, "--warmup-time", help="Warm up for this many seconds per block "
                                                 "instead of a count."),
-    runs: Optional[int] = typer.Option(100, "--runs", help="Timed inferences per case (over all blocks); 0 = no count."),
+    runs: Optional[int] = typer.Option(100, "--runs",
+                                       help="Timed inferences per case (over all blocks); 0 = no count."),
     min_time: Optional[float] = typer.Option(1.0, "--min-time", help="Minimum timed seconds per case (with --runs: "
                                              "both must be reached); 0 = no minimum."),
     max_time: Optional[float] = typer.Option(120.0, "--max-time", help="Cap on timed seconds per case (0 = none)."),
@@ -432,7 +436,8 @@ def report_compare(
             for c in ("device", "target", "precision", "batch", "base ms", "new ms", "change", "status"):
                 t.add_column(c, justify="right" if c in ("batch", "base ms", "new ms", "change") else "left")
             for r in cmp["rows"]:
-                st = {"regression": "[red]regression[/]", "improved": "[green]improved[/]"}.get(r["status"], r["status"])
+                styled = {"regression": "[red]regression[/]", "improved": "[green]improved[/]"}
+                st = styled.get(r["status"], r["status"])
                 t.add_row(r["device"] or "", str(r["target"]), str(r["precision"]), str(r["batch"]),
                           "–" if r["base_ms"] is None else f"{r['base_ms']:.3f}",
                           "–" if r["new_ms"] is None else f"{r['new_ms']:.3f}",
@@ -497,7 +502,8 @@ def build_engine_cmd(
         emit_json(side)
         return
     for p in side.get("parity", []):
-        out.print(f"{p['stage']}: cos {p['cosine_min']:.6f}, rel {p['rel_max']:.2g}, top-1 {100 * p['top1_agree']:.1f}%",
+        out.print(f"{p['stage']}: cos {p['cosine_min']:.6f}, rel {p['rel_max']:.2g}, "
+                  f"top-1 {100 * p['top1_agree']:.1f}%",
                   soft_wrap=True, markup=False)
     out.print(f"engine: {bundle / 'model.engine'} (TensorRT {side['tensorrt_version']}, {side['gpu']}, "
               f"sm {side['compute_capability']}, {side['precision']}, built in {side['build_seconds']} s)",

@@ -392,7 +392,7 @@ class Profiler:
             base = {"target": art.get("target"), "runtime": tgt, "precision": art.get("precision", "?"),
                     "artifact": art.get("path"), "mode": s.mode, "threads": s.threads}
 
-            def add(batch, status, reason=None, **extra):
+            def add(batch, status, reason=None, base=base, **extra):
                 res = {**base, "batch": batch, "status": status, **({"reason": reason} if reason else {}), **extra}
                 self.report["results"].append(res)
                 return res
@@ -427,7 +427,8 @@ class Profiler:
                 continue
             except Exception as e:  # a runtime's own exception type
                 for b in s.batches:
-                    add(b, "error", f"cannot load: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+                    msg = str(e).splitlines()[0][:200] if str(e) else ""
+                    add(b, "error", f"cannot load: {type(e).__name__}: {msg}")
                 continue
             self._runners[i] = runner
             static = metas[0].shape[0] if metas and metas[0].shape and isinstance(metas[0].shape[0], int) else None

@@ -43,7 +43,7 @@ def reparameterize(model: PartialNet, img_size: int | tuple[int, int]) -> Deploy
     body: list[nn.Module] = []
     for stage in model.stages:
         if hasattr(stage, "blocks"):
-            for name, blk in stage.blocks.named_children():
+            for blk in stage.blocks:
                 full = next(n for n, m in model.named_modules() if m is blk)
                 body.append(blk.to_deploy(sizes[full]))
         else:

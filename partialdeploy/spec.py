@@ -62,7 +62,9 @@ class ArchSpec:
     @property
     def name(self) -> str:
         fam = "PartialNet" if self.family == "partialnet" else "FasterNet"
-        return f"{fam}-{self.variant.upper()}" if self.variant else f"{fam}-custom(embed_dim={self.embed_dim}, depths={list(self.depths)})"
+        if self.variant:
+            return f"{fam}-{self.variant.upper()}"
+        return f"{fam}-custom(embed_dim={self.embed_dim}, depths={list(self.depths)})"
 
     def to_dict(self) -> dict:
         d = asdict(self)

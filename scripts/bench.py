@@ -176,7 +176,8 @@ def main():
     import onnxruntime
     import torch
 
-    print(f"CPU: {cpu}; python {sys.version.split()[0]}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+    print(f"CPU: {cpu}; python {sys.version.split()[0]}, torch {torch.__version__}, "
+          f"onnxruntime {onnxruntime.__version__}")
     with tempfile.TemporaryDirectory() as d:
         bench_naive_vs_deploy(variants, args.rounds, args.threads, Path(d))
         if args.int8:

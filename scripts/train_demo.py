@@ -69,7 +69,8 @@ def main():
         model.eval()
         with torch.no_grad():
             acc = (model(xte).argmax(1) == yte).float().mean().item()
-        print(f"epoch {ep + 1}/{args.epochs} loss {loss.item():.3f} test acc {100 * acc:.2f}% ({time.time() - t0:.0f}s)")
+        print(f"epoch {ep + 1}/{args.epochs} loss {loss.item():.3f} test acc {100 * acc:.2f}% "
+              f"({time.time() - t0:.0f}s)")
     model.eval()
     with torch.no_grad():
         acc = (model(xte).argmax(1) == yte).float().mean().item()

@@ -16,7 +16,7 @@ def randomize(model, seed: int = 0):
 
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             fan_in = p[0].numel() if p.dim() > 1 else 25
             p.copy_(torch.randn(p.shape, generator=g) * (1.0 / fan_in ** 0.5))
         for m in model.modules():

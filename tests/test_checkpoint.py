@@ -55,7 +55,8 @@ def _restore(saved):
                                  "plain", "model_wrapper", "state_dict_wrapper", "module_prefix", "safetensors"])
 def test_formats_load_strict_with_same_logits(fmt, t0, tmp_path):
     model, sd = t0
-    path = tmp_path / ("m.safetensors" if fmt == "safetensors" else "m.ckpt" if fmt.startswith("lightning") else "m.pth")
+    suffix = ".safetensors" if fmt == "safetensors" else ".ckpt" if fmt.startswith("lightning") else ".pth"
+    path = tmp_path / ("m" + suffix)
     if fmt == "lightning_namespace":
         hp = argparse.Namespace(model_name="convnext_tiny", embed_dim=32, depths=[1, 2, 8, 2], act_layer="GELU",
                                 use_channel_attn=True, image_size=224)

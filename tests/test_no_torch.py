@@ -56,7 +56,8 @@ def test_profile_without_torch(dist, tmp_path):
 
 def test_cli_import_is_light():
     code = ("import partialdeploy.cli, sys\n"
-            "heavy = [m for m in ('torch', 'onnxruntime', 'openvino', 'onnx', 'coremltools', 'tensorrt') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'onnxruntime', 'openvino', 'onnx', 'coremltools', 'tensorrt')\n"
+            "         if m in sys.modules]\n"
             "print(heavy)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

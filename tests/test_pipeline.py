@@ -55,7 +55,8 @@ def test_manifest_merges_precisions_and_checksums_match(tmp_path):
     out = tmp_path / "d"
     runner = CliRunner()
     assert runner.invoke(app, ["export", "--target", "onnxruntime", "-o", str(out)]).exit_code == 0
-    assert runner.invoke(app, ["export", "--target", "onnxruntime", "--precision", "int8", "-o", str(out)]).exit_code == 0
+    r8 = runner.invoke(app, ["export", "--target", "onnxruntime", "--precision", "int8", "-o", str(out)])
+    assert r8.exit_code == 0
     m = _manifest(out)
     got = {(a["target"], a["precision"]) for a in m["artifacts"]}
     assert got == {("onnxruntime", "fp32"), ("onnxruntime", "int8")}

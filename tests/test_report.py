@@ -167,7 +167,8 @@ def test_github_actions_example_uses_real_commands():
     for cmd in ("partialdeploy export", "partialdeploy profile dist/", "partialdeploy report dist/profile.json --html",
                 "partialdeploy report compare", "--max-regression 10%"):
         assert cmd in script
-    for sub in (["export", "--help"], ["profile", "--help"], ["report", "compare", "--help"], ["report", "merge", "--help"]):
+    for sub in (["export", "--help"], ["profile", "--help"], ["report", "compare", "--help"],
+                ["report", "merge", "--help"]):
         r = run_cli(*sub)
         assert r.returncode == 0, sub
     assert any("upload-artifact" in s.get("uses", "") for s in wf["jobs"]["export-and-profile"]["steps"])

@@ -88,8 +88,8 @@ def test_op_check_against_trt10(tmp_path):
     g = helper.make_graph([helper.make_node("Bernoulli", ["x"], ["b"]),
                            helper.make_node("FusedConv", ["b"], ["y"], domain="com.microsoft")], "g", [x], [y])
     p = tmp_path / "bad.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]),
-              str(p))
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    onnx.save(helper.make_model(g, opset_imports=opsets), str(p))
     rep = onnx_ops_report(p)
     assert rep["unsupported"] == ["Bernoulli", "com.microsoft::FusedConv"] and not rep["opset_supported"]
     ctx = make_ctx("fp32")

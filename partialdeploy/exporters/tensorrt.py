@@ -67,8 +67,8 @@ class TensorRTTarget(Target):
             tolerance=ctx.tolerances.get(prec), ops_report=rep, model_name=getattr(ctx.spec, "name", ""))
         files = list(bundle["files"])
         inputs = [{"name": ctx.input_name, "shape": bundle["input"]["shape"], "dtype": "float32"}]
-        outputs = [{"name": ctx.output_name, "shape": [bundle["input"]["shape"][0], getattr(ctx.spec, "num_classes", None)],
-                    "dtype": "float32"}]
+        out_shape = [bundle["input"]["shape"][0], getattr(ctx.spec, "num_classes", None)]
+        outputs = [{"name": ctx.output_name, "shape": out_shape, "dtype": "float32"}]
         extra = {"trtexec": bundle["trtexec_line"], "batch": brange, "workspace_mb": ws,
                  "onnx_ops_checked": len(rep["ops"]), "onnx_opset": rep["opset"]}
         notes = []

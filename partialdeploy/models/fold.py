@@ -47,7 +47,8 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> nn.Conv2d:
 
 
 @torch.no_grad()
-def fold_input_affine(conv: nn.Conv2d, s: torch.Tensor | None, t: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_input_affine(conv: nn.Conv2d, s: torch.Tensor | None,
+                      t: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """A per-channel affine y = s*x + t applied *before* a 1×1 conv without padding folds into that
     conv's input columns plus a bias (rewrite 2). Returns (weight, bias) in float64."""
     assert conv.kernel_size == (1, 1) and conv.padding in ((0, 0), 0) and conv.groups == 1

@@ -67,7 +67,8 @@ class TorchRunner(Runner):
                 starts[name] = time.perf_counter()
 
             def post(_m, _inp, _out, name=name):
-                self._acc[name] = self._acc.get(name, 0.0) + (time.perf_counter() - starts.pop(name, time.perf_counter()))
+                dt = time.perf_counter() - starts.pop(name, time.perf_counter())
+                self._acc[name] = self._acc.get(name, 0.0) + dt
 
             self._hooks += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
 
