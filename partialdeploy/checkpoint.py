@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from partialdeploy.errors import UserError
+from partialdeploy.errors import UserError, first_line
 from partialdeploy.spec import ArchSpec, FASTERNET_VARIANTS, PARTIALNET_VARIANTS, match_variant, variant_spec
 
 
@@ -50,11 +50,6 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:240]
-
-
 def _torch_load(path: Path) -> Any:
     import pickle
 
@@ -78,7 +73,7 @@ def _torch_load(path: Path) -> Any:
                         "re-download or re-export it") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError,
             IndexError, KeyError) as e:
-        raise UserError(f"{path.name} is corrupt or truncated ({_first_line(e)}); "
+        raise UserError(f"{path.name} is corrupt or truncated ({first_line(e, 240)}); "
                         "re-download or re-export it") from None
 
 
@@ -95,7 +90,7 @@ def _load_safetensors(path: Path) -> tuple[dict, dict]:
     except ImportError:
         raise UserError("reading .safetensors needs the safetensors package: pip install safetensors") from None
     except Exception as e:
-        raise UserError(f"{path.name} is not a valid safetensors file ({_first_line(e)}); re-export it") from None
+        raise UserError(f"{path.name} is not a valid safetensors file ({first_line(e, 240)}); re-export it") from None
 
 
 def _as_dict(obj) -> dict:

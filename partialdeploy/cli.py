@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from partialdeploy import __version__
-from partialdeploy.errors import PartialDeployError
+from partialdeploy.errors import PartialDeployError, first_line
 
 app = typer.Typer(
     name="partialdeploy",
@@ -526,6 +526,6 @@ def main() -> None:
 
         if os.environ.get("PARTIALDEPLOY_DEBUG"):
             raise
-        err.print(f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+        err.print(f"internal error: {type(e).__name__}: {first_line(e)} "
                   "(set PARTIALDEPLOY_DEBUG=1 for the traceback and please report it)", soft_wrap=True, markup=False)
         sys.exit(3)

@@ -1,6 +1,13 @@
 """Errors that the CLI turns into one line and an exit code (no traceback)."""
 
 
+def first_line(e: BaseException, n: int = 200) -> str:
+    """The first line of an exception's message (its type name when the message is empty), at most
+    ``n`` characters: what one-line errors quote from a runtime's multi-line exceptions."""
+    s = str(e).strip()
+    return s.splitlines()[0][:n] if s else type(e).__name__
+
+
 class PartialDeployError(Exception):
     """Base class. ``exit_code`` is what the CLI exits with."""
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 
 from partialdeploy import __version__, parity
-from partialdeploy.errors import PartialDeployError, UserError, VerificationError
+from partialdeploy.errors import PartialDeployError, UserError, VerificationError, first_line
 from partialdeploy.exporters.base import PRECISIONS, TARGETS, Artifact, ExportContext, get_target
 
 ALL_TARGETS = ("onnx", "onnxruntime", "openvino", "coreml", "tensorrt")
@@ -275,7 +275,7 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
                 continue
             except Exception as e:  # a converter crashed: report it as this target's failure, go on
                 failures.append({"target": name, "precision": req.precision, "kind": "error",
-                                 "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"})
+                                 "error": f"{type(e).__name__}: {first_line(e, 300)}"})
                 say(name, f"FAILED: {type(e).__name__}: {e}")
                 shutil.rmtree(tdir, ignore_errors=True)
                 continue

@@ -21,7 +21,7 @@ import re
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from partialdeploy.errors import UserError
+from partialdeploy.errors import UserError, first_line
 
 PACKAGE_DIR = Path(__file__).parent / "profiles_data"
 TARGET_NAMES = ("onnx", "onnxruntime", "openvino", "coreml", "tensorrt")
@@ -159,7 +159,7 @@ def load_profile(name_or_path: str | os.PathLike) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read profile {path}: {str(e).splitlines()[0]}") from e
+        raise UserError(f"cannot read profile {path}: {first_line(e)}") from e
     out = validate(data if data is not None else {}, where=f"profile {path.name}")
     out["profile"] = path.stem
     return out

@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from partialdeploy.errors import PartialDeployError, RuntimeUnavailable, UserError
+from partialdeploy.errors import PartialDeployError, RuntimeUnavailable, UserError, first_line
 
 SCHEMA = "partialdeploy.profile/1"
 MANIFEST = "manifest.json"
@@ -427,7 +427,7 @@ class Profiler:
                 continue
             except Exception as e:  # a runtime's own exception type
                 for b in s.batches:
-                    msg = str(e).splitlines()[0][:200] if str(e) else ""
+                    msg = first_line(e, 200)
                     add(b, "error", f"cannot load: {type(e).__name__}: {msg}")
                 continue
             self._runners[i] = runner
@@ -445,7 +445,7 @@ class Profiler:
                 except KeyboardInterrupt:
                     raise
                 except Exception as e:
-                    add(b, "error", f"inference failed: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}")
+                    add(b, "error", f"inference failed: {first_line(e, 200)}")
                     continue
                 res = add(b, "ok", None, load_time_s=runner.load_time_s, first_inference_ms=first * 1e3,
                           input_shapes={k: list(v.shape) for k, v in feed.items()})
@@ -560,7 +560,7 @@ class Profiler:
                 except KeyboardInterrupt:
                     raise
                 except Exception as e:
-                    c.result["layers_error"] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                    c.result["layers_error"] = first_line(e, 200)
                     continue
             if rows:
                 lb = layer_breakdown(rows, s.top, (self.header.get("model") or {}).get("depths"))

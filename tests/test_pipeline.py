@@ -91,3 +91,17 @@ def test_partialnet_s_at_224_int8_openvino_and_onnxruntime(tmp_path, real_images
                                  "--calib", str(calib), "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert len(_manifest(out)["artifacts"]) == 2
+
+
+def test_runtime_errors_with_empty_messages_still_give_one_line(tmp_path):
+    """Runtimes raise exceptions with multi-line or empty messages; quoting them must never crash."""
+    from partialdeploy.errors import UserError, first_line
+    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+
+    assert first_line(RuntimeError("")) == "RuntimeError"
+    assert first_line(RuntimeError("a\nb"), 1) == "a"
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00not onnx")
+    with pytest.raises(UserError) as e:
+        OnnxRuntimeRunner(bad).load()
+    assert "\n" not in str(e.value) and "cannot load" in str(e.value)

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from partialdeploy import parity
+from partialdeploy.errors import first_line  # noqa: F401  (re-exported for the target modules)
 from partialdeploy.exporters.base import ExportContext
 
 
@@ -73,12 +74,3 @@ def parity_gates(ctx: ExportContext, fn: Callable[[np.ndarray], np.ndarray], sta
     return results
 
 
-def onnx_io(path) -> tuple[list[dict], list[dict]]:
-    from partialdeploy.exporters.onnx import io_meta
-
-    return io_meta(path)
-
-
-def first_line(e: BaseException, n: int = 200) -> str:
-    s = str(e).strip()
-    return (s.splitlines()[0][:n] if s else type(e).__name__)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from partialdeploy import __version__
-from partialdeploy.errors import UserError
+from partialdeploy.errors import UserError, first_line
 from partialdeploy.exporters.base import Artifact, ExportContext, Target
 from partialdeploy.exporters._common import quiet
 
@@ -54,7 +54,7 @@ def export_onnx(model, path: Path, img_size: int, dynamic_batch: bool = False, b
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dyn,
                               do_constant_folding=True)
     except Exception as e:
-        raise UserError(f"ONNX export failed: {str(e).splitlines()[0][:200]}") from e
+        raise UserError(f"ONNX export failed: {first_line(e, 200)}") from e
     m = onnx.load(str(path))
     simplified = False
     if simplify:
@@ -71,13 +71,13 @@ def export_onnx(model, path: Path, img_size: int, dynamic_batch: bool = False, b
             else:
                 notes.append("onnxsim could not validate the simplified graph; kept the unsimplified one")
         except Exception as e:  # keep going with the unsimplified graph; parity still gates it
-            notes.append(f"onnxsim failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+            notes.append(f"onnxsim failed ({type(e).__name__}: {first_line(e, 120)}); "
                          "kept the unsimplified graph")
     try:
         onnx.checker.check_model(m, full_check=False)
         m = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
     except Exception as e:
-        raise UserError(f"exported ONNX failed onnx.checker: {str(e).splitlines()[0][:200]}") from e
+        raise UserError(f"exported ONNX failed onnx.checker: {first_line(e, 200)}") from e
     meta = {"producer": "partialdeploy", "partialdeploy.version": __version__, **(metadata or {})}
     del m.metadata_props[:]
     for k, v in meta.items():

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError
-from partialdeploy.exporters._common import first_line, onnx_io, parity_gates, run_padded, static_batch, quiet
+from partialdeploy.exporters._common import first_line, parity_gates, quiet, run_padded, static_batch
+from partialdeploy.exporters.onnx import io_meta
 from partialdeploy.exporters.base import Artifact, ExportContext, Target
 
 INSTALL = "pip install 'partialdeploy[onnxruntime]'"
@@ -120,7 +121,7 @@ class OnnxRuntimeTarget(Target):
         with OnnxRuntimeRunner(dst, threads=ctx.options.get("threads")) as r:
             bs = static_batch(r.inputs()[0].shape) or 8
             par = parity_gates(ctx, lambda x: run_padded(r.run, x, bs), f"ONNX -> ONNX Runtime {prec} (CPU)")
-        ins, outs = onnx_io(dst)
+        ins, outs = io_meta(dst)
         return Artifact(target=self.name, precision=prec, path="model.onnx", files=["model.onnx"], inputs=ins,
                         outputs=outs, parity=par, verified="parity", runtime_version=self.version(),
                         notes=notes, extra=extra)
@@ -156,7 +157,7 @@ class OnnxRuntimeTarget(Target):
         if method not in CALIBRATION_METHODS:
             raise UserError(f"ort_calibration {method!r} must be one of {', '.join(CALIBRATION_METHODS)}")
         pre = dst.with_name("model.preprocessed.tmp.onnx")
-        ins, _ = onnx_io(ctx.onnx_path)
+        ins, _ = io_meta(ctx.onnx_path)
         bs = static_batch(ins[0]["shape"]) or 1
         try:
             with quiet():

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
 from partialdeploy.runners.base import Runner, TensorMeta
 
 NOT_MACOS = "running a CoreML model needs macOS (coremltools on {os} can convert and inspect, not predict)"
@@ -57,7 +57,7 @@ class CoreMLRunner(Runner):
         try:
             self.model = ct.models.MLModel(str(self.path), compute_units=ct.ComputeUnit[units])
         except Exception as e:
-            raise UserError(f"CoreML cannot load {self.path}: {str(e).splitlines()[0][:200]}") from e
+            raise UserError(f"CoreML cannot load {self.path}: {first_line(e, 200)}") from e
         self.load_time_s = time.perf_counter() - t0
         self._spec = self.model.get_spec()
         return self

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
 from partialdeploy.runners.base import Runner, TensorMeta
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -45,7 +45,7 @@ class OnnxRuntimeRunner(Runner):
             self.session = ort.InferenceSession(str(self.path), so, providers=self.options.get(
                 "providers", ["CPUExecutionProvider"]))
         except Exception as e:  # onnxruntime raises its own exception types
-            raise UserError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0][:200]}") from e
+            raise UserError(f"ONNX Runtime cannot load {self.path}: {first_line(e, 200)}") from e
         self.load_time_s = time.perf_counter() - t0
         return self
 

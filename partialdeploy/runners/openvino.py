@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
 from partialdeploy.runners.base import Runner, TensorMeta
 
 
@@ -39,7 +39,7 @@ class OpenVINORunner(Runner):
             model = self.core.read_model(str(self.path))
             self.compiled = self.core.compile_model(model, device, config)
         except Exception as e:
-            raise UserError(f"OpenVINO cannot load {self.path}: {str(e).splitlines()[0][:200]}") from e
+            raise UserError(f"OpenVINO cannot load {self.path}: {first_line(e, 200)}") from e
         self.load_time_s = time.perf_counter() - t0
         self.request = self.compiled.create_infer_request()
         self._layer_acc: dict = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
 from partialdeploy.runners.base import Runner, TensorMeta
 
 UNAVAILABLE = ("needs an NVIDIA GPU with TensorRT 10 and cuda-python (pip install tensorrt cuda-python on the "
@@ -40,7 +40,7 @@ def _why_unavailable() -> str | None:
     except ImportError:
         return "the tensorrt module is not installed here"
     except Exception as e:  # a broken install (missing libnvinfer) raises OSError & co.
-        return f"tensorrt does not import: {str(e).splitlines()[0][:120]}"
+        return f"tensorrt does not import: {first_line(e, 120)}"
     try:
         cudart = _cudart()
     except ImportError:
@@ -48,7 +48,7 @@ def _why_unavailable() -> str | None:
     try:
         err, n = cudart.cudaGetDeviceCount()
     except Exception as e:
-        return f"the CUDA runtime does not load: {str(e).splitlines()[0][:120]}"
+        return f"the CUDA runtime does not load: {first_line(e, 120)}"
     if int(err) != 0 or n < 1:
         return "no CUDA device is visible"
     return None

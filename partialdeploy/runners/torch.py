@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
 from partialdeploy.runners.base import Runner, TensorMeta
 
 _BLOCKISH = re.compile(r"^(stages|layers|features)\.\d+(\.blocks\.\d+)?$|^(patch_embed|stem|head|avgpool_pre_head|"
@@ -41,7 +41,7 @@ class TorchRunner(Runner):
             try:
                 module = torch.jit.load(str(self.path), map_location="cpu")
             except Exception as e:
-                raise UserError(f"cannot load {self.path} as TorchScript: {str(e).splitlines()[0][:200]}") from e
+                raise UserError(f"cannot load {self.path} as TorchScript: {first_line(e, 200)}") from e
         if not isinstance(module, torch.nn.Module):
             raise UserError(f"TorchRunner needs a torch.nn.Module, got {type(module).__name__}")
         self.module = module.eval()
