@@ -103,6 +103,10 @@ class TensorRTRunner(Runner):
         path = engine_path(self.path)
         if not path.exists():
             raise UserError(f"no such TensorRT engine: {path}")
+        from partialdeploy.tensorrt_build import SIDECAR, load_sidecar_checked
+
+        if path.with_name(SIDECAR).exists():  # built by build-engine: say clearly if it was another device/version
+            load_sidecar_checked(path)
         self.logger = trt.Logger(trt.Logger.WARNING)
         t0 = time.perf_counter()
         self.trt_runtime = trt.Runtime(self.logger)
