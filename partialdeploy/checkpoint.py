@@ -19,6 +19,7 @@ from typing import Any
 
 from partialdeploy.errors import UserError, first_line
 from partialdeploy.spec import ArchSpec, FASTERNET_VARIANTS, PARTIALNET_VARIANTS, match_variant, variant_spec
+from partialdeploy.weights import check_against_model, check_tensors
 
 
 _ATTRDICT_NAMES = (
@@ -141,6 +142,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     sd, dropped = _normalize_keys(sd)
     if not _is_tensor_dict(sd):
         raise UserError(f"{p.name} has no tensors under the expected keys; is it a PartialNet/FasterNet checkpoint?")
+    check_tensors(sd, p.name)  # dtype, layout, finite, BatchNorm variances: before anything is built
     return Checkpoint(p, fmt, sd, hp, meta, sha256_of(p), dropped)
 
 
@@ -240,10 +242,14 @@ def resolve_spec(ckpt: Checkpoint, variant: str | None = None, act: str | None =
     and a list of notes saying where each undetermined field came from."""
     notes: list[str] = []
     if SPEC_METADATA_KEY in ckpt.metadata:  # our own checkpoints carry their spec
-        spec = ArchSpec.from_dict(json.loads(ckpt.metadata[SPEC_METADATA_KEY]))
+        spec = _spec_from_metadata(ckpt)
         notes.append("architecture from the checkpoint's partialdeploy metadata")
         return _apply_overrides(spec, act, img_size), notes
-    info = infer_from_weights(ckpt.state_dict)
+    try:
+        info = infer_from_weights(ckpt.state_dict)
+    except (ValueError, RuntimeError, ZeroDivisionError, TypeError, IndexError) as e:
+        raise UserError(f"cannot read the architecture from the weights ({first_line(e, 160)}): the checkpoint "
+                        "is damaged or not a PartialNet/FasterNet") from None
     hp = ckpt.hyper_parameters
     fam_v, var = _parse_variant(variant) if variant else (None, None)
     fam = family or fam_v
@@ -299,6 +305,36 @@ def resolve_spec(ckpt: Checkpoint, variant: str | None = None, act: str | None =
     return _apply_overrides(spec, act, img_size), notes
 
 
+def _spec_from_metadata(ckpt: Checkpoint) -> ArchSpec:
+    """Our own metadata, read as untrusted: valid JSON, known fields of the right types."""
+    try:
+        d = json.loads(ckpt.metadata[SPEC_METADATA_KEY])
+        if not isinstance(d, dict):
+            raise TypeError("not a mapping")
+        spec = ArchSpec.from_dict(d)
+        ints = ("embed_dim", "n_div", "feature_dim", "num_classes", "in_chans", "patch_size", "patch_stride",
+                "patch_size2", "patch_stride2", "num_heads", "img_size")
+        for k in ints:
+            v = getattr(spec, k)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1 << 20:
+                raise TypeError(f"{k}={v!r}")
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= 1024 for x in spec.depths):
+            raise TypeError(f"depths={list(spec.depths)!r}")
+        if not (isinstance(spec.mlp_ratio, (int, float)) and 0 < spec.mlp_ratio <= 64):
+            raise TypeError(f"mlp_ratio={spec.mlp_ratio!r}")
+        if len(spec.mean) != spec.in_chans or len(spec.std) != spec.in_chans or not all(
+                isinstance(x, (int, float)) and x > 0 for x in spec.std):
+            raise TypeError("mean/std")
+        if str(spec.act).upper() not in ("GELU", "RELU") or spec.family not in ("partialnet", "fasternet"):
+            raise TypeError(f"act={spec.act!r}, family={spec.family!r}")
+        if spec.img_size < 32 or spec.img_size % 32:
+            raise TypeError(f"img_size={spec.img_size!r}")
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise UserError(f"{ckpt.path.name}: its {SPEC_METADATA_KEY} metadata is damaged ({first_line(e, 120)}); "
+                        "re-save the checkpoint") from None
+    return spec
+
+
 def _apply_overrides(spec: ArchSpec, act: str | None, img_size: int | None) -> ArchSpec:
     if act:
         a = act.upper()
@@ -313,28 +349,18 @@ def _apply_overrides(spec: ArchSpec, act: str | None, img_size: int | None) -> A
 def load_model(ckpt: Checkpoint, spec: ArchSpec):
     """Build the train-form model and load the weights with strict=True; a mismatch names the
     offending keys and shapes in one line."""
-    import torch
-
     from partialdeploy.models import build_model
 
-    model = build_model(spec)
+    try:
+        model = build_model(spec)
+    except (ValueError, RuntimeError, ZeroDivisionError, TypeError, IndexError) as e:
+        raise UserError(f"the weights describe an architecture that cannot be built ({first_line(e, 160)}): "
+                        "the checkpoint is damaged or not a PartialNet/FasterNet") from None
     own = model.state_dict()
     sd = ckpt.state_dict
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shape = [f"{k} {tuple(sd[k].shape)}≠{tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or shape:
-        def few(items):
-            return ", ".join(items[:3]) + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
-
-        parts = [f"{label}: {few(items)}" for label, items in
-                 (("shape mismatch", shape), ("missing", missing), ("unexpected", unexpected)) if items]
-        raise UserError(f"weights do not fit {spec.name}: " + "; ".join(parts) + " — check --variant")
+    check_against_model(sd, own, spec.name)  # keys, shapes, dtype kinds (names the offending keys)
     sd = {k: (v.to(own[k].dtype) if v.is_floating_point() and own[k].is_floating_point() else v) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True)
-    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise UserError(f"checkpoint has non-finite values in {', '.join(bad[:3])}: it is corrupt")
     return model.eval()
 
 

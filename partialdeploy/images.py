@@ -39,26 +39,58 @@ def preprocess(img: np.ndarray, size: int, mean, std, crop_ratio: float = 0.875)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def load_image_folder(path: str | Path, size: int, mean, std, limit: int | None = None,
-                      crop_ratio: float = 0.875) -> np.ndarray:
-    """All images in a folder (recursively, sorted) -> (N,3,size,size) float32."""
+MAX_PIXELS = 64_000_000  # per image (a 12-megapixel photo is 12 M); larger ones are skipped as bombs
+
+
+def open_image_bounded(f: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode one image as uint8 RGB, refusing decompression bombs from the header (before any pixel is
+    decoded) and corrupt files. Raises ValueError with a short reason."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                w, h = im.size
+                if w * h > max_pixels or w < 1 or h < 1:
+                    raise ValueError(f"{w}×{h} pixels (limit {max_pixels // 1_000_000} M): a decompression bomb "
+                                     "or not a photo")
+                return np.asarray(im.convert("RGB"))
+    except ValueError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"decompression bomb ({str(e)[:80]})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, MemoryError, TypeError, IndexError) as e:
+        raise ValueError(f"unreadable ({type(e).__name__}: {str(e)[:80]})") from None
+
+
+def load_image_folder(path: str | Path, size: int, mean, std, limit: int | None = None,
+                      crop_ratio: float = 0.875, skipped: list | None = None) -> np.ndarray:
+    """Images in a folder (recursively, sorted) -> (N,3,size,size) float32, at most ``limit``.
+    Corrupt images and decompression bombs are skipped; ``skipped`` (if given) receives
+    ``(file, reason)`` for each. No usable image at all is a UserError."""
     p = Path(path)
     if not p.is_dir():
         raise UserError(f"calibration folder {path} does not exist: pass --calib DIR with images in it")
-    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-    if limit:
-        files = files[:limit]
+    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
     if not files:
         raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}: put calibration images there")
-    out = []
+    out, bad = [], []
     for f in files:
+        if limit and len(out) >= limit:
+            break
         try:
-            with Image.open(f) as im:
-                out.append(preprocess(np.asarray(im.convert("RGB")), size, mean, std, crop_ratio))
-        except (UnidentifiedImageError, OSError) as e:
-            raise UserError(f"cannot read image {f}: {e}; remove it from the folder") from e
+            out.append(preprocess(open_image_bounded(f), size, mean, std, crop_ratio))
+        except ValueError as e:
+            bad.append((f, str(e)))
+    if skipped is not None:
+        skipped.extend(bad)
+    if not out:
+        first = f"{bad[0][0].name}: {bad[0][1]}" if bad else ""
+        raise UserError(f"no usable image in {path} ({len(bad)} unreadable or too large, e.g. {first}): "
+                        "put real calibration images there")
     return np.stack(out)
 
 

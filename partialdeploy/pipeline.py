@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 
-from partialdeploy import __version__, parity
+from partialdeploy import __version__, budget, parity
 from partialdeploy.errors import PartialDeployError, UserError, VerificationError, first_line
 from partialdeploy.exporters.base import PRECISIONS, TARGETS, Artifact, ExportContext, get_target
 
@@ -107,18 +107,9 @@ def _existing_ancestor(p: Path) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    from partialdeploy.checkpoint import sha256_of
+    from partialdeploy.verify import artifact_sha256
 
-    if path.is_dir():
-        import hashlib
-
-        h = hashlib.sha256()
-        for f in sorted(path.rglob("*")):
-            if f.is_file():
-                h.update(str(f.relative_to(path)).encode())
-                h.update(bytes.fromhex(sha256_of(f)))
-        return h.hexdigest()
-    return sha256_of(path)
+    return artifact_sha256(path)
 
 
 def _size(path: Path) -> int:
@@ -173,6 +164,9 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
     ckpt_path = Path(req.checkpoint) if req.checkpoint else demo.DEMO_CKPT
     ckpt = load_checkpoint(ckpt_path)
     spec, notes = resolve_spec(ckpt, variant=req.variant, act=req.act, img_size=req.img_size)
+    budget.check(spec, sum(v.numel() for v in ckpt.state_dict.values()), spec.img_size, req.batch, targets,
+                 req.precision, req.out_dir, req.parity_images,
+                 req.calib_count if req.precision == "int8" and any(t != "onnx" for t in targets) else 0)
     model = load_model(ckpt, spec)
     is_demo = demo.is_demo(ckpt.metadata)
     calib_dir = None
@@ -197,8 +191,12 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
     calib = None
     calib_src = None
     if calib_dir is not None:
+        bad_images: list = []
         calib = load_image_folder(calib_dir, size, spec.mean, spec.std, limit=req.calib_count,
-                                  crop_ratio=spec.crop_ratio)
+                                  crop_ratio=spec.crop_ratio, skipped=bad_images)
+        if bad_images:
+            notes.append(f"skipped {len(bad_images)} calibration image(s) that are corrupt or too large: "
+                         + "; ".join(f"{f.name}: {why}" for f, why in bad_images[:3]))
         calib_src = str(calib_dir) if req.calib else "bundled demo calibration images"
     ref = torch_logits(model, px)
     if calib is None:  # the held-out set measures the INT8 accuracy drop; parity needs only px
@@ -310,9 +308,12 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
 
 
 def _artifact_entry(out_dir: Path, a: Artifact, command: str) -> dict:
+    from partialdeploy.verify import files_sha256
+
     p = out_dir / a.path
     return {"target": a.target, "precision": a.precision, "path": a.path, "files": a.files,
-            "sha256": _sha256(p), "size_bytes": _size(p), "inputs": a.inputs, "outputs": a.outputs,
+            "sha256": _sha256(p), "files_sha256": files_sha256(out_dir, a.files),
+            "size_bytes": _size(p), "inputs": a.inputs, "outputs": a.outputs,
             "parity": a.parity, "verified": a.verified, "runtime_version": a.runtime_version,
             "notes": a.notes, "extra": a.extra, "command": command}
 

@@ -229,18 +229,17 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[dict
         raise UserError(f"no such file or directory: {src}")
     manifest_path = src / MANIFEST if src.is_dir() else src if src.name == MANIFEST else None
     if manifest_path is not None and manifest_path.exists():
-        try:
-            m = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"{manifest_path} is not valid JSON: {e}") from None
-        if not isinstance(m, dict) or not str(m.get("schema", "")).startswith("partialdeploy.manifest/"):
-            raise UserError(f"{manifest_path} is not a partialdeploy manifest (schema {m.get('schema')!r})")
+        from partialdeploy.verify import load_manifest, verify_artifact
+
+        m = load_manifest(manifest_path)
         arts = [a for a in m.get("artifacts", []) if isinstance(a, dict) and a.get("path")]
         if target:
             want = _ALIASES.get(target, target)
             arts = [a for a in arts if _ALIASES.get(a.get("target"), a.get("target")) == want]
         if not arts:
             raise UserError(f"{manifest_path} lists no artifacts" + (f" for target {target}" if target else ""))
+        for a in arts:  # every artifact is checked against its sha256 before anything is loaded
+            verify_artifact(manifest_path.parent, a)
         header = {"model": m.get("model", {}), "preprocessing": m.get("preprocessing", {}),
                   "manifest": str(manifest_path), "manifest_tool": m.get("tool")}
         return header, arts, manifest_path.parent
@@ -252,6 +251,9 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[dict
                             "(.onnx, .xml, .engine, .mlpackage)") from None
     else:
         tgt = target or target_for_path(src)
+    from partialdeploy.verify import verify_inside_export
+
+    verify_inside_export(src)  # a file inside an export directory is checked against its manifest
     entry = {"target": tgt, "precision": "?", "path": src.name}
     return {"model": {"name": src.stem}, "preprocessing": {}, "manifest": None}, [entry], src.parent
 
@@ -390,7 +392,8 @@ class Profiler:
         for i, art in enumerate(self.artifacts):
             tgt = _ALIASES.get(art.get("target", "?"), art.get("target", "?"))
             base = {"target": art.get("target"), "runtime": tgt, "precision": art.get("precision", "?"),
-                    "artifact": art.get("path"), "mode": s.mode, "threads": s.threads}
+                    "artifact": art.get("path"), "mode": s.mode, "threads": s.threads,
+                    **({"sha256": art["sha256"]} if art.get("sha256") else {})}
 
             def add(batch, status, reason=None, base=base, **extra):
                 res = {**base, "batch": batch, "status": status, **({"reason": reason} if reason else {}), **extra}

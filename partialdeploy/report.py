@@ -14,6 +14,7 @@ from partialdeploy.errors import UserError, VerificationError
 
 SCHEMA = "partialdeploy.profile/1"
 SCHEMA_PREFIX = "partialdeploy.profile/"
+MAX_REPORT_BYTES = 256 << 20
 
 
 # ---------------------------------------------------------------- load
@@ -23,12 +24,18 @@ def load(path: str | Path) -> dict:
     if p.is_dir():
         p = p / "profile.json"
     try:
-        data = json.loads(p.read_text())
+        if p.stat().st_size > MAX_REPORT_BYTES:
+            raise UserError(f"{p} is larger than {MAX_REPORT_BYTES >> 20} MiB: not a profile report")
+        data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"no such profile report: {p}") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"{p} is not a readable JSON report: {str(e)[:160]}") from None
-    return validate(data, str(p))
+    data = validate(data, str(p))
+    from partialdeploy.verify import verify_profiled_artifacts
+
+    verify_profiled_artifacts(data, p)  # inside an export dir: the measured artifacts are still the exported ones
+    return data
 
 
 def validate(data, where: str = "report") -> dict:

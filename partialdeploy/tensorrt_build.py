@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.verify import safe_join, verify_inside_export
 
 BUNDLE_SCHEMA = "partialdeploy.tensorrt-bundle/1"
 ENGINE = "model.engine"
@@ -224,10 +225,11 @@ def load_bundle(bundle_dir: Path) -> dict:
                         "`partialdeploy export --target tensorrt`")
     try:
         b = json.loads(p.read_text())
-    except ValueError as e:
-        raise UserError(f"{p} is not valid JSON ({e}); re-export the bundle") from e
-    if b.get("schema") != BUNDLE_SCHEMA:
-        raise UserError(f"{p} has schema {b.get('schema')!r}, expected {BUNDLE_SCHEMA}; re-export the bundle")
+    except (ValueError, OSError, RecursionError) as e:
+        raise UserError(f"{p} is not valid JSON ({str(e)[:120]}); re-export the bundle") from None
+    if not isinstance(b, dict) or b.get("schema") != BUNDLE_SCHEMA:
+        schema = b.get("schema") if isinstance(b, dict) else None
+        raise UserError(f"{p} has schema {schema!r}, expected {BUNDLE_SCHEMA}; re-export the bundle")
     return b
 
 
@@ -309,7 +311,9 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
     say = progress or (lambda msg: None)
     bundle_dir = Path(bundle_dir)
     b = load_bundle(bundle_dir)
-    prec = (precision or b["precision"]).lower()
+    verify_inside_export(bundle_dir)  # the bundle's files against the export's manifest.json, when it has one
+    onnx_file = safe_join(bundle_dir, b.get("onnx"), "bundle ONNX path")
+    prec = str(precision or b.get("precision") or "").lower()
     if prec not in ("fp32", "fp16", "int8"):
         raise UserError(f"--precision must be fp32, fp16 or int8, not {prec!r}")
     if prec == "int8" and not (bundle_dir / "calib.npy").exists():
@@ -322,7 +326,7 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(bundle_dir / b["onnx"])):
+    if not parser.parse_from_file(str(onnx_file)):
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise UserError(f"TensorRT {trt.__version__} cannot parse model.onnx: {errs[:300]}")
     config = builder.create_builder_config()

@@ -4,7 +4,6 @@ tests do not depend on the export pipeline: a tiny conv net laid out like Partia
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -59,7 +58,9 @@ def tiny_net():
 
 
 def _sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+    from partialdeploy.verify import artifact_sha256
+
+    return artifact_sha256(p)
 
 
 def export_onnx(path: Path, dynamic: bool = True, batch: int = 1, size: int = SIZE) -> Path:
