@@ -7,6 +7,7 @@ it, and it has LayerNormalization. (torch 2.13's dynamo exporter silently raises
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -73,12 +74,18 @@ def export_onnx(model, path: Path, img_size: int, dynamic_batch: bool = False, b
         except Exception as e:  # keep going with the unsimplified graph; parity still gates it
             notes.append(f"onnxsim failed ({type(e).__name__}: {first_line(e, 120)}); "
                          "kept the unsimplified graph")
+    from partialdeploy.blocknames import name_onnx_blocks
+
+    spec = getattr(model, "spec", None)
+    blocks = name_onnx_blocks(m, getattr(spec, "depths", None))  # official block names (stages.N.blocks.M)
     try:
         onnx.checker.check_model(m, full_check=False)
         m = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
     except Exception as e:
         raise UserError(f"exported ONNX failed onnx.checker: {first_line(e, 200)}") from e
     meta = {"producer": "partialdeploy", "partialdeploy.version": __version__, **(metadata or {})}
+    if blocks:
+        meta["block_outputs"] = json.dumps(blocks)
     del m.metadata_props[:]
     for k, v in meta.items():
         p = m.metadata_props.add()
