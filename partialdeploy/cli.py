@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 parity/verification failure, 2 bad input or usage.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -584,10 +585,22 @@ def diff_cmd(
 
 
 def main() -> None:
+    from partialdeploy import safety
+
+    safety.install_signal_handlers()  # SIGTERM/SIGHUP (CI cancel, timeout) are handled like Ctrl-C
     try:
-        app()
+        try:
+            app()
+        except SystemExit as e:  # typer turns any KeyboardInterrupt into exit 130: a SIGTERM exits 143
+            sig = safety.received()
+            if e.code == 130 and sig not in (None, signal.SIGINT):
+                raise safety.Terminated(sig) from None
+            raise
     except PartialDeployError as e:  # pragma: no cover - commands catch their own
         err.print(f"error: {e}")
+        sys.exit(e.exit_code)
+    except safety.Terminated as e:
+        err.print(f"terminated by {e}: stopped cleanly, nothing half-written was kept")
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")

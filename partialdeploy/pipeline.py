@@ -12,7 +12,6 @@ run leaves nothing half-written and nothing claimed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from typing import Callable
 from partialdeploy import __version__, budget, parity
 from partialdeploy.errors import PartialDeployError, UserError, VerificationError, first_line
 from partialdeploy.exporters.base import PRECISIONS, TARGETS, Artifact, ExportContext, get_target
+from partialdeploy.safety import commit, is_disk_full
 
 ALL_TARGETS = ("onnx", "onnxruntime", "openvino", "coreml", "tensorrt")
 MANIFEST = "manifest.json"
@@ -99,13 +99,6 @@ def expand_targets(names) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _existing_ancestor(p: Path) -> Path:
-    p = p.absolute()
-    while not p.exists():
-        p = p.parent
-    return p
-
-
 def _sha256(path: Path) -> str:
     from partialdeploy.verify import artifact_sha256
 
@@ -117,14 +110,21 @@ def _size(path: Path) -> int:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    from partialdeploy.safety import write_json_atomic
+
+    write_json_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportResult:
+    """One export into ``req.out_dir``: locked against a concurrent export, SIGTERM handled like
+    Ctrl-C, a full disk refused, nothing claimed unless it all landed (partialdeploy.safety)."""
+    from partialdeploy.safety import export_guard
+
+    with export_guard(req.out_dir) as guard:
+        return _run_export(req, progress, guard)
+
+
+def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportResult:
     say = progress or (lambda stage, msg: None)
     if req.precision not in PRECISIONS:
         raise UserError(f"--precision {req.precision!r} is not supported; choose {', '.join(PRECISIONS)}")
@@ -214,7 +214,7 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
     stage("deploy form", t0, f"{n_bn} BatchNorm folded; {res.summary()}", res)
 
     out_dir = Path(req.out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".partialdeploy-staging-", dir=_existing_ancestor(out_dir.parent)))
+    staging = guard.new_staging()
     artifacts: list[Artifact] = []
     failures: list[dict] = []
     skipped: list[dict] = []
@@ -266,12 +266,16 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
             try:
                 art = target.export(ExportContext(precision=req.precision, **ctx_common), tdir)
             except PartialDeployError as e:
+                if is_disk_full(e):  # the disk is full: the whole export stops, nothing claimed
+                    raise
                 kind = "verification" if isinstance(e, VerificationError) else "error"
                 failures.append({"target": name, "precision": req.precision, "kind": kind, "error": str(e)})
                 say(name, f"FAILED: {e}")
                 shutil.rmtree(tdir, ignore_errors=True)
                 continue
             except Exception as e:  # a converter crashed: report it as this target's failure, go on
+                if is_disk_full(e):  # ... unless the disk is full: then the whole export stops, nothing claimed
+                    raise
                 failures.append({"target": name, "precision": req.precision, "kind": "error",
                                  "error": f"{type(e).__name__}: {first_line(e, 300)}"})
                 say(name, f"FAILED: {type(e).__name__}: {e}")
@@ -288,20 +292,19 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
         # ---- place the artifacts and write the manifest
         manifest_path = None
         if artifacts:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            moves = []
             for art in artifacts:
                 tdir, rel = art.extra.pop("_tmp"), art.extra.pop("_rel")
-                dst = out_dir / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                if dst.exists():
-                    old = staging / f"old-{rel.as_posix().replace('/', '-')}"
-                    os.replace(dst, old)
-                os.replace(tdir, dst)
+                moves.append((tdir, rel))
                 art.path = (rel / art.path).as_posix()
                 art.files = [(rel / f).as_posix() for f in art.files]
             manifest_path = out_dir / MANIFEST
-            manifest = build_manifest(out_dir, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req)
-            _write_json_atomic(manifest_path, manifest)
+
+            def write_manifest():
+                manifest = build_manifest(out_dir, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req)
+                _write_json_atomic(manifest_path, manifest)
+
+            commit(out_dir, staging, moves, write_manifest)  # all or nothing: a failure restores the previous state
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(spec, notes, stages, artifacts, failures, skipped, out_dir, manifest_path, onnx_info)

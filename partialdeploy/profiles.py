@@ -152,14 +152,59 @@ def validate(data, where: str = "profile") -> dict:
     return out
 
 
+MAX_PROFILE_BYTES = 64 << 10  # a profile is a few hundred bytes
+MAX_PROFILE_NODES = 2000  # after alias expansion ("billion laughs" stays a refusal, not a hang)
+
+
+def _expanded_nodes(node, limit: int) -> int:
+    """Nodes of a composed YAML document with every alias expanded (shared nodes counted each time),
+    stopping at ``limit``; a node that contains itself counts as unbounded."""
+    import yaml
+
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def count(n) -> int:
+        if id(n) in memo:
+            return memo[id(n)]
+        if id(n) in active:
+            return limit + 1
+        active.add(id(n))
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            for c in n.value:
+                total += count(c)
+                if total > limit:
+                    break
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                total += count(k) + count(v)
+                if total > limit:
+                    break
+        active.discard(id(n))
+        memo[id(n)] = min(total, limit + 1)
+        return memo[id(n)]
+
+    return count(node) if node is not None else 0
+
+
 def load_profile(name_or_path: str | os.PathLike) -> dict:
+    """Read a profile with YAML's safe loader (no Python objects), bounded in size and in alias
+    expansion."""
     import yaml
 
     path = find_profile(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read profile {path}: {first_line(e)}") from e
+        if path.stat().st_size > MAX_PROFILE_BYTES:
+            raise UserError(f"profile {path} is larger than {MAX_PROFILE_BYTES >> 10} kB: not a target profile")
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if _expanded_nodes(node, MAX_PROFILE_NODES) > MAX_PROFILE_NODES:
+            raise UserError(f"profile {path} expands to more than {MAX_PROFILE_NODES} values (aliases nested "
+                            "or recursive): write the fields out")
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        raise UserError(f"cannot read profile {path}: {first_line(e)}") from None
     out = validate(data if data is not None else {}, where=f"profile {path.name}")
     out["profile"] = path.stem
     return out

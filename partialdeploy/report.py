@@ -48,7 +48,59 @@ def validate(data, where: str = "report") -> dict:
         raise UserError(f"{where} has schema {schema!r}; this partialdeploy reads {SCHEMA!r} (upgrade it)")
     if not isinstance(data.get("results"), list):
         raise UserError(f"{where} has no results list")
+    problem = _structure_problem(data)
+    if problem:
+        raise UserError(f"{where} is malformed ({problem}): not a report written by `partialdeploy profile`")
     return data
+
+
+def _num(v, none_ok: bool = True) -> bool:
+    if v is None:
+        return none_ok
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _structure_problem(data: dict) -> str | None:
+    """What a renderer would trip over, as text (None when the report is well-formed). Values that are
+    only printed may be anything (they are escaped); numbers that are computed with must be numbers."""
+    for key in ("model", "settings", "environment", "environments", "tool"):
+        if not isinstance(data.get(key) or {}, dict):
+            return f"{key} is not a mapping"
+    if not all(isinstance(v, dict) for v in (data.get("environments") or {}).values()):
+        return "environments holds a non-mapping"
+    for i, r in enumerate(data["results"]):
+        if not isinstance(r, dict):
+            return f"results[{i}] is not a mapping"
+        b = r.get("batch")
+        if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
+            return f"results[{i}].batch {str(b)[:20]!r} is not a positive integer"
+        lat = r.get("latency_ms")
+        if lat is not None and (not isinstance(lat, dict) or not all(
+                _num(lat.get(k), False) for k in ("p50", "p90", "p99", "mean", "std", "min", "max"))):
+            return f"results[{i}].latency_ms is not a set of numbers"
+        for k in ("throughput_ips", "load_time_s", "first_inference_ms", "cv", "runs", "timed_s"):
+            if not _num(r.get(k)):
+                return f"results[{i}].{k} is not a number"
+        sm = r.get("samples_ms")
+        if sm is not None and (not isinstance(sm, list) or not all(_num(v, False) for v in sm)):
+            return f"results[{i}].samples_ms is not a list of numbers"
+        w = r.get("warnings")
+        if w is not None and (not isinstance(w, list) or not all(isinstance(x, str) for x in w)):
+            return f"results[{i}].warnings is not a list of text"
+        mem = r.get("memory")
+        if mem is not None and (not isinstance(mem, dict) or not _num(mem.get("peak_rss_mb"))):
+            return f"results[{i}].memory is malformed"
+        lb = r.get("layers")
+        if lb is not None:
+            if not isinstance(lb, dict) or not _num(lb.get("total_ms")):
+                return f"results[{i}].layers is malformed"
+            for part, name in (("blocks", "block"), ("top", "name")):
+                rows = lb.get(part, [])
+                if not isinstance(rows, list) or not all(
+                        isinstance(x, dict) and isinstance(x.get(name), str) and _num(x.get("time_ms"), False)
+                        and _num(x.get("pct"), False) and isinstance(x.get("block", ""), str) for x in rows):
+                    return f"results[{i}].layers.{part} is malformed"
+    return None
 
 
 def parse_threshold(text: str | float) -> float:
@@ -102,7 +154,19 @@ def _env_line(env: dict) -> str:
             f"{env.get('os', '?')}, Python {env.get('python', '?')}; threads {env.get('threads') or 'runtime default'}; {rt}")
 
 
+def _md_safe(v):
+    """Every string of the report as inert Markdown text: no HTML (escaped), no table breaks, one line."""
+    if isinstance(v, str):
+        return html.escape(v, quote=False).replace("|", "\\|").replace("`", "'").replace("\r", " ").replace("\n", " ")
+    if isinstance(v, dict):
+        return {_md_safe(k): _md_safe(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_md_safe(x) for x in v]
+    return v
+
+
 def to_markdown(report: dict) -> str:
+    report = _md_safe(report)
     multi = _multi(report)
     s = report.get("settings", {})
     L = [f"# Latency report: {report.get('model', {}).get('name', '?')}", ""]
