@@ -300,31 +300,13 @@ def _prep_from_manifest(man: dict, where: str) -> Preprocessing | None:
 
 
 def _find_manifest(path: Path) -> tuple[dict, Path] | None:
+    from partialdeploy.verify import load_manifest
+
     for d in list(path.resolve().parents)[:4]:
         mp = d / "manifest.json"
         if mp.is_file():
-            try:
-                return json.loads(mp.read_text()), d
-            except (OSError, ValueError):
-                return None
+            return load_manifest(mp), d
     return None
-
-
-def _verify_sha(path: Path, expected: str | None, label: str) -> None:
-    if not expected:
-        return
-    try:  # reliab's helper when it has landed (#12)
-        from partialdeploy.integrity import verify_artifact  # type: ignore
-
-        verify_artifact(path, expected)
-        return
-    except ImportError:
-        pass
-    from partialdeploy.pipeline import _sha256
-
-    if _sha256(path) != expected:
-        raise UserError(f"{label}: {path} does not match the sha256 recorded in manifest.json (damaged or "
-                        "modified); re-export it")
 
 
 def _pick_artifact(man: dict, root: Path, target: str | None, precision: str | None, label: str) -> dict:
@@ -354,15 +336,11 @@ def open_side(arg: str | Path, target: str | None = None, precision: str | None 
         if not mp.is_file():
             raise UserError(f"{label} {p} is a directory without manifest.json: pass an export directory, "
                             "a checkpoint, an .onnx or an .xml")
-        try:
-            man = json.loads(mp.read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"{label}: {mp} is not valid JSON ({first_line(e, 120)}); re-export") from e
+        from partialdeploy.verify import load_manifest, verify_artifact
+
+        man = load_manifest(mp)
         art = _pick_artifact(man, p, target, precision, label)
-        apath = p / art["path"]
-        if not apath.exists():
-            raise UserError(f"{label}: {apath} listed in manifest.json is missing; re-export")
-        _verify_sha(apath, art.get("sha256"), label)
+        apath = verify_artifact(p, art)  # inside the export dir, sha256 of every file (#12)
         if art["target"] == "tensorrt":
             apath = apath / "model.onnx"  # the bundle's TensorRT-ready ONNX runs in ONNX Runtime here
         side = _open_file(apath, threads, label, config=(art.get("extra") or {}).get("runtime_config"))
@@ -375,6 +353,10 @@ def open_side(arg: str | Path, target: str | None = None, precision: str | None 
 
 def _open_file(p: Path, threads, label: str, config: dict | None = None, variant: str | None = None) -> Side:
     suf = p.suffix.lower()
+    if suf in (".onnx", ".xml"):
+        from partialdeploy.verify import verify_inside_export
+
+        verify_inside_export(p)  # a file of an export directory is checked against its manifest (#12)
     if suf == ".onnx":
         from partialdeploy.lazy import installed
 
