@@ -10,30 +10,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-# what each train-form block kind becomes (DESIGN.md §5), and what stays and why
-FOLDS = {
-    "PatchEmbed": ("stem conv -> BN folded into the conv (rewrite 1)", "nothing"),
-    "PatchMerging": ("merging conv -> BN folded into the conv (rewrite 1)", "nothing"),
-    "PConv": ("split/concat form kept (never in-place slicing, which exports as ScatterND)",
-              "the partial 3×3 conv: already minimal"),
-    "PAT_ch": ("gate (1×2) conv + BN -> one 1×1 conv over [mean; std] (rewrite 3); output BN -> the MLP's first "
-               "1×1 conv input columns + bias (rewrite 2)",
-               "per-channel mean/std pooling and the hard-sigmoid gate: they depend on the input"),
-    "PAT_sf": ("q-scale and LayerNorm affine -> qkv weights + bias; iRPE key bias -> constant (H, L, L) for "
-               "the export size; dropout removed; the split shortcut -> the 3×3 conv's centre tap "
-               "(rewrite 4)",
-               "LayerNorm normalisation, softmax attention: they depend on the input"),
-    "PAT_sp": ("MLP's last 1×1 conv, BN -> 1×1 conv, gate conv and gated BN composed into one 1×1 conv + "
-               "shift (rewrites 2, 1×1∘1×1)",
-               "the hard-sigmoid spatial gate multiply: it depends on the input"),
-    "DPConv": ("dynamic gated conv -> static partial conv with its learned split (rewrite 5)",
-               "the partial 3×3 conv over the learned channels"),
-    "MLP": ("first 1×1 conv -> BN folded (rewrite 1); drop path removed; layer scale -> last conv",
-            "activation"),
-    "Head": ("nothing to fold", "pooling, 1×1 conv, activation, classifier"),
-}
-
-
 @dataclass
 class FlopCount:
     macs: int = 0
@@ -45,53 +21,46 @@ class FlopCount:
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, img_size: int) -> FlopCount:
-    """Multiply-accumulates of convs, linears and attention matmuls for one image (FLOPs = 2·MAC)."""
-    from partialdeploy.models.deploy import SelfAttnD
-    from partialdeploy.models.partialnet import RPEAttention
+def count_flops(model: nn.Module, img_size: int, rules: dict | None = None) -> FlopCount:
+    """Multiply-accumulates of convs (2-D and 1-D), linears and whatever the model's family adds
+    (attention matmuls, convs through F.conv2d) for one image (FLOPs = 2·MAC)."""
+    from partialdeploy import families
 
+    if rules is None:
+        spec = getattr(model, "spec", None)
+        rules = families.get(spec.family).flop_rules() if spec is not None else {}
     fc = FlopCount()
     hooks = []
 
-    def conv_hook(m, inp, out):
-        k = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-        fc.macs += out[0].numel() * k
-        fc.by_kind["conv"] += out[0].numel() * k
+    def add(kind, n):
+        fc.macs += int(n)
+        fc.by_kind[kind] += int(n)
 
-    def conv_fn_hook(m, inp, out):  # DPConv calls F.conv2d on a slice of its weight
-        c1 = m.split
-        n = out.shape[2] * out.shape[3] * c1 * c1 * 9
-        fc.macs += n
-        fc.by_kind["conv"] += n
+    def conv_hook(m, inp, out):
+        k = m.in_channels // m.groups
+        for s in m.kernel_size:
+            k *= s
+        add("conv", out[0].numel() * k)
 
     def lin_hook(m, inp, out):
-        n = out[0].numel() * m.in_features
-        fc.macs += n
-        fc.by_kind["linear"] += n
+        add("linear", out[0].numel() * m.in_features)
 
-    def attn_hook(m, inp, out):
-        x = inp[0]
-        L = x.shape[2] * x.shape[3] if x.dim() == 4 else x.shape[1]
-        c = m.c2 if isinstance(m, SelfAttnD) else x.shape[1]
-        n = 2 * L * L * c  # q·kᵀ and attn·v, all heads
-        fc.macs += n
-        fc.by_kind["attention"] += n
-
-    from partialdeploy.models.partialnet import DPConv
+    def rule_hook(fn):
+        return lambda m, inp, out: add(*fn(m, inp, out))
 
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, (nn.Conv2d, nn.Conv1d)):
             hooks.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):
             hooks.append(m.register_forward_hook(lin_hook))
-        elif isinstance(m, DPConv):
-            hooks.append(m.register_forward_hook(conv_fn_hook))
-        if isinstance(m, (RPEAttention, SelfAttnD)):
-            hooks.append(m.register_forward_hook(attn_hook))
+        for cls, fn in rules.items():
+            if isinstance(m, cls):
+                hooks.append(m.register_forward_hook(rule_hook(fn)))
     try:
         was = model.training
         model.eval()
-        model(torch.zeros(1, 3, img_size, img_size))
+        in_chans = getattr(getattr(model, "spec", None), "in_chans", 3)
+        model(torch.zeros(1, in_chans, img_size, img_size))
         model.train(was)
     finally:
         for h in hooks:
@@ -111,26 +80,8 @@ def count_params(model: nn.Module) -> int:
     return n
 
 
-def block_kinds(model: nn.Module) -> Counter:
-    from partialdeploy.models.partialnet import MLPBlock, PATSpatial, PatchEmbed, PatchMerging
-
-    c: Counter = Counter()
-    for m in model.modules():
-        if isinstance(m, PatchEmbed):
-            c["PatchEmbed"] += 1
-        elif isinstance(m, PatchMerging):
-            c["PatchMerging"] += 1
-        elif isinstance(m, MLPBlock):
-            c[m.spatial_mixing.kind] += 1
-            c["MLP"] += 1
-        elif isinstance(m, PATSpatial):
-            c["PAT_sp"] += 1
-    c["Head"] = 1
-    return c
-
-
 def inspect_checkpoint(path: Path | None, variant=None, act=None, img_size=None) -> dict:
-    from partialdeploy import demo
+    from partialdeploy import demo, families
     from partialdeploy.checkpoint import load_checkpoint, load_model, resolve_spec
     from partialdeploy.reparam import reparameterize
 
@@ -141,10 +92,12 @@ def inspect_checkpoint(path: Path | None, variant=None, act=None, img_size=None)
     deploy = reparameterize(model, size)
     f0, f1 = count_flops(model, size), count_flops(deploy, size)
     p0, p1 = count_params(model), count_params(deploy)
-    kinds = block_kinds(model)
+    fam = families.get(spec.family)
+    kinds = fam.block_kinds(model)
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     n_bn_after = sum(isinstance(m, nn.BatchNorm2d) for m in deploy.modules())
     n_ln = sum(isinstance(m, nn.LayerNorm) for m in model.modules())
+    n_ln_after = sum(isinstance(m, nn.LayerNorm) and m.elementwise_affine for m in deploy.modules())
     dp = {k: v for k, v in spec.dp_splits.items()} if spec.auto_div else {}
     return {
         "checkpoint": str(ckpt.path.name),
@@ -154,10 +107,11 @@ def inspect_checkpoint(path: Path | None, variant=None, act=None, img_size=None)
         "hyper_parameters": bool(ckpt.hyper_parameters),
         "architecture": spec.to_dict(),
         "notes": notes,
-        "blocks": [{"kind": k, "count": v, "folds": FOLDS[k][0], "stays": FOLDS[k][1]} for k, v in kinds.items()],
+        "blocks": [{"kind": k, "count": v, "folds": fam.folds[k][0], "stays": fam.folds[k][1]} for k, v in kinds.items()],
         "dpconv_splits": dp,
         "batchnorm": {"before": n_bn, "after": n_bn_after},
-        "layernorm_affine_folded": n_ln,
+        "family": fam.title,
+        "layernorm_affine_folded": n_ln - n_ln_after,
         "img_size": size,
         "params": {"before": p0, "after": p1},
         "flops": {"before": f0.flops, "after": f1.flops, "by_kind_before": {k: 2 * v for k, v in f0.by_kind.items()},

@@ -59,11 +59,13 @@ def block_of_node(name: str, bodies: list[str]) -> tuple[str | None, str]:
     return None, name
 
 
-def name_onnx_blocks(model, depths) -> list[str]:
+def name_onnx_blocks(model, depths, bodies: list[str] | None = None) -> list[str]:
     """Rename nodes and block-output tensors of an ``onnx.ModelProto`` in place (see module doc).
-    Returns the block boundaries found, in execution order (``head`` is the graph output)."""
+    ``bodies`` (the family's official name of each ``body.N``) overrides the PartialNet naming
+    derived from ``depths``. Returns the block boundaries found, in execution order (``head`` is the
+    graph output)."""
     g = model.graph
-    bodies = body_names(depths)
+    bodies = bodies if bodies is not None else body_names(depths)
     graph_outputs = {o.name for o in g.output}
     last: dict[str, object] = {}  # block -> its last computing node (the graph is topologically sorted)
     order: list[str] = []

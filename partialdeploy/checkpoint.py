@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from partialdeploy.errors import UserError, first_line
-from partialdeploy.spec import ArchSpec, FASTERNET_VARIANTS, PARTIALNET_VARIANTS, match_variant, variant_spec
+from partialdeploy import families
+from partialdeploy.families.partialnet import infer_from_weights  # noqa: F401  (re-exported)
+from partialdeploy.spec import ArchSpec
 from partialdeploy.weights import check_against_model, check_tensors
 
 
@@ -164,75 +166,7 @@ def _normalize_keys(sd: dict) -> tuple[dict, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------------
-# architecture inference
-
-
-_BLOCK = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
-
-
-def infer_from_weights(sd: dict) -> dict:
-    """Everything the tensor shapes tell: widths, depths, split ratio, attention kinds, DPConv splits,
-    heads, classes."""
-    if "patch_embed.proj.weight" not in sd:
-        raise UserError("not a PartialNet/FasterNet checkpoint: no 'patch_embed.proj.weight' "
-                        f"(first keys: {', '.join(list(sd)[:4])})")
-    w = sd["patch_embed.proj.weight"]
-    info: dict = dict(embed_dim=int(w.shape[0]), in_chans=int(w.shape[1]), patch_size=int(w.shape[2]),
-                      patch_stride=int(w.shape[2]))
-    blocks: dict[int, set] = {}
-    for k in sd:
-        m = _BLOCK.match(k)
-        if m:
-            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
-    stage_ids = sorted(blocks)
-    if not stage_ids:
-        raise UserError("not a PartialNet/FasterNet checkpoint: no 'stages.<i>.blocks.<j>' keys")
-    info["depths"] = tuple(max(blocks[i]) + 1 for i in stage_ids)
-    b0 = f"stages.{stage_ids[0]}.blocks.0."
-    dim0 = info["embed_dim"]
-    if f"{b0}mlp.0.weight" in sd:
-        info["mlp_ratio"] = sd[f"{b0}mlp.0.weight"].shape[0] / dim0
-    if f"{b0}spatial_mixing.partial_conv3.weight" in sd:
-        info["n_div"] = dim0 // int(sd[f"{b0}spatial_mixing.partial_conv3.weight"].shape[0])
-        info["auto_div"] = False
-    elif f"{b0}spatial_mixing.conv.weight" in sd and f"{b0}spatial_mixing.one_channel" in sd:
-        info["auto_div"] = True
-        info["n_div"] = int(sd[f"{b0}spatial_mixing.c_div"].item()) if f"{b0}spatial_mixing.c_div" in sd else 4
-        info["dp_splits"] = {f"stages.{m.group(1)}.blocks.{m.group(2)}": int(v.item()) for k, v in sd.items()
-                             if (m := _BLOCK.match(k)) and k.endswith("spatial_mixing.one_channel")}
-    info["use_channel_attn"] = any(".spatial_mixing.attn." in k for k in sd)
-    info["use_spatial_attn"] = any(re.search(r"\.mlp\.4\.conv_attn\.weight$", k) for k in sd)
-    info["layer_scale"] = any(k.endswith(".layer_scale") for k in sd)
-    heads = [v.shape[0] for k, v in sd.items() if k.endswith("rpe_k.lookup_table_bias")]
-    if heads:
-        info["num_heads"] = int(heads[0])
-    if "avgpool_pre_head.1.weight" in sd:
-        info["feature_dim"] = int(sd["avgpool_pre_head.1.weight"].shape[0])
-    if "head.weight" in sd:
-        info["num_classes"] = int(sd["head.weight"].shape[0])
-    else:
-        info["num_classes"] = 0
-    mk = "stages.1.reduction.weight"
-    if mk in sd:
-        info["patch_size2"] = info["patch_stride2"] = int(sd[mk].shape[2])
-    info["attention"] = info["use_channel_attn"] or info["use_spatial_attn"] or info.get("auto_div", False)
-    return info
-
-
-def _hp_get(hp: dict, *names, default=None):
-    for n in names:
-        if n in hp and hp[n] is not None:
-            return hp[n]
-    return default
-
-
-def _parse_variant(variant: str) -> tuple[str | None, str]:
-    v = variant.lower().replace("_", "-")
-    for fam in ("partialnet", "patnet", "fasternet"):
-        if v.startswith(fam):
-            rest = v[len(fam):].lstrip("-")
-            return ("partialnet" if fam == "patnet" else fam), rest
-    return None, v
+# architecture inference (each family reads its own weights: partialdeploy.families)
 
 
 def resolve_spec(ckpt: Checkpoint, variant: str | None = None, act: str | None = None,
@@ -245,63 +179,15 @@ def resolve_spec(ckpt: Checkpoint, variant: str | None = None, act: str | None =
         spec = _spec_from_metadata(ckpt)
         notes.append("architecture from the checkpoint's partialdeploy metadata")
         return _apply_overrides(spec, act, img_size), notes
+    requested, var = families.parse_variant(variant) if variant else (None, None)
+    if family:
+        requested = families.get(family)
+    fam = families.choose(ckpt.state_dict, ckpt.hyper_parameters, requested, notes)
     try:
-        info = infer_from_weights(ckpt.state_dict)
-    except (ValueError, RuntimeError, ZeroDivisionError, TypeError, IndexError) as e:
+        spec = fam.infer(ckpt.state_dict, ckpt.hyper_parameters or {}, var, act, notes)
+    except (ValueError, RuntimeError, ZeroDivisionError, TypeError, IndexError, KeyError, AttributeError) as e:
         raise UserError(f"cannot read the architecture from the weights ({first_line(e, 160)}): the checkpoint "
-                        "is damaged or not a PartialNet/FasterNet") from None
-    hp = ckpt.hyper_parameters
-    fam_v, var = _parse_variant(variant) if variant else (None, None)
-    fam = family or fam_v
-    if fam is None:
-        name = str(_hp_get(hp, "model_name", default="")).lower()
-        if info["attention"] or hp.get("use_channel_attn") or "partialnet" in name or "patnet" in name:
-            fam = "partialnet"
-        elif "fasternet" in name:
-            fam = "fasternet"
-        else:
-            fam = "fasternet"
-            notes.append("no attention weights and no hyper_parameters: read as FasterNet "
-                         "(pass --variant partialnet-<v> for a PartialNet without attention)")
-    if fam == "fasternet" and info["attention"]:
-        raise UserError("checkpoint has PartialNet attention/DPConv weights but FasterNet was requested; "
-                        "drop --variant fasternet-* or use partialnet-*")
-    kw: dict = {k: v for k, v in info.items() if k in ArchSpec.__dataclass_fields__}
-    # hyper_parameters (the training run's merged argparse namespace)
-    if hp:
-        hp_act = _hp_get(hp, "act_layer")
-        if hp_act:
-            kw["act"] = str(hp_act).upper()
-            notes.append(f"activation {kw['act']} from hyper_parameters.act_layer")
-        for hk, sk in (("image_size", "img_size"),):
-            if _hp_get(hp, hk):
-                kw[sk] = int(_hp_get(hp, hk))
-        hp_depths = _hp_get(hp, "depths")
-        if hp_depths is not None and tuple(hp_depths) != tuple(info["depths"]):
-            raise UserError(f"hyper_parameters say depths={list(hp_depths)} but the weights have "
-                            f"{list(info['depths'])}: the checkpoint is inconsistent")
-    table = PARTIALNET_VARIANTS if fam == "partialnet" else FASTERNET_VARIANTS
-    if var:
-        if var not in table:
-            raise UserError(f"unknown variant {variant!r}; choose one of "
-                            + ", ".join(f"{fam}-{v}" for v in table))
-        ref = variant_spec(fam, var)
-        if (ref.embed_dim, tuple(ref.depths)) != (info["embed_dim"], tuple(info["depths"])):
-            raise UserError(f"--variant {variant} expects embed_dim={ref.embed_dim}, depths={list(ref.depths)} but "
-                            f"the checkpoint has embed_dim={info['embed_dim']}, depths={list(info['depths'])}")
-    spec = ArchSpec(family=fam, **{k: v for k, v in kw.items() if k != "family"})
-    matched = var or match_variant(spec)
-    spec = spec.replace(variant=matched)
-    if "act" not in kw and not act:
-        if matched:
-            spec = spec.replace(act=table[matched]["act"])
-            notes.append(f"activation {spec.act} from the official {fam}-{matched} config "
-                         "(not stored in the weights; override with --act)")
-        else:
-            raise UserError("cannot infer the activation of this custom-size model (it is not in the weights): "
-                            "pass --act gelu or --act relu")
-    if info.get("num_heads") is None and fam == "partialnet" and spec.use_channel_attn:
-        notes.append("heads defaulted to 4")
+                        f"is damaged or not a {fam.title}") from None
     return _apply_overrides(spec, act, img_size), notes
 
 
@@ -325,8 +211,10 @@ def _spec_from_metadata(ckpt: Checkpoint) -> ArchSpec:
         if len(spec.mean) != spec.in_chans or len(spec.std) != spec.in_chans or not all(
                 isinstance(x, (int, float)) and x > 0 for x in spec.std):
             raise TypeError("mean/std")
-        if str(spec.act).upper() not in ("GELU", "RELU") or spec.family not in ("partialnet", "fasternet"):
+        if spec.family not in {f.name for f in families.all_families()} or str(spec.act).upper() not in families.get(spec.family).acts:
             raise TypeError(f"act={spec.act!r}, family={spec.family!r}")
+        if not isinstance(spec.arch, dict):
+            raise TypeError("arch")
         if spec.img_size < 32 or spec.img_size % 32:
             raise TypeError(f"img_size={spec.img_size!r}")
     except (ValueError, TypeError, KeyError, AttributeError) as e:
@@ -338,8 +226,10 @@ def _spec_from_metadata(ckpt: Checkpoint) -> ArchSpec:
 def _apply_overrides(spec: ArchSpec, act: str | None, img_size: int | None) -> ArchSpec:
     if act:
         a = act.upper()
-        if a not in ("GELU", "RELU"):
-            raise UserError(f"--act {act!r} is not supported: use gelu or relu")
+        acts = families.get(spec.family).acts
+        if a not in acts:
+            raise UserError(f"--act {act!r} is not supported for {families.get(spec.family).title}: use "
+                            + " or ".join(x.lower() for x in acts))
         spec = spec.replace(act=a)
     if img_size:
         spec = spec.replace(img_size=int(img_size))

@@ -1,7 +1,7 @@
 """Deploy-form conversion, block by block along the real data flow, and its parity gate.
 
-``reparameterize(model, img_size)`` asks every block for its deploy form (each block owns its
-conversion, timm-style) and returns a ``DeployNet``; ``verify`` compares train form and deploy form
+``reparameterize(model, img_size)`` hands the model to its family (``partialdeploy.families``),
+which asks every block for its deploy form (each block owns its conversion, timm-style); ``verify`` compares train form and deploy form
 on real images and fails closed.
 """
 
@@ -36,8 +36,17 @@ def feature_sizes(model: PartialNet, img_size: int | tuple[int, int]) -> dict[st
     return sizes
 
 
+def reparameterize(model: nn.Module, img_size: int | tuple[int, int]) -> nn.Module:
+    """Deploy form of any registered family's train-form model (its family owns the conversion)."""
+    from partialdeploy import families
+
+    net = families.of(model).to_deploy(model, img_size)
+    net.spec = model.spec
+    return net
+
+
 @torch.no_grad()
-def reparameterize(model: PartialNet, img_size: int | tuple[int, int]) -> DeployNet:
+def reparameterize_partialnet(model: PartialNet, img_size: int | tuple[int, int]) -> DeployNet:
     model = copy.deepcopy(model).eval()
     sizes = feature_sizes(model, img_size)
     body: list[nn.Module] = []

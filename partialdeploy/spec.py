@@ -1,27 +1,11 @@
-"""Architecture description (no torch needed): the variants of PartialNet / FasterNet as their
-official configs define them, and the ArchSpec that a checkpoint resolves to."""
+"""Architecture description (no torch needed): the ArchSpec that a checkpoint resolves to. The
+official variants of each family live with the family (``partialdeploy.families``)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-# Official configs: haiduo/PartialNet cfg/PartialNet_*.yaml, JierunChen/FasterNet cfg/fasternet_*.yaml
-PARTIALNET_VARIANTS = {
-    "t0": dict(embed_dim=32, depths=(1, 2, 8, 2), act="GELU", use_spatial_attn=False),
-    "t1": dict(embed_dim=48, depths=(1, 2, 8, 2), act="GELU", use_spatial_attn=True),
-    "t2": dict(embed_dim=64, depths=(2, 2, 6, 4), act="RELU", use_spatial_attn=False),
-    "s": dict(embed_dim=96, depths=(2, 2, 9, 4), act="RELU", use_spatial_attn=False),
-    "m": dict(embed_dim=128, depths=(2, 3, 16, 4), act="RELU", use_spatial_attn=False),
-    "l": dict(embed_dim=160, depths=(2, 3, 20, 4), act="RELU", use_spatial_attn=False),
-}
-FASTERNET_VARIANTS = {
-    "t0": dict(embed_dim=40, depths=(1, 2, 8, 2), act="GELU"),
-    "t1": dict(embed_dim=64, depths=(1, 2, 8, 2), act="GELU"),
-    "t2": dict(embed_dim=96, depths=(1, 2, 8, 2), act="RELU"),
-    "s": dict(embed_dim=128, depths=(1, 2, 13, 2), act="RELU"),
-    "m": dict(embed_dim=144, depths=(3, 4, 18, 3), act="RELU"),
-    "l": dict(embed_dim=192, depths=(3, 4, 18, 3), act="RELU"),
-}
+from partialdeploy.families.partialnet import FASTERNET_VARIANTS, PARTIALNET_VARIANTS  # noqa: F401
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,8 +15,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ArchSpec:
     """Everything needed to rebuild the network with the official state-dict layout."""
 
-    family: str = "partialnet"  # "partialnet" | "fasternet"
-    variant: str | None = None  # "t0".."l" when it matches an official config, else None (custom)
+    family: str = "partialnet"  # a registered family: partialnet, fasternet, eca_resnet, eca_mobilenetv2, convnext
+    variant: str | None = None  # e.g. "t0".."l", "50", "tiny" when it matches an official config, else None
     embed_dim: int = 32
     depths: tuple[int, ...] = (1, 2, 8, 2)
     act: str = "GELU"  # "GELU" | "RELU"
@@ -58,13 +42,14 @@ class ArchSpec:
     img_size: int = 224
     crop_ratio: float = 0.875  # resize shorter side to img_size / crop_ratio, then centre crop
     labels: tuple[str, ...] | None = None
+    # family-specific architecture read from the weights (e.g. ECA kernel sizes, ConvNeXt dims); plain JSON
+    arch: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def name(self) -> str:
-        fam = "PartialNet" if self.family == "partialnet" else "FasterNet"
-        if self.variant:
-            return f"{fam}-{self.variant.upper()}"
-        return f"{fam}-custom(embed_dim={self.embed_dim}, depths={list(self.depths)})"
+        from partialdeploy import families
+
+        return families.get(self.family).spec_name(self)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,26 +73,14 @@ class ArchSpec:
 
 
 def variant_spec(family: str, variant: str, **overrides) -> ArchSpec:
-    """The official configuration of a named variant, e.g. ("partialnet", "t0")."""
-    family = family.lower()
-    table = PARTIALNET_VARIANTS if family == "partialnet" else FASTERNET_VARIANTS
-    v = variant.lower()
-    if v not in table:
-        from partialdeploy.errors import UserError
+    """The official configuration of a named variant, e.g. ("partialnet", "t0"), ("eca_resnet", "50")."""
+    from partialdeploy import families
 
-        raise UserError(f"unknown {family} variant {variant!r}; choose one of {', '.join(table)}")
-    cfg = dict(table[v])
-    if family == "fasternet":
-        cfg.update(use_channel_attn=False, use_spatial_attn=False)
-    cfg["depths"] = tuple(cfg["depths"])
-    cfg.update(overrides)
-    return ArchSpec(family=family, variant=v, **cfg)
+    return families.get(family.lower()).variant_spec(variant, **overrides)
 
 
 def match_variant(spec: ArchSpec) -> str | None:
-    """Name of the official variant whose width/depths match, else None."""
-    table = PARTIALNET_VARIANTS if spec.family == "partialnet" else FASTERNET_VARIANTS
-    for name, cfg in table.items():
-        if cfg["embed_dim"] == spec.embed_dim and tuple(cfg["depths"]) == tuple(spec.depths):
-            return name
-    return None
+    """Name of the official variant whose architecture matches, else None."""
+    from partialdeploy import families
+
+    return families.get(spec.family).match_variant(spec)

@@ -19,7 +19,7 @@ from partialdeploy.models import build_model
 from partialdeploy.spec import ArchSpec
 
 FIX = Path(__file__).parent / "fixtures" / "official"
-KEY_FILES = sorted(FIX.glob("keys_*.json"))
+KEY_FILES = sorted(FIX.glob("keys_partialnet_*.json")) + sorted(FIX.glob("keys_fasternet_*.json"))
 TINY = ["pnet_tiny_attn", "pnet_tiny_relu_nodiv2", "pnet_tiny_dpconv", "fasternet_tiny"]
 
 

@@ -1,0 +1,183 @@
+"""The partial ConvNeXt of haiduo/PartialNet (``model_name: convnext_tiny`` in its released
+``cfg/PartialNet_t0.yaml``): depths and widths are ConvNeXt's own (Tiny: 3-3-9-3, 96-192-384-768),
+read from the weights, as are the partial ratio (``n_div`` from ``conv_dw.partial_conv``), the
+attention options, heads and classes. The config's ``embed_dim``/``depths`` are not used by that
+model and are ignored. Train/deploy forms: :mod:`partialdeploy.models.convnext`."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from partialdeploy.errors import UserError
+from partialdeploy.families import Family, register
+
+VARIANTS = {
+    "tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
+    "small": dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)),
+    "base": dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)),
+}
+_BLOCK = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
+
+FOLDS = {
+    "Stem": ("nothing (its LayerNorm affine stays: the next op is a padded 7×7 conv)", "conv, LayerNorm"),
+    "Downsample": ("LayerNorm affine -> the 2×2 stride-2 conv (no padding: exact)", "LayerNorm normalisation"),
+    "PAT_ch": ("SRM gate (1×2) conv + BN -> one 1×1 conv over [mean; std]; the output BN's scale -> the gate "
+               "vector", "mean/std pooling, hard-sigmoid gate, the BN shift (it meets a LayerNorm)"),
+    "PAT_sf": ("LayerNorm affine and q-scale -> separate q/k/v projections; iRPE -> constant (H, L, L) bias; "
+               "dropout removed", "LayerNorm normalisation, softmax attention"),
+    "DWConv": ("nothing", "the depthwise 7×7 conv"),
+    "MLP": ("block LayerNorm affine -> fc1; layer scale gamma -> fc2 (or the PAT_sp composition); drop path "
+            "removed", "LayerNorm normalisation, GELU"),
+    "PAT_sp": ("mlp_conv2, BN -> 1×1 conv, gate conv, gated BN and gamma composed into one 1×1 conv + shift",
+               "the hard-sigmoid spatial gate multiply"),
+    "Head": ("head LayerNorm affine -> the classifier", "pooling, LayerNorm normalisation"),
+}
+
+
+class ConvNeXtFamily(Family):
+    name = "convnext"
+    title = "ConvNeXt"
+    aliases = ("convnext", "partial-convnext")
+    variants = VARIANTS
+    acts = ("GELU",)
+    hp_model_names = ("convnext",)
+    folds = FOLDS
+
+    def recognise(self, sd):
+        return 2.0 if "stem.0.weight" in sd and "head.fc.weight" in sd or (
+            "stem.0.weight" in sd and any(".conv_dw." in k for k in sd)) else 0.0
+
+    def spec_name(self, spec):
+        a = spec.arch
+        kind = f"partial(n_div={spec.n_div})" if spec.use_channel_attn else "plain"
+        base = f"ConvNeXt-{spec.variant.capitalize()}" if spec.variant else \
+            f"ConvNeXt-custom(depths={list(spec.depths)}, dims={list(a.get('dims', []))})"
+        return f"{base} {kind}" + (" +PAT_sp" if spec.use_spatial_attn else "")
+
+    def _spec(self, depths, dims, n_div=4, channel=True, spatial=False, num_classes=1000, in_chans=3, patch=4,
+              heads=4, mlp_ratio=4.0, layer_scale=True, kernel_size=7, variant=None):
+        from partialdeploy.spec import ArchSpec
+
+        return ArchSpec(family=self.name, variant=variant, embed_dim=int(dims[0]), depths=tuple(depths), act="GELU",
+                        n_div=int(n_div), mlp_ratio=float(mlp_ratio), feature_dim=int(dims[-1]),
+                        num_classes=int(num_classes), in_chans=int(in_chans), patch_size=int(patch),
+                        patch_stride=int(patch), use_channel_attn=bool(channel), use_spatial_attn=bool(spatial),
+                        num_heads=int(heads), layer_scale=bool(layer_scale),
+                        arch={"dims": [int(d) for d in dims], "kernel_size": int(kernel_size),
+                              "layer_scale": bool(layer_scale)})
+
+    def variant_spec(self, variant, **overrides):
+        v = str(variant).lower().lstrip("-")
+        if v not in self.variants:
+            raise UserError(f"unknown ConvNeXt variant {variant!r}; choose one of {', '.join(self.variant_names())}")
+        cfg = self.variants[v]
+        spec = self._spec(cfg["depths"], cfg["dims"], variant=v)
+        return spec.replace(**overrides) if overrides else spec
+
+    def match_variant(self, spec):
+        for name, cfg in self.variants.items():
+            if tuple(cfg["depths"]) == tuple(spec.depths) and list(cfg["dims"]) == list(spec.arch.get("dims", [])):
+                return name
+        return None
+
+    def infer(self, sd, hp, variant, act, notes):
+        blocks: dict[int, set] = {}
+        for k in sd:
+            m = _BLOCK.match(k)
+            if m:
+                blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+        stages = sorted(blocks)
+        if stages != list(range(len(stages))) or not stages:
+            raise UserError(f"ConvNeXt stages {stages} are not consecutive: the checkpoint is damaged")
+        depths = [max(blocks[i]) + 1 for i in stages]
+        dims = [int(sd[f"stages.{i}.blocks.0.norm.weight"].shape[0]) for i in stages]
+        b0 = "stages.0.blocks.0."
+        channel = f"{b0}conv_dw.partial_conv.weight" in sd
+        if channel:
+            pc = sd[f"{b0}conv_dw.partial_conv.weight"]
+            n_div = dims[0] // int(pc.shape[0])
+            ksize = int(pc.shape[-1])
+        else:
+            n_div, ksize = 1, int(sd[f"{b0}conv_dw.weight"].shape[-1])
+        spatial = f"{b0}mlp_spatial.conv_attn.weight" in sd
+        hidden = sd[f"{b0}mlp_conv1.weight" if spatial else f"{b0}mlp.fc1.weight"].shape[0]
+        heads = [int(v.shape[0]) for k, v in sd.items() if k.endswith("rpe_k.lookup_table_bias")]
+        w = sd["stem.0.weight"]
+        spec = self._spec(depths, dims, n_div=n_div, channel=channel, spatial=spatial,
+                          num_classes=int(sd["head.fc.weight"].shape[0]) if "head.fc.weight" in sd else 0,
+                          in_chans=int(w.shape[1]), patch=int(w.shape[-1]), heads=heads[0] if heads else 4,
+                          mlp_ratio=hidden / dims[0], layer_scale=f"{b0}gamma" in sd, kernel_size=ksize)
+        matched = self.match_variant(spec)
+        if variant:
+            v = variant.lower().lstrip("-")
+            if v not in self.variants:
+                raise UserError(f"unknown variant convnext-{v}; choose one of {', '.join(self.variant_names())}")
+            if v != matched:
+                cfg = self.variants[v]
+                raise UserError(f"--variant convnext-{v} expects depths={list(cfg['depths'])}, dims={list(cfg['dims'])} "
+                                f"but the weights have depths={depths}, dims={dims}: pass --variant "
+                                + (f"convnext-{matched}" if matched else "convnext"))
+        if hp:
+            ignored = [k for k in ("embed_dim", "depths") if k in hp]
+            if ignored:
+                notes.append(f"hyper_parameters {', '.join(ignored)} ignored: the official convnext_tiny builder "
+                             "does not pass them (depths/dims are ConvNeXt's own, read from the weights)")
+            hp_ndiv = hp.get("n_div")
+            if channel and hp_ndiv and int(hp_ndiv) != n_div:
+                raise UserError(f"hyper_parameters say n_div={hp_ndiv} but the weights have n_div={n_div}: the "
+                                "checkpoint is inconsistent")
+            if hp.get("image_size"):
+                spec = spec.replace(img_size=int(hp["image_size"]))
+            if hp.get("test_crop_ratio"):
+                spec = spec.replace(crop_ratio=float(hp["test_crop_ratio"]))
+        notes.append(f"ConvNeXt: depths {depths}, dims {dims}, "
+                     + (f"partial conv n_div={n_div} with PAT attention" if channel else "depthwise conv")
+                     + (", PAT_sp MLP" if spatial else "") + " (from the weights)")
+        return spec.replace(variant=matched)
+
+    def build(self, spec):
+        from partialdeploy.models.convnext import ConvNeXt
+
+        return ConvNeXt(spec)
+
+    def to_deploy(self, model, img_size):
+        return model.to_deploy(img_size)
+
+    def block_kinds(self, model) -> Counter:
+        from partialdeploy.models.convnext import ConvNeXtBlock, ConvNeXtStage
+
+        c: Counter = Counter({"Stem": 1})
+        for m in model.modules():
+            if isinstance(m, ConvNeXtStage) and not hasattr(m.downsample, "weight") and len(m.downsample._modules):
+                c["Downsample"] += 1
+            elif isinstance(m, ConvNeXtBlock):
+                c[m.kind] += 1
+                c["MLP"] += 1
+                if m.use_spatial_attn:
+                    c["PAT_sp"] += 1
+        c["Head"] = 1
+        return c
+
+    def flop_rules(self) -> dict:
+        from partialdeploy.models.convnext import PartialSelfAttnD
+        from partialdeploy.models.partialnet import RPEAttention
+
+        def attn(m, inp, out):
+            x = inp[0]
+            n = x.shape[2] * x.shape[3]
+            c = m.c2 if isinstance(m, PartialSelfAttnD) else x.shape[1]
+            return "attention", 2 * n * n * c
+
+        return {RPEAttention: attn, PartialSelfAttnD: attn}
+
+    def body_names(self, spec):
+        names = []
+        for i, n in enumerate(spec.depths):
+            if i:
+                names.append(f"stages.{i}.downsample")
+            names += [f"stages.{i}.blocks.{j}" for j in range(n)]
+        return names
+
+
+CONVNEXT = register(ConvNeXtFamily())
