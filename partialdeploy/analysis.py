@@ -107,7 +107,8 @@ def inspect_checkpoint(path: Path | None, variant=None, act=None, img_size=None)
         "hyper_parameters": bool(ckpt.hyper_parameters),
         "architecture": spec.to_dict(),
         "notes": notes,
-        "blocks": [{"kind": k, "count": v, "folds": fam.folds[k][0], "stays": fam.folds[k][1]} for k, v in kinds.items()],
+        "blocks": [{"kind": k, "count": v, "folds": fam.folds[k][0], "stays": fam.folds[k][1]}
+                   for k, v in kinds.items()],
         "dpconv_splits": dp,
         "batchnorm": {"before": n_bn, "after": n_bn_after},
         "family": fam.title,

@@ -211,7 +211,8 @@ def _spec_from_metadata(ckpt: Checkpoint) -> ArchSpec:
         if len(spec.mean) != spec.in_chans or len(spec.std) != spec.in_chans or not all(
                 isinstance(x, (int, float)) and x > 0 for x in spec.std):
             raise TypeError("mean/std")
-        if spec.family not in {f.name for f in families.all_families()} or str(spec.act).upper() not in families.get(spec.family).acts:
+        known = {f.name for f in families.all_families()}
+        if spec.family not in known or str(spec.act).upper() not in families.get(spec.family).acts:
             raise TypeError(f"act={spec.act!r}, family={spec.family!r}")
         if not isinstance(spec.arch, dict):
             raise TypeError("arch")

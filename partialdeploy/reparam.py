@@ -1,7 +1,8 @@
 """Deploy-form conversion, block by block along the real data flow, and its parity gate.
 
 ``reparameterize(model, img_size)`` hands the model to its family (``partialdeploy.families``),
-which asks every block for its deploy form (each block owns its conversion, timm-style); ``verify`` compares train form and deploy form
+which asks every block for its deploy form (each block owns its conversion, timm-style);
+``verify`` compares train form and deploy form
 on real images and fails closed.
 """
 

@@ -115,7 +115,8 @@ class ConvNeXtFamily(Family):
                 raise UserError(f"unknown variant convnext-{v}; choose one of {', '.join(self.variant_names())}")
             if v != matched:
                 cfg = self.variants[v]
-                raise UserError(f"--variant convnext-{v} expects depths={list(cfg['depths'])}, dims={list(cfg['dims'])} "
+                raise UserError(f"--variant convnext-{v} expects depths={list(cfg['depths'])}, "
+                                f"dims={list(cfg['dims'])} "
                                 f"but the weights have depths={depths}, dims={dims}: pass --variant "
                                 + (f"convnext-{matched}" if matched else "convnext"))
         if hp:

@@ -67,7 +67,8 @@ class ECAResNetFamily(Family):
         from partialdeploy.spec import ArchSpec
 
         return ArchSpec(family=self.name, variant=variant, embed_dim=stem, depths=tuple(depths), act="RELU",
-                        num_classes=num_classes, in_chans=in_chans, n_div=1, mlp_ratio=4.0 if block == "bottleneck" else 1.0,
+                        num_classes=num_classes, in_chans=in_chans, n_div=1,
+                        mlp_ratio=4.0 if block == "bottleneck" else 1.0,
                         use_channel_attn=False, num_heads=0, feature_dim=0,
                         arch={"block": block, "k_sizes": [int(k) for k in k_sizes]})
 
@@ -241,8 +242,10 @@ class ECAMobileNetV2Family(Family):
                                 "(the width is read from the weights)") from None
             if w is None or abs(want - w) > 1e-9:
                 raise UserError(f"--variant eca-mobilenetv2-{variant} expects width {want:g} but the weights have "
-                                f"stem {stem} (width {w if w is not None else 'custom'}): pass --variant eca-mobilenetv2")
-        notes.append(f"ECA-MobileNetV2: width {w if w is not None else 'custom'}, stem {stem}, last {arch['last_channel']}, "
+                                f"stem {stem} (width {w if w is not None else 'custom'}): "
+                                "pass --variant eca-mobilenetv2")
+        notes.append(f"ECA-MobileNetV2: width {w if w is not None else 'custom'}, stem {stem}, "
+                     f"last {arch['last_channel']}, "
                      "ECA kernel sizes from the weights")
         if hp and hp.get("image_size"):
             spec = spec.replace(img_size=int(hp["image_size"]))

@@ -174,7 +174,8 @@ class _PartialNetLike(Family):
                 raise UserError(f"unknown variant {variant!r}; choose one of " + ", ".join(self.variant_names()))
             ref = self.variant_spec(variant)
             if (ref.embed_dim, tuple(ref.depths)) != (info["embed_dim"], tuple(info["depths"])):
-                raise UserError(f"--variant {fam}-{variant} expects embed_dim={ref.embed_dim}, depths={list(ref.depths)} "
+                raise UserError(f"--variant {fam}-{variant} expects embed_dim={ref.embed_dim}, "
+                                f"depths={list(ref.depths)} "
                                 f"but the checkpoint has embed_dim={info['embed_dim']}, depths={list(info['depths'])}")
         spec = ArchSpec(family=fam, **{k: v for k, v in kw.items() if k != "family"})
         matched = variant or self.match_variant(spec)

@@ -316,7 +316,7 @@ class ConvNeXt(nn.Module):
         stem = ConvLND(_copy_conv(conv), LN2dD(ln.normalized_shape[0], ln.eps, ln.weight, ln.bias), False)
         h, w = h // self.spec.patch_size, w // self.spec.patch_size
         body: list[nn.Module] = []
-        for i, stage in enumerate(self.stages):
+        for stage in self.stages:
             if not isinstance(stage.downsample, nn.Identity):
                 ln, dconv = stage.downsample
                 W, b = dconv.weight.double(), dconv.bias.double()

@@ -269,7 +269,8 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if hidden != inp:  # expand_ratio != 1
             layers.append(ConvBNReLU(inp, hidden, kernel_size=1))
-        layers += [ConvBNReLU(hidden, hidden, stride=stride, groups=hidden), nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
+        layers += [ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
+                   nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
                    nn.BatchNorm2d(oup), ECALayer(k_size)]
         self.conv = nn.Sequential(*layers)
 
