@@ -83,7 +83,8 @@ def export(
     checkpoint: Optional[Path] = typer.Argument(None, help=CKPT_HELP, show_default=False),
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="onnx, onnxruntime, openvino, coreml, "
                                                "tensorrt or all (repeat or comma-separate). Default: onnx."),
-    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8. Default: fp32."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, bf16 "
+                                            "(OpenVINO, CPUs with bf16 units) or int8. Default: fp32."),
     output: Path = typer.Option(Path("dist"), "--output", "-o", help="Export directory (gets manifest.json)."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Static input size (multiple of 32). "
                                            "Default: from the checkpoint, else 224."),
@@ -238,7 +239,7 @@ def _profile_table(report: dict):
     from rich.markup import escape
     from rich.table import Table
 
-    from partialdeploy.report import _f
+    from partialdeploy.report import _f, _prec
 
     multi = any(r.get("device") for r in report.get("results", []))
     t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
@@ -263,7 +264,7 @@ def _profile_table(report: dict):
                 notes.append(f"  {escape(lab)} b{lb.get('batch')} slowest blocks: " + ", ".join(
                     f"{b['block']} {b['pct']:.0f}%" for b in lb["blocks"][:4]))
             t.add_row(*([str(r.get("device"))] if multi else []), str(r["target"]),
-                      str(r["precision"]), str(r["batch"]), _f(lat["p50"], 3), _f(lat["p90"], 3), _f(lat["p99"], 3),
+                      _prec(r), str(r["batch"]), _f(lat["p50"], 3), _f(lat["p90"], 3), _f(lat["p99"], 3),
                       _f(r.get("throughput_ips"), 1), f"{r.get('load_time_s') or 0:.2f}",
                       _f(r.get("first_inference_ms"), 1), _f((r.get("memory") or {}).get("peak_rss_mb"), 0))
         else:

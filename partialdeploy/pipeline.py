@@ -143,6 +143,9 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
             raise UserError(f"target {targets[0]} unavailable: {why}")
         if req.precision not in t.precisions:
             raise UserError(t.precision_error(req.precision))
+        why = t.check_precision(req.precision)
+        if why:
+            raise UserError(why)
 
     import torch
 

@@ -25,13 +25,13 @@ from partialdeploy.errors import UserError, first_line
 
 PACKAGE_DIR = Path(__file__).parent / "profiles_data"
 TARGET_NAMES = ("onnx", "onnxruntime", "openvino", "coreml", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 # field -> (python type(s), description); checked strictly, unknown fields are errors
 _FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "description": ((str,), "free text"),
     "target": ((str,), f"one of {', '.join(TARGET_NAMES)}"),
-    "precision": ((str,), "fp32, fp16 or int8"),
+    "precision": ((str,), "fp32, fp16, bf16 or int8"),
     "img_size": ((int,), "input size, a multiple of 32"),
     "dynamic_batch": ((bool,), "true or false"),
     "batch": ((int, dict), "an int (static batch) or {min, opt, max} (dynamic batch)"),
@@ -139,7 +139,7 @@ def validate(data, where: str = "profile") -> dict:
     tol_fields = {f.name for f in fields(Tolerance)}
     for prec, over in (out.get("tolerances") or {}).items():
         if prec not in PRECISIONS:
-            raise UserError(f"{where}: tolerances.{prec}: unknown precision; use fp32, fp16 or int8")
+            raise UserError(f"{where}: tolerances.{prec}: unknown precision; use fp32, fp16, bf16 or int8")
         if not isinstance(over, dict):
             raise UserError(f"{where}: tolerances.{prec} must be a mapping of {', '.join(sorted(tol_fields))}")
         for k, v in over.items():

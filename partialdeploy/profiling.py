@@ -434,6 +434,9 @@ class Profiler:
                     add(b, "error", f"cannot load: {type(e).__name__}: {msg}")
                 continue
             self._runners[i] = runner
+            cp = runner.compute_precision()
+            if cp:  # read back from the runtime: a bf16 run is never reported as fp32
+                base["compute_precision"] = cp
             static = metas[0].shape[0] if metas and metas[0].shape and isinstance(metas[0].shape[0], int) else None
             for b in s.batches:
                 if static is not None and b != static:

@@ -134,6 +134,12 @@ def _multi(report: dict) -> bool:
     return len(_devices(report)) > 1
 
 
+def _prec(r: dict) -> str:
+    """Artifact precision plus the precision the runtime reported computing in (read back)."""
+    cp = r.get("compute_precision")
+    return f"{r.get('precision')} [{cp}]" if cp else str(r.get("precision"))
+
+
 def _f(v, nd: int = 2) -> str:
     if v is None:
         return "–"
@@ -187,7 +193,7 @@ def to_markdown(report: dict) -> str:
         lat = r["latency_ms"]
         mem = (r.get("memory") or {}).get("peak_rss_mb")
         row = ([r.get("device", "")] if multi else []) + [
-            str(r.get("target")), str(r.get("precision")), str(r.get("batch")), _f(lat["p50"]), _f(lat["p90"]),
+            str(r.get("target")), _prec(r), str(r.get("batch")), _f(lat["p50"]), _f(lat["p90"]),
             _f(lat["p99"]), f"{_f(lat['mean'])} ± {_f(lat['std'])}", _f(lat["min"]), _f(lat["max"]),
             _f(r.get("throughput_ips"), 1), _f(r.get("load_time_s"), 3), _f(r.get("first_inference_ms")), _f(mem, 1),
             str(r.get("runs"))]

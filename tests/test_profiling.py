@@ -95,6 +95,7 @@ def test_profile_export_dir(dist, tmp_path):
         assert r["load_time_s"] > 0 and r["first_inference_ms"] > 0 and r["throughput_ips"] > 0
         assert r["memory"]["peak_rss_mb"] > 10 and r["threads"] == 1
         assert r["input_shapes"]["input"][0] == key[2]
+        assert r["compute_precision"] == "f32"  # read back from the runtime, not the label
     static = by[("onnxruntime", "onnx-static/model.onnx", 4)]
     assert static["status"] == "skipped" and "static batch of 1" in static["reason"]
     for t in ("tensorrt", "coreml"):

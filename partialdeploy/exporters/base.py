@@ -18,7 +18,7 @@ import numpy as np
 
 from partialdeploy.errors import UserError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass
@@ -88,6 +88,12 @@ class Target(ABC):
     def check_env(cls) -> str | None:
         """None if usable, else a one-line reason with what to install."""
         return None if cls.is_available() else f"{cls.name} is not installed"
+
+    @classmethod
+    def check_precision(cls, precision: str) -> str | None:
+        """None if ``precision`` can be produced and verified on this machine, else a one-line reason
+        (e.g. bf16 on a CPU without bf16 units). Checked before any work."""
+        return None
 
     @abstractmethod
     def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:

@@ -4,10 +4,16 @@ fp32: ``convert_model`` + ``save_model(compress_to_fp16=False)``.
 fp16: the same IR with weights compressed to fp16 (``compress_to_fp16=True``). The CPU plugin
       decompresses them and computes in f32 (no native fp16 arithmetic on this CPU); GPU/NPU plugins
       compute in fp16. Parity is measured on what this machine runs.
+bf16: the fp32 IR plus the runtime config INFERENCE_PRECISION_HINT=bf16 (extra.runtime_config): the
+      CPU plugin then computes in bf16 on CPUs with bf16 units (AVX512_BF16 / AMX). Refused (exit 2)
+      on a CPU whose OPTIMIZATION_CAPABILITIES lack BF16; the precision the compiled model reports is
+      read back and must be bf16. Parity gate: cosine + top-1 agreement (like fp16).
 int8: NNCF post-training quantization over the calibration images (MIXED preset: symmetric weights,
       asymmetric activations — GELU/hard-sigmoid outputs are not ReLU-positive), every calibration
       image used, non-quantized parts kept fp32.
-Parity runs in the OpenVINO CPU runtime with INFERENCE_PRECISION_HINT=f32 (so bf16 cannot sneak in).
+fp32/fp16/int8 parity runs with INFERENCE_PRECISION_HINT=f32 (on a bf16-capable CPU the plugin would
+otherwise compute an fp32 IR in bf16); the precision read back from the compiled model is recorded
+(extra.compute_precision).
 """
 
 from __future__ import annotations
@@ -24,17 +30,49 @@ from partialdeploy.exporters.base import Artifact, ExportContext, Target
 INSTALL = "pip install 'partialdeploy[openvino]'"
 # CPU compile config that turns off the snippets (MHA) fusion; see OpenVINOTarget.export
 RUNTIME_FALLBACK = {"SNIPPETS_MODE": "DISABLE"}
+# OpenVINO element-type names of INFERENCE_PRECISION_HINT per artifact precision
+HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}
+
+
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's CPU OPTIMIZATION_CAPABILITIES (e.g. FP32, INT8, BF16, FP16, EXPORT_IMPORT)."""
+    import openvino as ov
+
+    return [str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+def bf16_error() -> str | None:
+    """None when this CPU computes bf16 in OpenVINO, else the one-line reason."""
+    caps = cpu_capabilities()
+    if "BF16" in caps:
+        return None
+    return ("--precision bf16: this CPU has no bf16 units (OpenVINO CPU capabilities: " + ", ".join(caps)
+            + "); export bf16 on a CPU with AVX512_BF16 or AMX, or use fp32/int8 here")
+
+
+def hint_name(value) -> str:
+    """Normalize a read-back INFERENCE_PRECISION_HINT (an ov.Type or a string) to f32/bf16/f16."""
+    s = str(value).lower()
+    for name, keys in (("bf16", ("bf16", "bfloat16")), ("f16", ("f16", "float16")), ("f32", ("f32", "float32"))):
+        if any(k in s for k in keys):
+            return name
+    return s
 
 
 class OpenVINOTarget(Target):
     name = "openvino"
     requires = ("openvino",)
     dist = "openvino"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "bf16", "int8")
 
     @classmethod
     def check_env(cls) -> str | None:
         return None if cls.is_available() else f"openvino is not installed: {INSTALL}"
+
+    @classmethod
+    def check_precision(cls, precision: str) -> str | None:
+        """Why ``precision`` cannot be produced on this machine (checked before any work), or None."""
+        return bf16_error() if precision == "bf16" and cls.is_available() else None
 
     def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:
         prec = ctx.precision
@@ -44,9 +82,18 @@ class OpenVINOTarget(Target):
             import openvino as ov
         except ImportError as e:
             raise RuntimeUnavailable(f"openvino is not installed: {INSTALL}") from e
+        if prec == "bf16":
+            why = bf16_error()
+            if why:
+                raise UserError(why)
         out_dir = Path(out_dir)
         notes: list[str] = []
-        extra: dict = {"inference_precision_hint": "f32", "device": "CPU"}
+        hint = HINTS[prec]
+        extra: dict = {"inference_precision_hint": hint, "device": "CPU"}
+        if prec == "bf16":  # the IR is fp32; the precision is the runtime's, recorded for whoever loads it
+            extra["runtime_config"] = {"INFERENCE_PRECISION_HINT": "bf16"}
+            notes.append("bf16: fp32 IR compiled with INFERENCE_PRECISION_HINT=bf16 (extra.runtime_config); "
+                         "the CPU plugin computes matmuls/convs in bf16")
         t0 = time.perf_counter()
         try:
             model = ov.convert_model(str(ctx.onnx_path))
@@ -68,7 +115,11 @@ class OpenVINOTarget(Target):
 
         threads = ctx.options.get("threads")
         stage = f"ONNX -> OpenVINO {prec} (CPU)"
-        with OpenVINORunner(xml, threads=threads, inference_precision="f32") as r:
+        with OpenVINORunner(xml, threads=threads, inference_precision=hint) as r:
+            got = hint_name(r.compiled.get_property("INFERENCE_PRECISION_HINT"))
+            if got != hint:  # e.g. bf16 asked, f32 computed: never certify one precision as another
+                raise UserError(f"OpenVINO compiled the {prec} IR in {got}, not {hint}; cannot certify {prec} here")
+            extra["compute_precision"] = got
             ins = [{"name": m.name, "shape": list(m.shape), "dtype": m.dtype} for m in r.inputs()]
             outs = [{"name": m.name, "shape": list(m.shape), "dtype": m.dtype} for m in r.outputs()]
             bs = static_batch(r.inputs()[0].shape) or 8
@@ -83,8 +134,8 @@ class OpenVINOTarget(Target):
             # static-shape attention (MatMul-Add(bias)-Softmax-MatMul) of PAT_sf (cos 0.996 vs 1.0).
             # Compiling with SNIPPETS_MODE=DISABLE is exact; accept the IR only with that config,
             # recorded in the artifact (extra.runtime_config) for whoever loads it.
-            par = self._gate_with_config(ctx, xml, bs, threads, RUNTIME_FALLBACK, stage, failed)
-            extra["runtime_config"] = dict(RUNTIME_FALLBACK)
+            par = self._gate_with_config(ctx, xml, bs, threads, RUNTIME_FALLBACK, stage, failed, hint)
+            extra["runtime_config"] = {**extra.get("runtime_config", {}), **RUNTIME_FALLBACK}
             notes.append("OpenVINO CPU: default compilation failed parity (" + str(failed)[:240] + "); exact with "
                          "SNIPPETS_MODE=DISABLE — compile this IR with extra.runtime_config (or export with "
                          "--dynamic-batch, which does not trigger the faulty fusion)")
@@ -96,12 +147,12 @@ class OpenVINOTarget(Target):
 
     @staticmethod
     def _gate_with_config(ctx: ExportContext, xml: Path, bs: int, threads, config: dict, stage: str,
-                          first_failure: Exception) -> list[dict]:
+                          first_failure: Exception, hint: str = "f32") -> list[dict]:
         import openvino as ov
 
         from partialdeploy.errors import VerificationError
 
-        cfg = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", **config}
+        cfg = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", **config}
         if threads:
             cfg["INFERENCE_NUM_THREADS"] = int(threads)
         try:

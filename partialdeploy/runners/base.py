@@ -62,6 +62,12 @@ class Runner(ABC):
         created with ``profile_layers=True`` and supports it; else None."""
         return None
 
+    def compute_precision(self) -> str | None:
+        """The floating-point precision the loaded runtime actually computes in (read back from the
+        runtime, e.g. OpenVINO's compiled INFERENCE_PRECISION_HINT): "f32", "bf16", "f16", or None
+        when the runtime cannot say."""
+        return None
+
     @abstractmethod
     def load(self) -> "Runner": ...
 

@@ -56,6 +56,14 @@ class OnnxRuntimeRunner(Runner):
     def inputs(self) -> list[TensorMeta]:
         return self._meta(self.session.get_inputs())
 
+    def compute_precision(self) -> str | None:
+        # the CPU provider computes float tensors in their own type (no implicit bf16/fp16); QDQ
+        # INT8 models run their quantized nodes in integer kernels and the rest in f32
+        if self.options.get("providers", ["CPUExecutionProvider"]) != ["CPUExecutionProvider"]:
+            return None
+        types = {i.type for i in self.session.get_inputs()}
+        return "f16" if types == {"tensor(float16)"} else "f32"
+
     def outputs(self) -> list[TensorMeta]:
         return self._meta(self.session.get_outputs())
 

@@ -58,6 +58,14 @@ class OpenVINORunner(Runner):
     def inputs(self) -> list[TensorMeta]:
         return self._meta(self.compiled.inputs)
 
+    def compute_precision(self) -> str | None:
+        from partialdeploy.exporters.openvino import hint_name
+
+        try:
+            return hint_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except Exception:  # a device without the property
+            return None
+
     def outputs(self) -> list[TensorMeta]:
         return self._meta(self.compiled.outputs)
 
