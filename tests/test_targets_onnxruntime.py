@@ -53,3 +53,42 @@ def test_gate_failure(tmp_path):
     ctx.reference = -ctx.reference
     with pytest.raises(VerificationError):
         get_target("onnxruntime").export(ctx, tmp_path)
+
+
+def test_fp32_fuses_qkv_projections_for_ort(tmp_path):
+    """The ONNX Runtime deploy form: PAT_sf's separate q/k/v projections (kept for OpenVINO) become
+    one MatMul + Split; recorded in the artifact, and the gate above still holds."""
+    art = get_target("onnxruntime").export(make_ctx("fp32"), tmp_path)
+    assert art.extra["deploy_form"]["attention_projections"] == "fused qkv"
+    m = onnx.load(str(tmp_path / "model.onnx"))
+    assert any("fused_matmul" in n.name and n.op_type == "Split" for n in m.graph.node)
+    assert not any(n.name.endswith("/q/MatMul") for n in m.graph.node)
+    assert all(p["passed"] and p["rel_max"] < 1e-4 for p in art.parity)
+
+
+def test_fuse_sibling_matmuls_exact(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from partialdeploy.exporters.onnxruntime import fuse_sibling_matmuls
+
+    rng = np.random.default_rng(0)
+    nodes, inits, outs = [], [], []
+    for i, width in enumerate((8, 8, 4)):
+        inits += [numpy_helper.from_array(rng.standard_normal((6, width)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", ["x", f"w{i}"], [f"m{i}"], name=f"blk/p{i}/MatMul"),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"y{i}"], name=f"blk/p{i}/Add")]
+        outs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [2, 5, width]))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 6])], outs, inits)
+    src, dst = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(src))
+    assert fuse_sibling_matmuls(src, dst) == 1
+    fused = onnx.load(str(dst))
+    assert [n.op_type for n in fused.graph.node] == ["MatMul", "Add", "Split"]
+    x = rng.standard_normal((2, 5, 6)).astype(np.float32)
+    a = ort.InferenceSession(str(src)).run(None, {"x": x})
+    b = ort.InferenceSession(str(dst)).run(None, {"x": x})
+    for u, v in zip(a, b):
+        np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-6)
