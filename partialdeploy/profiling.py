@@ -297,6 +297,10 @@ def _runner_options(target: str, settings: Settings, layers: bool, tmp: str | No
         rc = ((art or {}).get("extra") or {}).get("runtime_config")
         if rc:  # compile exactly as the export's parity gate did
             opts["config"] = dict(rc)
+    elif target == "onnxruntime":
+        level = ((art or {}).get("extra") or {}).get("graph_optimization_level")
+        if level in ("disable", "basic", "extended", "all"):  # the session options the artifact records
+            opts["graph_optimization"] = level
     if layers:
         opts["profile_layers"] = True
         if tmp:

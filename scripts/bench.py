@@ -48,27 +48,34 @@ def say(msg: str) -> None:
 
 # ---------------------------------------------------------------- timing
 
-def block_median(fn, x, warmup: int, runs: int) -> float:
+def block_median(fn, x, warmup: int, runs: int) -> tuple[float, float]:
+    """(median wall seconds, process CPU seconds per run) of one block."""
     for _ in range(warmup):
         fn(x)
     ts = []
+    c0 = time.process_time()
     for _ in range(runs):
         t0 = time.perf_counter()
         fn(x)
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return statistics.median(ts), (time.process_time() - c0) / runs
 
 
 def cycle(fns: dict, xs: dict, rounds: int, warmup: int, runs: int) -> dict:
-    """{name: (median of block medians in ms, spread of the block medians in % of that median)}."""
+    """{name: (median of block medians in ms, spread of the block medians in % of that median,
+    median CPU ms per run)}. CPU time (all threads of this process) is the work done; on a loaded
+    machine the wall time also holds the time a runtime's threads waited for a core."""
     meds = {k: [] for k in fns}
+    cpus = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
-            meds[k].append(block_median(fn, xs[k], warmup, runs))
+            w, c = block_median(fn, xs[k], warmup, runs)
+            meds[k].append(w)
+            cpus[k].append(c)
     out = {}
     for k, v in meds.items():
         m = statistics.median(v)
-        out[k] = (m * 1e3, 100 * (max(v) - min(v)) / m if m else 0.0)
+        out[k] = (m * 1e3, 100 * (max(v) - min(v)) / m if m else 0.0, statistics.median(cpus[k]) * 1e3)
     return out
 
 
@@ -242,16 +249,17 @@ def bench_variant(v: str, args, tmp: Path, bf16_ok: bool) -> dict:
         say(f"{v.upper()} batch {b}: timing {len(fns)} rows × {args.rounds} rounds")
         times = cycle(fns, xs, args.rounds, args.warmup, args.runs if b == 1 else max(3, args.runs // 4))
         _, gflop = onnx_facts(ours_onnx) if ours_onnx else (0, float("nan"))
-        peak = gemm_gflop / (times["GEMM peak"][0] / 1e3)
+        peak = gemm_gflop / (times["GEMM peak"][0] / 1e3)  # wall: numpy's GEMM threads wait for cores too
         table = {}
         for k, (_fn, prec, f) in rows.items():
-            ms, spread = times[k]
+            ms, spread, cpu_ms = times[k]
             nodes = onnx_facts(f)[0] if f is not None else None
-            table[k] = {"ms": ms, "spread_pct": spread, "computes": prec, "nodes": nodes,
+            table[k] = {"ms": ms, "spread_pct": spread, "cpu_ms": cpu_ms, "computes": prec, "nodes": nodes,
                         "gflops": gflop * b / (ms / 1e3)}
-        base = table["naive ORT"]["ms"]
+        base, base_cpu = table["naive ORT"]["ms"], table["naive ORT"]["cpu_ms"]
         for r in table.values():
             r["ratio"] = r["ms"] / base
+            r["cpu_ratio"] = r["cpu_ms"] / base_cpu
         result["batches"][b] = {"rows": table, "gemm_gflops": peak, "gemm_spread_pct": times["GEMM peak"][1],
                                 "model_gflop": gflop}
         print_batch(v, b, result["batches"][b], args)
@@ -292,12 +300,12 @@ def print_batch(v: str, b: int, res: dict, args) -> None:
           f"model {res['model_gflop']:.2f} GFLOP/image; GEMM peak {res['gemm_gflops']:.0f} GFLOP/s "
           f"(spread {res['gemm_spread_pct']:.0f}%)")
     hdr = (f"  {'row':16} {'computes':>8} {'nodes':>6} {'ms':>8} {'img/s':>7} {'spread':>7} {'ratio':>6} "
-           f"{'GFLOP/s':>8} {'% peak':>7}")
+           f"{'GFLOP/s':>8} {'% peak':>7} {'CPU ms':>7} {'CPU ratio':>9}")
     print(hdr)
     for k, r in rows.items():
         print(f"  {k:16} {r['computes']:>8} {r['nodes'] if r['nodes'] is not None else '-':>6} {r['ms']:8.2f} "
               f"{1e3 * b / r['ms']:7.1f} {r['spread_pct']:6.0f}% {r['ratio']:6.3f} {r['gflops']:8.1f} "
-              f"{100 * r['gflops'] / res['gemm_gflops']:6.0f}%")
+              f"{100 * r['gflops'] / res['gemm_gflops']:6.0f}% {r['cpu_ms']:7.2f} {r['cpu_ratio']:9.3f}")
     sys.stdout.flush()
 
 
