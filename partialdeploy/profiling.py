@@ -298,9 +298,12 @@ def _runner_options(target: str, settings: Settings, layers: bool, tmp: str | No
         if rc:  # compile exactly as the export's parity gate did
             opts["config"] = dict(rc)
     elif target == "onnxruntime":
-        level = ((art or {}).get("extra") or {}).get("graph_optimization_level")
+        extra = (art or {}).get("extra") or {}
+        level = extra.get("graph_optimization_level")
         if level in ("disable", "basic", "extended", "all"):  # the session options the artifact records
             opts["graph_optimization"] = level
+        if isinstance(extra.get("session_config"), dict):
+            opts["session_config"] = dict(extra["session_config"])
     if layers:
         opts["profile_layers"] = True
         if tmp:

@@ -60,6 +60,7 @@ def test_fp32_fuses_qkv_projections_for_ort(tmp_path):
     one MatMul + Split; recorded in the artifact, and the gate above still holds."""
     art = get_target("onnxruntime").export(make_ctx("fp32"), tmp_path)
     assert art.extra["deploy_form"]["attention_projections"] == "fused qkv"
+    assert art.extra["session_config"] == {"session.intra_op.allow_spinning": "0"}
     m = onnx.load(str(tmp_path / "model.onnx"))
     assert any("fused_matmul" in n.name and n.op_type == "Split" for n in m.graph.node)
     assert not any(n.name.endswith("/q/MatMul") for n in m.graph.node)
@@ -92,3 +93,19 @@ def test_fuse_sibling_matmuls_exact(tmp_path):
     b = ort.InferenceSession(str(dst)).run(None, {"x": x})
     for u, v in zip(a, b):
         np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-6)
+
+
+def test_recorded_session_options_reach_profile():
+    """The session options an ORT artifact records (optimization level, no spinning) are the ones
+    ``profile`` opens it with."""
+    from partialdeploy.profiling import Settings, _runner_options
+    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+
+    extra = {"graph_optimization_level": "extended", "session_config": {"session.intra_op.allow_spinning": "0"}}
+    opts = _runner_options("onnxruntime", Settings(), False, None, {"extra": extra})
+    assert opts["graph_optimization"] == "extended"
+    assert opts["session_config"] == {"session.intra_op.allow_spinning": "0"}
+    from targets_common import _onnx
+
+    with OnnxRuntimeRunner(_onnx(True, 1), threads=1, **opts) as r:
+        assert r.compute_precision() == "f32"

@@ -179,7 +179,10 @@ class OnnxRuntimeTarget(Target):
         out_dir = Path(out_dir)
         dst = out_dir / "model.onnx"
         notes: list[str] = []
+        # session options for whoever loads the artifact (``profile`` uses them): idle worker threads
+        # must not spin — they would steal the cores from the next inference or another model
         extra: dict = {"graph_optimization_level": "all", "execution_provider": "CPUExecutionProvider",
+                       "session_config": {"session.intra_op.allow_spinning": "0"},
                        "nodes_in": node_count(ctx.onnx_path)}
         t0 = time.perf_counter()
         if prec == "fp32":

@@ -30,6 +30,8 @@ class OnnxRuntimeRunner(Runner):
         so.log_severity_level = 3
         # spinning worker threads steal cores from whatever runs next (DESIGN.md §7)
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.options.get("spin", False) else "0")
+        for k, v in (self.options.get("session_config") or {}).items():  # e.g. an artifact's recorded entries
+            so.add_session_config_entry(str(k), str(v))
         if self.options.get("profile_layers"):
             so.enable_profiling = True
             so.profile_file_prefix = str(self.options.get("profile_prefix", "ort_profile"))
