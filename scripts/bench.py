@@ -189,9 +189,15 @@ def export(ckpt: Path | None, targets, precision: str, out: Path, batch: int, ca
     # about an INT8 model. Their INT8 artifacts are gated on cosine only (latency rows); the INT8
     # accuracy gate itself is held on the trained demo model (see the "demo" line).
     tol = {"int8": parity.Tolerance(cosine_min=0.7)} if ckpt is not None else {}
+    from partialdeploy.errors import PartialDeployError
+
     t0 = time.perf_counter()
-    res = run_export(ExportRequest(checkpoint=ckpt, targets=tuple(targets), precision=precision, out_dir=out,
-                                   batch=batch, calib=calib, img_size=img_size, tolerances=tol))
+    try:
+        res = run_export(ExportRequest(checkpoint=ckpt, targets=tuple(targets), precision=precision, out_dir=out,
+                                       batch=batch, calib=calib, img_size=img_size, tolerances=tol))
+    except PartialDeployError as e:  # e.g. the memory budget on a busy machine: report, go on
+        say(f"  {','.join(targets)} {precision} b{batch}: not exported: {e}")
+        return {}
     for f in res.failures + res.skipped:
         say(f"  {f['target']} {precision} b{batch}: {f.get('error') or f.get('reason')}")
     say(f"  exported {','.join(targets)} {precision} b{batch} in {time.perf_counter() - t0:.0f} s")
@@ -236,7 +242,8 @@ def bench_variant(v: str, args, tmp: Path, bf16_ok: bool) -> dict:
             q = export(ckpt, ("onnxruntime", "openvino"), "int8", d / "int8", b, calib_dir(tmp))
             for t, label in (("onnxruntime", "ORT int8"), ("openvino", "OV int8")):
                 if t in q:
-                    rows[label] = (*artifact_runner(d / "int8", q[t], args.threads),
+                    fn, computes = artifact_runner(d / "int8", q[t], args.threads)
+                    rows[label] = (fn, "i8+" + computes,
                                    d / "int8" / q[t].path if t == "onnxruntime" else None)
         if bf16_ok and args.bf16:
             h = export(ckpt, ("openvino",), "bf16", d / "bf16", b, None)
