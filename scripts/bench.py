@@ -20,7 +20,10 @@ from the runtime and printed. Achieved GFLOP/s = model FLOPs (2·MAC of Conv/Mat
 our ONNX) / latency, against the GEMM rate measured in the same cycle.
 
     .venv/bin/python scripts/bench.py                       # everything (a few minutes)
-    .venv/bin/python scripts/bench.py --variants t0 --no-int8 --no-batch8   # quick subset
+    .venv/bin/python scripts/bench.py --variants t0 --no-int8 --no-batch8 --families ''   # quick subset
+
+``--families`` (default ECA-ResNet-50 and ECA-MobileNetV2) adds the same naive-vs-ours comparison for
+other registered families; ``--eca-forms`` also times the ECA gate's candidate deploy forms.
 """
 
 from __future__ import annotations
@@ -368,6 +371,139 @@ def print_goals(goals: list[dict]) -> None:
               f"{c:>9}  {g['row'] or 'not measured'}")
 
 
+# ---- other families (ECA-Net, partial ConvNeXt): naive export vs ours, and the ECA gate's forms
+# (simple helpers: a session function and ms per row)
+
+
+def ort_fn(path, threads):
+    return ort_session(path, threads)[0]
+
+
+def ov_fn(path, threads):
+    return ov_compiled(path, threads)[0]
+
+
+def cycle_ms(fns: dict, x, rounds: int, warmup: int, runs: int) -> dict:
+    return {k: v[0] for k, v in cycle(fns, {k: x for k in fns}, rounds, warmup, runs).items()}
+
+
+
+def _family_model(name: str):
+    import torch
+
+    from partialdeploy import families
+    from partialdeploy.models import build_model
+
+    fam, var = families.parse_variant(name)
+    spec = fam.variant_spec(var or next(iter(fam.variants)))
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    with torch.no_grad():  # non-trivial BN statistics so folding has something to fold
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.running_mean.normal_(0, 0.2)
+    return spec, model
+
+
+def bench_families(names, rounds, threads, tmp: Path, eca_forms: bool):
+    import torch
+
+    from partialdeploy import parity
+    from partialdeploy.exporters.onnx import export_onnx, naive_export
+    from partialdeploy.images import natural_batch
+    from partialdeploy.reparam import reparameterize, torch_logits
+
+    torch.set_num_threads(threads)
+    print(f"\nOther families, 224², batch 1, {threads} threads, median of {rounds} block medians (ms)")
+    hdr = (f"{'model':24} {'nodes naive':>11} {'Transpose':>9} {'nodes ours':>10} {'eager':>8} {'ORT naive':>10} "
+           f"{'ORT ours':>9} {'ORT n/o':>8} {'OV naive':>9} {'OV ours':>8} {'OV n/o':>7}  parity")
+    print(hdr)
+    print("-" * len(hdr))
+    for name in names:
+        spec, model = _family_model(name)
+        deploy = reparameterize(model, 224)
+        naive = naive_export(model, tmp / f"{name}_naive.onnx", 224)
+        ours = export_onnx(deploy, tmp / f"{name}_deploy.onnx", 224)
+        x = natural_batch(224, spec.mean, spec.std, n=1)
+        fns = {"eager": lambda a, m=model: m(torch.from_numpy(a)),
+               "ORT naive": ort_fn(naive.path, threads), "ORT ours": ort_fn(ours.path, threads),
+               "OV naive": ov_fn(naive.path, threads), "OV ours": ov_fn(ours.path, threads)}
+        with torch.no_grad():
+            res = cycle_ms(fns, x, rounds, warmup=10, runs=20)
+        p = parity.compare(torch_logits(model, x), fns["ORT ours"](x))
+        print(f"{spec.name:24} {naive.nodes:>11} {naive.ops.get('Transpose', 0):>9} {ours.nodes:>10} "
+              f"{res['eager']:>8.2f} {res['ORT naive']:>10.2f} {res['ORT ours']:>9.2f} "
+              f"{res['ORT naive'] / res['ORT ours']:>7.2f}× {res['OV naive']:>9.2f} {res['OV ours']:>8.2f} "
+              f"{res['OV naive'] / res['OV ours']:>6.2f}×  rel {p.rel_max:.1e}")
+        if eca_forms and spec.family.startswith("eca"):
+            bench_eca_forms(spec, model, deploy, x, rounds, threads, tmp)
+
+
+def bench_eca_forms(spec, model, deploy, x, rounds, threads, tmp: Path):
+    """The ECA gate's deploy forms, whole network: 1-D conv on the reshaped pooled vector (ours), the
+    official transpose pair around the Conv1d, and a banded C×C 1×1 conv (no reshapes, C² weights)."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.models.eca import ECAGateD
+
+    class Transposed(torch.nn.Module):
+        def __init__(self, g):
+            super().__init__()
+            self.g = g
+
+        def forward(self, v):
+            y = F.adaptive_avg_pool2d(v, 1)
+            w = self.g.conv.weight if self.g.conv is not None else self.g.scale.view(1, 1, 1)
+            y = F.conv1d(y.squeeze(-1).transpose(-1, -2), w, padding=(w.shape[-1] - 1) // 2)
+            return v * torch.sigmoid(y.transpose(-1, -2).unsqueeze(-1))
+
+    class Banded(torch.nn.Module):
+        def __init__(self, g, c):
+            super().__init__()
+            w = g.conv.weight.view(-1) if g.conv is not None else g.scale.view(1)
+            k, band = w.numel(), torch.zeros(c, c)
+            for i in range(c):
+                for j in range(k):
+                    src = i + j - (k - 1) // 2
+                    if 0 <= src < c:
+                        band[i, src] = w[j]
+            self.conv = torch.nn.Conv2d(c, c, 1, bias=False)
+            self.conv.weight.data.copy_(band[:, :, None, None])
+
+        def forward(self, v):
+            return v * torch.sigmoid(self.conv(F.adaptive_avg_pool2d(v, 1)))
+
+    chans = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: chans.__setitem__(n, inp[0].shape[1]))
+             for n, m in deploy.named_modules() if isinstance(m, ECAGateD)]
+    with torch.no_grad():
+        deploy(torch.from_numpy(x))
+    for h in hooks:
+        h.remove()
+    forms = {}
+    for form in ("reshape (ours)", "transpose pair", "banded C×C"):
+        d = copy.deepcopy(deploy)
+        if form != "reshape (ours)":
+            for n, m in list(d.named_modules()):
+                for cn, child in list(m.named_children()):
+                    full = f"{n}.{cn}" if n else cn
+                    if isinstance(child, ECAGateD):
+                        setattr(m, cn, Transposed(child) if form == "transpose pair" else Banded(child, chans[full]))
+        info = export_onnx(d, tmp / f"eca_{len(forms)}.onnx", 224)
+        forms[form] = (info, ort_fn(info.path, threads), ov_fn(info.path, threads))
+    fns = {f"{k}|{rt}": fn for k, (_, o, v) in forms.items() for rt, fn in (("ORT", o), ("OV", v))}
+    res = cycle_ms(fns, x, rounds, warmup=10, runs=20)
+    for k, (info, _, _) in forms.items():
+        mb = info.path.stat().st_size / 1e6
+        print(f"    ECA gate as {k:15} {info.nodes:>5} nodes {mb:>7.1f} MB  ORT {res[k + '|ORT']:7.2f} ms  "
+              f"OV {res[k + '|OV']:7.2f} ms")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default="t0,t2,s")
@@ -380,6 +516,9 @@ def main():
                     help="OpenVINO bf16 (only where the CPU has bf16 units)")
     ap.add_argument("--batch8", action=argparse.BooleanOptionalAction, default=True, help="batch 8 throughput")
     ap.add_argument("--json", type=Path, help="also write the measurements here")
+    ap.add_argument("--families", default="eca-resnet50,eca-mobilenetv2",
+                    help="other families next to PartialNet (naive export vs ours); '' for none")
+    ap.add_argument("--eca-forms", action="store_true", help="also time the ECA gate's deploy forms")
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # numpy's GEMM: same threads
         os.environ[var] = str(args.threads)
@@ -411,6 +550,9 @@ def main():
             demo_int8(Path(d))
         for v in variants:
             results.append(bench_variant(v, args, Path(d), bf16_ok))
+        fams = [f.strip() for f in args.families.split(",") if f.strip()]
+        if fams:
+            bench_families(fams, args.rounds, args.threads, Path(d), args.eca_forms)
     goals = goal_table(results)
     print_goals(goals)
     print(f"\n(total {time.perf_counter() - t0:.0f} s; load average at the end {os.getloadavg()[0]:.1f})")
