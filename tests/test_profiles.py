@@ -49,7 +49,7 @@ def test_by_path_and_env(tmp_path, monkeypatch):
 @pytest.mark.parametrize("text,msg", [
     ("target: openvino\nprecison: fp16\n", "unknown field 'precison'"),
     ("target: tensorflow\n", "field 'target' is 'tensorflow'"),
-    ("precision: bf16\n", "field 'precision' is 'bf16'"),
+    ("precision: fp8\n", "field 'precision' is 'fp8'"),
     ("threads: two\n", "field 'threads' must be integer"),
     ("dynamic_batch: 1\n", "field 'dynamic_batch' must be boolean"),
     ("workspace_mb: true\n", "field 'workspace_mb' must be integer"),
