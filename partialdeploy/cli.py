@@ -486,17 +486,20 @@ def build_engine_cmd(
                                             "bundle's)."),
     workspace: Optional[int] = typer.Option(None, "--workspace", help="Builder workspace memory pool in MB "
                                             "(default: the bundle's)."),
+    any_tensorrt: bool = typer.Option(False, "--any-tensorrt", help="Build even when the bundle's profile "
+                                      "expects the other TensorRT generation (10 vs 11)."),
     as_json: bool = typer.Option(False, "--json", help="Print the engine sidecar JSON on stdout."),
 ):
-    """Build the TensorRT engine of a bundle on this GPU (TensorRT 10 Python API, timing cache reused,
-    INT8 entropy calibration on the bundled images), prove it by parity against the bundled reference
-    and write model.engine + model.engine.json. Needs TensorRT + an NVIDIA GPU, not torch.
+    """Build the TensorRT engine of a bundle on this GPU (TensorRT 10 or 11 Python API; the precision is
+    in model.onnx: strongly typed fp16 / Q/DQ INT8, built with STRONGLY_TYPED on 10, as is on 11; timing
+    cache reused), prove it by parity against the bundled reference and write model.engine +
+    model.engine.json. Needs TensorRT + an NVIDIA GPU, not torch.
 
     Exit codes: 0 ok, 1 the parity gate failed, 2 bad bundle / no TensorRT or GPU here."""
     from partialdeploy.tensorrt_build import build_engine
 
     try:
-        side = build_engine(bundle, precision=precision, workspace_mb=workspace,
+        side = build_engine(bundle, precision=precision, workspace_mb=workspace, any_tensorrt=any_tensorrt,
                             progress=None if as_json else (lambda m: err.print(m, soft_wrap=True, markup=False)))
     except PartialDeployError as e:
         fail(e)

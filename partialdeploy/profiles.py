@@ -10,7 +10,7 @@ one source). An invalid profile raises UserError naming the field.
 The result is a flat dict the export command merges under its explicit flags (flags win):
   target, precision, img_size, dynamic_batch, batch (int, or the optimization-profile opt batch when
   ranges were given), batch_range {min, opt, max} (dynamic batch), threads, workspace_mb,
-  calib_images, tolerances (as written) and tolerances_obj {precision: parity.Tolerance} (defaults
+  calib_images, tensorrt (10/11), tolerances (as written) and tolerances_obj {precision: parity.Tolerance} (defaults
   updated by the overrides), plus the target-specific fields, and ``profile`` (its name).
 """
 
@@ -43,6 +43,8 @@ _FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "compute_units": ((str,), "CoreML: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE"),
     "ort_calibration": ((str,), "ONNX Runtime INT8 calibration: minmax, entropy or percentile"),
     "openvino_preset": ((str,), "OpenVINO INT8 NNCF preset: mixed or performance"),
+    "tensorrt": ((int,), "TensorRT major version the device runs: 10 (JetPack/Jetson) or 11 (current release)"),
+    "int8_quantization": ((str,), "TensorRT INT8: explicit (Q/DQ in the ONNX, default) or implicit (TensorRT 10 only)"),
 }
 _CHOICES = {
     "target": TARGET_NAMES,
@@ -50,6 +52,7 @@ _CHOICES = {
     "compute_units": ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"),
     "ort_calibration": ("minmax", "entropy", "percentile"),
     "openvino_preset": ("mixed", "performance"),
+    "int8_quantization": ("explicit", "implicit"),
 }
 _DEPLOYMENT_TARGET = re.compile(r"^(iOS|macOS|tvOS|watchOS|visionOS)\d+$")
 
@@ -115,6 +118,10 @@ def validate(data, where: str = "profile") -> dict:
             raise UserError(f"{where}: field {key!r} must be ≥ 1, got {out[key]}")
     if "img_size" in out and out["img_size"] % 32:
         raise UserError(f"{where}: field 'img_size' must be a multiple of 32, got {out['img_size']}")
+    if "tensorrt" in out and out["tensorrt"] not in (10, 11):
+        raise UserError(f"{where}: field 'tensorrt' is {out['tensorrt']}; choose 10 (Jetson/JetPack) or 11")
+    if out.get("int8_quantization") == "implicit" and out.get("tensorrt") != 10:
+        raise UserError(f"{where}: int8_quantization: implicit needs tensorrt: 10 (TensorRT 11 removed calibrators)")
     mdt = out.get("minimum_deployment_target")
     if mdt is not None and not _DEPLOYMENT_TARGET.match(mdt):
         raise UserError(f"{where}: field 'minimum_deployment_target' {mdt!r} is not like iOS17 or macOS14")

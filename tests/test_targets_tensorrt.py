@@ -1,11 +1,14 @@
-"""TensorRT target without a GPU: the build bundle, the trtexec line for every precision × batch mode,
-the ONNX operator check against TensorRT 10's parser, build-engine's error paths and the engine
-compatibility check. (The GPU path is written against the TensorRT 10 API and runs on the device.)"""
+"""TensorRT target without a GPU: the precision-carrying ONNX (strongly typed fp16, Q/DQ INT8) run and
+gated in ONNX Runtime here, the trtexec lines and build_engine.sh for TensorRT 10 and 11 (a fake
+trtexec on PATH), build-engine's TensorRT 10 / 11 call paths against fakes of the two API surfaces,
+the ONNX operator check for both parsers, profiles' TensorRT generation, error paths and the engine
+compatibility check."""
 
 import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -13,116 +16,454 @@ from targets_common import make_ctx
 
 from partialdeploy.errors import RuntimeUnavailable, UserError
 from partialdeploy.exporters.base import get_target
-from partialdeploy.tensorrt_build import (NOT_HERE, TRT10_ONNX_OPS, build_engine, check_engine_compat,
-                                          onnx_ops_report, trtexec_args)
+from partialdeploy.tensorrt_build import (NOT_HERE, TRT10_ONNX_OPS, TRT11_ONNX_OPS, build_engine,
+                                          check_engine_compat, onnx_ops_report, trtexec_args)
 
 pytestmark = pytest.mark.skipif(get_target("tensorrt").can_build_here(), reason="a GPU is present: builds run")
 
 
-def test_fp16_dynamic_bundle(tmp_path):
-    art = get_target("tensorrt").export(make_ctx("fp16", batch_range={"min": 1, "opt": 4, "max": 16},
-                                                 workspace_mb=512), tmp_path)
-    assert art.verified == "bundle (build the engine on the device)" and art.parity == []
-    assert sorted(art.files) == sorted(p.name for p in tmp_path.iterdir())
+def _ort(path, x):
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([s.run(None, {"input": x[i:i + 8]})[0] for i in range(0, len(x), 8)])
+
+
+def _cos_min(a, b):
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(np.min((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+
+
+def _export(tmp_path, prec, **kw):
+    d = tmp_path / prec
+    d.mkdir(exist_ok=True)
+    ctx = make_ctx(prec, **kw)
+    return get_target("tensorrt").export(ctx, d), d, ctx
+
+
+@pytest.fixture(scope="module")
+def fp16_bundle(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("trt"), "fp16", batch_range={"min": 1, "opt": 4, "max": 16},
+                   workspace_mb=512)
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("trt"), "int8", tensorrt=11, profile="tensorrt-server-int8")
+
+
+def test_fp16_bundle_is_strongly_typed_and_proven(fp16_bundle):
+    import onnx
+    from onnx import TensorProto
+
+    art, d, ctx = fp16_bundle
+    assert art.verified == "bundle (build the engine on the device)"
+    assert sorted(art.files) == sorted(p.name for p in d.iterdir())
     assert {"model.onnx", "build_engine.sh", "bundle.json", "README.txt", "parity_inputs.npy",
             "reference_logits.npy"} == set(art.files)
-    b = json.loads((tmp_path / "bundle.json").read_text())
-    line = ("trtexec --onnx=model.onnx --saveEngine=model.engine --fp16 --minShapes=input:1x3x64x64 "
-            "--optShapes=input:4x3x64x64 --maxShapes=input:16x3x64x64 --memPoolSize=workspace:512M "
-            "--timingCacheFile=timing.cache")
-    assert b["trtexec_line"] == line and line in (tmp_path / "build_engine.sh").read_text()
-    assert os.access(tmp_path / "build_engine.sh", os.X_OK)
-    assert b["onnx_check"]["unsupported"] == [] and b["onnx_check"]["opset"] == 17
-    assert (tmp_path / "model.onnx").read_bytes() == make_ctx("fp16").onnx_path.read_bytes()
-    ctx = make_ctx("fp16")
-    np.testing.assert_array_equal(np.load(tmp_path / "parity_inputs.npy"), ctx.parity_inputs)
-    np.testing.assert_array_equal(np.load(tmp_path / "reference_logits.npy"), ctx.reference)
-    assert "partialdeploy build-engine" in (tmp_path / "README.txt").read_text()
+    m = onnx.load(str(d / "model.onnx"))
+    # precision in the ONNX: fp32 I/O, fp16 weights, Casts; the channel-gate sums of squares stay fp32
+    assert m.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert m.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    dtypes = [t.data_type for t in m.graph.initializer]
+    assert dtypes.count(TensorProto.FLOAT16) > 0.8 * len([t for t in dtypes if t in (1, 10)])
+    assert any(n.op_type == "Cast" for n in m.graph.node)
+    info = art.extra["onnx_precision"]
+    assert info["nodes_fp16"] > info["nodes_fp32"] > 0
+    assert any(k.endswith("/ReduceSum") for k in info["kept_fp32"]) and any(k.endswith("/Sqrt")
+                                                                            for k in info["kept_fp32"])
+    # proven in ONNX Runtime on CPU: the target's gate, and an independent run of the bundled file
+    assert [p["passed"] for p in art.parity] == [True, True] and "ONNX Runtime" in art.parity[0]["stage"]
+    out = _ort(d / "model.onnx", ctx.eval_images)
+    assert _cos_min(out, ctx.eval_reference) > 0.9995
+    assert (out.argmax(1) == ctx.eval_labels).mean() >= (ctx.eval_reference.argmax(1) == ctx.eval_labels).mean()
+    b = json.loads((d / "bundle.json").read_text())
+    l10 = ("trtexec --onnx=model.onnx --saveEngine=model.engine --stronglyTyped --minShapes=input:1x3x64x64 "
+           "--optShapes=input:4x3x64x64 --maxShapes=input:16x3x64x64 --memPoolSize=workspace:512M "
+           "--timingCacheFile=timing.cache")
+    assert b["trtexec_line"] == {"10": l10, "11": l10.replace(" --stronglyTyped", "")}
+    assert b["tensorrt"]["expected"] is None and b["tensorrt"]["builds_with"] == [10, 11]
+    assert os.access(d / "build_engine.sh", os.X_OK)
+    assert b["onnx_check"]["unsupported"] == [] and set(b["onnx_check"]["by_generation"]) == {"10", "11"}
+    np.testing.assert_array_equal(np.load(d / "parity_inputs.npy"), ctx.parity_inputs)
+    assert "partialdeploy build-engine" in (d / "README.txt").read_text()
 
 
-def test_int8_static_bundle(tmp_path):
-    ctx = make_ctx("int8", dynamic=False, batch=1)
-    art = get_target("tensorrt").export(ctx, tmp_path)
-    assert {"calib.npy", "eval_images.npy", "eval_reference.npy", "eval_labels.npy"} <= set(art.files)
-    calib = np.load(tmp_path / "calib.npy")
+def test_int8_bundle_is_explicit_qdq_and_proven(int8_bundle):
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    art, d, ctx = int8_bundle
+    assert "calib.npy" not in art.files and {"eval_images.npy", "eval_labels.npy"} <= set(art.files)
+    m = onnx.load(str(d / "model.onnx"))
+    inits = {t.name: t for t in m.graph.initializer}
+    qs = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    dqs = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
+    assert qs and dqs
+    producer = {o: n.op_type for n in m.graph.node for o in n.output}
+    for q in qs:  # symmetric int8 activations: int8 zero point 0 (what TensorRT requires)
+        assert producer.get(q.input[0]) not in ("Conv", "MatMul", "Gemm"), q.name  # outputs stay float
+        zp = inits[q.input[2]]
+        assert zp.data_type == TensorProto.INT8 and not numpy_helper.to_array(zp).any()
+    consumers: dict = {}
+    for n in m.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    for dq in dqs:  # Q/DQ only where TensorRT fuses them: inputs of Conv / MatMul / Gemm, no Conv outputs
+        assert {"Conv", "MatMul", "Gemm"} & set(consumers[dq.output[0]]), dq.name
+    conv_w = [dq for dq in dqs if dq.input[0] in inits and consumers[dq.output[0]] == ["Conv"]]
+    assert conv_w and all(numpy_helper.to_array(inits[dq.input[1]]).ndim == 1 and
+                          numpy_helper.to_array(inits[dq.input[1]]).size > 1 for dq in conv_w)  # per-channel
+    info = art.extra["onnx_precision"]
+    assert info["quantization"] == "explicit (Q/DQ)" and info["float_nodes"] == 0
+    held = [p for p in art.parity if p.get("acc") is not None]
+    assert len(held) == 1 and held[0]["passed"] and 100 * (held[0]["acc_ref"] - held[0]["acc"]) <= 0.5
+    out = _ort(d / "model.onnx", ctx.eval_images)  # the bundled file itself, on the labelled test split
+    assert (out.argmax(1) == ctx.eval_labels).mean() >= (ctx.eval_reference.argmax(1) == ctx.eval_labels).mean() - 0.005
+    b = json.loads((d / "bundle.json").read_text())
+    assert b["tensorrt"] == {"expected": 11, "profile": "tensorrt-server-int8", "builds_with": [11],
+                             "typing": "strong", "int8_quantization": "explicit"}
+    assert list(b["trtexec"]) == ["11"] and not any(a in ("--int8", "--fp16", "--stronglyTyped") or "--calib" in a
+                                                    for a in b["trtexec"]["11"])
+    assert b["calibration"] is None
+
+
+def test_int8_exclude_leaves_blocks_without_qdq(tmp_path):
+    import onnx
+
+    from partialdeploy.exporters.tensorrt import to_qdq_int8
+
+    ctx = make_ctx("int8")
+    info = to_qdq_int8(ctx.onnx_path, tmp_path / "q.onnx", ctx.calib[:16], "input",
+                       exclude=["stages.0.blocks.0", "head"])
+    m = onnx.load(str(tmp_path / "q.onnx"))
+    dq_out = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    for n in m.graph.node:
+        if n.op_type in ("Conv", "Gemm", "MatMul"):
+            kept = n.name.startswith(("stages.0.blocks.0/", "head/"))
+            assert any(i in dq_out for i in n.input) != kept, n.name
+    assert info["float_nodes"] >= 3 and info["excluded_blocks"] == ["stages.0.blocks.0", "head"]
+    with pytest.raises(UserError, match="no nodes of stages.9.blocks.9"):
+        to_qdq_int8(ctx.onnx_path, tmp_path / "q2.onnx", ctx.calib[:16], "input", exclude=["stages.9.blocks.9"])
+
+
+def test_implicit_int8_only_for_tensorrt_10(tmp_path):
+    with pytest.raises(UserError, match="only in TensorRT 10"):
+        _export(tmp_path, "int8", int8_quantization="implicit")
+    with pytest.raises(UserError, match="only in TensorRT 10"):
+        _export(tmp_path, "int8", int8_quantization="implicit", tensorrt=11)
+    art, d, _ = _export(tmp_path, "int8", dynamic=False, batch=1, int8_quantization="implicit", tensorrt=10)
+    calib = np.load(d / "calib.npy")
     assert calib.shape == (100, 3, 64, 64) and calib.dtype == np.float32
-    b = json.loads((tmp_path / "bundle.json").read_text())
-    assert b["calibration"]["count"] == 100 and b["input"]["shape"] == [1, 3, 64, 64]
-    assert "--int8" in b["trtexec"] and "--calib=calib.cache" in b["trtexec"]
-    assert not any(a.startswith("--minShapes") for a in b["trtexec"])  # static batch: no profile
-    script = (tmp_path / "build_engine.sh").read_text()
-    assert "calib.cache is missing" in script
-    r = subprocess.run(["sh", str(tmp_path / "build_engine.sh")], capture_output=True, text=True)
+    b = json.loads((d / "bundle.json").read_text())
+    assert list(b["trtexec"]) == ["10"] and b["tensorrt"]["typing"].startswith("weak")
+    assert b["trtexec"]["10"][3:6] == ["--int8", "--fp16", "--calib=calib.cache"]
+    assert not any(a.startswith("--minShapes") for a in b["trtexec"]["10"])  # static batch: no profile
+    r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True,
+                       env={**os.environ, "TRT_MAJOR": "10"})
     assert r.returncode == 2 and "partialdeploy build-engine" in r.stderr  # never calibrates with dummy scales
 
 
-@pytest.mark.parametrize("prec,flags", [("fp32", []), ("fp16", ["--fp16"]),
-                                        ("int8", ["--int8", "--fp16", "--calib=calib.cache"])])
+@pytest.mark.parametrize("gen", [10, 11])
+@pytest.mark.parametrize("prec", ["fp32", "fp16", "int8"])
 @pytest.mark.parametrize("dynamic", [True, False])
-def test_trtexec_line(prec, flags, dynamic):
-    a = trtexec_args(prec, "input", [3, 224, 224], dynamic, {"min": 1, "opt": 8, "max": 32}, 2048)
+def test_trtexec_line(gen, prec, dynamic):
+    a = trtexec_args(prec, "input", [3, 224, 224], dynamic, {"min": 1, "opt": 8, "max": 32}, 2048, gen)
     assert a[:3] == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine"]
-    assert a[3:3 + len(flags)] == flags
+    assert ("--stronglyTyped" in a) == (gen == 10)
+    assert not {"--fp16", "--int8", "--best"} & set(a) and not any(x.startswith("--calib") for x in a)
     shapes = ["--minShapes=input:1x3x224x224", "--optShapes=input:8x3x224x224", "--maxShapes=input:32x3x224x224"]
     assert all((s in a) == dynamic for s in shapes)
     assert a[-2:] == ["--memPoolSize=workspace:2048M", "--timingCacheFile=timing.cache"]
-    assert ("--fp16" in a) == (prec != "fp32")
 
 
-def test_trtexec_rejects_unknown_precision():
-    with pytest.raises(UserError):
+def test_trtexec_rejects_bad_requests():
+    with pytest.raises(UserError, match="fp32, fp16 or int8"):
         trtexec_args("bf16", "input", [3, 64, 64], False, {"min": 1, "opt": 1, "max": 1})
+    with pytest.raises(UserError, match="only in TensorRT 10"):
+        trtexec_args("int8", "input", [3, 64, 64], False, {"min": 1, "opt": 1, "max": 1}, 1024, 11, "implicit")
+    with pytest.raises(UserError, match="not supported"):
+        trtexec_args("fp16", "input", [3, 64, 64], False, {"min": 1, "opt": 1, "max": 1}, 1024, 9)
 
 
-def test_op_check_against_trt10(tmp_path):
+def _fake_trtexec(tmp_path, version):
+    """A trtexec on PATH that prints TensorRT's banner and records its arguments."""
+    bindir = tmp_path / f"bin{version}"
+    bindir.mkdir()
+    f = bindir / "trtexec"
+    f.write_text(f'#!/bin/sh\necho "&&&& RUNNING TensorRT.trtexec [TensorRT v{version}] # trtexec $*"\n'
+                 f'[ "$1" = "--help" ] && exit 0\necho "$@" > "{tmp_path}/args{version}"\n')
+    f.chmod(0o755)
+    # no python3 with tensorrt on this PATH: the banner decides
+    env = {**os.environ, "PATH": f"{bindir}:/usr/bin:/bin"}
+    env.pop("TRT_MAJOR", None)
+    return env
+
+
+@pytest.mark.parametrize("version,gen", [("100300", 10), ("110400", 11)])
+def test_build_engine_sh_picks_flags_for_installed_tensorrt(fp16_bundle, tmp_path, version, gen):
+    _, d, _ = fp16_bundle
+    env = _fake_trtexec(tmp_path, version)
+    r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    args = (tmp_path / f"args{version}").read_text().split()
+    b = json.loads((d / "bundle.json").read_text())
+    assert args == b["trtexec"][str(gen)][1:] and ("--stronglyTyped" in args) == (gen == 10)
+
+
+def test_build_engine_sh_generation_mismatch(int8_bundle, tmp_path):
+    _, d, _ = int8_bundle  # exported for TensorRT 11 (data-centre profile)
+    r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True,
+                       env=_fake_trtexec(tmp_path, "100300"))
+    assert r.returncode == 2 and "exported for TensorRT 11" in r.stderr and "device has TensorRT 10" in r.stderr
+    assert not (tmp_path / "args100300").exists()
+    env = {**_fake_trtexec(tmp_path, "090000"), "TRT_MAJOR": ""}
+    r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True,
+                       env={**env, "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2 and "found no TensorRT" in r.stderr
+
+
+# --- build-engine's two call paths against fakes of the TensorRT 10 and 11 Python API surfaces ---
+
+def _fake_tensorrt(major: int):
+    """The subset of the tensorrt module build_engine uses. TensorRT 11's fake has no BuilderFlag.FP16 /
+    INT8, no int8_calibrator, no calibration profile, no STRONGLY_TYPED use allowed (it is ignored there):
+    touching them raises AttributeError, as the removed APIs do."""
+    calls = {"network_flags": None, "flags": [], "calibrator": None, "profiles": 0}
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = {10: "10.3.0.26", 11: "11.4.0.7"}[major]
+    trt.calls = calls
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity):
+            pass
+
+    class Cache:
+        def serialize(self):
+            return b"timing"
+
+    slots = ("profiling_verbosity", "_cache") + (("int8_calibrator",) if major == 10 else ())
+
+    class Config:
+        __slots__ = slots
+
+        def set_memory_pool_limit(self, pool, size):
+            assert pool == "workspace" and size > 0
+
+        def create_timing_cache(self, data):
+            return Cache()
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self._cache = cache
+
+        def get_timing_cache(self):
+            return self._cache
+
+        def add_optimization_profile(self, p):
+            calls["profiles"] += 1
+
+    if major == 10:
+        def set_flag(self, flag):
+            calls["flags"].append(flag)
+
+        def set_calibration_profile(self, p):
+            calls["calibration_profile"] = p
+
+        Config.set_flag = set_flag
+        Config.set_calibration_profile = set_calibration_profile
+
+    class Profile:
+        def set_shape(self, name, mn, opt, mx):
+            calls["shapes"] = (name, mn, opt, mx)
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls["network_flags"] = flags
+            return object()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            if major == 10:
+                calls["calibrator"] = getattr(config, "int8_calibrator", None)
+            return b"engine-bytes"
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            calls["parsed"] = path
+            return True
+
+    trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, OnnxParser
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    trt.ProfilingVerbosity = types.SimpleNamespace(DETAILED="detailed")
+    if major == 10:
+        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+        trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8")
+    else:
+        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace()  # STRONGLY_TYPED: deprecated, ignored
+        trt.BuilderFlag = types.SimpleNamespace()  # FP16/INT8 removed
+    return trt
+
+
+@pytest.fixture
+def fake_device(monkeypatch):
+    import partialdeploy.tensorrt_build as tb
+
+    def install(major):
+        trt = _fake_tensorrt(major)
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setattr(tb, "device_info", lambda: {"tensorrt_version": trt.__version__,
+                                                        "compute_capability": "8.7", "gpu": "Fake GPU"})
+        monkeypatch.setattr(tb, "verify_engine", lambda *a, **k: [{"stage": "fake", "passed": True}])
+        return trt
+
+    return install
+
+
+@pytest.mark.parametrize("major,network_flags", [(10, 1 << 1), (11, 0)])
+def test_build_engine_strongly_typed_on_both_generations(fp16_bundle, fake_device, tmp_path, major,
+                                                         network_flags):
+    import shutil
+
+    _, src, _ = fp16_bundle
+    d = tmp_path / "b"
+    shutil.copytree(src, d)
+    trt = fake_device(major)
+    side = build_engine(d)
+    c = trt.calls
+    assert c["network_flags"] == network_flags  # 10: 1 << STRONGLY_TYPED; 11: nothing (always strong)
+    assert c["flags"] == [] and c["calibrator"] is None  # no precision flags: the precision is in the ONNX
+    assert c["parsed"].endswith("model.onnx") and c["profiles"] == 1 and c["shapes"][2] == (4, 3, 64, 64)
+    assert (d / "model.engine").read_bytes() == b"engine-bytes" and (d / "timing.cache").read_bytes() == b"timing"
+    assert side["tensorrt_major"] == major and side["typing"] == "strongly typed"
+    assert json.loads((d / "model.engine.json").read_text())["precision"] == "fp16"
+
+
+def test_build_engine_generation_mismatch(int8_bundle, fake_device, tmp_path):
+    import shutil
+
+    _, src, _ = int8_bundle  # exported for TensorRT 11
+    d = tmp_path / "b"
+    shutil.copytree(src, d)
+    fake_device(10)
+    with pytest.raises(UserError, match=r"builds with TensorRT 11, this device has TensorRT 10.3.0.26"):
+        build_engine(d)
+    assert not (d / "model.engine").exists()
+    fake_device(11)
+    assert build_engine(d)["tensorrt_major"] == 11
+
+
+def test_build_engine_profile_mismatch_and_override(tmp_path, fake_device):
+    art, d, _ = _export(tmp_path, "fp16", tensorrt=10, profile="tensorrt-jetson-orin-fp16")
+    b = json.loads((d / "bundle.json").read_text())
+    b["tensorrt"]["builds_with"] = [10, 11]  # a bundle that could build on both, but was made for Jetson
+    (d / "bundle.json").write_text(json.dumps(b))
+    fake_device(11)
+    with pytest.raises(UserError, match=r"exported for TensorRT 10 \(profile tensorrt-jetson-orin-fp16\).*"
+                                        r"--any-tensorrt"):
+        build_engine(d)
+    assert build_engine(d, any_tensorrt=True)["tensorrt_major"] == 11
+
+
+def test_build_engine_implicit_int8_on_tensorrt_10(tmp_path, fake_device, monkeypatch):
+    import partialdeploy.tensorrt_build as tb
+
+    _, d, _ = _export(tmp_path, "int8", int8_quantization="implicit", tensorrt=10)
+    freed = []
+    monkeypatch.setattr(tb, "_make_calibrator", lambda trt, calib, batch, cache: types.SimpleNamespace(
+        batch=batch, free=lambda: freed.append(True)))
+    trt = fake_device(10)
+    side = build_engine(d)
+    c = trt.calls
+    assert c["network_flags"] == 0 and c["flags"] == ["FP16", "INT8"] and c["calibrator"].batch == 8
+    assert freed == [True] and side["calibration_cache"] == "calib.cache" and side["typing"].startswith("weak")
+    fake_device(11)
+    with pytest.raises(UserError, match="implicit calibration, removed in 11"):
+        build_engine(d)
+
+
+def test_op_check_covers_both_parsers(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
     rep = onnx_ops_report(make_ctx("fp32").onnx_path)
-    assert rep["unsupported"] == [] and set(rep["ops"]) <= TRT10_ONNX_OPS
-    # the ops PartialNet's deploy form uses, and others from the brief, are all listed
-    assert {"Conv", "MatMul", "Gemm", "Erf", "Gelu", "HardSigmoid", "Softmax", "LayerNormalization", "ReduceMean",
-            "Split", "Concat", "Where", "Expand"} <= TRT10_ONNX_OPS
+    assert rep["unsupported"] == [] and set(rep["ops"]) <= TRT10_ONNX_OPS <= TRT11_ONNX_OPS
+    assert {"Conv", "MatMul", "Gemm", "Erf", "HardSigmoid", "Softmax", "LayerNormalization", "ReduceMean",
+            "Split", "Concat", "Cast", "QuantizeLinear", "DequantizeLinear"} <= TRT10_ONNX_OPS & TRT11_ONNX_OPS
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    g = helper.make_graph([helper.make_node("Bernoulli", ["x"], ["b"]),
-                           helper.make_node("FusedConv", ["b"], ["y"], domain="com.microsoft")], "g", [x], [y])
-    p = tmp_path / "bad.onnx"
-    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
-    onnx.save(helper.make_model(g, opset_imports=opsets), str(p))
-    rep = onnx_ops_report(p)
-    assert rep["unsupported"] == ["Bernoulli", "com.microsoft::FusedConv"] and not rep["opset_supported"]
-    ctx = make_ctx("fp32")
-    ctx.onnx_path = p
-    with pytest.raises(UserError, match="does not support Bernoulli, com.microsoft::FusedConv"):
+
+    def model(nodes, opset, name):
+        g = helper.make_graph(nodes, "g", [x], [y])
+        p = tmp_path / name
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset),
+                                                      helper.make_opsetid("com.microsoft", 1)]), str(p))
+        return p
+
+    swish = model([helper.make_node("Swish", ["x"], ["y"])], 22, "swish.onnx")
+    rep = onnx_ops_report(swish)
+    assert rep["by_generation"]["10"]["unsupported"] == ["Swish"] and not rep["by_generation"]["10"]["opset_supported"]
+    assert rep["by_generation"]["11"] == {"unsupported": [], "opsets": [9, 24], "opset_supported": True}
+    assert onnx_ops_report(swish, [11])["unsupported"] == []
+    bad = model([helper.make_node("Bernoulli", ["x"], ["b"]),
+                 helper.make_node("FusedConv", ["b"], ["y"], domain="com.microsoft")], 21, "bad.onnx")
+    rep = onnx_ops_report(bad)
+    assert rep["unsupported"] == ["Bernoulli", "com.microsoft::FusedConv"]
+    ctx = make_ctx("fp32", tensorrt=11)
+    ctx.onnx_path = bad
+    with pytest.raises(UserError, match="TensorRT 11's ONNX parser does not support Bernoulli, com.microsoft::Fused"):
         get_target("tensorrt").export(ctx, tmp_path / "out")
 
 
-def test_build_engine_here_exits_2_without_torch(tmp_path):
-    get_target("tensorrt").export(make_ctx("fp16"), tmp_path)
+def test_profiles_say_which_tensorrt(tmp_path):
+    from partialdeploy.profiles import load_profile, validate
+
+    assert load_profile("tensorrt-jetson-orin-fp16")["tensorrt"] == 10
+    assert load_profile("tensorrt-server-int8")["tensorrt"] == 11
+    with pytest.raises(UserError, match="choose 10 .* or 11"):
+        validate({"target": "tensorrt", "tensorrt": 12})
+    with pytest.raises(UserError, match="implicit needs tensorrt: 10"):
+        validate({"target": "tensorrt", "tensorrt": 11, "int8_quantization": "implicit"})
+    assert validate({"tensorrt": 10, "int8_quantization": "IMPLICIT"})["int8_quantization"] == "implicit"
+
+
+def test_build_engine_here_exits_2_without_torch(fp16_bundle):
+    _, d, _ = fp16_bundle
     with pytest.raises(RuntimeUnavailable, match="TensorRT is not installed / no NVIDIA GPU"):
-        build_engine(tmp_path)
+        build_engine(d)
     code = ("import sys\nfrom typer.testing import CliRunner\nfrom partialdeploy.cli import app\n"
-            f"r = CliRunner().invoke(app, ['build-engine', {str(tmp_path)!r}])\n"
+            f"r = CliRunner().invoke(app, ['build-engine', {str(d)!r}])\n"
             "print(r.exit_code); print(r.output)\nprint('torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     lines = r.stdout.strip().splitlines()
     assert lines[0] == "2" and NOT_HERE in r.stdout and lines[-1] == "False", r.stdout + r.stderr
 
 
-def test_build_engine_bad_bundles(tmp_path):
+def test_build_engine_bad_bundles(tmp_path, fp16_bundle):
     with pytest.raises(UserError, match="not a TensorRT bundle"):
         build_engine(tmp_path)
     (tmp_path / "bundle.json").write_text("{")
     with pytest.raises(UserError, match="not valid JSON"):
         build_engine(tmp_path)
-    (tmp_path / "bundle.json").write_text(json.dumps({"schema": "other"}))
+    (tmp_path / "bundle.json").write_text(json.dumps({"schema": "partialdeploy.tensorrt-bundle/1"}))
     with pytest.raises(UserError, match="re-export"):
         build_engine(tmp_path)
-    d = tmp_path / "fp16"
-    d.mkdir()
-    get_target("tensorrt").export(make_ctx("fp16"), d)
-    with pytest.raises(UserError, match="no calib.npy"):
+    _, d, _ = fp16_bundle
+    with pytest.raises(UserError, match="model.onnx is fp16 .* re-export it with --precision int8"):
         build_engine(d, precision="int8")
     with pytest.raises(UserError, match="fp32, fp16 or int8"):
         build_engine(d, precision="int4")

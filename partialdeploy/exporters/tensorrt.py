@@ -1,23 +1,183 @@
 """TensorRT target.
 
-Where ``tensorrt`` imports and an NVIDIA GPU is visible, the engine is built right away through the
-TensorRT 10 Python API (``partialdeploy.tensorrt_build.build_engine``) and proven by parity.
-Everywhere else (our CI: no GPU) the artifact is a *build bundle*: the TensorRT-ready ONNX, the exact
-``trtexec`` line, calibration images (INT8) and a parity reference, to be built on the device with
-``partialdeploy build-engine DIR`` or ``sh DIR/build_engine.sh``. Before writing it, the ONNX's
-operators and opset are checked against what TensorRT 10's ONNX parser imports.
+The precision travels in the ONNX, so one bundle builds with TensorRT 10 (``--stronglyTyped``) and
+TensorRT 11 (strong typing always on; ``--fp16/--int8/--calib`` and the calibrators are gone):
+
+fp32: the verified deploy ONNX.
+fp16: a strongly typed mixed-precision ONNX (onnxconverter-common ``convert_float_to_float16``, inputs
+      and outputs kept fp32, the sums of squares / square roots of the channel gates kept fp32 so they
+      cannot overflow fp16's 65504).
+int8: an explicit-quantization ONNX: Q/DQ nodes from ``onnxruntime.quantization.quantize_static``
+      (symmetric int8 activations, per-channel symmetric int8 weights, float bias, Q/DQ only on the
+      inputs of Conv / MatMul / Gemm where TensorRT fuses them), calibrated on the calibration images
+      here (min-max by default, ``ort_calibration`` picks entropy / percentile); Conv/MatMul/Gemm outputs
+      are not quantized, so the float residual adds and gates stay float. No calibrator and no
+      calibration cache on the device. Nodes of blocks kept in float (the
+      INT8 fallback) get no Q/DQ. TensorRT 10's implicit quantization (IInt8EntropyCalibrator2 on the
+      device) stays available on request, only for bundles that target TensorRT 10
+      (``int8_quantization: implicit``).
+
+These ONNX files run in ONNX Runtime on CPU here and pass their parity gates (fp16 cosine; INT8
+agreement and accuracy on the held-out labelled images) before the bundle is written, so a bundle is
+proven before any GPU sees it. Where ``tensorrt`` imports and an NVIDIA GPU is visible, the engine is
+also built right away (``partialdeploy.tensorrt_build.build_engine``) and proven by parity.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import numpy as np
+
 from partialdeploy.errors import UserError
+from partialdeploy.exporters._common import first_line, parity_gates, quiet, run_padded, static_batch
 from partialdeploy.exporters.base import Artifact, ExportContext, Target
-from partialdeploy.tensorrt_build import (DEFAULT_WORKSPACE_MB, ENGINE, ONNX_OPSETS, SIDECAR, batch_range,
-                                          build_engine, onnx_ops_report, write_bundle)
+from partialdeploy.tensorrt_build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, GENERATIONS, SIDECAR,
+                                          batch_range, build_engine, check_generation, onnx_ops_report,
+                                          write_bundle)
 
 BUNDLE_VERIFIED = "bundle (build the engine on the device)"
+INSTALL = "pip install 'partialdeploy[tensorrt-export]'"
+# ops whose values can leave fp16's range: sums of squares and what follows them up to the square root
+FP16_KEEP_FP32_OPS = ("ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "Pow", "Sqrt")
+QDQ_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # where TensorRT fuses Q/DQ into int8 kernels
+
+
+def _producers(model) -> dict:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _square_chains(model, depth: int = 6) -> set[str]:
+    """Names of the nodes from a square (x*x or Pow) to the Sqrt that ends its statistic (variance/std
+    of the channel gates): their intermediate values are sums of squares, kept in fp32."""
+    prod = _producers(model)
+    keep: set[str] = set()
+    for n in model.graph.node:
+        if n.op_type != "Sqrt":
+            continue
+        path, cur = [n], n
+        for _ in range(depth):
+            src = prod.get(cur.input[0]) if cur.input else None
+            if src is None:
+                break
+            path.append(src)
+            is_square = (src.op_type == "Mul" and len(src.input) == 2 and src.input[0] == src.input[1]) or \
+                src.op_type == "Pow"
+            if is_square:
+                keep.update(p.name for p in path)
+                break
+            cur = src
+    return keep
+
+
+def to_fp16(src: Path, dst: Path, keep_fp32_nodes=()) -> dict:
+    """Strongly typed mixed-precision fp16 ONNX of ``src`` (fp32 inputs/outputs). Returns a summary."""
+    try:
+        import onnx
+        from onnxconverter_common import __version__ as occ_version
+        from onnxconverter_common import float16
+    except ImportError as e:
+        raise UserError(f"TensorRT fp16 needs onnxconverter-common: {INSTALL}") from e
+    m = onnx.load(str(src))
+    keep_nodes = sorted(_square_chains(m) | set(keep_fp32_nodes))
+    block_ops = list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP16_KEEP_FP32_OPS)
+    with quiet():
+        m16 = float16.convert_float_to_float16(m, keep_io_types=True, op_block_list=block_ops,
+                                               node_block_list=keep_nodes)
+    onnx.checker.check_model(m16)
+    onnx.save(m16, str(dst))
+    kept = sorted({n.name for n in m.graph.node if n.op_type in block_ops} | set(keep_nodes))
+    compute = [n for n in m.graph.node if n.op_type not in ("Constant",)]
+    n_fp32 = sum(1 for n in compute if n.name in kept)
+    return {"precision": "fp16", "method": f"onnxconverter-common {occ_version} convert_float_to_float16",
+            "typing": "strong (every tensor typed in the ONNX)", "io": "float32",
+            "nodes": len(compute), "nodes_fp32": n_fp32, "nodes_fp16": len(compute) - n_fp32,
+            "casts": sum(1 for n in m16.graph.node if n.op_type == "Cast"), "kept_fp32": kept,
+            "summary": f"fp16 strongly typed, {len(compute) - n_fp32} of {len(compute)} nodes fp16"}
+
+
+def block_node_names(model, blocks) -> list[str]:
+    """Node names of the ONNX that belong to ``blocks`` (official block names like "stages.0.blocks.1":
+    the exporter prefixes every node with its block, ``stages.0.blocks.1/...``), or exact node names."""
+    blocks = [str(b) for b in blocks or ()]
+    names = []
+    for n in model.graph.node:
+        if any(n.name == b or n.name.startswith(b.rstrip("/") + "/") for b in blocks):
+            names.append(n.name)
+    return names
+
+
+class _Reader:
+    """onnxruntime.quantization CalibrationDataReader over the preprocessed calibration images."""
+
+    def __init__(self, name: str, calib: np.ndarray, batch: int):
+        self.name, self.calib, self.batch = name, calib, batch
+        self.rewind()
+
+    def get_next(self):
+        i = self._i
+        if i >= len(self.calib):
+            return None
+        self._i += self.batch
+        chunk = self.calib[i:i + self.batch]
+        if len(chunk) < self.batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), 0)], 0)
+        return {self.name: np.ascontiguousarray(chunk, np.float32)}
+
+    def rewind(self):
+        self._i = 0
+
+
+def to_qdq_int8(src: Path, dst: Path, calib: np.ndarray, input_name: str, exclude=(), batch: int | None = None,
+                method: str = "minmax") -> dict:
+    """Explicit-quantization (Q/DQ) INT8 ONNX for TensorRT: symmetric int8 activations (zero point 0,
+    as TensorRT requires), per-channel symmetric int8 weights, bias left in float, Q/DQ on the inputs
+    of Conv/MatMul/Gemm only (their outputs stay float). ``exclude``: block names (or node names) kept
+    in float, left without Q/DQ. Returns a summary (quantized / excluded node counts)."""
+    try:
+        import onnx
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    except ImportError as e:
+        raise UserError("TensorRT INT8 needs onnxruntime's quantization tools: "
+                        "pip install 'partialdeploy[onnxruntime]'") from e
+    if calib is None or len(calib) == 0:
+        raise UserError("INT8 needs calibration images: pass --calib DIR (100-500 representative images)")
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise UserError(f"calibration method {method!r} must be one of {', '.join(methods)}")
+    m = onnx.load(str(src), load_external_data=False)
+    excluded = block_node_names(m, exclude)
+    unknown = [b for b in exclude or () if not block_node_names(m, [b])]
+    if unknown:
+        raise UserError(f"no nodes of {', '.join(map(str, unknown))} in the ONNX: name blocks like stages.0.blocks.1")
+    if batch is None:
+        dim = m.graph.input[0].type.tensor_type.shape.dim[0]
+        batch = dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else 8
+    try:
+        with quiet():
+            quantize_static(
+                str(src), str(dst), _Reader(input_name, np.asarray(calib, np.float32), int(batch)),
+                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8, op_types_to_quantize=list(QDQ_OP_TYPES), nodes_to_exclude=excluded,
+                calibrate_method=methods[method],
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                               "OpTypesToExcludeOutputQuantization": list(QDQ_OP_TYPES)})
+    except Exception as e:
+        raise UserError(f"Q/DQ INT8 quantization failed: {first_line(e)}") from e
+    q = onnx.load(str(dst), load_external_data=False)
+    targets = [n for n in m.graph.node if n.op_type in QDQ_OP_TYPES]
+    n_q = sum(1 for n in q.graph.node if n.op_type == "QuantizeLinear")
+    n_dq = sum(1 for n in q.graph.node if n.op_type == "DequantizeLinear")
+    quantized = len([n for n in targets if n.name not in set(excluded)])
+    return {"precision": "int8", "method": "onnxruntime.quantization.quantize_static (QDQ)",
+            "quantization": "explicit (Q/DQ)", "activations": "int8 symmetric per-tensor",
+            "weights": "int8 symmetric per-channel", "bias": "float", "calibration": method,
+            "calibration_images": int(len(calib)), "op_types": list(QDQ_OP_TYPES),
+            "quantized_nodes": quantized, "float_nodes": len(targets) - quantized,
+            "excluded_blocks": [str(b) for b in exclude or ()], "quantize_linear": n_q, "dequantize_linear": n_dq,
+            "summary": f"Q/DQ INT8, {quantized} of {len(targets)} Conv/MatMul/Gemm quantized"}
 
 
 class TensorRTTarget(Target):
@@ -46,43 +206,83 @@ class TensorRTTarget(Target):
         prec = ctx.precision
         if prec not in self.precisions:
             raise UserError(f"tensorrt does not support {prec}; choose {', '.join(self.precisions)}")
-        rep = onnx_ops_report(ctx.onnx_path)
-        if rep["unsupported"]:
-            raise UserError(f"TensorRT 10's ONNX parser does not support {', '.join(rep['unsupported'])} in "
-                            f"{ctx.onnx_path.name}: re-export without them (or extend TensorRT with a plugin)")
-        if not rep["opset_supported"]:
-            raise UserError(f"ONNX opset {rep['opset']} is outside TensorRT 10's {ONNX_OPSETS[0]}-{ONNX_OPSETS[1]}: "
-                            "re-export with --opset 17")
         opts = ctx.options
+        quant = str(opts.get("int8_quantization") or "explicit").lower()
+        generation = check_generation(opts.get("tensorrt"), quant if prec == "int8" else "explicit", prec)
+        implicit = prec == "int8" and quant == "implicit"
+        gens = [10] if implicit else [g for g in GENERATIONS if generation in (None, g)]
         static_b = int(opts.get("batch") or 1)
         brange = batch_range(opts, ctx.dynamic_batch, static_b)
         ws = int(opts.get("workspace_mb") or DEFAULT_WORKSPACE_MB)
-        c = int(getattr(ctx.spec, "in_chans", 3) or 3)
-        chw = [c, ctx.img_size, ctx.img_size]
-        bundle = write_bundle(
-            Path(out_dir), onnx_path=ctx.onnx_path, precision=prec, input_name=ctx.input_name,
-            output_name=ctx.output_name, chw=chw, dynamic=ctx.dynamic_batch, batch=brange, workspace_mb=ws,
-            parity_inputs=ctx.parity_inputs, reference=ctx.reference, calib=ctx.calib, calib_source=ctx.calib_source,
-            eval_images=ctx.eval_images, eval_labels=ctx.eval_labels, eval_reference=ctx.eval_reference,
-            tolerance=ctx.tolerances.get(prec), ops_report=rep, model_name=getattr(ctx.spec, "name", ""))
+        out_dir = Path(out_dir)
+        work = out_dir / "model.precision.part.onnx"
+        notes: list[str] = []
+        t0 = time.perf_counter()
+        try:
+            if prec == "fp16":
+                info = to_fp16(ctx.onnx_path, work)
+            elif prec == "int8" and not implicit:
+                info = to_qdq_int8(ctx.onnx_path, work, ctx.calib, ctx.input_name,
+                                   exclude=opts.get("int8_exclude") or (),
+                                   method=str(opts.get("ort_calibration") or "minmax").lower())
+            else:
+                info = {"precision": prec, "summary": "fp32" if prec == "fp32" else
+                        "fp32 ONNX; INT8 by TensorRT 10's implicit calibration on the device"}
+            onnx_file = work if work.exists() else Path(ctx.onnx_path)
+            info["convert_seconds"] = round(time.perf_counter() - t0, 3)
+            rep = onnx_ops_report(onnx_file, gens)
+            for g in gens:
+                r = rep["by_generation"][str(g)]
+                if r["unsupported"]:
+                    raise UserError(f"TensorRT {g}'s ONNX parser does not support {', '.join(r['unsupported'])} in "
+                                    f"{ctx.onnx_path.name}: re-export without them (or extend TensorRT with a plugin)")
+                if not r["opset_supported"]:
+                    lo, hi = r["opsets"]
+                    raise UserError(f"ONNX opset {rep['opset']} is outside TensorRT {g}'s {lo}-{hi}: "
+                                    "re-export with --opset 17")
+            parity = []
+            if onnx_file is work:  # the precision-carrying ONNX runs here, in ONNX Runtime on CPU
+                parity = self._prove_in_ort(ctx, onnx_file, prec)
+            bundle = write_bundle(
+                out_dir, onnx_path=onnx_file, precision=prec, input_name=ctx.input_name,
+                output_name=ctx.output_name, chw=[int(getattr(ctx.spec, "in_chans", 3) or 3), ctx.img_size,
+                                                  ctx.img_size],
+                dynamic=ctx.dynamic_batch, batch=brange, workspace_mb=ws, parity_inputs=ctx.parity_inputs,
+                reference=ctx.reference, calib=ctx.calib, calib_source=ctx.calib_source,
+                eval_images=ctx.eval_images, eval_labels=ctx.eval_labels, eval_reference=ctx.eval_reference,
+                tolerance=ctx.tolerances.get(prec), ops_report=rep, model_name=getattr(ctx.spec, "name", ""),
+                generation=generation, quantization=quant, onnx_precision=info, profile=opts.get("profile"))
+        finally:
+            work.unlink(missing_ok=True)
         files = list(bundle["files"])
         inputs = [{"name": ctx.input_name, "shape": bundle["input"]["shape"], "dtype": "float32"}]
         out_shape = [bundle["input"]["shape"][0], getattr(ctx.spec, "num_classes", None)]
         outputs = [{"name": ctx.output_name, "shape": out_shape, "dtype": "float32"}]
-        extra = {"trtexec": bundle["trtexec_line"], "batch": brange, "workspace_mb": ws,
-                 "onnx_ops_checked": len(rep["ops"]), "onnx_opset": rep["opset"]}
-        notes = []
-        if prec == "int8":
-            notes.append("INT8 uses implicit quantization with IInt8EntropyCalibrator2 (deprecated in TensorRT 10 "
-                         "but supported); trtexec needs the calib.cache that build-engine writes")
+        extra = {"trtexec": bundle["trtexec_line"], "tensorrt": bundle["tensorrt"], "onnx_precision": info,
+                 "batch": brange, "workspace_mb": ws, "onnx_ops_checked": len(rep["ops"]), "onnx_opset": rep["opset"]}
+        notes.append(f"model.onnx: {info['summary']}" + (" (proven in ONNX Runtime on CPU)" if parity else ""))
+        if implicit:
+            notes.append("INT8 by TensorRT 10's implicit quantization (IInt8EntropyCalibrator2, deprecated in 10, "
+                         "removed in 11); trtexec needs the calib.cache that build-engine writes")
+        gen_note = (f"TensorRT {generation}" if generation else "TensorRT 10 or 11")
         if self.can_build_here():
-            side = build_engine(Path(out_dir), prec, ws)
-            files += [ENGINE, SIDECAR, "timing.cache"] + (["calib.cache"] if prec == "int8" else [])
+            side = build_engine(out_dir, prec, ws)
+            files += [ENGINE, SIDECAR, "timing.cache"] + ([CALIB_CACHE] if implicit else [])
             return Artifact(target=self.name, precision=prec, path=".", files=files, inputs=inputs, outputs=outputs,
-                            parity=side["parity"], verified="parity", runtime_version=side["tensorrt_version"],
+                            parity=parity + side["parity"], verified="parity", runtime_version=side["tensorrt_version"],
                             notes=notes, extra={**extra, "gpu": side["gpu"],
                                                 "compute_capability": side["compute_capability"]})
-        notes.append("no TensorRT/NVIDIA GPU here: build the engine on the device with "
+        notes.append(f"no TensorRT/NVIDIA GPU here: build the engine on the device ({gen_note}) with "
                      "`partialdeploy build-engine DIR` (parity gate included) or `sh DIR/build_engine.sh`")
         return Artifact(target=self.name, precision=prec, path=".", files=files, inputs=inputs, outputs=outputs,
-                        parity=[], verified=BUNDLE_VERIFIED, runtime_version=None, notes=notes, extra=extra)
+                        parity=parity, verified=BUNDLE_VERIFIED, runtime_version=None, notes=notes, extra=extra)
+
+    @staticmethod
+    def _prove_in_ort(ctx: ExportContext, onnx_file: Path, prec: str) -> list[dict]:
+        """Parity gates of the fp16 / Q/DQ ONNX in ONNX Runtime (CPU) on the real images."""
+        from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+
+        with OnnxRuntimeRunner(onnx_file, threads=ctx.options.get("threads")) as r:
+            bs = static_batch(r.inputs()[0].shape) or 8
+            return parity_gates(ctx, lambda x: run_padded(r.run, x, bs),
+                                f"TensorRT-ready {prec} ONNX in ONNX Runtime (CPU)")
