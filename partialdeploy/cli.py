@@ -100,6 +100,8 @@ def export(
     profile: Optional[str] = typer.Option(None, "--profile", help="Target profile name (see profiles/) or YAML path; "
                                           "explicit flags override it."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (13-20)."),
+    fallback: bool = typer.Option(True, "--fallback/--no-fallback", help="INT8: when plain quantization misses "
+                                  "the gate, keep the most sensitive blocks in float until it holds (default)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
 ):
     """Checkpoint -> deploy form -> ONNX -> target artifacts, each proven by a parity gate.
@@ -117,6 +119,8 @@ def export(
             from partialdeploy.errors import UserError
 
             raise UserError(f"--opset {opset} is outside 13-20 (what the exporter and TensorRT 10 accept)")
+        if not fallback:
+            prof["int8_fallback"] = False
         tgt = target or ([prof.pop("target")] if prof.get("target") else ["onnx"])
         prof.pop("target", None)
         req = ExportRequest(
@@ -173,6 +177,13 @@ def export(
         for s in res.skipped:
             t.add_row(s["target"], s["precision"], "[yellow]skipped[/]", "", escape(s["reason"][:160]))
         out.print(t)
+        for a in res.artifacts:  # INT8 blocks kept in float, gate before/after, latency cost
+            for n in a.notes:
+                if n.startswith("INT8 fallback"):
+                    out.print(f"{a.target} int8: {escape(n)}", soft_wrap=True)
+        for f in res.failures:
+            if len(f["error"]) > 160:
+                err.print(f"[red]{f['target']} {f['precision']}:[/] {escape(f['error'])}", soft_wrap=True)
         if res.manifest_path:
             out.print(f"manifest: {res.manifest_path}")
     raise typer.Exit(res.exit_code)

@@ -28,7 +28,7 @@ DEFAULT_TOLERANCES = {
     "fp16": Tolerance(cosine_min=0.9995),
     # bf16 keeps 8 mantissa bits (fp16: 10), and the CPU rounds activations too, not only weights
     "bf16": Tolerance(cosine_min=0.998, top1_min=0.9),
-    "int8": Tolerance(top1_min=0.90, acc_drop_max=0.5),
+    "int8": Tolerance(cosine_min=0.90, top1_min=0.90, acc_drop_max=0.5),
 }
 
 

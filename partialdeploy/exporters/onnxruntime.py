@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError
 from partialdeploy.exporters._common import first_line, parity_gates, quiet, run_padded, static_batch
 from partialdeploy.exporters.onnx import io_meta
 from partialdeploy.exporters.base import Artifact, ExportContext, Target
@@ -243,21 +243,70 @@ class OnnxRuntimeTarget(Target):
         pre = dst.with_name("model.preprocessed.tmp.onnx")
         ins, _ = io_meta(ctx.onnx_path)
         bs = static_batch(ins[0]["shape"]) or 1
+        calib = np.asarray(ctx.calib, np.float32)
+        tries = [0]
+
+        def quantize(float_blocks):
+            import onnx
+
+            exclude = []
+            if float_blocks:  # official block names prefix every node of the block (blocknames.py)
+                prefixes = tuple(b + "/" for b in float_blocks)
+                exclude = [n.name for n in onnx.load(str(pre), load_external_data=False).graph.node
+                           if n.name.startswith(prefixes)]
+            tries[0] += 1
+            path = dst.with_name(f"model.int8-{tries[0]}.tmp.onnx")
+            try:
+                with quiet():
+                    quantize_static(
+                        str(pre), str(path), _Reader(ctx.input_name, calib, bs),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                        calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                          "percentile": CalibrationMethod.Percentile}[method])
+            except Exception as e:
+                raise UserError(f"ONNX Runtime INT8 quantization failed: {first_line(e)}") from e
+            return path
+
+        from partialdeploy.diff import ort_collector
+        from partialdeploy.int8fallback import Backend, quantize_until_gate
+        from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+
+        threads = ctx.options.get("threads")
+
+        def logits(path):
+            r = OnnxRuntimeRunner(path, threads=threads).load()
+            b = static_batch(r.inputs()[0].shape) or 8
+            return lambda x: run_padded(r.run, x, b)
+
+        def timer(path):
+            r = OnnxRuntimeRunner(path, threads=threads).load()
+            x = np.ascontiguousarray(ctx.parity_inputs[:1].repeat(bs, 0), np.float32)
+            return lambda: r.run(x)
+
         try:
             with quiet():
                 quant_pre_process(str(ctx.onnx_path), str(pre), skip_symbolic_shape=True)
-                quantize_static(
-                    str(pre), str(dst), _Reader(ctx.input_name, np.asarray(ctx.calib, np.float32), bs),
-                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                                      "percentile": CalibrationMethod.Percentile}[method])
+            backend = Backend(name="onnxruntime", quantize=quantize, logits=logits,
+                              boundaries=lambda path: ort_collector(path, threads)[0],
+                              reference=ort_collector(ctx.onnx_path, threads)[0], timer=timer,
+                              release=lambda path: path.unlink(missing_ok=True))
+            fb = quantize_until_gate(ctx, backend, "ONNX -> ONNX Runtime int8 (CPU)",
+                                     enabled=bool(ctx.options.get("int8_fallback", True)))
+            fb.handle.replace(dst)
+        except UserError:
+            raise
+        except VerificationError:
+            raise
         except Exception as e:
             raise UserError(f"ONNX Runtime INT8 quantization failed: {first_line(e)}") from e
         finally:
             pre.unlink(missing_ok=True)
             for f in dst.parent.glob("*.tmp*"):
                 f.unlink(missing_ok=True)
+        extra["int8_fallback"] = fb.to_dict()
+        if fb.note():
+            notes.append(fb.note())
         extra.update(quantization="static QDQ", weights="int8 per-channel", activations="uint8 per-tensor",
                      calibration=method, calibration_images=len(ctx.calib))
         notes.append(f"INT8 static QDQ (U8S8, per-channel weights, {method} calibration) on {len(ctx.calib)} "

@@ -100,7 +100,7 @@ class OpenVINOTarget(Target):
         except Exception as e:
             raise UserError(f"OpenVINO cannot convert {ctx.onnx_path.name}: {first_line(e)}") from e
         if prec == "int8":
-            model = self._quantize(ctx, model, extra)
+            model = self._int8(ctx, model, extra, notes)
             notes.append(f"INT8 by NNCF post-training quantization on {extra['calibration_images']} calibration "
                          f"images ({ctx.calib_source or 'given'}), preset {extra['preset']}")
         elif prec == "fp16":
@@ -171,8 +171,47 @@ class OpenVINOTarget(Target):
         except VerificationError:
             raise first_failure from None
 
+    def _int8(self, ctx: ExportContext, model, extra: dict, notes: list[str]):
+        """NNCF PTQ; when it misses the INT8 gate, blocks kept in float through NNCF's ignored scope
+        until the gate holds (partialdeploy.int8fallback)."""
+        import openvino as ov
+
+        from partialdeploy.diff import ov_collector
+        from partialdeploy.int8fallback import Backend, quantize_until_gate
+
+        threads = ctx.options.get("threads")
+        cfg = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            cfg["INFERENCE_NUM_THREADS"] = int(threads)
+        shape = model.inputs[0].get_partial_shape()
+        bs = shape[0].get_length() if shape[0].is_static else 1
+        core = ov.Core()
+
+        def logits(q):
+            req = core.compile_model(q, "CPU", cfg).create_infer_request()
+            return lambda x: run_padded(lambda b: np.array(req.infer({0: b})[0]), x, bs)
+
+        def timer(q):
+            req = core.compile_model(q, "CPU", cfg).create_infer_request()
+            x = np.ascontiguousarray(ctx.parity_inputs[:1].repeat(bs, 0), np.float32)
+            return lambda: req.infer({0: x})
+
+        backend = Backend(
+            name="openvino",
+            quantize=lambda floats: self._quantize(ctx, model.clone(), extra, floats),
+            logits=logits,
+            boundaries=lambda q: ov_collector(q, threads)[0],
+            reference=ov_collector(model, threads)[0],
+            timer=timer)
+        fb = quantize_until_gate(ctx, backend, "ONNX -> OpenVINO int8 (CPU)",
+                                 enabled=bool(ctx.options.get("int8_fallback", True)))
+        extra["int8_fallback"] = fb.to_dict()
+        if fb.note():
+            notes.append(fb.note())
+        return fb.handle
+
     @staticmethod
-    def _quantize(ctx: ExportContext, model, extra: dict):
+    def _quantize(ctx: ExportContext, model, extra: dict, float_blocks=()):
         if ctx.calib is None or len(ctx.calib) == 0:
             raise UserError("INT8 needs calibration images: pass --calib DIR (100-500 representative images)")
         try:
@@ -200,8 +239,14 @@ class OpenVINOTarget(Target):
         nncf_log.setLevel(logging.ERROR)
         try:  # NNCF draws progress bars on stdout: keep stdout clean for --json
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                ignored = None
+                if float_blocks:  # official block names prefix every op of the block (blocknames.py)
+                    import re
+
+                    ignored = nncf.IgnoredScope(patterns=[f"^{re.escape(b)}/.*" for b in float_blocks],
+                                                validate=False)
                 q = nncf.quantize(model, ds, preset=getattr(nncf.QuantizationPreset, preset),
-                                  subset_size=len(batches), model_type=None)
+                                  subset_size=len(batches), model_type=None, ignored_scope=ignored)
         except Exception as e:
             raise UserError(f"NNCF quantization failed: {first_line(e)}") from e
         finally:
