@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/partialdeploy profile dist/demo --batch 1
 
 bench: install
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench.py --int8 --int8-fallback
 
 lint: install
 	$(BIN)/ruff check partialdeploy tests scripts

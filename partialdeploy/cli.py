@@ -94,6 +94,11 @@ def export(
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of calibration images for INT8 "
                                          "(default for the demo: its bundled images)."),
     calib_count: Optional[int] = typer.Option(None, "--calib-count", help="Max calibration images (default 100)."),
+    calib_seed: int = typer.Option(0, "--calib-seed", help="Seed of the calibration subset (recorded in the "
+                                   "manifest with its file list and hash)."),
+    eval_dir: Optional[Path] = typer.Option(None, "--eval", help="INT8: labelled images, one sub-folder per class "
+                                            "(ImageFolder); the gate becomes an accuracy drop (class order from the "
+                                            "checkpoint's labels when present)."),
     variant: Optional[str] = typer.Option(None, "--variant", help="e.g. partialnet-t0, fasternet-s: what the weights "
                                           "cannot tell."),
     act: Optional[str] = typer.Option(None, "--act", help="gelu or relu (not stored in the weights)."),
@@ -134,6 +139,7 @@ def export(
                       else prof["batch"].get("opt", 1)),
             calib=calib,
             calib_count=int(calib_count or prof.pop("calib_images", 100)),
+            calib_seed=calib_seed, eval_dir=eval_dir,
             variant=variant, act=act, opset=opset,
             options=prof, tolerances=prof.pop("tolerances_obj", {}) if prof else {},
             command=command_line(),

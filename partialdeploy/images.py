@@ -66,6 +66,28 @@ def open_image_bounded(f: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ValueError(f"unreadable ({type(e).__name__}: {str(e)[:80]})") from None
 
 
+def image_files(path: str | Path) -> list[Path]:
+    """Image files under a folder (recursively), sorted by path."""
+    return sorted(f for f in Path(path).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+
+
+def load_image_files(files, size: int, mean, std, crop_ratio: float = 0.875, limit: int | None = None,
+                     skipped: list | None = None) -> tuple[np.ndarray, list[Path]]:
+    """Preprocess ``files`` (at most ``limit`` usable ones) -> ((N,3,size,size) float32, files used).
+    Corrupt images and decompression bombs are skipped; ``skipped`` receives ``(file, reason)``."""
+    out, used = [], []
+    for f in files:
+        if limit and len(out) >= limit:
+            break
+        try:
+            out.append(preprocess(open_image_bounded(f), size, mean, std, crop_ratio))
+            used.append(f)
+        except ValueError as e:
+            if skipped is not None:
+                skipped.append((f, str(e)))
+    return (np.stack(out) if out else np.zeros((0, 3, size, size), np.float32)), used
+
+
 def load_image_folder(path: str | Path, size: int, mean, std, limit: int | None = None,
                       crop_ratio: float = 0.875, skipped: list | None = None) -> np.ndarray:
     """Images in a folder (recursively, sorted) -> (N,3,size,size) float32, at most ``limit``.
@@ -74,24 +96,72 @@ def load_image_folder(path: str | Path, size: int, mean, std, limit: int | None 
     p = Path(path)
     if not p.is_dir():
         raise UserError(f"calibration folder {path} does not exist: pass --calib DIR with images in it")
-    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    files = image_files(p)
     if not files:
         raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}: put calibration images there")
-    out, bad = [], []
-    for f in files:
-        if limit and len(out) >= limit:
-            break
-        try:
-            out.append(preprocess(open_image_bounded(f), size, mean, std, crop_ratio))
-        except ValueError as e:
-            bad.append((f, str(e)))
+    bad: list = []
+    x, _ = load_image_files(files, size, mean, std, crop_ratio, limit, bad)
     if skipped is not None:
         skipped.extend(bad)
-    if not out:
+    if not len(x):
         first = f"{bad[0][0].name}: {bad[0][1]}" if bad else ""
         raise UserError(f"no usable image in {path} ({len(bad)} unreadable or too large, e.g. {first}): "
                         "put real calibration images there")
-    return np.stack(out)
+    return x
+
+
+def seeded_subset(files: list[Path], count: int, seed: int = 0) -> list[Path]:
+    """``count`` files drawn without replacement with a fixed seed (all of them, shuffled, when fewer):
+    the same folder and seed always give the same calibration set."""
+    order = np.random.default_rng(seed).permutation(len(files))
+    return [files[i] for i in order[:count]] if count else [files[i] for i in order]
+
+
+def files_digest(files, root: Path) -> str:
+    """sha256 over the files' paths (relative to ``root``) and contents, in order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).relative_to(root).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def load_labelled_folder(path: str | Path, size: int, mean, std, crop_ratio: float = 0.875,
+                         labels=None, skipped: list | None = None) -> tuple[np.ndarray, np.ndarray, list[str], list]:
+    """An ImageFolder layout (one sub-folder per class) -> (images, class indices, class names, files).
+    The class order is ``labels`` (the checkpoint's) when given — every sub-folder must name one of
+    them — else the sorted sub-folder names (torchvision's convention)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"--eval {path} is not a folder: pass a folder with one sub-folder of images per class")
+    classes = sorted(d.name for d in p.iterdir() if d.is_dir() and image_files(d))
+    if not classes:
+        raise UserError(f"--eval {path} has no class sub-folders with images: use the ImageFolder layout "
+                        "(DIR/<class>/<image>)")
+    if labels:
+        index = {str(name): i for i, name in enumerate(labels)}
+        unknown = [c for c in classes if c not in index]
+        if unknown:
+            raise UserError(f"--eval {path}: sub-folder(s) {', '.join(unknown[:5])} are not among the checkpoint's "
+                            f"{len(index)} labels (e.g. {', '.join(list(index)[:5])}): name the folders after them")
+        order = list(labels)
+    else:
+        index = {c: i for i, c in enumerate(classes)}
+        order = classes
+    xs, ys, used_all = [], [], []
+    for c in classes:
+        x, used = load_image_files(image_files(p / c), size, mean, std, crop_ratio, skipped=skipped)
+        xs.append(x)
+        ys += [index[c]] * len(x)
+        used_all += used
+    x = np.concatenate(xs, 0)
+    if not len(x):
+        raise UserError(f"--eval {path}: no usable image in any class folder")
+    return x, np.asarray(ys, np.int64), [str(o) for o in order], used_all
 
 
 def natural_images() -> list[np.ndarray]:

@@ -42,6 +42,8 @@ class ExportRequest:
     batch: int = 1
     calib: Path | None = None
     calib_count: int = 100
+    calib_seed: int = 0  # the calibration subset is drawn with this seed (recorded in the manifest)
+    eval_dir: Path | None = None  # ImageFolder with labels: the INT8 gate becomes an accuracy drop
     variant: str | None = None
     act: str | None = None
     opset: int = 17
@@ -180,6 +182,8 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
                             "representative images)")
         if not Path(calib_dir).is_dir():
             raise UserError(f"calibration folder {calib_dir} does not exist: pass --calib DIR with images in it")
+    if req.eval_dir is not None and not Path(req.eval_dir).is_dir():
+        raise UserError(f"--eval {req.eval_dir} is not a folder: pass a folder with one sub-folder of images per class")
     stage("load", t0, f"{spec.name} from {ckpt.format} ({ckpt_path.name})")
 
     # ---- real images: parity inputs, calibration, held-out eval
@@ -193,14 +197,47 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
         px = natural_batch(size, spec.mean, spec.std, n=req.parity_images)
     calib = None
     calib_src = None
+    calib_info = None
     if calib_dir is not None:
+        from partialdeploy.images import files_digest, image_files, load_image_files, seeded_subset
+
         bad_images: list = []
-        calib = load_image_folder(calib_dir, size, spec.mean, spec.std, limit=req.calib_count,
-                                  crop_ratio=spec.crop_ratio, skipped=bad_images)
+        files = image_files(calib_dir)
+        if not files:
+            calib = load_image_folder(calib_dir, size, spec.mean, spec.std)  # raises the one-line error
+        calib, used = load_image_files(seeded_subset(files, 0, req.calib_seed), size, spec.mean, spec.std,
+                                       spec.crop_ratio, limit=req.calib_count, skipped=bad_images)
+        if not len(calib):
+            load_image_folder(calib_dir, size, spec.mean, spec.std, skipped=[])  # raises "no usable image"
         if bad_images:
             notes.append(f"skipped {len(bad_images)} calibration image(s) that are corrupt or too large: "
                          + "; ".join(f"{f.name}: {why}" for f, why in bad_images[:3]))
         calib_src = str(calib_dir) if req.calib else "bundled demo calibration images"
+        root = Path(calib_dir)
+        calib_info = {"source": calib_src, "seed": req.calib_seed, "requested": req.calib_count,
+                      "count": len(used), "available": len(files),
+                      "files": [f.relative_to(root).as_posix() for f in used], "sha256": files_digest(used, root)}
+        if len(used) < req.calib_count:
+            msg = (f"only {len(used)} calibration image(s) in {calib_src}, fewer than the {req.calib_count} asked "
+                   "for (--calib-count / the profile's calib_images): INT8 scales from few images are fragile")
+            notes.append(msg)
+            calib_info["warning"] = msg
+    if req.eval_dir is not None:
+        if calib_dir is None:
+            notes.append(f"--eval {req.eval_dir} ignored: it measures INT8 accuracy (use --precision int8)")
+        else:
+            from partialdeploy.images import load_labelled_folder
+
+            eval_x, eval_y, classes, eval_files = load_labelled_folder(
+                req.eval_dir, size, spec.mean, spec.std, spec.crop_ratio, labels=spec.labels)
+            overlap = {f.resolve() for f in eval_files} & {(Path(calib_dir) / f).resolve()
+                                                           for f in calib_info["files"]}
+            if overlap:
+                notes.append(f"{len(overlap)} --eval image(s) are also calibration images: the accuracy drop is "
+                             "measured partly on data the quantizer saw")
+            calib_info["eval"] = {"dir": str(req.eval_dir), "images": len(eval_x), "classes": len(set(eval_y.tolist())),
+                                  "class_order": "checkpoint labels" if spec.labels else "sorted folder names",
+                                  "overlap_with_calibration": len(overlap)}
     ref = torch_logits(model, px)
     if calib is None:  # the held-out set measures the INT8 accuracy drop; parity needs only px
         eval_x = eval_y = None
@@ -304,7 +341,8 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
             manifest_path = out_dir / MANIFEST
 
             def write_manifest():
-                manifest = build_manifest(out_dir, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req)
+                manifest = build_manifest(out_dir, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req,
+                                      calibration=calib_info)
                 _write_json_atomic(manifest_path, manifest)
 
             commit(out_dir, staging, moves, write_manifest)  # all or nothing: a failure restores the previous state
@@ -324,7 +362,8 @@ def _artifact_entry(out_dir: Path, a: Artifact, command: str) -> dict:
             "notes": a.notes, "extra": a.extra, "command": command}
 
 
-def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req) -> dict:
+def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req,
+                   calibration: dict | None = None) -> dict:
     import platform
 
     import torch
@@ -362,6 +401,7 @@ def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stag
                           "crop": "center", "interpolation": "bicubic", "scale": "1/255",
                           "layout": "NCHW", "color": "RGB", "dtype": "float32"},
         "onnx": onnx_info,
+        "calibration": calibration,
         "pipeline": [{"stage": s.name, "seconds": round(s.seconds, 3), "detail": s.detail, "parity": s.parity}
                      for s in stages],
         "versions": versions,

@@ -502,6 +502,55 @@ def bench_eca_forms(spec, model, deploy, x, rounds, threads, tmp: Path):
         mb = info.path.stat().st_size / 1e6
         print(f"    ECA gate as {k:15} {info.nodes:>5} nodes {mb:>7.1f} MB  ORT {res[k + '|ORT']:7.2f} ms  "
               f"OV {res[k + '|OV']:7.2f} ms")
+def bench_int8_fallback(rounds, threads, tmp: Path):
+    """INT8 with and without the fallback (issue #10), through the real pipeline: the demo model as
+    trained, and the demo with activation outlier channels injected in two blocks (function unchanged)
+    — plain PTQ (gate disabled so the artifact is kept) vs the fallback mix, latency interleaved and
+    top-1 agreement / accuracy on the 360 held-out digits."""
+    from safetensors.torch import save_file
+
+    from partialdeploy import demo
+    from partialdeploy.checkpoint import load_checkpoint, load_model, resolve_spec
+    from partialdeploy.models.outliers import inject_activation_outliers
+    from partialdeploy.parity import Tolerance
+    from partialdeploy.pipeline import ExportRequest, run_export
+
+    ck = load_checkpoint(demo.DEMO_CKPT)
+    spec, _ = resolve_spec(ck)
+    blocks = ["stages.0.blocks.0", "stages.4.blocks.0"]
+    model = inject_activation_outliers(load_model(ck, spec), blocks, scale=300.0)
+    outl = tmp / "demo-outliers.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(outl), metadata=dict(ck.metadata))
+    loose = {"int8": Tolerance(cosine_min=-1.0, top1_min=0.0, acc_drop_max=100.0)}
+    print(f"\nINT8 with and without fallback, batch 1, {threads} threads (ms, median of {rounds} block medians; "
+          "agreement/accuracy on the 360 held-out digits)")
+    for name, ckpt in (("demo", None), ("demo + outliers in " + ", ".join(blocks), outl)):
+        arts = {}
+        for mode in ("plain", "fallback"):
+            out = tmp / f"fb-{mode}-{ckpt.stem if ckpt else 'demo'}"
+            opts = {"int8_fallback": mode == "fallback", "threads": threads}
+            res = run_export(ExportRequest(checkpoint=ckpt, targets=("onnxruntime", "openvino"), precision="int8",
+                                           out_dir=out, options=opts, tolerances=loose if mode == "plain" else {}))
+            for f in res.failures:
+                print(f"  {name} {f['target']} {mode}: FAILED {f['error'][:300]}")
+            for a in res.artifacts:
+                arts[(a.target, mode)] = (out / a.path, a)
+        x = np.ascontiguousarray(demo.eval_set(spec)[0][:1])
+        fns = {k: (ort_fn if k[0] == "onnxruntime" else ov_fn)(p, threads) for k, (p, _a) in arts.items()}
+        lat = cycle(fns, x, rounds, warmup=10, runs=30) if fns else {}
+        print(f"  {name}")
+        for t in ("onnxruntime", "openvino"):
+            if (t, "plain") not in arts or (t, "fallback") not in arts:
+                continue
+
+            def gate(a):
+                p = next((q for q in a.parity if q.get("acc") is not None), a.parity[-1])
+                return f"agree {100 * p['top1_agree']:5.1f}% acc {100 * p['acc']:.2f}%" if p.get("acc") is not None \
+                    else f"agree {100 * p['top1_agree']:5.1f}%"
+            pa, fa = arts[(t, "plain")][1], arts[(t, "fallback")][1]
+            fl = (fa.extra.get("int8_fallback") or {}).get("float_blocks") or []
+            print(f"    {t:12} plain {lat[(t, 'plain')]:6.3f} ms ({gate(pa)})  fallback {lat[(t, 'fallback')]:6.3f} ms "
+                  f"({gate(fa)})  ×{lat[(t, 'fallback')] / lat[(t, 'plain')]:.2f}  float: {', '.join(fl) or 'none'}")
 
 
 def main():
@@ -519,6 +568,7 @@ def main():
     ap.add_argument("--families", default="eca-resnet50,eca-mobilenetv2",
                     help="other families next to PartialNet (naive export vs ours); '' for none")
     ap.add_argument("--eca-forms", action="store_true", help="also time the ECA gate's deploy forms")
+    ap.add_argument("--int8-fallback", action="store_true", help="INT8 with and without the fallback (issue #10)")
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # numpy's GEMM: same threads
         os.environ[var] = str(args.threads)
@@ -553,6 +603,8 @@ def main():
         fams = [f.strip() for f in args.families.split(",") if f.strip()]
         if fams:
             bench_families(fams, args.rounds, args.threads, Path(d), args.eca_forms)
+        if args.int8_fallback:
+            bench_int8_fallback(args.rounds, args.threads, Path(d))
     goals = goal_table(results)
     print_goals(goals)
     print(f"\n(total {time.perf_counter() - t0:.0f} s; load average at the end {os.getloadavg()[0]:.1f})")
