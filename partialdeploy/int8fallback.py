@@ -107,6 +107,21 @@ class FallbackResult:
                 f"float: {', '.join(self.float_blocks)} → {fmt(a)}{lat}")
 
 
+def float_block_nodes(model_or_path, float_blocks) -> list[str]:
+    """Names of the ONNX nodes that belong to ``float_blocks`` (official names prefix every node, see
+    :mod:`partialdeploy.blocknames`): the exclude set for any Q/DQ builder — ONNX Runtime's
+    ``nodes_to_exclude`` here, and the hook for the TensorRT bundle's explicit-quantization ONNX
+    (layers left without Q/DQ), whose builder takes the same list."""
+    if not float_blocks:
+        return []
+    import onnx
+
+    m = model_or_path if isinstance(model_or_path, onnx.ModelProto) else onnx.load(str(model_or_path),
+                                                                                     load_external_data=False)
+    prefixes = tuple(b + "/" for b in float_blocks)
+    return [n.name for n in m.graph.node if n.name.startswith(prefixes)]
+
+
 def gate_results(ctx, fn: Callable[[np.ndarray], np.ndarray], stage: str) -> tuple[bool, list]:
     """The INT8 gate of ``exporters._common.parity_gates`` without raising: (passed, results)."""
     from partialdeploy.exporters._common import tolerance

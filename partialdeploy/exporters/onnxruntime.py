@@ -247,13 +247,7 @@ class OnnxRuntimeTarget(Target):
         tries = [0]
 
         def quantize(float_blocks):
-            import onnx
-
-            exclude = []
-            if float_blocks:  # official block names prefix every node of the block (blocknames.py)
-                prefixes = tuple(b + "/" for b in float_blocks)
-                exclude = [n.name for n in onnx.load(str(pre), load_external_data=False).graph.node
-                           if n.name.startswith(prefixes)]
+            exclude = float_block_nodes(pre, float_blocks)  # every node of the blocks kept in float
             tries[0] += 1
             path = dst.with_name(f"model.int8-{tries[0]}.tmp.onnx")
             try:
@@ -269,7 +263,7 @@ class OnnxRuntimeTarget(Target):
             return path
 
         from partialdeploy.diff import ort_collector
-        from partialdeploy.int8fallback import Backend, quantize_until_gate
+        from partialdeploy.int8fallback import Backend, float_block_nodes, quantize_until_gate
         from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
 
         threads = ctx.options.get("threads")
