@@ -502,11 +502,14 @@ def bench_eca_forms(spec, model, deploy, x, rounds, threads, tmp: Path):
         mb = info.path.stat().st_size / 1e6
         print(f"    ECA gate as {k:15} {info.nodes:>5} nodes {mb:>7.1f} MB  ORT {res[k + '|ORT']:7.2f} ms  "
               f"OV {res[k + '|OV']:7.2f} ms")
+
+
 def bench_int8_fallback(rounds, threads, tmp: Path):
     """INT8 with and without the fallback (issue #10), through the real pipeline: the demo model as
     trained, and the demo with activation outlier channels injected in two blocks (function unchanged)
     — plain PTQ (gate disabled so the artifact is kept) vs the fallback mix, latency interleaved and
     top-1 agreement / accuracy on the 360 held-out digits."""
+    import numpy as np
     from safetensors.torch import save_file
 
     from partialdeploy import demo
@@ -537,7 +540,7 @@ def bench_int8_fallback(rounds, threads, tmp: Path):
                 arts[(a.target, mode)] = (out / a.path, a)
         x = np.ascontiguousarray(demo.eval_set(spec)[0][:1])
         fns = {k: (ort_fn if k[0] == "onnxruntime" else ov_fn)(p, threads) for k, (p, _a) in arts.items()}
-        lat = cycle(fns, x, rounds, warmup=10, runs=30) if fns else {}
+        lat = cycle_ms(fns, x, rounds, warmup=10, runs=30) if fns else {}
         print(f"  {name}")
         for t in ("onnxruntime", "openvino"):
             if (t, "plain") not in arts or (t, "fallback") not in arts:
