@@ -11,8 +11,8 @@ The estimate is deliberately simple and on the high side (no torch needed):
 * activations: per image, the widest feature map (embed_dim × (size/4)²) times the tensors alive in
   a block (mlp_ratio + 3), the input, and the attention scores (3 × heads × L²), for the largest
   batch run at once (PyTorch runs the gate 8 images at a time);
-* images: parity, calibration and held-out images as float32 (3 × size²), plus 1 GiB for the
-  interpreter and the runtimes' own code;
+* images: parity, calibration and held-out images as float32 (3 × size²), twice (the list of
+  preprocessed images and the stacked batch), plus 1 GiB for the interpreter and the runtimes' code;
 * disk: the artifacts (ONNX once in staging, once per target; the TensorRT bundle also stores the
   parity/calibration inputs as .npy).
 """
@@ -66,7 +66,7 @@ def estimate(spec, n_params: int, img_size: int, batch: int = 1, targets=("onnx"
     run_batch = max(int(batch), TORCH_GATE_BATCH)
     activations = int(per_image * run_batch)
     n_img = int(parity_images) + int(calib_images) + int(eval_images)
-    images = 4 * 3 * s * s * n_img
+    images = 2 * 4 * 3 * s * s * n_img  # each image twice at the peak: the list and the stacked batch
     memory = BASE_BYTES + MODEL_COPIES * weights + activations + images
     n_targets = len(tuple(targets))
     disk = weights * (1 + n_targets)

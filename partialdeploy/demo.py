@@ -24,6 +24,12 @@ def is_demo(metadata: dict) -> bool:
     return metadata.get(EVAL_METADATA_KEY) == "digits-test"
 
 
+def eval_size() -> int:
+    """Number of held-out test images (read without decoding them)."""
+    with np.load(DEMO_EVAL) as d:
+        return int(d["labels"].shape[0])
+
+
 def eval_set(spec) -> tuple[np.ndarray, np.ndarray]:
     """Held-out real test images (preprocessed for ``spec``) and their labels."""
     from partialdeploy.images import preprocess

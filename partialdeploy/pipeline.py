@@ -171,7 +171,8 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
     spec, notes = resolve_spec(ckpt, variant=req.variant, act=req.act, img_size=req.img_size)
     budget.check(spec, sum(v.numel() for v in ckpt.state_dict.values()), spec.img_size, req.batch, targets,
                  req.precision, req.out_dir, req.parity_images,
-                 req.calib_count if req.precision == "int8" and any(t != "onnx" for t in targets) else 0)
+                 req.calib_count if req.precision == "int8" and any(t != "onnx" for t in targets) else 0,
+                 demo.eval_size() if demo.is_demo(ckpt.metadata) else 0)
     model = load_model(ckpt, spec)
     is_demo = demo.is_demo(ckpt.metadata)
     calib_dir = None

@@ -326,3 +326,28 @@ def test_pth_pickle_payload_still_refused(tmp_path):
     r = run_cli("export", ck, "-o", tmp_path / "dist")
     assert "refusing to load" in one_line_exit2(r)
     assert not marker.exists()
+
+
+def test_budget_estimate_covers_the_measured_peak(tmp_path):
+    """The estimate is on the high side of what an export really uses (peak RSS of the process)."""
+    import os
+    import subprocess
+    import sys
+
+    from hostile import ROOT
+    from partialdeploy import demo
+
+    peak_file = tmp_path / "peak"
+    code = ("import atexit, resource, sys\n"
+            f"atexit.register(lambda: open({str(peak_file)!r}, 'w').write("
+            "str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)))\n"
+            f"sys.argv = ['partialdeploy', 'export', '--img-size', '512', '-o', {str(tmp_path / 'd')!r}]\n"
+            "from partialdeploy.cli import main\nmain()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert r.returncode == 0, r.stderr
+    peak = int(peak_file.read_text())
+    c = load_checkpoint(demo.DEMO_CKPT)
+    spec, _ = resolve_spec(c, img_size=512)
+    est = budget.estimate(spec, sum(v.numel() for v in c.state_dict.values()), 512, eval_images=demo.eval_size())
+    assert peak <= est.memory <= 4 * peak, (budget.human(peak), budget.human(est.memory))
