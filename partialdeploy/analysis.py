@@ -112,6 +112,7 @@ def inspect_checkpoint(path: Path | None, variant=None, act=None, img_size=None)
         "dpconv_splits": dp,
         "batchnorm": {"before": n_bn, "after": n_bn_after},
         "family": fam.title,
+        "summary": fam.describe(spec),
         "layernorm_affine_folded": n_ln - n_ln_after,
         "img_size": size,
         "params": {"before": p0, "after": p1},

@@ -220,9 +220,7 @@ def inspect(
 
     a = r["architecture"]
     out.print(f"[bold]{a['name']}[/]  ({r['format']}, sha256 {r['sha256'][:12]}…)")
-    out.print(f"embed_dim {a['embed_dim']}, depths {a['depths']}, act {a['act']}, n_div {a['n_div']}, "
-              f"heads {a['num_heads']}, classes {a['num_classes']}, channel attn {a['use_channel_attn']}, "
-              f"spatial attn {a['use_spatial_attn']}, DPConv {a['auto_div']}, input {r['img_size']}²")
+    out.print(f"{r['summary']}, input {r['img_size']}²")
     for n in r["notes"]:
         out.print(f"[dim]note: {n}[/]")
     if r["dropped_prefixes"]:

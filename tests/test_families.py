@@ -227,11 +227,12 @@ def test_inspect_describes_family(name, tmp_path):
     r = inspect_checkpoint(p, img_size=64)
     kinds = {b["kind"]: b for b in r["blocks"]}
     if name.startswith("eca"):
-        assert r["family"] == "ECA-MobileNetV2" and kinds["ECA"]["count"] == 17
+        assert r["family"] == "ECA-MobileNetV2" and kinds["ECA"]["count"] == 17 and "width_mult 0.25" in r["summary"]
         assert kinds["InvertedResidual"]["count"] == 17
         assert r["batchnorm"]["after"] == 0 and r["flops"]["by_kind_before"]["conv"] > 0
     else:
         assert r["family"] == "ConvNeXt" and kinds["PAT_ch"]["count"] == 4 and kinds["PAT_sf"]["count"] == 1
+        assert "dims [8, 16, 32, 64]" in r["summary"] and "n_div 4" in r["summary"]
         assert r["layernorm_affine_folded"] >= 5 and r["flops"]["by_kind_after"]["attention"] > 0
     assert abs(r["flops"]["after"] - r["flops"]["before"]) <= 0.02 * r["flops"]["before"]
 

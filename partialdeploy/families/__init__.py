@@ -49,6 +49,11 @@ class Family:
     def spec_name(self, spec) -> str:
         return f"{self.title}-{spec.variant}" if spec.variant else f"{self.title}-custom"
 
+    def describe(self, spec) -> str:
+        """One line for ``inspect``: what the weights say about the architecture."""
+        return (f"depths {list(spec.depths)}, act {spec.act}, classes {spec.num_classes}, "
+                + ", ".join(f"{k} {v}" for k, v in spec.arch.items()))
+
     def variant_names(self) -> list[str]:
         return [f"{self.aliases[0]}-{v}" if v else self.aliases[0] for v in self.variants]
 

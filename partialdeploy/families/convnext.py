@@ -55,6 +55,13 @@ class ConvNeXtFamily(Family):
             f"ConvNeXt-custom(depths={list(spec.depths)}, dims={list(a.get('dims', []))})"
         return f"{base} {kind}" + (" +PAT_sp" if spec.use_spatial_attn else "")
 
+    def describe(self, spec) -> str:
+        return (f"depths {list(spec.depths)}, dims {spec.arch.get('dims')}, "
+                + (f"partial conv n_div {spec.n_div} (PAT_ch stages 1-3, PAT_sf stage 4, {spec.num_heads} heads)"
+                   if spec.use_channel_attn else "depthwise conv")
+                + (", PAT_sp MLP" if spec.use_spatial_attn else "") + f", layer scale {spec.layer_scale}, "
+                f"classes {spec.num_classes}")
+
     def _spec(self, depths, dims, n_div=4, channel=True, spatial=False, num_classes=1000, in_chans=3, patch=4,
               heads=4, mlp_ratio=4.0, layer_scale=True, kernel_size=7, variant=None):
         from partialdeploy.spec import ArchSpec

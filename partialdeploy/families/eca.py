@@ -63,6 +63,10 @@ class ECAResNetFamily(Family):
         base = f"ECA-ResNet-{spec.variant}" if spec.variant else f"ECA-ResNet-custom(depths={list(spec.depths)})"
         return f"{base} (k={ks})" if ks else base
 
+    def describe(self, spec) -> str:
+        return (f"{spec.arch.get('block')} blocks, depths {list(spec.depths)}, ECA kernel sizes per layer "
+                f"{spec.arch.get('k_sizes')}, classes {spec.num_classes}")
+
     def _spec(self, block, depths, k_sizes, num_classes=1000, in_chans=3, stem=64, variant=None):
         from partialdeploy.spec import ArchSpec
 
@@ -179,6 +183,11 @@ class ECAMobileNetV2Family(Family):
                 inp = outs[-1]
         return {"stem": stem, "outs": outs, "hiddens": hiddens, "k_sizes": ks,
                 "last_channel": int(1280 * max(1.0, width_mult)), "width_mult": width_mult}
+
+    def describe(self, spec) -> str:
+        a = spec.arch
+        return (f"width_mult {a.get('width_mult', 'custom')}, stem {a['stem']}, block outputs {a['outs']}, "
+                f"last {a['last_channel']}, ECA kernel sizes {a['k_sizes']}, classes {spec.num_classes}")
 
     def spec_name(self, spec):
         w = spec.arch.get("width_mult")

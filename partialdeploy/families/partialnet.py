@@ -145,6 +145,11 @@ class _PartialNetLike(Family):
             return f"{self.title}-{spec.variant.upper()}"
         return f"{self.title}-custom(embed_dim={spec.embed_dim}, depths={list(spec.depths)})"
 
+    def describe(self, spec) -> str:
+        return (f"embed_dim {spec.embed_dim}, depths {list(spec.depths)}, act {spec.act}, n_div {spec.n_div}, "
+                f"heads {spec.num_heads}, classes {spec.num_classes}, channel attn {spec.use_channel_attn}, "
+                f"spatial attn {spec.use_spatial_attn}, DPConv {spec.auto_div}")
+
     def infer(self, sd, hp, variant, act, notes):
         from partialdeploy.spec import ArchSpec
 
