@@ -52,7 +52,7 @@ def test_markdown(prof):
     md = rp.to_markdown(rp.load(prof))
     assert md.startswith("# Latency report: TinyNet-test")
     assert "| target | precision | batch | p50 ms |" in md
-    assert re.search(r"\| openvino \| fp32 \| 4 \| [\d.]+ \|", md)
+    assert re.search(r"\| openvino \| fp32 \[f32\] \| 4 \| [\d.]+ \|", md)  # precision run, read back
     assert "not_run" in md and "NVIDIA GPU" in md and "macOS" in md and "skipped" in md
     assert "## Per-layer: onnx/fp32" in md and "stages.0.blocks.0" in md
 
