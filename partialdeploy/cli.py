@@ -115,35 +115,11 @@ def export(
     from partialdeploy.pipeline import ExportRequest, command_line, run_export
 
     try:
-        prof: dict = {}
-        if profile:
-            from partialdeploy.profiles import load_profile
-
-            prof = dict(load_profile(profile))
-        if not 13 <= opset <= 20:
-            from partialdeploy.errors import UserError
-
-            raise UserError(f"--opset {opset} is outside 13-20 (what the exporter and TensorRT 10 accept)")
-        if not fallback:
-            prof["int8_fallback"] = False
-        tgt = target or ([prof.pop("target")] if prof.get("target") else ["onnx"])
-        prof.pop("target", None)
-        req = ExportRequest(
-            checkpoint=checkpoint,
-            targets=tuple(tgt),
-            precision=(precision or prof.pop("precision", None) or "fp32").lower(),
-            out_dir=output,
-            img_size=img_size if img_size is not None else prof.pop("img_size", None),
-            dynamic_batch=bool(dynamic_batch if dynamic_batch is not None else prof.pop("dynamic_batch", False)),
-            batch=int(batch if batch is not None else prof.pop("batch", 1) if not isinstance(prof.get("batch"), dict)
-                      else prof["batch"].get("opt", 1)),
-            calib=calib,
-            calib_count=int(calib_count or prof.pop("calib_images", 100)),
-            calib_seed=calib_seed, eval_dir=eval_dir,
-            variant=variant, act=act, opset=opset,
-            options=prof, tolerances=prof.pop("tolerances_obj", {}) if prof else {},
-            command=command_line(),
-        )
+        req = ExportRequest.from_flags(
+            profile=profile, fallback=fallback, checkpoint=checkpoint, targets=tuple(target or ()),
+            precision=precision, out_dir=output, img_size=img_size, dynamic_batch=dynamic_batch, batch=batch,
+            calib=calib, calib_count=calib_count, calib_seed=calib_seed, eval_dir=eval_dir, variant=variant,
+            act=act, opset=opset, command=command_line())
         if as_json:
             res = run_export(req)
         else:
@@ -254,7 +230,7 @@ def _profile_table(report: dict):
     from rich.markup import escape
     from rich.table import Table
 
-    from partialdeploy.report import _f, _prec
+    from partialdeploy.report import fmt, precision_cell
 
     multi = any(r.get("device") for r in report.get("results", []))
     t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
@@ -279,9 +255,9 @@ def _profile_table(report: dict):
                 notes.append(f"  {escape(lab)} b{lb.get('batch')} slowest blocks: " + ", ".join(
                     f"{b['block']} {b['pct']:.0f}%" for b in lb["blocks"][:4]))
             t.add_row(*([str(r.get("device"))] if multi else []), str(r["target"]),
-                      _prec(r), str(r["batch"]), _f(lat["p50"], 3), _f(lat["p90"], 3), _f(lat["p99"], 3),
-                      _f(r.get("throughput_ips"), 1), f"{r.get('load_time_s') or 0:.2f}",
-                      _f(r.get("first_inference_ms"), 1), _f((r.get("memory") or {}).get("peak_rss_mb"), 0))
+                      precision_cell(r), str(r["batch"]), fmt(lat["p50"], 3), fmt(lat["p90"], 3), fmt(lat["p99"], 3),
+                      fmt(r.get("throughput_ips"), 1), f"{r.get('load_time_s') or 0:.2f}",
+                      fmt(r.get("first_inference_ms"), 1), fmt((r.get("memory") or {}).get("peak_rss_mb"), 0))
         else:
             missing.setdefault((lab, r.get("status"), str(r.get("reason", ""))), []).append(str(r.get("batch")))
     for (lab, status, reason), bs in missing.items():

@@ -52,6 +52,37 @@ class ExportRequest:
     tolerances: dict = field(default_factory=dict)  # precision -> parity.Tolerance
     command: str = ""
 
+    # profile fields that are request fields; every other profile field is a target option
+    _PROFILE_FIELDS = {"target": "targets", "precision": "precision", "img_size": "img_size",
+                       "dynamic_batch": "dynamic_batch", "batch": "batch", "calib_images": "calib_count"}
+
+    @classmethod
+    def from_flags(cls, profile: str | None = None, fallback: bool = True, **flags) -> "ExportRequest":
+        """The request from command-line flags over an optional target profile (name or YAML path):
+        a flag that is not None wins over the profile (``profiles.apply_overrides``), then defaults."""
+        from partialdeploy.profiles import apply_overrides, load_profile
+
+        prof = dict(load_profile(profile)) if profile else {}
+        opset = flags.get("opset", 17)
+        if not 13 <= opset <= 20:
+            raise UserError(f"--opset {opset} is outside 13-20 (what the exporter and TensorRT 10 accept)")
+        tolerances = prof.pop("tolerances_obj", {})
+        from_prof = {field_: prof.pop(key) for key, field_ in cls._PROFILE_FIELDS.items() if key in prof}
+        if "targets" in from_prof:
+            from_prof["targets"] = (from_prof["targets"],)
+        if not fallback:
+            prof["int8_fallback"] = False
+        if flags.get("targets") == ():
+            flags["targets"] = None
+        merged = apply_overrides(from_prof, **flags)
+        merged.setdefault("targets", ("onnx",))
+        merged["targets"] = tuple(merged["targets"])
+        merged["precision"] = str(merged.get("precision") or "fp32").lower()
+        merged["dynamic_batch"] = bool(merged.get("dynamic_batch", False))
+        merged["batch"] = int(merged.get("batch", 1))
+        merged["calib_count"] = int(merged.get("calib_count") or 100)
+        return cls(**merged, options=prof, tolerances=tolerances)
+
 
 @dataclass
 class StageResult:

@@ -1,6 +1,6 @@
 """Latency profiling of exported artifacts (numpy only; runtimes come in through the runners).
 
-How a number is made (DESIGN.md §7):
+How a number is made (docs/architecture.md, "Measuring"):
 
 * every artifact is loaded once (load/compile time, first-inference time and peak resident
   memory are recorded on the way);
@@ -222,7 +222,7 @@ def rss_mb() -> float | None:
 def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[dict], Path]:
     """(manifest-ish header, artifact entries, base dir) for an export dir, a manifest.json, or
     a single model file (``target`` from the suffix unless given)."""
-    from partialdeploy.runners.base import _ALIASES, target_for_path
+    from partialdeploy.runners.base import canonical_target, target_for_path
 
     src = Path(source)
     if not src.exists():
@@ -234,8 +234,8 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[dict
         m = load_manifest(manifest_path)
         arts = [a for a in m.get("artifacts", []) if isinstance(a, dict) and a.get("path")]
         if target:
-            want = _ALIASES.get(target, target)
-            arts = [a for a in arts if _ALIASES.get(a.get("target"), a.get("target")) == want]
+            want = canonical_target(target)
+            arts = [a for a in arts if canonical_target(a.get("target")) == want]
         if not arts:
             raise UserError(f"{manifest_path} lists no artifacts" + (f" for target {target}" if target else ""))
         for a in arts:  # every artifact is checked against its sha256 before anything is loaded
@@ -289,21 +289,8 @@ def _make_feed(metas, batch: int, size, rng) -> dict:
     return feed
 
 
-def _runner_options(target: str, settings: Settings, layers: bool, tmp: str | None,
-                    art: dict | None = None) -> dict:
-    opts: dict = {}
-    if target in ("openvino", "ov"):
-        opts["performance_hint"] = "THROUGHPUT" if settings.mode == "throughput" else "LATENCY"
-        rc = ((art or {}).get("extra") or {}).get("runtime_config")
-        if rc:  # compile exactly as the export's parity gate did
-            opts["config"] = dict(rc)
-    elif target == "onnxruntime":
-        extra = (art or {}).get("extra") or {}
-        level = extra.get("graph_optimization_level")
-        if level in ("disable", "basic", "extended", "all"):  # the session options the artifact records
-            opts["graph_optimization"] = level
-        if isinstance(extra.get("session_config"), dict):
-            opts["session_config"] = dict(extra["session_config"])
+def _runner_options(cls, settings: Settings, layers: bool, tmp: str | None, art: dict | None = None) -> dict:
+    opts = cls.artifact_options(art or {}, settings.mode)
     if layers:
         opts["profile_layers"] = True
         if tmp:
@@ -390,14 +377,14 @@ class Profiler:
 
     # -- phase 1: load every artifact, first inference per batch, memory
     def _load_all(self) -> list[_Case]:
-        from partialdeploy.runners.base import _ALIASES, runner_for
+        from partialdeploy.runners.base import canonical_target, runner_for
 
         s = self.settings
         rng = np.random.default_rng(s.seed)
         size = (self.header.get("preprocessing") or {}).get("size")
         cases: list[_Case] = []
         for i, art in enumerate(self.artifacts):
-            tgt = _ALIASES.get(art.get("target", "?"), art.get("target", "?"))
+            tgt = canonical_target(art.get("target", "?"))
             base = {"target": art.get("target"), "runtime": tgt, "precision": art.get("precision", "?"),
                     "artifact": art.get("path"), "mode": s.mode, "threads": s.threads,
                     **({"sha256": art["sha256"]} if art.get("sha256") else {})}
@@ -428,7 +415,7 @@ class Profiler:
             scope = "artifact" if reset_peak_rss() else "process"
             rss0 = rss_mb()
             try:
-                runner = cls(path, threads=s.threads, **_runner_options(tgt, s, False, None, art))
+                runner = cls(path, threads=s.threads, **_runner_options(cls, s, False, None, art))
                 runner.load()
                 metas = runner.inputs()
             except PartialDeployError as e:
@@ -460,7 +447,8 @@ class Profiler:
                 except Exception as e:
                     add(b, "error", f"inference failed: {first_line(e, 200)}")
                     continue
-                res = add(b, "ok", None, load_time_s=runner.load_time_s, first_inference_ms=first * 1e3,
+                clock = {} if runner.clock == "perf_counter" else {"clock": runner.clock}
+                res = add(b, "ok", None, load_time_s=runner.load_time_s, first_inference_ms=first * 1e3, **clock,
                           input_shapes={k: list(v.shape) for k, v in feed.items()})
                 cases.append(_Case(i, b, res, feed))
             mem = {"peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_load_mb": round(rss0, 1) if rss0 else None,
@@ -474,6 +462,8 @@ class Profiler:
 
     # -- phase 2: timed blocks cycled over the cases
     def _timed(self, cases: list[_Case]) -> None:
+        from partialdeploy.runners.base import ASYNC_QUEUE
+
         s = self.settings
         if not cases:
             return
@@ -487,7 +477,7 @@ class Profiler:
                 runner = self._runners[c.key]
                 label = f"{c.result['target']}/{c.result['precision']} b{c.batch} block {blk + 1}/{s.blocks}"
                 self.progress(done, total, label)
-                if s.mode == "throughput" and getattr(runner, "supports_async", False):
+                if s.mode == "throughput" and runner.can(ASYNC_QUEUE):
                     self._block_async(runner, c, per_runs, per_time, cap)
                 else:
                     self._block_sync(runner, c, per_runs, per_time, cap)
@@ -511,14 +501,12 @@ class Profiler:
     def _block_sync(self, runner, c: _Case, n, t_min, cap) -> None:
         self._warmup(runner, c.feed)
         out: list[float] = []
-        infer, feed, clock = runner.infer, c.feed, time.perf_counter
+        infer, feed, clock = runner.timed_infer, c.feed, time.perf_counter
         t_start = clock()
         try:
             while True:
-                t0 = clock()
-                infer(feed)
-                out.append(clock() - t0)
-                el = t0 - t_start + out[-1]
+                out.append(infer(feed)[1])  # the runner's own time (TensorRT: CUDA events)
+                el = clock() - t_start
                 if (n is None or len(out) >= n) and (t_min is None or el >= t_min):
                     break
                 if (cap is not None and el >= cap) or self.should_stop():
@@ -556,18 +544,14 @@ class Profiler:
             self.progress(0, 1, f"per-layer profile {art.get('target')}/{art.get('precision')}")
             with tempfile.TemporaryDirectory(prefix="pd-layers-") as tmp:
                 try:
-                    r = runner_for(tgt)(self.base / art["path"], threads=s.threads,
-                                        **_runner_options(tgt, s, True, tmp, art))
+                    cls = runner_for(tgt)
+                    r = cls(self.base / art["path"], threads=s.threads, **_runner_options(cls, s, True, tmp, art))
                     r.load()
                     for _ in range(max(2, min(s.warmup, 5))):
                         r.infer(c.feed)
-                    if tgt == "openvino":  # counters of the warm-up runs are not wanted
-                        r._layer_acc, r._layer_runs = {}, 0
-                        for _ in range(s.layer_runs):
-                            r.infer(c.feed)
-                    else:
-                        for _ in range(s.layer_runs):
-                            r.infer(c.feed)
+                    r.reset_layer_times()  # counters of the warm-up runs are not wanted
+                    for _ in range(s.layer_runs):
+                        r.infer(c.feed)
                     rows = r.layer_times()
                     r.close()
                 except KeyboardInterrupt:
@@ -577,10 +561,7 @@ class Profiler:
                     continue
             if rows:
                 lb = layer_breakdown(rows, s.top, (self.header.get("model") or {}).get("depths"))
-                lb.update({"batch": c.batch, "runs": s.layer_runs, "source": {
-                    "onnxruntime": "ONNX Runtime profiler (kernel time per node)",
-                    "openvino": "OpenVINO PERF_COUNT (real time per node)",
-                    "tensorrt": "TensorRT IProfiler", "torch": "forward hooks"}.get(tgt, tgt)})
+                lb.update({"batch": c.batch, "runs": s.layer_runs, "source": cls.layer_source or tgt})
                 c.result["layers"] = lb
 
     # -- statistics into the results

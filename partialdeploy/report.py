@@ -134,13 +134,14 @@ def _multi(report: dict) -> bool:
     return len(_devices(report)) > 1
 
 
-def _prec(r: dict) -> str:
+def precision_cell(r: dict) -> str:
     """Artifact precision plus the precision the runtime reported computing in (read back)."""
     cp = r.get("compute_precision")
     return f"{r.get('precision')} [{cp}]" if cp else str(r.get("precision"))
 
 
-def _f(v, nd: int = 2) -> str:
+def fmt(v, nd: int = 2) -> str:
+    """A number as a table cell: '–' for None, thousands separators, 2 significant digits when tiny."""
     if v is None:
         return "–"
     if isinstance(v, float):
@@ -193,9 +194,9 @@ def to_markdown(report: dict) -> str:
         lat = r["latency_ms"]
         mem = (r.get("memory") or {}).get("peak_rss_mb")
         row = ([r.get("device", "")] if multi else []) + [
-            str(r.get("target")), _prec(r), str(r.get("batch")), _f(lat["p50"]), _f(lat["p90"]),
-            _f(lat["p99"]), f"{_f(lat['mean'])} ± {_f(lat['std'])}", _f(lat["min"]), _f(lat["max"]),
-            _f(r.get("throughput_ips"), 1), _f(r.get("load_time_s"), 3), _f(r.get("first_inference_ms")), _f(mem, 1),
+            str(r.get("target")), precision_cell(r), str(r.get("batch")), fmt(lat["p50"]), fmt(lat["p90"]),
+            fmt(lat["p99"]), f"{fmt(lat['mean'])} ± {fmt(lat['std'])}", fmt(lat["min"]), fmt(lat["max"]),
+            fmt(r.get("throughput_ips"), 1), fmt(r.get("load_time_s"), 3), fmt(r.get("first_inference_ms")), fmt(mem, 1),
             str(r.get("runs"))]
         L.append("| " + " | ".join(row) + " |")
     others = [r for r in report.get("results", []) if r.get("status") != "ok"]
@@ -218,12 +219,12 @@ def to_markdown(report: dict) -> str:
         if not lb:
             continue
         L += ["", f"## Per-layer: {_label(r, multi)} (batch {lb.get('batch')}, {lb.get('source', '')}, "
-                  f"{lb.get('layer_count')} layers, {_f(lb.get('total_ms'))} ms summed)", "",
+                  f"{lb.get('layer_count')} layers, {fmt(lb.get('total_ms'))} ms summed)", "",
               "| block | ms | % |", "|---|---:|---:|"]
-        L += [f"| {b['block']} | {_f(b['time_ms'], 3)} | {b['pct']:.1f} |" for b in lb.get("blocks", [])[:12]]
+        L += [f"| {b['block']} | {fmt(b['time_ms'], 3)} | {b['pct']:.1f} |" for b in lb.get("blocks", [])[:12]]
         L += ["", "| top layer | op | block | ms | % |", "|---|---|---|---:|---:|"]
         L += [f"| `{t['name'][:90]}` | {t.get('op', '')} | {t['block']}{'*' if t.get('block_inferred') else ''} | "
-              f"{_f(t['time_ms'], 3)} | {t['pct']:.1f} |" for t in lb.get("top", [])]
+              f"{fmt(t['time_ms'], 3)} | {t['pct']:.1f} |" for t in lb.get("top", [])]
     return "\n".join(L) + "\n"
 
 
@@ -261,14 +262,14 @@ def _hbars(items: list[tuple[str, float, str]], unit: str, title: str, width: in
     for k in range(5):
         x = lw + pw * k / 4
         body.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{h - 26}" stroke="#ddd"/>'
-                    f'<text x="{x:.1f}" y="{h - 12}" font-size="11" text-anchor="middle">{_f(vmax * k / 4)}</text>')
+                    f'<text x="{x:.1f}" y="{h - 12}" font-size="11" text-anchor="middle">{fmt(vmax * k / 4)}</text>')
     body.append(f'<text x="{width - 10}" y="{h - 12}" font-size="11" text-anchor="end">{E(unit)}</text>')
     for i, (lab, v, ann) in enumerate(items):
         y = top + i * (bh + gap)
         bw = max(1.0, pw * v / vmax)
         body.append(f'<text x="{lw - 6}" y="{y + bh - 5}" font-size="11" text-anchor="end">{E(lab[:48])}</text>'
                     f'<rect class="bar" x="{lw}" y="{y}" width="{bw:.1f}" height="{bh}" fill="{PALETTE[i % 10]}">'
-                    f'<title>{E(lab)}: {_f(v, 3)} {E(unit)}</title></rect>'
+                    f'<title>{E(lab)}: {fmt(v, 3)} {E(unit)}</title></rect>'
                     f'<text x="{lw + bw + 4:.1f}" y="{y + bh - 5}" font-size="11">{E(ann)}</text>')
     return _svg(width, h, body, title)
 
@@ -293,7 +294,7 @@ def _distribution(cases: list[dict], title: str, width: int = 760) -> str:
     for k in range(5):
         x = lw + pw * k / 4
         body.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{h - 28}" stroke="#ddd"/>'
-                    f'<text x="{x:.1f}" y="{h - 14}" font-size="11" text-anchor="middle">{_f(hi * k / 4)} ms</text>')
+                    f'<text x="{x:.1f}" y="{h - 14}" font-size="11" text-anchor="middle">{fmt(hi * k / 4)} ms</text>')
     for i, c in enumerate(cases):
         s = np.asarray(c["samples_ms"], float)
         p1, p25, p50, p75, p99 = np.percentile(s, [1, 25, 50, 75, 99])
@@ -334,10 +335,10 @@ def _lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str
     for k in range(5):
         y = top + ph * k / 4
         body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#ddd"/>'
-                    f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{_f(ymax * (1 - k / 4), 0)}</text>')
+                    f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{fmt(ymax * (1 - k / 4), 0)}</text>')
     for x in xs:
         body.append(f'<text x="{X(x):.1f}" y="{top + ph + 16}" font-size="11" text-anchor="middle">'
-                    f'{int(x) if float(x).is_integer() else _f(x)}</text>')
+                    f'{int(x) if float(x).is_integer() else fmt(x)}</text>')
     body.append(f'<text x="{left + pw / 2}" y="{h - 6}" font-size="11" text-anchor="middle">{E(xlabel)}</text>'
                 f'<text x="14" y="{top + ph / 2}" font-size="11" transform="rotate(-90 14 {top + ph / 2})" '
                 f'text-anchor="middle">{E(ylabel)}</text>')
@@ -347,7 +348,7 @@ def _lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str
         d = " ".join(f"{'M' if j == 0 else 'L'}{X(x):.1f},{Y(y):.1f}" for j, (x, y) in enumerate(s))
         body.append(f'<path class="series" d="{d}" fill="none" stroke="{col}" stroke-width="2"/>')
         body += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3.5" fill="{col}"><title>{E(name)} batch {int(x)}: '
-                 f'{_f(y, 1)}</title></circle>' for x, y in s]
+                 f'{fmt(y, 1)}</title></circle>' for x, y in s]
         ly = top + 14 + 18 * i
         body.append(f'<rect x="{left + pw + 14}" y="{ly - 9}" width="12" height="12" fill="{col}"/>'
                     f'<text x="{left + pw + 32}" y="{ly + 1}" font-size="11">{E(name[:30])}</text>')
@@ -393,7 +394,7 @@ def to_html(report: dict) -> str:
                 r.get("throughput_ips"), r.get("load_time_s"), r.get("first_inference_ms"),
                 (r.get("memory") or {}).get("peak_rss_mb"), r.get("runs")]
         P.append("<tr>" + "".join(f"<td>{E(str(v))}</td>" for v in vals)
-                 + "".join(f"<td class='n'>{E(_f(v))}</td>" for v in nums) + "</tr>")
+                 + "".join(f"<td class='n'>{E(fmt(v))}</td>" for v in nums) + "</tr>")
     P.append("</table>")
     others = [r for r in report.get("results", []) if r.get("status") != "ok"]
     if others:
@@ -414,7 +415,7 @@ def to_html(report: dict) -> str:
         P.append("<h2>Batch scaling</h2>")
         P.append(_lines(series, "Throughput vs batch size", "batch size", "images / s"))
     b0 = min((r["batch"] for r in oks), default=None)
-    comp = [(_label(r, multi), r["latency_ms"]["p50"], f"{_f(r['latency_ms']['p50'])} ms") for r in oks if r["batch"] == b0]
+    comp = [(_label(r, multi), r["latency_ms"]["p50"], f"{fmt(r['latency_ms']['p50'])} ms") for r in oks if r["batch"] == b0]
     if comp:
         P.append("<h2>Target comparison</h2>")
         P.append(_hbars(comp, "ms", f"p50 latency at batch {b0} (lower is better)"))
@@ -424,7 +425,7 @@ def to_html(report: dict) -> str:
             continue
         lab = _label(r, multi)
         P.append(f"<h2>Per-layer: {E(lab)}</h2><p class='muted'>{E(str(lb.get('source', '')))}, batch "
-                 f"{E(str(lb.get('batch')))}, {E(str(lb.get('layer_count')))} layers, {E(_f(lb.get('total_ms')))} ms summed "
+                 f"{E(str(lb.get('batch')))}, {E(str(lb.get('layer_count')))} layers, {E(fmt(lb.get('total_ms')))} ms summed "
                  "(profiling overhead included; relative shares are what matters)</p>")
         P.append(_hbars([(b["block"], b["time_ms"], f"{b['pct']:.1f}%") for b in lb.get("blocks", [])[:20]], "ms",
                         f"time per PartialNet block: {lab}"))
@@ -516,8 +517,8 @@ def comparison_markdown(cmp: dict) -> str:
          "|---|---|---|---:|---:|---:|---:|---|"]
     for r in cmp["rows"]:
         ch = "–" if r["change"] is None else f"{100 * r['change']:+.1f}%"
-        L.append(f"| {r['device'] or ''} | {r['target']} | {r['precision']} | {r['batch']} | {_f(r['base_ms'], 3)} | "
-                 f"{_f(r['new_ms'], 3)} | {ch} | {r['status']} |")
+        L.append(f"| {r['device'] or ''} | {r['target']} | {r['precision']} | {r['batch']} | {fmt(r['base_ms'], 3)} | "
+                 f"{fmt(r['new_ms'], 3)} | {ch} | {r['status']} |")
     return "\n".join(L) + "\n"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from partialdeploy.families.partialnet import FASTERNET_VARIANTS, PARTIALNET_VARIANTS  # noqa: F401
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -28,17 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.cuda_env import (NOT_HERE, SIDECAR, check, check_engine_compat, cudart, device_info,  # noqa: F401
+                                    load_sidecar_checked)
+from partialdeploy.errors import UserError
 from partialdeploy.verify import safe_join, verify_inside_export
 
 BUNDLE_SCHEMA = "partialdeploy.tensorrt-bundle/2"
 ENGINE = "model.engine"
-SIDECAR = "model.engine.json"
 TIMING_CACHE = "timing.cache"
 CALIB_CACHE = "calib.cache"
 DEFAULT_WORKSPACE_MB = 1024
 DEFAULT_BATCH_RANGE = {"min": 1, "opt": 8, "max": 32}
-NOT_HERE = "TensorRT is not installed / no NVIDIA GPU: run this on the device (see build_engine.sh)"
 ONNX_OPSETS = (9, 20)  # TensorRT 10's ONNX parser: opset 9 to 20 inclusive
 GENERATIONS = (10, 11)  # TensorRT major versions a bundle builds with
 QUANTIZATION_MODES = ("explicit", "implicit")  # INT8: Q/DQ in the ONNX (10 and 11) / calibrator (10 only)
@@ -334,47 +334,17 @@ def load_bundle(bundle_dir: Path) -> dict:
     return b
 
 
-def check_engine_compat(sidecar: dict, trt_version: str, compute_capability: str) -> None:
-    """Raise UserError (one line) when an engine was built for another TensorRT or GPU."""
-    built_v, built_cc = str(sidecar.get("tensorrt_version")), str(sidecar.get("compute_capability"))
-    problems = []
-    if built_v != str(trt_version):
-        problems.append(f"TensorRT {built_v} (this device has {trt_version})")
-    if built_cc != str(compute_capability):
-        problems.append(f"compute capability {built_cc} (this GPU is {compute_capability})")
-    if problems:
-        raise UserError(f"the engine was built with {' and '.join(problems)}: engines are not portable; "
-                        f"rebuild it here with `partialdeploy build-engine DIR`")
-
-
-def device_info() -> dict:
-    """TensorRT version and GPU 0's name and compute capability. RuntimeUnavailable when absent."""
-    from partialdeploy.runners.tensorrt import _check, _cudart, _why_unavailable
-
-    if _why_unavailable():
-        raise RuntimeUnavailable(NOT_HERE)
-    import tensorrt as trt
-
-    cudart = _cudart()
-    props = _check(cudart.cudaGetDeviceProperties(0))
-    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-    return {"tensorrt_version": trt.__version__, "compute_capability": f"{props.major}.{props.minor}",
-            "gpu": name.strip("\x00 ")}
-
-
 def _make_calibrator(trt, calib: np.ndarray, batch: int, cache: Path):
     """IInt8EntropyCalibrator2 over calib.npy (device buffer through cuda-python); the calibration
     cache is written to ``cache`` and reused by later builds (and by trtexec --calib)."""
-    from partialdeploy.runners.tensorrt import _check, _cudart
-
-    cudart = _cudart()
+    rt = cudart()
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.i = 0
             self.nbytes = int(calib[:batch].nbytes)
-            self.ptr = _check(cudart.cudaMalloc(self.nbytes))
+            self.ptr = check(rt.cudaMalloc(self.nbytes))
 
         def get_batch_size(self):
             return batch
@@ -384,8 +354,8 @@ def _make_calibrator(trt, calib: np.ndarray, batch: int, cache: Path):
                 return None
             chunk = np.ascontiguousarray(calib[self.i:self.i + batch], np.float32)
             self.i += batch
-            _check(cudart.cudaMemcpy(self.ptr, chunk.ctypes.data, chunk.nbytes,
-                                     cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+            check(rt.cudaMemcpy(self.ptr, chunk.ctypes.data, chunk.nbytes,
+                                rt.cudaMemcpyKind.cudaMemcpyHostToDevice))
             return [int(self.ptr)]
 
         def read_calibration_cache(self):
@@ -396,7 +366,7 @@ def _make_calibrator(trt, calib: np.ndarray, batch: int, cache: Path):
 
         def free(self):
             if self.ptr:
-                cudart.cudaFree(self.ptr)
+                rt.cudaFree(self.ptr)
                 self.ptr = 0
 
     return Calibrator()
@@ -518,7 +488,7 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
 def verify_engine(bundle_dir: Path, b: dict, precision: str, sidecar: dict) -> list[dict]:
     """Parity gate of the engine on the bundled reference (and held-out set for INT8)."""
     from partialdeploy import parity
-    from partialdeploy.runners.tensorrt import TensorRTRunner
+    from partialdeploy.runners.tensorrt import TensorRTRunner  # one direction: the runner never imports this module
 
     dev = device_info()
     check_engine_compat(sidecar, dev["tensorrt_version"], dev["compute_capability"])
@@ -541,14 +511,3 @@ def verify_engine(bundle_dir: Path, b: dict, precision: str, sidecar: dict) -> l
             results.append(parity.gate(er, run(ex), f"ONNX -> TensorRT {precision} ({len(ex)} held-out images)",
                                        tol, labels=lab).to_dict())
     return results
-
-
-def load_sidecar_checked(engine_path: Path) -> dict:
-    """Read an engine's sidecar and check it against this device (UserError, one line, on mismatch)."""
-    side = Path(engine_path).with_name(SIDECAR) if Path(engine_path).is_file() else Path(engine_path) / SIDECAR
-    if not side.exists():
-        raise UserError(f"no {SIDECAR} next to the engine: rebuild it with `partialdeploy build-engine DIR`")
-    meta = json.loads(side.read_text())
-    dev = device_info()
-    check_engine_compat(meta, dev["tensorrt_version"], dev["compute_capability"])
-    return meta

@@ -81,3 +81,19 @@ def test_flags_override_profile():
     p = load_profile("openvino-cpu-int8")
     m = apply_overrides(p, precision="fp32", threads=None, img_size=128)
     assert m["precision"] == "fp32" and m["img_size"] == 128 and m["target"] == "openvino"
+
+
+def test_export_request_from_profile_and_flags():
+    """The CLI's request: profile values, explicit flags over them, the rest of the profile as target options."""
+    from partialdeploy.pipeline import ExportRequest
+
+    r = ExportRequest.from_flags(profile="tensorrt-jetson-orin-fp16", precision=None, batch=None, img_size=None)
+    assert r.targets == ("tensorrt",) and r.precision == "fp16" and r.dynamic_batch
+    assert r.batch == r.options["batch_range"]["opt"] and "target" not in r.options and "precision" not in r.options
+    r = ExportRequest.from_flags(profile="tensorrt-jetson-orin-fp16", targets=("onnx",), precision="FP32", batch=3,
+                                 fallback=False)
+    assert r.targets == ("onnx",) and r.precision == "fp32" and r.batch == 3 and r.options["int8_fallback"] is False
+    r = ExportRequest.from_flags(targets=(), precision=None, calib_count=None)
+    assert r.targets == ("onnx",) and r.precision == "fp32" and r.batch == 1 and r.calib_count == 100
+    with pytest.raises(UserError, match="outside 13-20"):
+        ExportRequest.from_flags(opset=21)

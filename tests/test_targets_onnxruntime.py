@@ -98,11 +98,10 @@ def test_fuse_sibling_matmuls_exact(tmp_path):
 def test_recorded_session_options_reach_profile():
     """The session options an ORT artifact records (optimization level, no spinning) are the ones
     ``profile`` opens it with."""
-    from partialdeploy.profiling import Settings, _runner_options
     from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
 
     extra = {"graph_optimization_level": "extended", "session_config": {"session.intra_op.allow_spinning": "0"}}
-    opts = _runner_options("onnxruntime", Settings(), False, None, {"extra": extra})
+    opts = OnnxRuntimeRunner.artifact_options({"extra": extra})
     assert opts["graph_optimization"] == "extended"
     assert opts["session_config"] == {"session.intra_op.allow_spinning": "0"}
     from targets_common import _onnx

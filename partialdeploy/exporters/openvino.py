@@ -26,6 +26,7 @@ import numpy as np
 from partialdeploy.errors import RuntimeUnavailable, UserError
 from partialdeploy.exporters._common import first_line, parity_gates, run_padded, static_batch
 from partialdeploy.exporters.base import Artifact, ExportContext, Target
+from partialdeploy.runners.openvino import hint_name  # noqa: F401  (re-exported: the read-back lives with the runner)
 
 INSTALL = "pip install 'partialdeploy[openvino]'"
 # CPU compile config that turns off the snippets (MHA) fusion; see OpenVINOTarget.export
@@ -48,15 +49,6 @@ def bf16_error() -> str | None:
         return None
     return ("--precision bf16: this CPU has no bf16 units (OpenVINO CPU capabilities: " + ", ".join(caps)
             + "); export bf16 on a CPU with AVX512_BF16 or AMX, or use fp32/int8 here")
-
-
-def hint_name(value) -> str:
-    """Normalize a read-back INFERENCE_PRECISION_HINT (an ov.Type or a string) to f32/bf16/f16."""
-    s = str(value).lower()
-    for name, keys in (("bf16", ("bf16", "bfloat16")), ("f16", ("f16", "float16")), ("f32", ("f32", "float32"))):
-        if any(k in s for k in keys):
-            return name
-    return s
 
 
 class OpenVINOTarget(Target):

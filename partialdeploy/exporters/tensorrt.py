@@ -198,9 +198,9 @@ class TensorRTTarget(Target):
 
     @staticmethod
     def can_build_here() -> bool:
-        from partialdeploy.runners.tensorrt import _why_unavailable
+        from partialdeploy.cuda_env import why_unavailable
 
-        return _why_unavailable() is None
+        return why_unavailable() is None
 
     def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:
         prec = ctx.precision

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,18 @@ class TensorMeta:
     dtype: str  # numpy dtype name, e.g. "float32"
 
 
+# capabilities a runner declares (the profiler asks ``runner.can(...)``, never probes attributes)
+ASYNC_QUEUE = "async_queue"  # run_async(feed, count, min_time_s, should_stop, on_done) -> (wall_s, latencies_s)
+LAYER_TIMES = "layer_times"  # layer_times() / reset_layer_times() with profile_layers=True
+
+
 class Runner(ABC):
     """load() -> inputs()/outputs() metadata -> infer(feed) -> close().
 
     ``infer`` takes and returns dicts of numpy arrays keyed by tensor name. ``load_time_s`` is set
-    by ``load`` (model read + compile)."""
+    by ``load`` (model read + compile). ``timed_infer`` is how a caller measures one inference: it
+    returns the outputs and the seconds the runner itself reports (its own clock: wall time by
+    default, CUDA events for TensorRT; named by ``clock``)."""
 
     name: str = "runner"  # target name: onnxruntime, openvino, tensorrt, coreml, torch
     load_time_s: float | None = None
@@ -53,14 +61,44 @@ class Runner(ABC):
         """One line saying why this runtime cannot run here (None when it can)."""
         return None if cls.is_available() else f"the {cls.name} runtime is not installed"
 
-    # runners that can keep several requests in flight (OpenVINO AsyncInferQueue) set this and
-    # implement run_async(feed, count, min_time_s, should_stop, on_done) -> (wall_s, latencies_s)
-    supports_async: bool = False
+    capabilities: frozenset[str] = frozenset()  # of ASYNC_QUEUE, LAYER_TIMES
+    clock: str = "perf_counter"  # what timed_infer measures with
+
+    layer_source: str = ""  # where per-layer times come from, for reports (e.g. "OpenVINO PERF_COUNT")
+
+    @classmethod
+    def artifact_options(cls, entry: dict, mode: str = "latency") -> dict:
+        """Runner options that open a manifest artifact entry exactly as its export gate did (the
+        session/compile settings it records), for ``mode`` "latency" or "throughput"."""
+        return {}
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    @property
+    def supports_async(self) -> bool:
+        return self.can(ASYNC_QUEUE)
 
     def layer_times(self) -> list[dict] | None:
         """Per-layer times [{name, op, kernel, time_ms}] averaged per inference, when the runner was
         created with ``profile_layers=True`` and supports it; else None."""
         return None
+
+    def reset_layer_times(self) -> None:
+        """Forget the per-layer counters gathered so far (e.g. those of warm-up runs)."""
+
+    def device_time_s(self) -> float | None:
+        """The runner's own time of the last ``infer`` when it has a better clock than the host's
+        wall time (TensorRT: CUDA events around the enqueue); None otherwise."""
+        return None
+
+    def timed_infer(self, feed: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        """(outputs, seconds) of one inference, timed by the runner's own clock."""
+        t0 = time.perf_counter()
+        out = self.infer(feed)
+        wall = time.perf_counter() - t0
+        dev = self.device_time_s()
+        return out, (dev if dev is not None else wall)
 
     def compute_precision(self) -> str | None:
         """The floating-point precision the loaded runtime actually computes in (read back from the
@@ -81,7 +119,7 @@ class Runner(ABC):
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def close(self) -> None:
-        pass
+        """Release the runtime's session / engine; safe to call twice and before ``load``."""
 
     def __enter__(self):
         self.load()
@@ -113,8 +151,13 @@ _SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".
            ".mlpackage": "coreml", ".mlmodel": "coreml"}
 
 
+def canonical_target(target: str | None) -> str | None:
+    """The runtime a manifest target name runs in (``onnx`` -> ``onnxruntime``, ``trt`` -> ``tensorrt``)."""
+    return _ALIASES.get(target, target)
+
+
 def runner_for(target: str) -> type[Runner]:
-    target = _ALIASES.get(target, target)
+    target = canonical_target(target)
     if target not in _REGISTRY:
         raise UserError(f"no runner for target {target!r}; choose one of {', '.join(_REGISTRY)}")
     mod, cls = _REGISTRY[target]

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
-from partialdeploy.runners.base import Runner, TensorMeta
+from partialdeploy.runners.base import LAYER_TIMES, Runner, TensorMeta
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
@@ -17,6 +17,20 @@ class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
     requires = ("onnxruntime",)
     dist = "onnxruntime"
+    layer_source = "ONNX Runtime profiler (kernel time per node)"
+
+    @classmethod
+    def artifact_options(cls, entry: dict, mode: str = "latency") -> dict:
+        opts: dict = {}
+        extra = (entry or {}).get("extra") or {}
+        level = extra.get("graph_optimization_level")
+        if level in ("disable", "basic", "extended", "all"):  # the session options the artifact records
+            opts["graph_optimization"] = level
+        if isinstance(extra.get("session_config"), dict):
+            opts["session_config"] = dict(extra["session_config"])
+        return opts
+    capabilities = frozenset({LAYER_TIMES})
+    session = None
 
     def load(self) -> "OnnxRuntimeRunner":
         try:
@@ -28,7 +42,7 @@ class OnnxRuntimeRunner(Runner):
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        # spinning worker threads steal cores from whatever runs next (DESIGN.md §7)
+        # spinning worker threads steal cores from whatever runs next (docs/architecture.md, measuring)
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.options.get("spin", False) else "0")
         for k, v in (self.options.get("session_config") or {}).items():  # e.g. an artifact's recorded entries
             so.add_session_config_entry(str(k), str(v))
@@ -95,6 +109,9 @@ class OnnxRuntimeRunner(Runner):
                 pass
         return parse_ort_profile(events)
 
+    def close(self) -> None:
+        self.session = None
+
 
 def parse_ort_profile(events: list[dict]) -> list[dict]:
     """Aggregate ORT trace events: ``cat == "Node"`` and name ``<node>_kernel_time`` (µs in ``dur``).
@@ -115,6 +132,3 @@ def parse_ort_profile(events: list[dict]) -> list[dict]:
     n = runs or max(v["count"] for v in acc.values())
     return [{"name": v["name"], "op": v["op"], "kernel": v["kernel"].replace("ExecutionProvider", ""),
              "time_ms": v["total_us"] / 1e3 / n} for v in acc.values()]
-
-    def close(self) -> None:
-        self.session = None

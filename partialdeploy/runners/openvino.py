@@ -12,13 +12,32 @@ import time
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
-from partialdeploy.runners.base import Runner, TensorMeta
+from partialdeploy.runners.base import ASYNC_QUEUE, LAYER_TIMES, Runner, TensorMeta
+
+
+def hint_name(value) -> str:
+    """Normalize a read-back INFERENCE_PRECISION_HINT (an ov.Type or a string) to f32/bf16/f16."""
+    s = str(value).lower()
+    for name, keys in (("bf16", ("bf16", "bfloat16")), ("f16", ("f16", "float16")), ("f32", ("f32", "float32"))):
+        if any(k in s for k in keys):
+            return name
+    return s
 
 
 class OpenVINORunner(Runner):
     name = "openvino"
+    capabilities = frozenset({ASYNC_QUEUE, LAYER_TIMES})
     requires = ("openvino",)
     dist = "openvino"
+    layer_source = "OpenVINO PERF_COUNT (real time per node)"
+
+    @classmethod
+    def artifact_options(cls, entry: dict, mode: str = "latency") -> dict:
+        opts: dict = {"performance_hint": "THROUGHPUT" if mode == "throughput" else "LATENCY"}
+        rc = ((entry or {}).get("extra") or {}).get("runtime_config")
+        if rc:  # compile exactly as the export's parity gate did
+            opts["config"] = dict(rc)
+        return opts
 
     def load(self) -> "OpenVINORunner":
         try:
@@ -59,8 +78,6 @@ class OpenVINORunner(Runner):
         return self._meta(self.compiled.inputs)
 
     def compute_precision(self) -> str | None:
-        from partialdeploy.exporters.openvino import hint_name
-
         try:
             return hint_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         except Exception:  # a device without the property
@@ -76,7 +93,6 @@ class OpenVINORunner(Runner):
         return {p.get_any_name(): np.array(res[p]) for p in self.compiled.outputs}
 
     # ---- throughput mode: an AsyncInferQueue keeps several requests in flight
-    supports_async = True
 
     def optimal_requests(self) -> int:
         try:
@@ -130,6 +146,9 @@ class OpenVINORunner(Runner):
             return None
         n = self._layer_runs
         return [{"name": k, "op": v[0], "kernel": v[1], "time_ms": v[2] / n} for k, v in self._layer_acc.items()]
+
+    def reset_layer_times(self) -> None:
+        self._layer_acc, self._layer_runs = {}, 0
 
     def close(self) -> None:
         self.request = None

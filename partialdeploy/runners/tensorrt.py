@@ -17,49 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
-from partialdeploy.runners.base import Runner, TensorMeta
+from partialdeploy.cuda_env import SIDECAR, check, cudart, load_sidecar_checked, why_unavailable
+from partialdeploy.errors import RuntimeUnavailable, UserError
+from partialdeploy.runners.base import LAYER_TIMES, Runner, TensorMeta
 
 UNAVAILABLE = ("needs an NVIDIA GPU with TensorRT 10 and cuda-python (pip install tensorrt cuda-python on the "
                "device); {why}")
-
-
-def _cudart():
-    """The CUDA runtime bindings of cuda-python (module layout changed in 12.6)."""
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        from cuda import cudart  # cuda-python < 12.6
-    return cudart
-
-
-def _why_unavailable() -> str | None:
-    """None when TensorRT, cuda-python and a CUDA device are all present; else the reason."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "the tensorrt module is not installed here"
-    except Exception as e:  # a broken install (missing libnvinfer) raises OSError & co.
-        return f"tensorrt does not import: {first_line(e, 120)}"
-    try:
-        cudart = _cudart()
-    except ImportError:
-        return "cuda-python is not installed here"
-    try:
-        err, n = cudart.cudaGetDeviceCount()
-    except Exception as e:
-        return f"the CUDA runtime does not load: {first_line(e, 120)}"
-    if int(err) != 0 or n < 1:
-        return "no CUDA device is visible"
-    return None
-
-
-def _check(ret):
-    """cuda-python returns (err, *values); raise on error, return the value(s)."""
-    err, *vals = ret if isinstance(ret, tuple) else (ret,)
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA error {err}")
-    return vals[0] if len(vals) == 1 else (tuple(vals) if vals else None)
 
 
 def engine_path(path: Path) -> Path:
@@ -75,14 +38,18 @@ def engine_path(path: Path) -> Path:
 
 class TensorRTRunner(Runner):
     name = "tensorrt"
+    layer_source = "TensorRT IProfiler"
+    capabilities = frozenset({LAYER_TIMES})
+    clock = "cuda_events"
+    _profiler = None  # timed_infer reports the GPU time of the enqueue, not host wall time
 
     @classmethod
     def is_available(cls) -> bool:
-        return _why_unavailable() is None
+        return why_unavailable() is None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        why = _why_unavailable()
+        why = why_unavailable()
         return UNAVAILABLE.format(why=why) if why else None
 
     @classmethod
@@ -94,17 +61,15 @@ class TensorRTRunner(Runner):
             return None
 
     def load(self) -> "TensorRTRunner":
-        why = _why_unavailable()
+        why = why_unavailable()
         if why:
             raise RuntimeUnavailable(UNAVAILABLE.format(why=why))
         import tensorrt as trt
 
-        self.cudart = _cudart()
+        self.cudart = cudart()
         path = engine_path(self.path)
         if not path.exists():
             raise UserError(f"no such TensorRT engine: {path}")
-        from partialdeploy.tensorrt_build import SIDECAR, load_sidecar_checked
-
         if path.with_name(SIDECAR).exists():  # built by build-engine: say clearly if it was another device/version
             load_sidecar_checked(path)
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -116,7 +81,7 @@ class TensorRTRunner(Runner):
                             f"version that built them (this is TensorRT {trt.__version__}); rebuild it here")
         self.context = self.engine.create_execution_context()
         self.load_time_s = time.perf_counter() - t0
-        self.stream = _check(self.cudart.cudaStreamCreate())
+        self.stream = check(self.cudart.cudaStreamCreate())
         self._io = []
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
@@ -128,8 +93,8 @@ class TensorRTRunner(Runner):
         if self.options.get("profile_layers"):
             self._profiler = _make_layer_profiler(trt)
             self.context.profiler = self._profiler
-        self.start_evt = _check(self.cudart.cudaEventCreate())
-        self.end_evt = _check(self.cudart.cudaEventCreate())
+        self.start_evt = check(self.cudart.cudaEventCreate())
+        self.end_evt = check(self.cudart.cudaEventCreate())
         self.last_gpu_ms: float | None = None
         return self
 
@@ -151,8 +116,8 @@ class TensorRTRunner(Runner):
         ptr, size = self._buffers.get(name, (0, 0))
         if size < nbytes:
             if ptr:
-                _check(self.cudart.cudaFree(ptr))
-            ptr = _check(self.cudart.cudaMalloc(nbytes))
+                check(self.cudart.cudaFree(ptr))
+            ptr = check(self.cudart.cudaMalloc(nbytes))
             self._buffers[name] = (ptr, nbytes)
         return ptr
 
@@ -170,7 +135,7 @@ class TensorRTRunner(Runner):
             self.context.set_input_shape(name, arr.shape)
             ptr = self._device(name, arr.nbytes)
             self.context.set_tensor_address(name, ptr)
-            _check(cr.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self.stream))
+            check(cr.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self.stream))
         host_out = {}
         for name, is_input, dtype in self._io:
             if is_input:
@@ -180,23 +145,31 @@ class TensorRTRunner(Runner):
             ptr = self._device(name, arr.nbytes)
             self.context.set_tensor_address(name, ptr)
             host_out[name] = arr
-        _check(cr.cudaEventRecord(self.start_evt, self.stream))
+        check(cr.cudaEventRecord(self.start_evt, self.stream))
         if not self.context.execute_async_v3(self.stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
-        _check(cr.cudaEventRecord(self.end_evt, self.stream))
+        check(cr.cudaEventRecord(self.end_evt, self.stream))
         for name, arr in host_out.items():
-            _check(cr.cudaMemcpyAsync(arr.ctypes.data, self._buffers[name][0], arr.nbytes, d2h, self.stream))
-        _check(cr.cudaStreamSynchronize(self.stream))
+            check(cr.cudaMemcpyAsync(arr.ctypes.data, self._buffers[name][0], arr.nbytes, d2h, self.stream))
+        check(cr.cudaStreamSynchronize(self.stream))
         # GPU time of the enqueue alone (no copies), from CUDA events
-        self.last_gpu_ms = float(_check(cr.cudaEventElapsedTime(self.start_evt, self.end_evt)))
+        self.last_gpu_ms = float(check(cr.cudaEventElapsedTime(self.start_evt, self.end_evt)))
         del host_in
         return host_out
+
+    def device_time_s(self) -> float | None:
+        ms = getattr(self, "last_gpu_ms", None)
+        return None if ms is None else ms / 1e3
 
     def layer_times(self) -> list[dict] | None:
         if self._profiler is None or not self._profiler.runs:
             return None
         n = max(self._profiler.runs, 1)
         return [{"name": k, "op": "", "kernel": "tensorrt", "time_ms": v / n} for k, v in self._profiler.acc.items()]
+
+    def reset_layer_times(self) -> None:
+        if self._profiler is not None:
+            self._profiler.reset()
 
     def close(self) -> None:
         cr = getattr(self, "cudart", None)
@@ -223,6 +196,9 @@ def _make_layer_profiler(trt):
     class LayerProfiler(trt.IProfiler):
         def __init__(self):
             trt.IProfiler.__init__(self)
+            self.reset()
+
+        def reset(self):
             self.acc: dict[str, float] = {}
             self.runs = 0
             self._first = None

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
-from partialdeploy.runners.base import Runner, TensorMeta
+from partialdeploy.runners.base import LAYER_TIMES, Runner, TensorMeta
 
 _BLOCKISH = re.compile(r"^(stages|layers|features)\.\d+(\.blocks\.\d+)?$|^(patch_embed|stem|head|avgpool_pre_head|"
                        r"classifier)$")
@@ -25,6 +25,8 @@ _BLOCKISH = re.compile(r"^(stages|layers|features)\.\d+(\.blocks\.\d+)?$|^(patch
 
 class TorchRunner(Runner):
     name = "torch"
+    layer_source = "forward hooks"
+    capabilities = frozenset({LAYER_TIMES})
     requires = ("torch",)
     dist = "torch"
 
