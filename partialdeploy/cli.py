@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from partialdeploy import __version__
+from partialdeploy.backends import runtime_names, target_names
 from partialdeploy.errors import PartialDeployError, first_line
 
 app = typer.Typer(
@@ -81,8 +82,8 @@ def _fmt_count(n: float) -> str:
              "  partialdeploy export --profile tensorrt-jetson-orin-fp16 ckpt.pth")
 def export(
     checkpoint: Optional[Path] = typer.Argument(None, help=CKPT_HELP, show_default=False),
-    target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="onnx, onnxruntime, openvino, coreml, "
-                                               "tensorrt or all (repeat or comma-separate). Default: onnx."),
+    target: Optional[list[str]] = typer.Option(None, "--target", "-t", help=f"{', '.join(target_names())} or all "
+                                               "(repeat or comma-separate). Default: onnx."),
     precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, bf16 "
                                             "(OpenVINO, CPUs with bf16 units) or int8. Default: fp32."),
     output: Path = typer.Option(Path("dist"), "--output", "-o", help="Export directory (gets manifest.json)."),
@@ -279,8 +280,8 @@ def _print_profile(report: dict) -> None:
 def profile(
     source: Path = typer.Argument(..., help="Export directory (with manifest.json), a manifest, or one model file "
                                   "(.onnx, .xml, .engine, TensorRT bundle dir, .mlpackage)."),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Runtime for a single file (onnxruntime, "
-                                         "openvino, tensorrt, coreml); for a directory: only this target."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Runtime for a single file ("
+                                         f"{', '.join(runtime_names())}); for a directory: only this target."),
     batch: str = typer.Option("1", "--batch", "-b", help="Batch sizes, comma-separated (e.g. 1,8,32)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's choice)."),
     mode: str = typer.Option("latency", "--mode", help="latency (one request at a time) or throughput "

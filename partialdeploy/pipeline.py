@@ -23,10 +23,10 @@ from typing import Callable
 
 from partialdeploy import __version__, budget, parity
 from partialdeploy.errors import PartialDeployError, UserError, VerificationError, first_line
-from partialdeploy.exporters.base import PRECISIONS, TARGETS, Artifact, ExportContext, get_target
+from partialdeploy.backends import target_names
+from partialdeploy.exporters.base import PRECISIONS, Artifact, ExportContext, get_target
 from partialdeploy.safety import commit, is_disk_full
 
-ALL_TARGETS = ("onnx", "onnxruntime", "openvino", "coreml", "tensorrt")
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "partialdeploy.manifest/1"
 
@@ -115,6 +115,7 @@ Progress = Callable[[str, str], None]  # (stage, message)
 
 
 def expand_targets(names) -> tuple[str, ...]:
+    known = target_names()
     out: list[str] = []
     for n in names:
         for part in str(n).split(","):
@@ -122,13 +123,13 @@ def expand_targets(names) -> tuple[str, ...]:
             if not part:
                 continue
             if part == "all":
-                out += [t for t in ALL_TARGETS if t not in out]
-            elif part not in TARGETS:
-                raise UserError(f"unknown target {part!r}; choose from {', '.join(ALL_TARGETS)} or all")
+                out += [t for t in known if t not in out]
+            elif part not in known:
+                raise UserError(f"unknown target {part!r}; choose from {', '.join(known)} or all")
             elif part not in out:
                 out.append(part)
     if not out:
-        raise UserError("no target given: use --target onnx|onnxruntime|openvino|coreml|tensorrt|all")
+        raise UserError(f"no target given: use --target {'|'.join(known)}|all")
     return tuple(out)
 
 
@@ -400,8 +401,6 @@ def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stag
 
     import torch
 
-    from partialdeploy.exporters.base import TARGETS as _T
-
     prev: dict = {}
     mp = out_dir / MANIFEST
     if mp.exists():
@@ -440,7 +439,7 @@ def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stag
         "artifacts": kept + [_artifact_entry(out_dir, a, command) for a in artifacts],
         "failures": failures,
         "skipped": skipped,
-        "targets_known": list(_T),
+        "targets_known": list(target_names()),
     }
 
 

@@ -17,44 +17,41 @@ The result is a flat dict the export command merges under its explicit flags (fl
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import asdict, fields
 from pathlib import Path
 
 from partialdeploy.errors import UserError, first_line
 
 PACKAGE_DIR = Path(__file__).parent / "profiles_data"
-TARGET_NAMES = ("onnx", "onnxruntime", "openvino", "coreml", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
-# field -> (python type(s), description); checked strictly, unknown fields are errors
-_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+# field -> (python type(s), description); checked strictly, unknown fields are errors. The fields
+# one runtime reads are declared by its backend (partialdeploy/backends/) and added in _fields().
+_COMMON: dict[str, tuple[tuple[type, ...], str]] = {
     "description": ((str,), "free text"),
-    "target": ((str,), f"one of {', '.join(TARGET_NAMES)}"),
+    "target": ((str,), "an export target"),
     "precision": ((str,), "fp32, fp16, bf16 or int8"),
     "img_size": ((int,), "input size, a multiple of 32"),
     "dynamic_batch": ((bool,), "true or false"),
     "batch": ((int, dict), "an int (static batch) or {min, opt, max} (dynamic batch)"),
     "threads": ((int,), "runtime threads"),
-    "workspace_mb": ((int,), "TensorRT builder workspace in MB"),
     "calib_images": ((int,), "number of calibration images for INT8"),
     "tolerances": ((dict,), "{precision: {rel_max, cosine_min, top1_min, acc_drop_max}}"),
-    "minimum_deployment_target": ((str,), "CoreML, e.g. iOS16, iOS17, macOS14"),
-    "compute_units": ((str,), "CoreML: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE"),
-    "ort_calibration": ((str,), "ONNX Runtime INT8 calibration: minmax, entropy or percentile"),
-    "openvino_preset": ((str,), "OpenVINO INT8 NNCF preset: mixed or performance"),
-    "tensorrt": ((int,), "TensorRT major version the device runs: 10 (JetPack/Jetson) or 11 (current release)"),
-    "int8_quantization": ((str,), "TensorRT INT8: explicit (Q/DQ in the ONNX, default) or implicit (TensorRT 10 only)"),
 }
-_CHOICES = {
-    "target": TARGET_NAMES,
-    "precision": PRECISIONS,
-    "compute_units": ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"),
-    "ort_calibration": ("minmax", "entropy", "percentile"),
-    "openvino_preset": ("mixed", "performance"),
-    "int8_quantization": ("explicit", "implicit"),
-}
-_DEPLOYMENT_TARGET = re.compile(r"^(iOS|macOS|tvOS|watchOS|visionOS)\d+$")
+
+
+def _fields() -> tuple[dict, dict]:
+    """(field -> (types, description), field -> choices), the backends' fields included."""
+    from partialdeploy import backends
+
+    names = backends.target_names()
+    fields_ = {**_COMMON, "target": ((str,), f"one of {', '.join(names)}")}
+    choices = {"target": names, "precision": PRECISIONS}
+    for key, decl in backends.profile_fields().items():
+        fields_[key] = (decl[0], decl[1])
+        if len(decl) > 2:
+            choices[key] = decl[2]
+    return fields_, choices
 
 
 def search_dirs() -> list[Path]:
@@ -96,35 +93,32 @@ def validate(data, where: str = "profile") -> dict:
 
     if not isinstance(data, dict):
         raise UserError(f"{where}: a profile must be a YAML mapping of fields, got {type(data).__name__}")
+    from partialdeploy import backends
+
+    known, choices = _fields()
     out: dict = {}
     for key, val in data.items():
-        if key not in _FIELDS:
-            raise UserError(f"{where}: unknown field {key!r}; known fields: {', '.join(_FIELDS)}")
-        types, desc = _FIELDS[key]
+        if key not in known:
+            raise UserError(f"{where}: unknown field {key!r}; known fields: {', '.join(known)}")
+        types, desc = known[key]
         if val is None:
             continue
         # bool is an int subclass in Python: refuse true/false where a number is expected
         if not isinstance(val, types) or (isinstance(val, bool) and bool not in types):
             raise UserError(f"{where}: field {key!r} must be {_type_name(types)} ({desc}), "
                             f"got {type(val).__name__} {val!r}")
-        if key in _CHOICES:
-            v = val.upper() if key == "compute_units" else val.lower()
-            if v not in _CHOICES[key]:
-                raise UserError(f"{where}: field {key!r} is {val!r}; choose one of {', '.join(_CHOICES[key])}")
+        if key in choices:  # case-insensitive, normalized to the declared spelling
+            v = next((c for c in choices[key] if c.lower() == val.lower()), None)
+            if v is None:
+                raise UserError(f"{where}: field {key!r} is {val!r}; choose one of {', '.join(choices[key])}")
             val = v
         out[key] = val
-    for key in ("img_size", "threads", "workspace_mb", "calib_images"):
+    for key in ("img_size", "threads", "calib_images"):
         if key in out and out[key] < 1:
             raise UserError(f"{where}: field {key!r} must be ≥ 1, got {out[key]}")
     if "img_size" in out and out["img_size"] % 32:
         raise UserError(f"{where}: field 'img_size' must be a multiple of 32, got {out['img_size']}")
-    if "tensorrt" in out and out["tensorrt"] not in (10, 11):
-        raise UserError(f"{where}: field 'tensorrt' is {out['tensorrt']}; choose 10 (Jetson/JetPack) or 11")
-    if out.get("int8_quantization") == "implicit" and out.get("tensorrt") != 10:
-        raise UserError(f"{where}: int8_quantization: implicit needs tensorrt: 10 (TensorRT 11 removed calibrators)")
-    mdt = out.get("minimum_deployment_target")
-    if mdt is not None and not _DEPLOYMENT_TARGET.match(mdt):
-        raise UserError(f"{where}: field 'minimum_deployment_target' {mdt!r} is not like iOS17 or macOS14")
+    backends.check_profile(out, where)
     b = out.get("batch")
     if isinstance(b, dict):
         bad = set(b) - {"min", "opt", "max"}

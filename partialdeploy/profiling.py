@@ -247,8 +247,10 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[dict
         try:
             tgt = target_for_path(src)
         except UserError:
+            from partialdeploy.backends import suffixes
+
             raise UserError(f"{src} has no {MANIFEST}: profile an export directory, a manifest or a model file "
-                            "(.onnx, .xml, .engine, .mlpackage)") from None
+                            f"({', '.join(suffixes())})") from None
     else:
         tgt = target or target_for_path(src)
     from partialdeploy.verify import verify_inside_export

@@ -2,11 +2,16 @@
 the import graph (no cycles between modules, no module reaching into another's private names)."""
 
 import ast
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
 import partialdeploy
+from partialdeploy.errors import UserError
 from partialdeploy.runners import runner_for
 from partialdeploy.runners.base import ASYNC_QUEUE, LAYER_TIMES, Runner, TensorMeta
 from profile_fixtures import SIZE, shared_export_dir
@@ -121,3 +126,100 @@ def test_openvino_reset_layer_times_forgets_warmup(tmp_path_factory):
     r.reset_layer_times()
     assert r.layer_times() is None
     r.close()
+
+
+# ---- the runtime registry: adding a runtime is one module
+
+FAKE_BACKEND = '''
+"""A runtime that exists only in this test: runner, converter and declaration in one module."""
+from pathlib import Path
+
+import numpy as np
+
+from partialdeploy.backends import Backend
+from partialdeploy.exporters.base import Artifact, Target
+from partialdeploy.runners.base import Runner, TensorMeta
+
+
+class FakeRunner(Runner):
+    name = "fakert"
+    clock = "fake_device"
+
+    def load(self):
+        self.load_time_s = 0.0
+        return self
+
+    def inputs(self):
+        return [TensorMeta("x", (None, 3, 32, 32), "float32")]
+
+    def outputs(self):
+        return [TensorMeta("y", (None, 10), "float32")]
+
+    def infer(self, feed):
+        return {"y": np.zeros((len(feed["x"]), 10), np.float32)}
+
+    def device_time_s(self):
+        return 0.005  # the runtime's own clock says 5 ms, whatever the host measured
+
+
+class FakeTarget(Target):
+    name = "fakert"
+    precisions = ("fp32",)
+
+    def export(self, ctx, out_dir):
+        (Path(out_dir) / "model.fake").write_bytes(b"fake")
+        return Artifact(self.name, ctx.precision, "model.fake", files=["model.fake"])
+
+
+BACKEND = Backend(name="fakert", runner=f"{__name__}:FakeRunner", targets={"fakert": f"{__name__}:FakeTarget"},
+                  aliases=("fk",), suffixes=(".fake",), options={"fake_knob": ((str,), "a knob", ("a", "b"))})
+'''
+
+
+@pytest.fixture
+def fake_backend(tmp_path, monkeypatch):
+    from partialdeploy import backends
+
+    (tmp_path / "fakert_backend.py").write_text(FAKE_BACKEND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fakert_backend
+
+    backends.register(fakert_backend.BACKEND)
+    yield tmp_path
+    backends.unregister("fakert")
+
+
+def test_a_registered_backend_appears_everywhere(fake_backend):
+    from partialdeploy.exporters.base import get_target
+    from partialdeploy.pipeline import expand_targets
+    from partialdeploy.profiles import validate
+    from partialdeploy.runners.base import canonical_target, target_for_path
+
+    assert "fakert" in expand_targets(["all"]) and expand_targets(["fakert"]) == ("fakert",)
+    assert get_target("fakert").name == "fakert" and get_target("fakert").version() is None
+    assert target_for_path(fake_backend / "m.fake") == "fakert" and canonical_target("fk") == "fakert"
+    assert runner_for("fk").clock == "fake_device"
+    assert validate({"target": "fakert", "fake_knob": "B"})["fake_knob"] == "b"
+    with pytest.raises(UserError, match="fake_knob"):
+        validate({"fake_knob": "c"})
+
+
+def test_profile_uses_the_runners_own_clock(fake_backend):
+    """The profiler reports what the runner's clock says (TensorRT: CUDA events), not host wall time."""
+    from partialdeploy.profiling import Settings, profile
+
+    (fake_backend / "m.fake").write_bytes(b"fake")
+    rep = profile(fake_backend / "m.fake", Settings(runs=20, min_time_s=None, warmup=1, blocks=2, layers=False))
+    r = rep["results"][0]
+    assert r["status"] == "ok" and r["clock"] == "fake_device" and r["runtime"] == "fakert"
+    assert r["latency_ms"]["p50"] == pytest.approx(5.0) and r["latency_ms"]["max"] == pytest.approx(5.0)
+
+
+def test_cli_help_lists_registered_backends(fake_backend):
+    code = ("import sys; import fakert_backend; from partialdeploy import backends; "
+            "backends.register(fakert_backend.BACKEND); from partialdeploy.cli import app; "
+            "sys.argv = ['partialdeploy', 'export', '--help']; app()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={
+        **os.environ, "PYTHONPATH": os.pathsep.join([str(fake_backend), os.environ.get("PYTHONPATH", "")]),
+        "COLUMNS": "200"})
+    assert "fakert" in r.stdout and "onnxruntime" in r.stdout, r.stdout + r.stderr

@@ -1,7 +1,8 @@
-"""Targets: one module per runtime behind one interface (mmdeploy-style backend manager).
+"""Targets: one converter per export target behind one interface.
 
-``get_target(name)`` imports the module lazily; a missing runtime costs nothing until used."""
+``get_target(name)`` imports the module lazily; a missing runtime costs nothing until used. Which
+targets exist is declared by the backends (partialdeploy/backends/)."""
 
-from partialdeploy.exporters.base import TARGETS, Artifact, ExportContext, Target, get_target
+from partialdeploy.exporters.base import Artifact, ExportContext, Target, get_target
 
-__all__ = ["TARGETS", "Artifact", "ExportContext", "Target", "get_target"]
+__all__ = ["Artifact", "ExportContext", "Target", "get_target"]

@@ -8,7 +8,6 @@ target succeeded, so a failed target leaves nothing claimed.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from partialdeploy.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -68,8 +66,7 @@ class Target(ABC):
                                                    f"{', '.join(cls.precisions)}")
     needs_torch_model: bool = False  # CoreML converts from the torch deploy model
 
-    requires: tuple[str, ...] = ()  # modules the converter needs
-    dist: str | None = None  # distribution whose version is the runtime version
+    requires: tuple[str, ...] = ()  # modules the converter needs (running is the backend's business)
 
     @classmethod
     def is_available(cls) -> bool:
@@ -80,9 +77,10 @@ class Target(ABC):
 
     @classmethod
     def version(cls) -> str | None:
-        from partialdeploy.lazy import dist_version
+        """The version of the runtime this target's artifacts run in (its backend's; one place)."""
+        from partialdeploy import backends
 
-        return dist_version(cls.dist)
+        return backends.backend_of_target(cls.name).version()
 
     @classmethod
     def check_env(cls) -> str | None:
@@ -101,18 +99,8 @@ class Target(ABC):
         with its parity results. Raise VerificationError on a parity breach, UserError on bad input."""
 
 
-# name -> (module, class)
-TARGETS = {
-    "onnx": ("partialdeploy.exporters.onnx", "OnnxTarget"),
-    "onnxruntime": ("partialdeploy.exporters.onnxruntime", "OnnxRuntimeTarget"),
-    "openvino": ("partialdeploy.exporters.openvino", "OpenVINOTarget"),
-    "coreml": ("partialdeploy.exporters.coreml", "CoreMLTarget"),
-    "tensorrt": ("partialdeploy.exporters.tensorrt", "TensorRTTarget"),
-}
-
-
 def get_target(name: str) -> Target:
-    if name not in TARGETS:
-        raise UserError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)} or all")
-    mod, cls = TARGETS[name]
-    return getattr(importlib.import_module(mod), cls)()
+    """The export target ``name`` (declared by its backend in partialdeploy/backends/, imported now)."""
+    from partialdeploy import backends
+
+    return backends.get_target(name)

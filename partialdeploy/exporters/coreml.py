@@ -62,7 +62,6 @@ def deployment_target(ct, name: str | None):
 class CoreMLTarget(Target):
     name = "coreml"
     requires = ("coremltools",)
-    dist = "coremltools"
     precisions = ("fp32", "fp16", "int8")
     needs_torch_model = True
 

@@ -137,7 +137,6 @@ class OnnxTarget(Target):
 
     name = "onnx"
     requires = ("onnx",)
-    dist = "onnx"
     precisions = ("fp32",)
     unsupported = {p: f"--target onnx is the fp32 interchange model; for {p} use --target onnxruntime, openvino, "
                       "tensorrt or coreml" for p in ("fp16", "int8")}

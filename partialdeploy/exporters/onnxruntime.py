@@ -158,7 +158,6 @@ class _Reader:
 class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
     requires = ("onnx", "onnxruntime")
-    dist = "onnxruntime"
     precisions = ("fp32", "int8")
     unsupported = {"fp16": FP16_MESSAGE}
 

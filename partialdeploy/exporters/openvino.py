@@ -54,7 +54,6 @@ def bf16_error() -> str | None:
 class OpenVINOTarget(Target):
     name = "openvino"
     requires = ("openvino",)
-    dist = "openvino"
     precisions = ("fp32", "fp16", "bf16", "int8")
 
     @classmethod

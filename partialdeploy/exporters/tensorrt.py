@@ -187,12 +187,6 @@ class TensorRTTarget(Target):
     requires = ("onnx",)  # the bundle's operator check; TensorRT itself is only needed on the device
 
     @classmethod
-    def version(cls) -> str | None:
-        from partialdeploy.runners.tensorrt import TensorRTRunner
-
-        return TensorRTRunner.runtime_version()
-
-    @classmethod
     def check_env(cls) -> str | None:
         return None if cls.is_available() else "onnx is not installed: pip install 'partialdeploy[torch]'"
 

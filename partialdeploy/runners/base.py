@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -137,43 +136,30 @@ class Runner(ABC):
         return np.concatenate([self.run(x[i:i + batch]) for i in range(0, len(x), batch)], 0)
 
 
-# suffix -> (module, class); resolved lazily
-_REGISTRY = {
-    "onnxruntime": ("partialdeploy.runners.onnxruntime", "OnnxRuntimeRunner"),
-    "openvino": ("partialdeploy.runners.openvino", "OpenVINORunner"),
-    "tensorrt": ("partialdeploy.runners.tensorrt", "TensorRTRunner"),
-    "coreml": ("partialdeploy.runners.coreml", "CoreMLRunner"),
-    "torch": ("partialdeploy.runners.torch", "TorchRunner"),
-}
-# manifest target names that run in another target's runtime
-_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
-_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt",
-           ".mlpackage": "coreml", ".mlmodel": "coreml"}
-
+# which runner opens what is declared once, by the backends (partialdeploy/backends/)
 
 def canonical_target(target: str | None) -> str | None:
     """The runtime a manifest target name runs in (``onnx`` -> ``onnxruntime``, ``trt`` -> ``tensorrt``)."""
-    return _ALIASES.get(target, target)
+    from partialdeploy import backends
+
+    return backends.canonical(target)
 
 
 def runner_for(target: str) -> type[Runner]:
-    target = canonical_target(target)
-    if target not in _REGISTRY:
-        raise UserError(f"no runner for target {target!r}; choose one of {', '.join(_REGISTRY)}")
-    mod, cls = _REGISTRY[target]
-    return getattr(importlib.import_module(mod), cls)
+    """The Runner class of a runtime or target name (imports the runner module, not the runtime)."""
+    from partialdeploy import backends
+
+    b = backends.find(target)
+    if b is None:
+        raise UserError(f"no runner for target {target!r}; choose one of {', '.join(backends.runtime_names())}")
+    return b.runner_class()
 
 
 def target_for_path(path: str | Path) -> str:
-    p = Path(path)
-    if p.is_dir() and p.suffix.lower() not in _SUFFIX and any(
-            (p / n).exists() for n in ("model.engine", "model.plan", "build_engine.sh")):
-        return "tensorrt"  # a TensorRT bundle directory
-    suf = p.suffix.lower()
-    if suf not in _SUFFIX:
-        raise UserError(f"cannot tell the runtime of {path}: expected one of {', '.join(_SUFFIX)} "
-                        "or pass --target")
-    return _SUFFIX[suf]
+    """The runtime that opens ``path`` (by suffix, or a backend's bundle directory)."""
+    from partialdeploy import backends
+
+    return backends.runtime_for_path(path)
 
 
 def open_runner(path: str | Path, target: str | None = None, **options) -> Runner:

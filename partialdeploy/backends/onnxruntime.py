@@ -1,0 +1,16 @@
+"""ONNX Runtime: runs the interchange ONNX (target ``onnx``) and its own optimized / INT8 ONNX
+(target ``onnxruntime``)."""
+
+from partialdeploy.backends import Backend
+
+BACKEND = Backend(
+    name="onnxruntime",
+    runner="partialdeploy.runners.onnxruntime:OnnxRuntimeRunner",
+    targets={"onnx": "partialdeploy.exporters.onnx:OnnxTarget",
+             "onnxruntime": "partialdeploy.exporters.onnxruntime:OnnxRuntimeTarget"},
+    aliases=("onnx", "ort"),
+    suffixes=(".onnx",),
+    options={"ort_calibration": ((str,), "ONNX Runtime INT8 calibration: minmax, entropy or percentile",
+                                 ("minmax", "entropy", "percentile"))},
+    summary="ONNX Runtime (CPU): fp32 and INT8 (QDQ)",
+)

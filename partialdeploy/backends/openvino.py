@@ -1,0 +1,14 @@
+"""OpenVINO: IR (model.xml + .bin), fp32/fp16/bf16 and INT8 through NNCF."""
+
+from partialdeploy.backends import Backend
+
+BACKEND = Backend(
+    name="openvino",
+    runner="partialdeploy.runners.openvino:OpenVINORunner",
+    targets={"openvino": "partialdeploy.exporters.openvino:OpenVINOTarget"},
+    aliases=("ov",),
+    suffixes=(".xml",),
+    options={"openvino_preset": ((str,), "OpenVINO INT8 NNCF preset: mixed or performance",
+                                 ("mixed", "performance"))},
+    summary="OpenVINO IR: fp32, fp16, bf16, INT8 (NNCF)",
+)

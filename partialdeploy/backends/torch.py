@@ -1,0 +1,10 @@
+"""PyTorch: runs a module or TorchScript file (the train-form reference, per-layer hooks); no export target."""
+
+from partialdeploy.backends import Backend
+
+BACKEND = Backend(
+    name="torch",
+    runner="partialdeploy.runners.torch:TorchRunner",
+    aliases=("pytorch",),
+    summary="PyTorch (reference runs, not an export target)",
+)
