@@ -23,6 +23,7 @@ import numpy as np
 
 from partialdeploy.blocknames import BOUNDARY, HEAD
 from partialdeploy.errors import UserError, first_line
+from partialdeploy.verification import pad_batch
 
 CKPT_SUFFIXES = {".ckpt", ".pth", ".pt", ".bin", ".safetensors"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -171,8 +172,8 @@ def _padded(fn, x: np.ndarray, batch: int | None) -> list[dict]:
     for i in range(0, len(x), bs):
         chunk = x[i:i + bs]
         n = len(chunk)
-        if n < bs and batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, 0)], 0)
+        if batch:
+            chunk = pad_batch(chunk, bs)
         outs.append({k: np.asarray(v)[:n] for k, v in fn(np.ascontiguousarray(chunk, np.float32)).items()})
     return outs
 

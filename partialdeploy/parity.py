@@ -22,7 +22,8 @@ class Tolerance:
     acc_drop_max: float | None = None  # max accuracy drop in points (needs labels)
 
 
-# Defaults per precision (issue #3 §6).
+# Defaults per precision. The precisions that exist are the keys of this table (PRECISIONS): a new
+# precision starts here, with the gate it must pass (docs/architecture.md, "A new precision").
 DEFAULT_TOLERANCES = {
     "fp32": Tolerance(rel_max=1e-4, cosine_min=0.99999, top1_min=1.0),
     "fp16": Tolerance(cosine_min=0.9995),
@@ -30,6 +31,7 @@ DEFAULT_TOLERANCES = {
     "bf16": Tolerance(cosine_min=0.998, top1_min=0.9),
     "int8": Tolerance(cosine_min=0.90, top1_min=0.90, acc_drop_max=0.5),
 }
+PRECISIONS = tuple(DEFAULT_TOLERANCES)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The export flow, one direction (DESIGN.md §2):
+"""The export flow, one direction (docs/architecture.md, "The flow"):
 
 checkpoint -> load (safe) -> ArchSpec -> train form -> deploy form -> parity gate
 -> ONNX (export, simplify, check) -> parity gate in ONNX Runtime
@@ -26,6 +26,7 @@ from partialdeploy.errors import PartialDeployError, UserError, VerificationErro
 from partialdeploy.backends import target_names
 from partialdeploy.exporters.base import PRECISIONS, Artifact, ExportContext, get_target
 from partialdeploy.safety import commit, is_disk_full
+from partialdeploy.verification import convert_and_verify
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "partialdeploy.manifest/1"
@@ -289,6 +290,7 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
     out_dir = Path(req.out_dir)
     staging = guard.new_staging()
     artifacts: list[Artifact] = []
+    staged: list[tuple[Path, Path]] = []
     failures: list[dict] = []
     skipped: list[dict] = []
     try:
@@ -319,7 +321,7 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
                           input_name="input", output_name="logits", parity_inputs=px, reference=ref,
                           calib=calib, calib_source=calib_src, eval_images=eval_x, eval_labels=eval_y,
                           eval_reference=eval_ref, deploy_model=deploy,
-                          options={**req.options, "batch": req.batch, "onnx_parity": [onnx_res.to_dict()]},
+                          options={**req.options, "batch": req.batch},
                           tolerances=req.tolerances)
         # ---- targets
         for name in targets:
@@ -337,7 +339,8 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
                 continue
             tdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging))
             try:
-                art = target.export(ExportContext(precision=req.precision, **ctx_common), tdir)
+                # the target converts; verification opens the artifact in its runtime and gates it
+                art = convert_and_verify(target, ExportContext(precision=req.precision, **ctx_common), tdir)
             except PartialDeployError as e:
                 if is_disk_full(e):  # the disk is full: the whole export stops, nothing claimed
                     raise
@@ -354,9 +357,7 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
                 say(name, f"FAILED: {type(e).__name__}: {e}")
                 shutil.rmtree(tdir, ignore_errors=True)
                 continue
-            rel = Path(name) / req.precision
-            art.extra["_tmp"] = tdir
-            art.extra["_rel"] = rel
+            staged.append((tdir, Path(name) / req.precision))
             artifacts.append(art)
             say(name, f"{art.verified}: {art.path}")
             stages.append(StageResult(name, time.perf_counter() - t0, art.verified,
@@ -365,10 +366,8 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
         # ---- place the artifacts and write the manifest
         manifest_path = None
         if artifacts:
-            moves = []
-            for art in artifacts:
-                tdir, rel = art.extra.pop("_tmp"), art.extra.pop("_rel")
-                moves.append((tdir, rel))
+            moves = staged  # (staging dir, place in the export) per artifact, in the same order
+            for art, (_, rel) in zip(artifacts, staged):
                 art.path = (rel / art.path).as_posix()
                 art.files = [(rel / f).as_posix() for f in art.files]
             manifest_path = out_dir / MANIFEST

@@ -21,9 +21,9 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from partialdeploy.errors import UserError, first_line
+from partialdeploy.parity import PRECISIONS
 
 PACKAGE_DIR = Path(__file__).parent / "profiles_data"
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 # field -> (python type(s), description); checked strictly, unknown fields are errors. The fields
 # one runtime reads are declared by its backend (partialdeploy/backends/) and added in _fields().

@@ -486,28 +486,27 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
 
 
 def verify_engine(bundle_dir: Path, b: dict, precision: str, sidecar: dict) -> list[dict]:
-    """Parity gate of the engine on the bundled reference (and held-out set for INT8)."""
+    """Parity gate of the engine on the bundled reference (and held-out set for INT8): the engine is
+    opened through its runner and gated by the one gate every artifact goes through
+    (partialdeploy.verification)."""
+    from types import SimpleNamespace
+
     from partialdeploy import parity
     from partialdeploy.runners.tensorrt import TensorRTRunner  # one direction: the runner never imports this module
+    from partialdeploy.verification import parity_gates, runner_logits
 
     dev = device_info()
     check_engine_compat(sidecar, dev["tensorrt_version"], dev["compute_capability"])
     tol = b["parity"].get("tolerance") if precision == b["precision"] else precision
     tol = parity.Tolerance(**tol) if isinstance(tol, dict) else (tol or precision)
-    bs = 1 if b["dynamic_batch"] else b["batch"]["opt"]
-    results = []
+    held = (bundle_dir / "eval_images.npy").exists()
+    labels = bundle_dir / "eval_labels.npy"
+    ctx = SimpleNamespace(  # the bundle's images and references, shaped like an export context
+        precision=precision, tolerances={precision: tol},
+        parity_inputs=np.load(bundle_dir / "parity_inputs.npy"), reference=np.load(bundle_dir / "reference_logits.npy"),
+        eval_images=np.load(bundle_dir / "eval_images.npy") if held else None,
+        eval_reference=np.load(bundle_dir / "eval_reference.npy") if held else None,
+        eval_labels=np.load(labels) if held and labels.exists() else None)
     with TensorRTRunner(bundle_dir / ENGINE) as r:
-        def run(x):
-            from partialdeploy.exporters._common import run_padded
-
-            return run_padded(r.run, x, bs)
-
-        x, ref = np.load(bundle_dir / "parity_inputs.npy"), np.load(bundle_dir / "reference_logits.npy")
-        results.append(parity.gate(ref, run(x), f"ONNX -> TensorRT {precision} ({len(x)} parity images)",
-                                   tol).to_dict())
-        if (bundle_dir / "eval_images.npy").exists():
-            ex, er = np.load(bundle_dir / "eval_images.npy"), np.load(bundle_dir / "eval_reference.npy")
-            lab = np.load(bundle_dir / "eval_labels.npy") if (bundle_dir / "eval_labels.npy").exists() else None
-            results.append(parity.gate(er, run(ex), f"ONNX -> TensorRT {precision} ({len(ex)} held-out images)",
-                                       tol, labels=lab).to_dict())
-    return results
+        return parity_gates(ctx, runner_logits(r, 1 if b["dynamic_batch"] else b["batch"]["opt"]),
+                            f"ONNX -> TensorRT {precision}")

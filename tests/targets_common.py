@@ -51,6 +51,14 @@ def make_ctx(precision: str, dynamic: bool = True, batch: int = 1, with_eval: bo
         eval_reference=ref if with_eval else None, deploy_model=deploy, options={"batch": batch, **options})
 
 
+def export(target: str, ctx: ExportContext, out_dir: Path):
+    """What the pipeline does per target: convert, then open the artifact in its runtime and gate it."""
+    from partialdeploy.exporters.base import get_target
+    from partialdeploy.verification import convert_and_verify
+
+    return convert_and_verify(get_target(target), ctx, Path(out_dir))
+
+
 def eval_result(art) -> dict:
     """The held-out (labelled) parity entry of an artifact."""
     return next(p for p in art.parity if p.get("acc") is not None)
@@ -61,4 +69,4 @@ def acc_drop_points(art) -> float:
     return 100 * (r["acc_ref"] - r["acc"])
 
 
-__all__ = ["make_ctx", "eval_result", "acc_drop_points", "np"]
+__all__ = ["make_ctx", "export", "eval_result", "acc_drop_points", "np"]

@@ -223,3 +223,36 @@ def test_cli_help_lists_registered_backends(fake_backend):
         **os.environ, "PYTHONPATH": os.pathsep.join([str(fake_backend), os.environ.get("PYTHONPATH", "")]),
         "COLUMNS": "200"})
     assert "fakert" in r.stdout and "onnxruntime" in r.stdout, r.stdout + r.stderr
+
+
+# ---- verification in one place: targets convert, the pipeline opens and gates
+
+def test_pipeline_gates_what_a_target_converted(fake_backend, tmp_path):
+    """The fake target only writes a file; its runner answers zeros: the pipeline's one verification
+    path (open through the runner, gate) catches it, exit 1, nothing claimed."""
+    from partialdeploy.pipeline import ExportRequest, run_export
+
+    res = run_export(ExportRequest(targets=("onnx", "fakert"), out_dir=tmp_path / "dist", parity_images=4))
+    assert res.exit_code == 1 and [a.target for a in res.artifacts] == ["onnx"]
+    assert res.failures[0]["target"] == "fakert" and res.failures[0]["kind"] == "verification"
+    assert "ONNX -> fakert fp32" in res.failures[0]["error"]
+    onnx = res.artifacts[0]  # the interchange ONNX went through the same path, in ONNX Runtime
+    assert onnx.verified == "parity" and onnx.parity[-1]["stage"].startswith("ONNX -> ONNX Runtime fp32")
+    assert not (tmp_path / "dist" / "fakert").exists()
+
+
+def test_verification_never_certifies_another_precision(tmp_path):
+    """An artifact that claims a compute precision its runtime does not compute in is refused."""
+    pytest.importorskip("openvino")
+    from targets_common import make_ctx
+
+    from partialdeploy.exporters.base import get_target
+    from partialdeploy.verification import verify_artifact
+
+    ctx = make_ctx("fp32", with_eval=False)
+    art = get_target("openvino").export(ctx, tmp_path)  # converts only
+    assert art.verified == "converted" and art.parity == []
+    assert verify_artifact(ctx, art, tmp_path) and art.verified == "parity" and art.parity[0]["passed"]
+    art.extra["compute_precision"] = "bf16"
+    with pytest.raises(UserError, match="cannot certify fp32"):
+        verify_artifact(ctx, art, tmp_path)

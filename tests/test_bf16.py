@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("openvino")
 
-from targets_common import make_ctx  # noqa: E402
+from targets_common import export, make_ctx  # noqa: E402
 
 from partialdeploy.errors import UserError  # noqa: E402
 from partialdeploy.exporters import openvino as ovt  # noqa: E402
@@ -29,7 +29,7 @@ def test_refused_without_bf16_units(tmp_path, monkeypatch):
     assert get_target("openvino").check_precision("bf16") is not None
     assert get_target("openvino").check_precision("fp32") is None
     with pytest.raises(UserError, match="no bf16 units .*FP32, INT8"):
-        get_target("openvino").export(make_ctx("bf16"), tmp_path)
+        export("openvino", make_ctx("bf16"), tmp_path)
     assert not any(tmp_path.iterdir())  # nothing written
 
     from partialdeploy.pipeline import ExportRequest, run_export
@@ -57,7 +57,7 @@ def test_not_certified_when_runtime_computes_f32(tmp_path, monkeypatch):
     read-back catches it and the target refuses to call that artifact bf16."""
     monkeypatch.setattr(ovt, "cpu_capabilities", lambda: ["FP32", "INT8", "BF16"])
     with pytest.raises(UserError, match="compiled the bf16 IR in f32"):
-        get_target("openvino").export(make_ctx("bf16"), tmp_path)
+        export("openvino", make_ctx("bf16"), tmp_path)
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units (no avx512_bf16/AMX): bf16 cannot run here")
@@ -65,7 +65,7 @@ def test_bf16_artifact_and_profile(tmp_path):
     from partialdeploy.pipeline import ExportRequest, run_export
     from partialdeploy.profiling import Settings, profile
 
-    art = get_target("openvino").export(make_ctx("bf16", dynamic=False), tmp_path / "t")
+    art = export("openvino", make_ctx("bf16", dynamic=False), tmp_path / "t")
     assert art.precision == "bf16" and art.extra["compute_precision"] == "bf16"
     assert art.extra["runtime_config"]["INFERENCE_PRECISION_HINT"] == "bf16"
     assert all(p["passed"] and p["cosine_min"] >= 0.998 and p["top1_agree"] >= 0.9 for p in art.parity)
@@ -78,7 +78,7 @@ def test_bf16_artifact_and_profile(tmp_path):
 
 
 def test_fp32_records_compute_precision(tmp_path):
-    art = get_target("openvino").export(make_ctx("fp32"), tmp_path)
+    art = export("openvino", make_ctx("fp32"), tmp_path)
     assert art.extra["compute_precision"] == "f32" and art.extra["inference_precision_hint"] == "f32"
 
 

@@ -50,9 +50,9 @@ def test_fallback_keeps_the_outlier_blocks_in_float(outlier_ctx_factory, tmp_pat
     if target == "openvino":
         pytest.importorskip("openvino")
         pytest.importorskip("nncf")
-    from partialdeploy.exporters.base import get_target
+    from targets_common import export
 
-    art = get_target(target).export(outlier_ctx_factory(), tmp_path)
+    art = export(target, outlier_ctx_factory(), tmp_path)
     fb = art.extra["int8_fallback"]
     before, after = fb["before"], fb["after"]
     assert not before["passed"] and before["top1_agree"] < 0.9  # plain PTQ misses the gate
@@ -82,18 +82,18 @@ def test_fallback_keeps_the_outlier_blocks_in_float(outlier_ctx_factory, tmp_pat
 
 def test_no_fallback_fails_with_the_numbers(outlier_ctx_factory, tmp_path):
     from partialdeploy.errors import VerificationError
-    from partialdeploy.exporters.base import get_target
+    from targets_common import export
 
     with pytest.raises(VerificationError, match=r"--no-fallback.*top-1 agreement \d+\.\d%"):
-        get_target("onnxruntime").export(outlier_ctx_factory(int8_fallback=False), tmp_path)
+        export("onnxruntime", outlier_ctx_factory(int8_fallback=False), tmp_path)
 
 
 def test_no_mix_within_budget_fails_with_every_attempt(outlier_ctx_factory, tmp_path):
     from partialdeploy.errors import VerificationError
-    from partialdeploy.exporters.base import get_target
+    from targets_common import export
 
     with pytest.raises(VerificationError) as e:
-        get_target("onnxruntime").export(outlier_ctx_factory(int8_max_float_blocks=1), tmp_path)
+        export("onnxruntime", outlier_ctx_factory(int8_max_float_blocks=1), tmp_path)
     msg = str(e.value)
     assert "no mix of up to 1 float blocks" in msg and "float [none]" in msg
     assert "float [stages.0.blocks.0]" in msg or "float [stages.4.blocks.0]" in msg

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("coremltools")
 
-from targets_common import make_ctx  # noqa: E402
+from targets_common import export, make_ctx  # noqa: E402
 
 from partialdeploy.errors import UserError, VerificationError  # noqa: E402
 from partialdeploy.exporters.base import get_target  # noqa: E402
@@ -20,7 +20,7 @@ def artifacts(tmp_path_factory):
     out = {}
     for prec, dyn in (("fp32", True), ("fp16", False), ("int8", True)):
         d = tmp_path_factory.mktemp(f"coreml-{prec}")
-        out[prec] = (get_target("coreml").export(make_ctx(prec, dynamic=dyn, with_eval=False), d), d)
+        out[prec] = (export("coreml", make_ctx(prec, dynamic=dyn, with_eval=False), d), d)
     return out
 
 
@@ -62,7 +62,7 @@ def test_spec_check_catches_wrong_precision(artifacts):
 
 
 def test_deployment_target_from_profile(tmp_path):
-    art = get_target("coreml").export(make_ctx("fp16", dynamic=False, with_eval=False,
+    art = export("coreml", make_ctx("fp16", dynamic=False, with_eval=False,
                                                minimum_deployment_target="iOS17"), tmp_path)
     assert art.extra["spec_check"]["specification_version"] == 8
 
@@ -70,7 +70,7 @@ def test_deployment_target_from_profile(tmp_path):
 @pytest.mark.parametrize("mdt,msg", [("iOS15", "int8 weights need"), ("Android9", "unknown CoreML")])
 def test_bad_deployment_targets(tmp_path, mdt, msg):
     with pytest.raises(UserError, match=msg):
-        get_target("coreml").export(make_ctx("int8", with_eval=False, minimum_deployment_target=mdt), tmp_path)
+        export("coreml", make_ctx("int8", with_eval=False, minimum_deployment_target=mdt), tmp_path)
 
 
 def test_needs_torch_model(tmp_path):
@@ -78,4 +78,4 @@ def test_needs_torch_model(tmp_path):
     ctx.deploy_model = None
     assert get_target("coreml").needs_torch_model
     with pytest.raises(UserError, match="PyTorch deploy model"):
-        get_target("coreml").export(ctx, tmp_path)
+        export("coreml", ctx, tmp_path)

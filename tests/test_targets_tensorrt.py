@@ -12,7 +12,7 @@ import types
 
 import numpy as np
 import pytest
-from targets_common import make_ctx
+from targets_common import export, make_ctx
 
 from partialdeploy.errors import RuntimeUnavailable, UserError
 from partialdeploy.exporters.base import get_target
@@ -38,7 +38,7 @@ def _export(tmp_path, prec, **kw):
     d = tmp_path / prec
     d.mkdir(exist_ok=True)
     ctx = make_ctx(prec, **kw)
-    return get_target("tensorrt").export(ctx, d), d, ctx
+    return export("tensorrt", ctx, d), d, ctx
 
 
 @pytest.fixture(scope="module")
@@ -426,7 +426,7 @@ def test_op_check_covers_both_parsers(tmp_path):
     ctx = make_ctx("fp32", tensorrt=11)
     ctx.onnx_path = bad
     with pytest.raises(UserError, match="TensorRT 11's ONNX parser does not support Bernoulli, com.microsoft::Fused"):
-        get_target("tensorrt").export(ctx, tmp_path / "out")
+        export("tensorrt", ctx, tmp_path / "out")
 
 
 def test_profiles_say_which_tensorrt(tmp_path):
@@ -480,4 +480,4 @@ def test_engine_compat_mismatch():
 
 def test_batch_range_validation(tmp_path):
     with pytest.raises(UserError, match="min <= opt <= max"):
-        get_target("tensorrt").export(make_ctx("fp32", batch_range={"min": 4, "opt": 2, "max": 8}), tmp_path)
+        export("tensorrt", make_ctx("fp32", batch_range={"min": 4, "opt": 2, "max": 8}), tmp_path)

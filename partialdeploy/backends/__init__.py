@@ -33,6 +33,7 @@ class Backend:
     options: dict[str, tuple] = field(default_factory=dict)  # profile field -> (types, description[, choices])
     check_options: Callable[[dict, str], None] | None = None  # cross-field profile checks (UserError)
     summary: str = ""  # one line for help texts
+    label: str = ""  # how people write the runtime's name ("ONNX Runtime"), for stage names
 
     def runner_class(self):
         return _load(self.runner)

@@ -16,6 +16,7 @@ def _check(fields: dict, where: str) -> None:
 
 BACKEND = Backend(
     name="coreml",
+    label="CoreML",
     runner="partialdeploy.runners.coreml:CoreMLRunner",
     targets={"coreml": "partialdeploy.exporters.coreml:CoreMLTarget"},
     suffixes=(".mlpackage", ".mlmodel"),

@@ -5,6 +5,7 @@ from partialdeploy.backends import Backend
 
 BACKEND = Backend(
     name="onnxruntime",
+    label="ONNX Runtime",
     runner="partialdeploy.runners.onnxruntime:OnnxRuntimeRunner",
     targets={"onnx": "partialdeploy.exporters.onnx:OnnxTarget",
              "onnxruntime": "partialdeploy.exporters.onnxruntime:OnnxRuntimeTarget"},

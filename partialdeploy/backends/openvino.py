@@ -4,6 +4,7 @@ from partialdeploy.backends import Backend
 
 BACKEND = Backend(
     name="openvino",
+    label="OpenVINO",
     runner="partialdeploy.runners.openvino:OpenVINORunner",
     targets={"openvino": "partialdeploy.exporters.openvino:OpenVINOTarget"},
     aliases=("ov",),

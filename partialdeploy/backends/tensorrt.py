@@ -15,6 +15,7 @@ def _check(fields: dict, where: str) -> None:
 
 BACKEND = Backend(
     name="tensorrt",
+    label="TensorRT",
     runner="partialdeploy.runners.tensorrt:TensorRTRunner",
     targets={"tensorrt": "partialdeploy.exporters.tensorrt:TensorRTTarget"},
     aliases=("trt",),

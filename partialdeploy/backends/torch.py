@@ -4,6 +4,7 @@ from partialdeploy.backends import Backend
 
 BACKEND = Backend(
     name="torch",
+    label="PyTorch",
     runner="partialdeploy.runners.torch:TorchRunner",
     aliases=("pytorch",),
     summary="PyTorch (reference runs, not an export target)",

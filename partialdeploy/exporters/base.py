@@ -1,7 +1,8 @@
 """The target interface.
 
 A target turns the verified deploy-form ONNX (and, where needed, the deploy-form torch model) into
-an artifact in ``out_dir`` and proves it with a parity gate in its own runtime where it can run here.
+an artifact in ``out_dir``; the pipeline then proves it with a parity gate in its own runtime where it
+can run here (partialdeploy.verification).
 The pipeline gives each target a fresh temporary directory and renames it into place only when the
 target succeeded, so a failed target leaves nothing claimed.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+from partialdeploy.parity import PRECISIONS  # noqa: F401  (re-exported: targets declare a subset)
 
 
 @dataclass
@@ -49,7 +50,8 @@ class Artifact:
     inputs: list[dict] = field(default_factory=list)  # name, shape, dtype
     outputs: list[dict] = field(default_factory=list)
     parity: list[dict] = field(default_factory=list)  # ParityResult.to_dict() entries
-    verified: str = "parity"  # "parity" | "spec-checked (run needs macOS)" | "bundle (build on device)"
+    verified: str = "converted"  # the pipeline's verification sets "parity"; else what the target could check
+    # ("spec-checked (run needs macOS)", "bundle (build on device)")
     runtime_version: str | None = None
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
@@ -65,6 +67,7 @@ class Target(ABC):
         return cls.unsupported.get(precision) or (f"target {cls.name} does not support {precision}; it supports "
                                                    f"{', '.join(cls.precisions)}")
     needs_torch_model: bool = False  # CoreML converts from the torch deploy model
+    source: str = "ONNX"  # what it converts from (names the verification stage: "ONNX -> OpenVINO fp16")
 
     requires: tuple[str, ...] = ()  # modules the converter needs (running is the backend's business)
 
@@ -95,8 +98,10 @@ class Target(ABC):
 
     @abstractmethod
     def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:
-        """Write the artifact into ``out_dir`` (a fresh temp dir owned by the pipeline) and return it
-        with its parity results. Raise VerificationError on a parity breach, UserError on bad input."""
+        """Write the artifact into ``out_dir`` (a fresh temp dir owned by the pipeline) and return it.
+        Only convert: the pipeline opens the artifact through its runtime's runner and gates it
+        (partialdeploy.verification). Raise UserError on bad input, VerificationError when a check the
+        conversion itself needs fails."""
 
 
 def get_target(name: str) -> Target:

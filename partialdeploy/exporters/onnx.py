@@ -148,6 +148,5 @@ class OnnxTarget(Target):
         dst = Path(out_dir) / "model.onnx"
         shutil.copyfile(ctx.onnx_path, dst)
         ins, outs = io_meta(dst)
-        parity = [p for p in ctx.options.get("onnx_parity", [])]
         return Artifact(target=self.name, precision="fp32", path="model.onnx", files=["model.onnx"], inputs=ins,
-                        outputs=outs, parity=parity, verified="parity", runtime_version=self.version())
+                        outputs=outs, runtime_version=self.version())

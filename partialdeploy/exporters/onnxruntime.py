@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError
-from partialdeploy.exporters._common import first_line, parity_gates, quiet, run_padded, static_batch
+from partialdeploy.exporters._common import first_line, quiet, runner_logits, static_batch
 from partialdeploy.exporters.onnx import io_meta
 from partialdeploy.exporters.base import Artifact, ExportContext, Target
+from partialdeploy.verification import pad_batch
 
 INSTALL = "pip install 'partialdeploy[onnxruntime]'"
 FP16_MESSAGE = ("onnxruntime (CPU) does not support fp16: most operators have no fp16 CPU kernel; "
@@ -146,9 +147,7 @@ class _Reader:
         if i >= len(self.calib):
             return None
         self._i += self.batch
-        chunk = self.calib[i:i + self.batch]
-        if len(chunk) < self.batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), 0)], 0)
+        chunk = pad_batch(self.calib[i:i + self.batch], self.batch)
         return {self.name: np.ascontiguousarray(chunk, np.float32)}
 
     def rewind(self):
@@ -190,16 +189,9 @@ class OnnxRuntimeTarget(Target):
             self._int8(ctx, dst, extra, notes)
         extra["convert_seconds"] = round(time.perf_counter() - t0, 3)
         extra["nodes"] = node_count(dst)
-
-        from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
-
-        with OnnxRuntimeRunner(dst, threads=ctx.options.get("threads")) as r:
-            bs = static_batch(r.inputs()[0].shape) or 8
-            par = parity_gates(ctx, lambda x: run_padded(r.run, x, bs), f"ONNX -> ONNX Runtime {prec} (CPU)")
         ins, outs = io_meta(dst)
         return Artifact(target=self.name, precision=prec, path="model.onnx", files=["model.onnx"], inputs=ins,
-                        outputs=outs, parity=par, verified="parity", runtime_version=self.version(),
-                        notes=notes, extra=extra)
+                        outputs=outs, runtime_version=self.version(), notes=notes, extra=extra)
 
     @staticmethod
     def _fp32(ctx: ExportContext, dst: Path, extra: dict, notes: list[str]) -> None:
@@ -268,9 +260,7 @@ class OnnxRuntimeTarget(Target):
         threads = ctx.options.get("threads")
 
         def logits(path):
-            r = OnnxRuntimeRunner(path, threads=threads).load()
-            b = static_batch(r.inputs()[0].shape) or 8
-            return lambda x: run_padded(r.run, x, b)
+            return runner_logits(OnnxRuntimeRunner(path, threads=threads).load())
 
         def timer(path):
             r = OnnxRuntimeRunner(path, threads=threads).load()

@@ -35,6 +35,11 @@ class CoreMLRunner(Runner):
     dist = "coremltools"
 
     @classmethod
+    def artifact_options(cls, entry: dict, mode: str = "latency") -> dict:
+        units = ((entry or {}).get("extra") or {}).get("compute_units")
+        return {"compute_units": units} if units else {}
+
+    @classmethod
     def is_available(cls) -> bool:
         return _why_unavailable() is None
 
