@@ -220,7 +220,7 @@ def _failure(stage: str, result: FallbackResult, why: str) -> str:
 def interleaved_latency(plain: Callable[[], None], mixed: Callable[[], None], blocks: int = 5,
                         min_block_s: float = 0.2) -> dict:
     """Median of block medians (ms) for plain INT8 and the fallback mix, timed in alternating blocks
-    with warm-up per block (DESIGN.md §7)."""
+    with warm-up per block (docs/architecture.md, "Measuring")."""
     meds: dict = {"plain": [], "fallback": []}
     for _ in range(blocks):
         for name, fn in (("plain", plain), ("fallback", mixed)):

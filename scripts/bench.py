@@ -12,7 +12,7 @@ Rows (each built by the real export pipeline, so every artifact passed its parit
   OV bf16         where the CPU has bf16 units (OpenVINO OPTIMIZATION_CAPABILITIES lists BF16)
   GEMM peak       numpy float32 matmul (n=1024) with the same thread count, timed in the same cycle
 
-Method (DESIGN.md §7): every runtime is timed in blocks (warm-up per block, then ``--runs`` timed
+Method (docs/architecture.md, "Measuring"): every runtime is timed in blocks (warm-up per block, then ``--runs`` timed
 runs, median per block), blocks are cycled round-robin over all rows ``--rounds`` times, and the
 number reported is the median of block medians. ONNX Runtime's worker threads do not spin (they
 would steal the cores from whatever runs next). The precision each runtime computes in is read back

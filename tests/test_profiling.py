@@ -179,7 +179,8 @@ def test_honesty_vs_benchmark_app(tmp_path):
     assert bench, "benchmark_app (from the openvino wheel) not found"
     xml = export_openvino(export_onnx(tmp_path / "m.onnx", dynamic=False, size=288), tmp_path / "m.xml")
     ours_l, theirs_l = [], []
-    for rnd in range(5):  # alternate the two tools back to back; the machine is shared and noisy (DESIGN §7)
+    # alternate the two tools back to back; the machine is shared and noisy (docs/architecture.md, "Measuring")
+    for rnd in range(5):
         rep_dir = tmp_path / f"bench{rnd}"
         rep_dir.mkdir()
         r = subprocess.run([str(bench), "-m", str(xml), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq", "1",
