@@ -159,8 +159,8 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
         return _run_export(req, progress, guard)
 
 
-def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportResult:
-    say = progress or (lambda stage, msg: None)
+def check_request(req: ExportRequest) -> tuple[str, ...]:
+    """Bad input is refused before any work (one line, exit 2); returns the expanded target list."""
     if req.precision not in PRECISIONS:
         raise UserError(f"--precision {req.precision!r} is not supported; choose {', '.join(PRECISIONS)}")
     targets = expand_targets(req.targets)
@@ -181,15 +181,17 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
         why = t.check_precision(req.precision)
         if why:
             raise UserError(why)
+    return targets
+
+
+def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportResult:
+    """The stages, in order: check the request, load, images, deploy form, ONNX, targets, place."""
+    say = progress or (lambda stage, msg: None)
+    targets = check_request(req)
 
     import torch
 
-    from partialdeploy import demo
-    from partialdeploy.checkpoint import load_checkpoint, load_model, resolve_spec
-    from partialdeploy.exporters.onnx import export_onnx
-    from partialdeploy.images import load_image_folder, natural_batch
     from partialdeploy.reparam import reparameterize, torch_logits
-    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
 
     stages: list[StageResult] = []
 
@@ -199,6 +201,102 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
 
     # ---- load
     t0 = time.perf_counter()
+    ckpt, ckpt_path, spec, notes, model, is_demo, calib_dir = _load(req, targets)
+    stage("load", t0, f"{spec.name} from {ckpt.format} ({ckpt_path.name})")
+
+    # ---- real images: parity inputs, calibration, held-out eval
+    t0 = time.perf_counter()
+    size = spec.img_size
+    px, calib, calib_src, calib_info, eval_x, eval_y = _images(req, spec, is_demo, calib_dir, notes)
+    ref = torch_logits(model, px)
+    if calib is None:  # the held-out set measures the INT8 accuracy drop; parity needs only px
+        eval_x = eval_y = None
+    eval_ref = torch_logits(model, eval_x, batch=64) if eval_x is not None else None
+    stage("images", t0, f"{len(px)} parity images" + (f", {len(calib)} calibration images" if calib is not None else "")
+          + (f", {len(eval_x)} held-out test images" if eval_x is not None else ""))
+
+    # ---- deploy form + gate
+    t0 = time.perf_counter()
+    deploy = reparameterize(model, size)
+    res = parity.gate(ref, torch_logits(deploy, px), "train form -> deploy form (PyTorch)",
+                      req.tolerances.get("fp32", "fp32"))
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    stage("deploy form", t0, f"{n_bn} BatchNorm folded; {res.summary()}", res)
+
+    out_dir = Path(req.out_dir)
+    staging = guard.new_staging()
+    artifacts: list[Artifact] = []
+    staged: list[tuple[Path, Path]] = []
+    failures: list[dict] = []
+    skipped: list[dict] = []
+    try:
+        # ---- ONNX + gate in ONNX Runtime
+        t0 = time.perf_counter()
+        onnx_path, info, onnx_res = _onnx(req, spec, ckpt, deploy, px, ref, staging)
+        for w in info.warnings:
+            notes.append(w)
+        stage("onnx export", t0, f"{info.nodes} nodes, opset {info.opset}, "
+              f"{'simplified' if info.simplified else 'not simplified'}, "
+              f"BatchNormalization: {info.ops.get('BatchNormalization', 0)}; {onnx_res.summary()}", onnx_res)
+        onnx_info = {"nodes": info.nodes, "opset": info.opset, "simplified": info.simplified, "ops": info.ops}
+
+        ctx_common = dict(spec=spec, onnx_path=onnx_path, img_size=size, dynamic_batch=req.dynamic_batch,
+                          input_name="input", output_name="logits", parity_inputs=px, reference=ref,
+                          calib=calib, calib_source=calib_src, eval_images=eval_x, eval_labels=eval_y,
+                          eval_reference=eval_ref, deploy_model=deploy,
+                          options={**req.options, "batch": req.batch},
+                          tolerances=req.tolerances)
+        # ---- targets
+        for name in targets:
+            t0 = time.perf_counter()
+            target = get_target(name)
+            why = target.check_env()
+            if why:
+                skipped.append({"target": name, "precision": req.precision, "reason": why})
+                say(name, f"skipped: {why}")
+                continue
+            if req.precision not in target.precisions:
+                skipped.append({"target": name, "precision": req.precision,
+                                "reason": target.precision_error(req.precision)})
+                say(name, f"skipped: {name} does not support {req.precision}")
+                continue
+            tdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging))
+            art = _convert_one(name, target, ExportContext(precision=req.precision, **ctx_common), tdir,
+                               failures, say)
+            if art is None:
+                continue
+            staged.append((tdir, Path(name) / req.precision))
+            artifacts.append(art)
+            say(name, f"{art.verified}: {art.path}")
+            stages.append(StageResult(name, time.perf_counter() - t0, art.verified,
+                                      art.parity[-1] if art.parity else None))
+
+        # ---- place the artifacts and write the manifest
+        manifest_path = None
+        if artifacts:
+            moves = staged  # (staging dir, place in the export) per artifact, in the same order
+            for art, (_, rel) in zip(artifacts, staged):
+                art.path = (rel / art.path).as_posix()
+                art.files = [(rel / f).as_posix() for f in art.files]
+            manifest_path = out_dir / MANIFEST
+
+            def write_manifest():
+                manifest = build_manifest(out_dir, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req,
+                                      calibration=calib_info)
+                _write_json_atomic(manifest_path, manifest)
+
+            commit(out_dir, staging, moves, write_manifest)  # all or nothing: a failure restores the previous state
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(spec, notes, stages, artifacts, failures, skipped, out_dir, manifest_path, onnx_info)
+
+
+def _load(req: ExportRequest, targets: tuple[str, ...]):
+    """Checkpoint (safe) -> ArchSpec -> train form, within the resource budget; the calibration and
+    ``--eval`` folders are checked here, before any work."""
+    from partialdeploy import demo
+    from partialdeploy.checkpoint import load_checkpoint, load_model, resolve_spec
+
     ckpt_path = Path(req.checkpoint) if req.checkpoint else demo.DEMO_CKPT
     ckpt = load_checkpoint(ckpt_path)
     spec, notes = resolve_spec(ckpt, variant=req.variant, act=req.act, img_size=req.img_size)
@@ -218,10 +316,37 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
             raise UserError(f"calibration folder {calib_dir} does not exist: pass --calib DIR with images in it")
     if req.eval_dir is not None and not Path(req.eval_dir).is_dir():
         raise UserError(f"--eval {req.eval_dir} is not a folder: pass a folder with one sub-folder of images per class")
-    stage("load", t0, f"{spec.name} from {ckpt.format} ({ckpt_path.name})")
+    return ckpt, ckpt_path, spec, notes, model, is_demo, calib_dir
 
-    # ---- real images: parity inputs, calibration, held-out eval
-    t0 = time.perf_counter()
+
+def _onnx(req: ExportRequest, spec, ckpt, deploy, px, ref, staging: Path):
+    """The deploy-form ONNX (with the preprocessing in its metadata) and its gate in ONNX Runtime."""
+    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+    from partialdeploy.verification import runner_logits
+
+    size = spec.img_size
+    onnx_path = staging / "deploy.onnx"
+    meta = {"model": spec.name, "architecture": json.dumps(spec.to_dict()),
+            "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
+            "img_size": str(size), "layout": "NCHW", "color": "RGB",
+            "crop_ratio": str(spec.crop_ratio), "labels": json.dumps(list(spec.labels) if spec.labels else None),
+            "checkpoint_sha256": ckpt.sha256}
+    info = export_onnx(deploy, onnx_path, size, dynamic_batch=req.dynamic_batch, batch=req.batch,
+                       opset=req.opset, metadata=meta, in_chans=spec.in_chans)
+    with OnnxRuntimeRunner(onnx_path) as r:
+        out = runner_logits(r, 1)(px)  # in the model's static batch, the last chunk padded
+    res = parity.gate(ref, out, "train form -> ONNX (ONNX Runtime)", req.tolerances.get("fp32", "fp32"))
+    return onnx_path, info, res
+
+
+def _images(req: ExportRequest, spec, is_demo: bool, calib_dir, notes: list[str]):
+    """The real images of an export: parity inputs (the demo's held-out digits, else natural images),
+    the seeded calibration subset with its file list and hash (INT8), and a labelled held-out set
+    (the demo's, or ``--eval``). Returns (parity, calib, calib source, calibration record, eval x, eval y)."""
+    from partialdeploy import demo
+    from partialdeploy.images import load_image_folder, natural_batch
+
     size = spec.img_size
     eval_x = eval_y = None
     if is_demo:
@@ -272,115 +397,30 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
             calib_info["eval"] = {"dir": str(req.eval_dir), "images": len(eval_x), "classes": len(set(eval_y.tolist())),
                                   "class_order": "checkpoint labels" if spec.labels else "sorted folder names",
                                   "overlap_with_calibration": len(overlap)}
-    ref = torch_logits(model, px)
-    if calib is None:  # the held-out set measures the INT8 accuracy drop; parity needs only px
-        eval_x = eval_y = None
-    eval_ref = torch_logits(model, eval_x, batch=64) if eval_x is not None else None
-    stage("images", t0, f"{len(px)} parity images" + (f", {len(calib)} calibration images" if calib is not None else "")
-          + (f", {len(eval_x)} held-out test images" if eval_x is not None else ""))
+    return px, calib, calib_src, calib_info, eval_x, eval_y
 
-    # ---- deploy form + gate
-    t0 = time.perf_counter()
-    deploy = reparameterize(model, size)
-    res = parity.gate(ref, torch_logits(deploy, px), "train form -> deploy form (PyTorch)",
-                      req.tolerances.get("fp32", "fp32"))
-    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    stage("deploy form", t0, f"{n_bn} BatchNorm folded; {res.summary()}", res)
 
-    out_dir = Path(req.out_dir)
-    staging = guard.new_staging()
-    artifacts: list[Artifact] = []
-    staged: list[tuple[Path, Path]] = []
-    failures: list[dict] = []
-    skipped: list[dict] = []
+def _convert_one(name: str, target, ctx: ExportContext, tdir: Path, failures: list[dict],
+                 say: Progress) -> Artifact | None:
+    """Convert and verify one target in ``tdir``; a failure is recorded (and ``tdir`` removed) and the
+    export goes on, except when the disk is full: then the whole export stops, nothing claimed."""
     try:
-        # ---- ONNX + gate in ONNX Runtime
-        t0 = time.perf_counter()
-        onnx_path = staging / "deploy.onnx"
-        meta = {"model": spec.name, "architecture": json.dumps(spec.to_dict()),
-                "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
-                "img_size": str(size), "layout": "NCHW", "color": "RGB",
-                "crop_ratio": str(spec.crop_ratio), "labels": json.dumps(list(spec.labels) if spec.labels else None),
-                "checkpoint_sha256": ckpt.sha256}
-        info = export_onnx(deploy, onnx_path, size, dynamic_batch=req.dynamic_batch, batch=req.batch,
-                           opset=req.opset, metadata=meta, in_chans=spec.in_chans)
-        with OnnxRuntimeRunner(onnx_path) as r:
-            bs = 1 if req.dynamic_batch else req.batch
-            out = r.run_batched(px, bs) if (req.dynamic_batch or len(px) % bs == 0) else None
-        if out is None:
-            raise UserError(f"--batch {req.batch} must divide the {len(px)} parity images (or use --dynamic-batch)")
-        onnx_res = parity.gate(ref, out, "train form -> ONNX (ONNX Runtime)", req.tolerances.get("fp32", "fp32"))
-        for w in info.warnings:
-            notes.append(w)
-        stage("onnx export", t0, f"{info.nodes} nodes, opset {info.opset}, "
-              f"{'simplified' if info.simplified else 'not simplified'}, "
-              f"BatchNormalization: {info.ops.get('BatchNormalization', 0)}; {onnx_res.summary()}", onnx_res)
-        onnx_info = {"nodes": info.nodes, "opset": info.opset, "simplified": info.simplified, "ops": info.ops}
-
-        ctx_common = dict(spec=spec, onnx_path=onnx_path, img_size=size, dynamic_batch=req.dynamic_batch,
-                          input_name="input", output_name="logits", parity_inputs=px, reference=ref,
-                          calib=calib, calib_source=calib_src, eval_images=eval_x, eval_labels=eval_y,
-                          eval_reference=eval_ref, deploy_model=deploy,
-                          options={**req.options, "batch": req.batch},
-                          tolerances=req.tolerances)
-        # ---- targets
-        for name in targets:
-            t0 = time.perf_counter()
-            target = get_target(name)
-            why = target.check_env()
-            if why:
-                skipped.append({"target": name, "precision": req.precision, "reason": why})
-                say(name, f"skipped: {why}")
-                continue
-            if req.precision not in target.precisions:
-                skipped.append({"target": name, "precision": req.precision,
-                                "reason": target.precision_error(req.precision)})
-                say(name, f"skipped: {name} does not support {req.precision}")
-                continue
-            tdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging))
-            try:
-                # the target converts; verification opens the artifact in its runtime and gates it
-                art = convert_and_verify(target, ExportContext(precision=req.precision, **ctx_common), tdir)
-            except PartialDeployError as e:
-                if is_disk_full(e):  # the disk is full: the whole export stops, nothing claimed
-                    raise
-                kind = "verification" if isinstance(e, VerificationError) else "error"
-                failures.append({"target": name, "precision": req.precision, "kind": kind, "error": str(e)})
-                say(name, f"FAILED: {e}")
-                shutil.rmtree(tdir, ignore_errors=True)
-                continue
-            except Exception as e:  # a converter crashed: report it as this target's failure, go on
-                if is_disk_full(e):  # ... unless the disk is full: then the whole export stops, nothing claimed
-                    raise
-                failures.append({"target": name, "precision": req.precision, "kind": "error",
-                                 "error": f"{type(e).__name__}: {first_line(e, 300)}"})
-                say(name, f"FAILED: {type(e).__name__}: {e}")
-                shutil.rmtree(tdir, ignore_errors=True)
-                continue
-            staged.append((tdir, Path(name) / req.precision))
-            artifacts.append(art)
-            say(name, f"{art.verified}: {art.path}")
-            stages.append(StageResult(name, time.perf_counter() - t0, art.verified,
-                                      art.parity[-1] if art.parity else None))
-
-        # ---- place the artifacts and write the manifest
-        manifest_path = None
-        if artifacts:
-            moves = staged  # (staging dir, place in the export) per artifact, in the same order
-            for art, (_, rel) in zip(artifacts, staged):
-                art.path = (rel / art.path).as_posix()
-                art.files = [(rel / f).as_posix() for f in art.files]
-            manifest_path = out_dir / MANIFEST
-
-            def write_manifest():
-                manifest = build_manifest(out_dir, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req,
-                                      calibration=calib_info)
-                _write_json_atomic(manifest_path, manifest)
-
-            commit(out_dir, staging, moves, write_manifest)  # all or nothing: a failure restores the previous state
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(spec, notes, stages, artifacts, failures, skipped, out_dir, manifest_path, onnx_info)
+        # the target converts; verification opens the artifact in its runtime and gates it
+        return convert_and_verify(target, ctx, tdir)
+    except PartialDeployError as e:
+        if is_disk_full(e):
+            raise
+        kind = "verification" if isinstance(e, VerificationError) else "error"
+        failures.append({"target": name, "precision": ctx.precision, "kind": kind, "error": str(e)})
+        say(name, f"FAILED: {e}")
+    except Exception as e:  # a converter crashed: report it as this target's failure, go on
+        if is_disk_full(e):
+            raise
+        failures.append({"target": name, "precision": ctx.precision, "kind": "error",
+                         "error": f"{type(e).__name__}: {first_line(e, 300)}"})
+        say(name, f"FAILED: {type(e).__name__}: {e}")
+    shutil.rmtree(tdir, ignore_errors=True)
+    return None
 
 
 def _artifact_entry(out_dir: Path, a: Artifact, command: str) -> dict:

@@ -379,87 +379,92 @@ class Profiler:
 
     # -- phase 1: load every artifact, first inference per batch, memory
     def _load_all(self) -> list[_Case]:
-        from partialdeploy.runners.base import canonical_target, runner_for
-
         s = self.settings
         rng = np.random.default_rng(s.seed)
         size = (self.header.get("preprocessing") or {}).get("size")
         cases: list[_Case] = []
         for i, art in enumerate(self.artifacts):
-            tgt = canonical_target(art.get("target", "?"))
-            base = {"target": art.get("target"), "runtime": tgt, "precision": art.get("precision", "?"),
-                    "artifact": art.get("path"), "mode": s.mode, "threads": s.threads,
-                    **({"sha256": art["sha256"]} if art.get("sha256") else {})}
-
-            def add(batch, status, reason=None, base=base, **extra):
-                res = {**base, "batch": batch, "status": status, **({"reason": reason} if reason else {}), **extra}
-                self.report["results"].append(res)
-                return res
-
-            path = self.base / art["path"]
-            try:
-                cls = runner_for(tgt)
-            except UserError as e:
-                for b in s.batches:
-                    add(b, "not_run", str(e))
-                continue
-            base["runtime_version"] = cls.runtime_version()
-            why = cls.unavailable_reason()
-            if why:
-                for b in s.batches:
-                    add(b, "not_run", f"not run here: {why}")
-                continue
-            if not path.exists():
-                for b in s.batches:
-                    add(b, "error", f"artifact missing: {path}")
-                continue
-            self.progress(i, len(self.artifacts), f"loading {art.get('target')}/{art.get('precision')}")
-            scope = "artifact" if reset_peak_rss() else "process"
-            rss0 = rss_mb()
-            try:
-                runner = cls(path, threads=s.threads, **_runner_options(cls, s, False, None, art))
-                runner.load()
-                metas = runner.inputs()
-            except PartialDeployError as e:
-                for b in s.batches:
-                    add(b, "error", str(e))
-                continue
-            except Exception as e:  # a runtime's own exception type
-                for b in s.batches:
-                    msg = first_line(e, 200)
-                    add(b, "error", f"cannot load: {type(e).__name__}: {msg}")
-                continue
-            self._runners[i] = runner
-            cp = runner.compute_precision()
-            if cp:  # read back from the runtime: a bf16 run is never reported as fp32
-                base["compute_precision"] = cp
-            static = metas[0].shape[0] if metas and metas[0].shape and isinstance(metas[0].shape[0], int) else None
-            for b in s.batches:
-                if static is not None and b != static:
-                    add(b, "skipped", f"artifact has a static batch of {static} (export with --dynamic-batch "
-                        f"to profile batch {b})")
-                    continue
-                feed = _make_feed(metas, b, size, rng)
-                try:
-                    t0 = time.perf_counter()
-                    runner.infer(feed)
-                    first = time.perf_counter() - t0
-                except KeyboardInterrupt:
-                    raise
-                except Exception as e:
-                    add(b, "error", f"inference failed: {first_line(e, 200)}")
-                    continue
-                clock = {} if runner.clock == "perf_counter" else {"clock": runner.clock}
-                res = add(b, "ok", None, load_time_s=runner.load_time_s, first_inference_ms=first * 1e3, **clock,
-                          input_shapes={k: list(v.shape) for k, v in feed.items()})
-                cases.append(_Case(i, b, res, feed))
-            mem = {"peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_load_mb": round(rss0, 1) if rss0 else None,
-                   "scope": scope}
-            for c in cases:
-                if c.key == i:
-                    c.result["memory"] = mem
+            cases += self._load_one(i, art, rng, size)
         if not cases and not any(r["status"] == "error" for r in self.report["results"]):
             self.report["note"] = "nothing could run on this machine"
+        return cases
+
+    def _load_one(self, i: int, art: dict, rng, size) -> list[_Case]:
+        """Open one artifact through its runner (as its manifest entry records), then one first
+        inference per batch; every batch gets a result row, ok or the reason it is not."""
+        from partialdeploy.runners.base import canonical_target, runner_for
+
+        s = self.settings
+        tgt = canonical_target(art.get("target", "?"))
+        base = {"target": art.get("target"), "runtime": tgt, "precision": art.get("precision", "?"),
+                "artifact": art.get("path"), "mode": s.mode, "threads": s.threads,
+                **({"sha256": art["sha256"]} if art.get("sha256") else {})}
+
+        def add(batch, status, reason=None, **extra):
+            res = {**base, "batch": batch, "status": status, **({"reason": reason} if reason else {}), **extra}
+            self.report["results"].append(res)
+            return res
+
+        def every_batch(status, reason) -> list[_Case]:
+            for b in s.batches:
+                add(b, status, reason)
+            return []
+
+        path = self.base / art["path"]
+        try:
+            cls = runner_for(tgt)
+        except UserError as e:
+            return every_batch("not_run", str(e))
+        base["runtime_version"] = cls.runtime_version()
+        why = cls.unavailable_reason()
+        if why:
+            return every_batch("not_run", f"not run here: {why}")
+        if not path.exists():
+            return every_batch("error", f"artifact missing: {path}")
+        self.progress(i, len(self.artifacts), f"loading {art.get('target')}/{art.get('precision')}")
+        scope = "artifact" if reset_peak_rss() else "process"
+        rss0 = rss_mb()
+        try:
+            runner = cls(path, threads=s.threads, **_runner_options(cls, s, False, None, art))
+            runner.load()
+            metas = runner.inputs()
+        except PartialDeployError as e:
+            return every_batch("error", str(e))
+        except Exception as e:  # a runtime's own exception type
+            return every_batch("error", f"cannot load: {type(e).__name__}: {first_line(e, 200)}")
+        self._runners[i] = runner
+        cp = runner.compute_precision()
+        if cp:  # read back from the runtime: a bf16 run is never reported as fp32
+            base["compute_precision"] = cp
+        cases = self._first_inferences(i, runner, metas, add, rng, size)
+        mem = {"peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_load_mb": round(rss0, 1) if rss0 else None,
+               "scope": scope}
+        for c in cases:
+            c.result["memory"] = mem
+        return cases
+
+    def _first_inferences(self, i: int, runner, metas, add, rng, size) -> list[_Case]:
+        cases = []
+        static = metas[0].shape[0] if metas and metas[0].shape and isinstance(metas[0].shape[0], int) else None
+        for b in self.settings.batches:
+            if static is not None and b != static:
+                add(b, "skipped", f"artifact has a static batch of {static} (export with --dynamic-batch "
+                    f"to profile batch {b})")
+                continue
+            feed = _make_feed(metas, b, size, rng)
+            try:
+                t0 = time.perf_counter()
+                runner.infer(feed)
+                first = time.perf_counter() - t0
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:
+                add(b, "error", f"inference failed: {first_line(e, 200)}")
+                continue
+            clock = {} if runner.clock == "perf_counter" else {"clock": runner.clock}
+            res = add(b, "ok", None, load_time_s=runner.load_time_s, first_inference_ms=first * 1e3, **clock,
+                      input_shapes={k: list(v.shape) for k, v in feed.items()})
+            cases.append(_Case(i, b, res, feed))
         return cases
 
     # -- phase 2: timed blocks cycled over the cases
