@@ -42,6 +42,23 @@ def test_no_module_imports_another_modules_private_names():
     assert bad == []
 
 
+def test_no_module_reaches_into_another_modules_private_attributes():
+    """``from partialdeploy.x import y`` then ``y._z`` (or ``import partialdeploy.x as m``; ``m._z``)."""
+    bad = []
+    for f in PKG.rglob("*.py"):
+        tree = ast.parse(f.read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("partialdeploy"):
+                names |= {a.asname or a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("partialdeploy")}
+        bad += [f"{_module(f)}:{n.lineno} {n.value.id}.{n.attr}" for n in ast.walk(tree)
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in names
+                and n.attr.startswith("_") and not n.attr.startswith("__")]
+    assert bad == []
+
+
 def test_no_import_cycles_between_modules():
     graph: dict[str, set[str]] = {}
     for f in PKG.rglob("*.py"):
