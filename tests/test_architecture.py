@@ -96,7 +96,7 @@ class _Clocked(Runner):
     def outputs(self):
         return [TensorMeta("y", (1,), "float32")]
 
-    def infer(self, feed):
+    def infer_impl(self, feed):
         return {"y": feed["x"] * 2}
 
     def device_time_s(self):
@@ -167,12 +167,12 @@ class FakeRunner(Runner):
         return self
 
     def inputs(self):
-        return [TensorMeta("x", (None, 3, 32, 32), "float32")]
+        return [TensorMeta("x", (None, 3, None, None), "float32")]
 
     def outputs(self):
         return [TensorMeta("y", (None, 10), "float32")]
 
-    def infer(self, feed):
+    def infer_impl(self, feed):
         return {"y": np.zeros((len(feed["x"]), 10), np.float32)}
 
     def device_time_s(self):
@@ -273,3 +273,18 @@ def test_verification_never_certifies_another_precision(tmp_path):
     art.extra["compute_precision"] = "bf16"
     with pytest.raises(UserError, match="cannot certify fp32"):
         verify_artifact(ctx, art, tmp_path)
+
+
+def test_the_base_class_checks_every_feed(tmp_path_factory):
+    """Names, rank, static dims and dtype are checked before any runtime sees the feed (one line)."""
+    dist = shared_export_dir(tmp_path_factory)
+    with runner_for("onnxruntime")(dist / "onnx/model.onnx") as r:
+        name = r.inputs()[0].name
+        good = np.zeros((1, 3, SIZE, SIZE), np.float32)
+        assert r.infer({name: good}) and r.timed_infer({name: good})[1] > 0
+        with pytest.raises(UserError, match="inputs are"):
+            r.infer({"nope": good})
+        with pytest.raises(UserError, match="expects shape"):
+            r.infer({name: np.zeros((1, 3, SIZE), np.float32)})
+        with pytest.raises(UserError, match="expects float32"):
+            r.infer({name: good.astype(np.float64)})

@@ -92,9 +92,11 @@ class Runner(ABC):
         return None
 
     def timed_infer(self, feed: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-        """(outputs, seconds) of one inference, timed by the runner's own clock."""
+        """(outputs, seconds) of one inference, timed by the runner's own clock (the input check is
+        done before the clock starts)."""
+        self.check_feed(feed)
         t0 = time.perf_counter()
-        out = self.infer(feed)
+        out = self.infer_impl(feed)
         wall = time.perf_counter() - t0
         dev = self.device_time_s()
         return out, (dev if dev is not None else wall)
@@ -114,8 +116,34 @@ class Runner(ABC):
     @abstractmethod
     def outputs(self) -> list[TensorMeta]: ...
 
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by name for a feed of inputs by name; the feed is checked first (``check_feed``)."""
+        self.check_feed(feed)
+        return self.infer_impl(feed)
+
     @abstractmethod
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The runtime's inference on a checked feed (what each runner implements)."""
+
+    def check_feed(self, feed: dict[str, np.ndarray]) -> None:
+        """UserError (one line) when the feed does not match ``inputs()``: names, rank, static dims,
+        dtype. The metadata is read once per ``load``."""
+        cached = self.__dict__.get("_feed_metas")
+        if cached is None or cached[0] is not self.load_time_s:
+            cached = self._feed_metas = (self.load_time_s, self.inputs())
+        metas = cached[1]
+        want = {m.name for m in metas}
+        if set(feed) != want:
+            raise UserError(f"{self.name}: the model's inputs are {sorted(want)}, got {sorted(feed)}")
+        for m in metas:
+            a = feed[m.name]
+            shape = getattr(a, "shape", None)
+            known = any(isinstance(d, int) for d in m.shape)  # a runtime that knows nothing: no shape check
+            if shape is None or (known and (len(shape) != len(m.shape) or any(
+                    isinstance(d, int) and d != s for d, s in zip(m.shape, shape)))):
+                raise UserError(f"{self.name}: input {m.name!r} expects shape {tuple(m.shape)}, got {shape}")
+            if _is_dtype(m.dtype) and np.dtype(a.dtype).name != np.dtype(m.dtype).name:
+                raise UserError(f"{self.name}: input {m.name!r} expects {m.dtype}, got {np.dtype(a.dtype).name}")
 
     def close(self) -> None:
         """Release the runtime's session / engine; safe to call twice and before ``load``."""
@@ -134,6 +162,13 @@ class Runner(ABC):
 
     def run_batched(self, x: np.ndarray, batch: int = 1) -> np.ndarray:
         return np.concatenate([self.run(x[i:i + batch]) for i in range(0, len(x), batch)], 0)
+
+
+_DTYPES = {"float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool"}
+
+
+def _is_dtype(name) -> bool:
+    return name in _DTYPES
 
 
 # which runner opens what is declared once, by the backends (partialdeploy/backends/)

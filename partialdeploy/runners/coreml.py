@@ -85,7 +85,7 @@ class CoreMLRunner(Runner):
     def outputs(self) -> list[TensorMeta]:
         return self._meta(self._spec.description.output)
 
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         res = self.model.predict({k: np.asarray(v) for k, v in feed.items()})
         return {k: np.asarray(v) for k, v in res.items()}
 

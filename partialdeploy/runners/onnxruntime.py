@@ -83,7 +83,7 @@ class OnnxRuntimeRunner(Runner):
     def outputs(self) -> list[TensorMeta]:
         return self._meta(self.session.get_outputs())
 
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.session.get_outputs()]
         return dict(zip(names, self.session.run(names, feed)))
 

@@ -86,7 +86,7 @@ class OpenVINORunner(Runner):
     def outputs(self) -> list[TensorMeta]:
         return self._meta(self.compiled.outputs)
 
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         res = self.request.infer(feed, share_inputs=True)  # no input copy (synchronous call)
         if self.options.get("profile_layers"):
             self._accumulate(self.request)

@@ -121,7 +121,7 @@ class TensorRTRunner(Runner):
             self._buffers[name] = (ptr, nbytes)
         return ptr
 
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cr = self.cudart
         h2d, d2h = cr.cudaMemcpyKind.cudaMemcpyHostToDevice, cr.cudaMemcpyKind.cudaMemcpyDeviceToHost
         host_in = {}

@@ -81,7 +81,7 @@ class TorchRunner(Runner):
     def outputs(self) -> list[TensorMeta]:
         return [TensorMeta(self.options.get("output_name", "logits"), (None, None), "float32")]
 
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
         args = [torch.from_numpy(np.ascontiguousarray(v)) for v in feed.values()]
         with torch.inference_mode():
