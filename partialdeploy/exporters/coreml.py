@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError
-from partialdeploy.exporters._common import first_line, quiet, run_padded
+from partialdeploy.exporters._common import first_line, parity_gates, quiet, run_padded
 from partialdeploy.exporters.base import Artifact, ExportContext, Target
 
 INSTALL = "pip install 'partialdeploy[coreml]'"
@@ -71,6 +71,8 @@ class CoreMLTarget(Target):
         return None if cls.is_available() else f"coremltools is not installed: {INSTALL}"
 
     def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:
+        """Trace the deploy model (proved equal to it), convert to an ML program at the precision,
+        check its spec; the pipeline predicts through CoreMLRunner where CoreML runs (macOS)."""
         prec = ctx.precision
         if prec not in self.precisions:
             raise UserError(f"coreml does not support {prec}; choose {', '.join(self.precisions)}")
@@ -78,8 +80,6 @@ class CoreMLTarget(Target):
             raise UserError("the CoreML target converts from the PyTorch deploy model: install torch "
                             "(pip install 'partialdeploy[torch]') and export from the checkpoint")
         ct = _ct()
-        import torch
-
         tname, tgt = deployment_target(ct, ctx.options.get("minimum_deployment_target"))
         if prec == "int8" and tgt < ct.target.iOS16:
             raise UserError(f"CoreML int8 weights need minimum_deployment_target iOS16 or newer, not {tname}")
@@ -88,52 +88,10 @@ class CoreMLTarget(Target):
         out_dir = Path(out_dir)
         size, c = ctx.img_size, int(getattr(ctx.spec, "in_chans", 3) or 3)
         batch = int(ctx.options.get("batch") or 1)
-        if ctx.dynamic_batch:
-            rng = ctx.options.get("batch_range") or {}
-            bmax = int(rng.get("max") or 64)
-            bdim = ct.RangeDim(1, bmax, default=1)
-            in_shape = (bdim, c, size, size)
-            shape_desc = [f"1..{bmax}", c, size, size]
-        else:
-            in_shape = (batch, c, size, size)
-            shape_desc = [batch, c, size, size]
+        in_shape, shape_desc = _input_shape(ct, ctx, batch, c)
         t0 = time.perf_counter()
-        model = ctx.deploy_model.eval()
-        try:
-            with quiet(), torch.no_grad():
-                traced = torch.jit.trace(model, torch.zeros(1, c, size, size))
-        except Exception as e:
-            raise UserError(f"torch.jit.trace of the deploy model failed (CoreML needs a traceable model): "
-                            f"{first_line(e)}") from e
-        # what coremltools converts is the trace: prove it equals the model (fp32 gate), on every OS
-        from partialdeploy.exporters._common import tolerance
-        from partialdeploy.parity import gate
-
-        def traced_logits(x):
-            with torch.no_grad():
-                return run_padded(lambda b: traced(torch.from_numpy(b)).numpy(), x, 8)
-
-        trace_par = [gate(ctx.reference, traced_logits(ctx.parity_inputs),
-                          stage=f"train form -> traced deploy model (CoreML converter input, "
-                                f"{len(ctx.parity_inputs)} parity images)", tol=tolerance(ctx, "fp32")).to_dict()]
-        cp = ct.precision.FLOAT32 if prec == "fp32" else ct.precision.FLOAT16
-        try:
-            with quiet():
-                # float32 interface at every precision (same contract as the other targets); fp16
-                # programs cast at the boundary
-                ml = ct.convert(traced, inputs=[ct.TensorType(name=ctx.input_name, shape=in_shape,
-                                                              dtype=np.float32)],
-                                outputs=[ct.TensorType(name=ctx.output_name, dtype=np.float32)],
-                                convert_to="mlprogram",
-                                compute_precision=cp, minimum_deployment_target=tgt)
-                if prec == "int8":
-                    import coremltools.optimize.coreml as cto
-
-                    cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
-                        mode="linear_symmetric", dtype="int8", granularity="per_channel"))
-                    ml = cto.linear_quantize_weights(ml, cfg)
-        except Exception as e:
-            raise UserError(f"coremltools cannot convert the deploy model: {first_line(e)}") from e
+        traced, trace_par = _trace_and_prove(ctx, c)
+        ml = _convert(ct, traced, ctx, in_shape, tgt)
         ml.short_description = f"{getattr(ctx.spec, 'name', 'PartialNet')} deploy form ({prec}), partialdeploy"
         ml.user_defined_metadata.update({"partialdeploy.precision": prec, "partialdeploy.img_size": str(size)})
         pkg = out_dir / "model.mlpackage"
@@ -160,6 +118,59 @@ class CoreMLTarget(Target):
         return Artifact(target=self.name, precision=prec, path="model.mlpackage", files=files, inputs=inputs,
                         outputs=outputs, parity=list(trace_par), verified=SPEC_CHECKED,
                         runtime_version=self.version(), notes=notes, extra=extra)
+
+
+def _input_shape(ct, ctx: ExportContext, batch: int, c: int):
+    """(the converter's input shape, the manifest's description of it): a RangeDim batch up to the
+    profile's max when dynamic, else the static batch."""
+    size = ctx.img_size
+    if ctx.dynamic_batch:
+        bmax = int((ctx.options.get("batch_range") or {}).get("max") or 64)
+        return (ct.RangeDim(1, bmax, default=1), c, size, size), [f"1..{bmax}", c, size, size]
+    return (batch, c, size, size), [batch, c, size, size]
+
+
+def _trace_and_prove(ctx: ExportContext, c: int):
+    """The TorchScript trace coremltools converts, proved equal to the deploy model (fp32 gate) on
+    every OS — the trace is what gets converted. Returns (trace, its parity results)."""
+    import torch
+
+    size = ctx.img_size
+    try:
+        with quiet(), torch.no_grad():
+            traced = torch.jit.trace(ctx.deploy_model.eval(), torch.zeros(1, c, size, size))
+    except Exception as e:
+        raise UserError(f"torch.jit.trace of the deploy model failed (CoreML needs a traceable model): "
+                        f"{first_line(e)}") from e
+
+    def traced_logits(x):
+        with torch.no_grad():
+            return run_padded(lambda b: traced(torch.from_numpy(b)).numpy(), x, 8)
+
+    par = parity_gates(ctx, traced_logits, "train form -> traced deploy model (CoreML converter input)",
+                       precision="fp32", eval_all=False)
+    return traced, par
+
+
+def _convert(ct, traced, ctx: ExportContext, in_shape, tgt):
+    """coremltools: an ML program with a float32 interface at every precision (same contract as the
+    other targets; fp16 programs cast at the boundary); INT8 = linear symmetric per-channel weights."""
+    prec = ctx.precision
+    cp = ct.precision.FLOAT32 if prec == "fp32" else ct.precision.FLOAT16
+    try:
+        with quiet():
+            ml = ct.convert(traced, inputs=[ct.TensorType(name=ctx.input_name, shape=in_shape, dtype=np.float32)],
+                            outputs=[ct.TensorType(name=ctx.output_name, dtype=np.float32)],
+                            convert_to="mlprogram", compute_precision=cp, minimum_deployment_target=tgt)
+            if prec == "int8":
+                import coremltools.optimize.coreml as cto
+
+                cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+                    mode="linear_symmetric", dtype="int8", granularity="per_channel"))
+                ml = cto.linear_quantize_weights(ml, cfg)
+    except Exception as e:
+        raise UserError(f"coremltools cannot convert the deploy model: {first_line(e)}") from e
+    return ml
 
 
 def check_spec(spec, precision: str, target_name: str, input_name: str, output_name: str,
