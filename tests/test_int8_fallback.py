@@ -1,7 +1,9 @@
 """INT8 that holds its gate (issue #10): on a model where plain post-training quantization misses the
 INT8 gate — the trained demo network with activation outlier channels injected in two blocks (the
 function unchanged) — the fallback ranks blocks by the quantization error they add, keeps the
-guilty ones in float and passes; ``--no-fallback`` and a too-small budget fail with the numbers."""
+guilty ones in float and passes, for OpenVINO (NNCF ignored scope), ONNX Runtime (nodes_to_exclude)
+and the TensorRT bundle (blocks left without Q/DQ in its explicit-quantization ONNX, proven in ONNX
+Runtime on CPU); ``--no-fallback`` and a too-small budget fail with the numbers."""
 
 import json
 
@@ -45,7 +47,7 @@ def outlier_ctx_factory(tmp_path_factory):
     return make
 
 
-@pytest.mark.parametrize("target", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("target", ["openvino", "onnxruntime", "tensorrt"])
 def test_fallback_keeps_the_outlier_blocks_in_float(outlier_ctx_factory, tmp_path, target):
     if target == "openvino":
         pytest.importorskip("openvino")
@@ -66,7 +68,7 @@ def test_fallback_keeps_the_outlier_blocks_in_float(outlier_ctx_factory, tmp_pat
     assert fb["latency_ms"]["plain"] > 0 and fb["latency_ms"]["fallback"] > 0
     assert any(n.startswith("INT8 fallback") and "stages.0.blocks.0" in n for n in art.notes)
     assert all(p["passed"] for p in art.parity)  # the saved artifact passed the ordinary gate too
-    if target == "onnxruntime":  # the float blocks have no Q/DQ around their nodes, the rest does
+    if target in ("onnxruntime", "tensorrt"):  # the float blocks have no Q/DQ around their nodes, the rest does
         import onnx
 
         m = onnx.load(str(tmp_path / "model.onnx"))
@@ -78,30 +80,41 @@ def test_fallback_keeps_the_outlier_blocks_in_float(outlier_ctx_factory, tmp_pat
             return producer.get(fc1.input[0]) == "DequantizeLinear"
 
         assert not fc1_fed_by_dq("stages.0.blocks.0") and fc1_fed_by_dq(quantized)
+    if target == "tensorrt":  # the bundle's explicit-quantization ONNX: what TensorRT 10 and 11 build
+        b = json.loads((tmp_path / "bundle.json").read_text())
+        assert b["onnx_precision"]["excluded_blocks"] == fb["float_blocks"]
+        assert b["onnx_precision"]["float_nodes"] > 0 and "left without Q/DQ" in b["onnx_precision"]["summary"]
+        assert "stages.0.blocks.0" in (tmp_path / "README.txt").read_text()
+        assert "ONNX Runtime CPU" in fb["latency_ms"]["method"]  # no GPU here: says where the cost was timed
+        assert not list(tmp_path.glob("*.part.onnx"))  # attempts cleaned up
 
 
-def test_no_fallback_fails_with_the_numbers(outlier_ctx_factory, tmp_path):
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_no_fallback_fails_with_the_numbers(outlier_ctx_factory, tmp_path, target):
     from partialdeploy.errors import VerificationError
     from targets_common import export
 
     with pytest.raises(VerificationError, match=r"--no-fallback.*top-1 agreement \d+\.\d%"):
-        export("onnxruntime", outlier_ctx_factory(int8_fallback=False), tmp_path)
+        export(target, outlier_ctx_factory(int8_fallback=False), tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing half-written (no bundle, no attempt files)
 
 
-def test_no_mix_within_budget_fails_with_every_attempt(outlier_ctx_factory, tmp_path):
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_no_mix_within_budget_fails_with_every_attempt(outlier_ctx_factory, tmp_path, target):
     from partialdeploy.errors import VerificationError
     from targets_common import export
 
     with pytest.raises(VerificationError) as e:
-        export("onnxruntime", outlier_ctx_factory(int8_max_float_blocks=1), tmp_path)
+        export(target, outlier_ctx_factory(int8_max_float_blocks=1), tmp_path)
     msg = str(e.value)
     assert "no mix of up to 1 float blocks" in msg and "float [none]" in msg
     assert "float [stages.0.blocks.0]" in msg or "float [stages.4.blocks.0]" in msg
-    assert not list(tmp_path.glob("*.tmp*"))  # attempts cleaned up
+    assert not list(tmp_path.iterdir())  # attempts cleaned up, nothing half-written
 
 
 @pytest.mark.slow
-def test_cli_export_reports_float_blocks_and_no_fallback_exits_1(tmp_path):
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_cli_export_reports_float_blocks_and_no_fallback_exits_1(tmp_path, target):
     """End to end through the CLI on an outlier checkpoint: manifest + summary name the float blocks."""
     from safetensors.torch import save_file
 
@@ -115,9 +128,9 @@ def test_cli_export_reports_float_blocks_and_no_fallback_exits_1(tmp_path):
     ckpt = tmp_path / "outliers.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt), metadata=dict(ck.metadata))
     out = tmp_path / "dist"
-    r = run_cli("export", ckpt, "--target", "onnxruntime", "--precision", "int8", "--no-fallback", "-o", out)
+    r = run_cli("export", ckpt, "--target", target, "--precision", "int8", "--no-fallback", "-o", out)
     assert r.returncode == 1 and "no-fallback" in r.stderr + r.stdout and not out.exists()
-    r = run_cli("export", ckpt, "--target", "onnxruntime", "--precision", "int8", "-o", out,
+    r = run_cli("export", ckpt, "--target", target, "--precision", "int8", "-o", out,
                 env={"COLUMNS": "200"})
     assert r.returncode == 0, r.stderr
     assert "block(s) in float" in r.stdout and "stages.0.blocks.0" in r.stdout

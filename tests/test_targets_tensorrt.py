@@ -116,6 +116,8 @@ def test_int8_bundle_is_explicit_qdq_and_proven(int8_bundle):
                           numpy_helper.to_array(inits[dq.input[1]]).size > 1 for dq in conv_w)  # per-channel
     info = art.extra["onnx_precision"]
     assert info["quantization"] == "explicit (Q/DQ)" and info["float_nodes"] == 0
+    fb = art.extra["int8_fallback"]  # plain PTQ holds the gate on the demo: no block left in float
+    assert fb["enabled"] and fb["float_blocks"] == [] and fb["before"]["passed"] and len(fb["attempts"]) == 1
     held = [p for p in art.parity if p.get("acc") is not None]
     assert len(held) == 1 and held[0]["passed"] and 100 * (held[0]["acc_ref"] - held[0]["acc"]) <= 0.5
     out = _ort(d / "model.onnx", ctx.eval_images)  # the bundled file itself, on the labelled test split

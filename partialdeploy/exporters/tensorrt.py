@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import UserError
-from partialdeploy.exporters._common import first_line, parity_gates, quiet, run_padded, static_batch
+from partialdeploy.exporters._common import (first_line, parity_gates, quiet, run_padded, runner_logits,
+                                             static_batch)
 from partialdeploy.exporters.base import Artifact, ExportContext, Target
 from partialdeploy.tensorrt_build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, GENERATIONS, SIDECAR,
                                           batch_range, build_engine, check_generation, onnx_ops_report,
@@ -177,7 +178,8 @@ def to_qdq_int8(src: Path, dst: Path, calib: np.ndarray, input_name: str, exclud
             "calibration_images": int(len(calib)), "op_types": list(QDQ_OP_TYPES),
             "quantized_nodes": quantized, "float_nodes": len(targets) - quantized,
             "excluded_blocks": [str(b) for b in exclude or ()], "quantize_linear": n_q, "dequantize_linear": n_dq,
-            "summary": f"Q/DQ INT8, {quantized} of {len(targets)} Conv/MatMul/Gemm quantized"}
+            "summary": f"Q/DQ INT8, {quantized} of {len(targets)} Conv/MatMul/Gemm quantized"
+                       + (f"; left without Q/DQ (float): {', '.join(map(str, exclude))}" if exclude else "")}
 
 
 class TensorRTTarget(Target):
@@ -211,14 +213,13 @@ class TensorRTTarget(Target):
         out_dir = Path(out_dir)
         work = out_dir / "model.precision.part.onnx"
         notes: list[str] = []
+        fb = None  # INT8 fallback result (explicit Q/DQ INT8)
         t0 = time.perf_counter()
         try:
             if prec == "fp16":
                 info = to_fp16(ctx.onnx_path, work)
             elif prec == "int8" and not implicit:
-                info = to_qdq_int8(ctx.onnx_path, work, ctx.calib, ctx.input_name,
-                                   exclude=opts.get("int8_exclude") or (),
-                                   method=str(opts.get("ort_calibration") or "minmax").lower())
+                info, fb = self._qdq_until_gate(ctx, work)
             else:
                 info = {"precision": prec, "summary": "fp32" if prec == "fp32" else
                         "fp32 ONNX; INT8 by TensorRT 10's implicit calibration on the device"}
@@ -235,7 +236,9 @@ class TensorRTTarget(Target):
                     raise UserError(f"ONNX opset {rep['opset']} is outside TensorRT {g}'s {lo}-{hi}: "
                                     "re-export with --opset 17")
             parity = []
-            if onnx_file is work:  # the precision-carrying ONNX runs here, in ONNX Runtime on CPU
+            if fb is not None:  # the Q/DQ ONNX already passed the INT8 gate in ONNX Runtime (CPU)
+                parity = [dict(r) for r in fb.attempts[-1].results]
+            elif onnx_file is work:  # the precision-carrying ONNX runs here, in ONNX Runtime on CPU
                 parity = self._prove_in_ort(ctx, onnx_file, prec)
             bundle = write_bundle(
                 out_dir, onnx_path=onnx_file, precision=prec, input_name=ctx.input_name,
@@ -248,6 +251,8 @@ class TensorRTTarget(Target):
                 generation=generation, quantization=quant, onnx_precision=info, profile=opts.get("profile"))
         finally:
             work.unlink(missing_ok=True)
+            for f in out_dir.glob("model.int8-*.part.onnx"):  # fallback attempts
+                f.unlink(missing_ok=True)
         files = list(bundle["files"])
         inputs = [{"name": ctx.input_name, "shape": bundle["input"]["shape"], "dtype": "float32"}]
         out_shape = [bundle["input"]["shape"][0], getattr(ctx.spec, "num_classes", None)]
@@ -255,6 +260,10 @@ class TensorRTTarget(Target):
         extra = {"trtexec": bundle["trtexec_line"], "tensorrt": bundle["tensorrt"], "onnx_precision": info,
                  "batch": brange, "workspace_mb": ws, "onnx_ops_checked": len(rep["ops"]), "onnx_opset": rep["opset"]}
         notes.append(f"model.onnx: {info['summary']}" + (" (proven in ONNX Runtime on CPU)" if parity else ""))
+        if fb is not None:
+            extra["int8_fallback"] = fb.to_dict()
+            if fb.note():
+                notes.append(fb.note())
         if implicit:
             notes.append("INT8 by TensorRT 10's implicit quantization (IInt8EntropyCalibrator2, deprecated in 10, "
                          "removed in 11); trtexec needs the calib.cache that build-engine writes")
@@ -270,6 +279,62 @@ class TensorRTTarget(Target):
                      "`partialdeploy build-engine DIR` (parity gate included) or `sh DIR/build_engine.sh`")
         return Artifact(target=self.name, precision=prec, path=".", files=files, inputs=inputs, outputs=outputs,
                         parity=parity, verified=BUNDLE_VERIFIED, runtime_version=None, notes=notes, extra=extra)
+
+    @staticmethod
+    def _qdq_until_gate(ctx: ExportContext, dst: Path):
+        """The Q/DQ INT8 ONNX, through the INT8 fallback loop (partialdeploy.int8fallback): plain PTQ
+        first; when it misses the INT8 gate in ONNX Runtime (CPU), the blocks that add the most
+        quantization error are left without Q/DQ (TensorRT then runs them in float: strong typing
+        keeps them fp32) until the gate holds. Returns (Q/DQ summary of the kept model, FallbackResult);
+        VerificationError (exit 1) with every attempt's numbers when no mix holds."""
+        from partialdeploy.diff import ort_collector
+        from partialdeploy.int8fallback import Backend, quantize_until_gate
+        from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+
+        opts = ctx.options
+        base = [str(b) for b in opts.get("int8_exclude") or ()]  # blocks asked to stay float
+        method = str(opts.get("ort_calibration") or "minmax").lower()
+        threads = opts.get("threads")
+        infos: dict = {}
+        runners: dict = {}
+
+        def quantize(float_blocks):
+            path = dst.with_name(f"model.int8-{len(infos) + 1}.part.onnx")
+            infos[path] = to_qdq_int8(ctx.onnx_path, path, ctx.calib, ctx.input_name,
+                                      exclude=list(dict.fromkeys(base + list(float_blocks))), method=method)
+            return path
+
+        def runner(path):
+            if path not in runners:
+                runners[path] = OnnxRuntimeRunner(path, threads=threads).load()
+            return runners[path]
+
+        def logits(path):
+            return runner_logits(runner(path))
+
+        def timer(path):
+            r = runner(path)
+            bs = static_batch(r.inputs()[0].shape) or 1
+            x = np.ascontiguousarray(ctx.parity_inputs[:1].repeat(bs, 0), np.float32)
+            return lambda: r.run(x)
+
+        def release(path):
+            runners.pop(path, None)
+            path.unlink(missing_ok=True)
+
+        backend = Backend(name="tensorrt", quantize=quantize, logits=logits,
+                          boundaries=lambda path: ort_collector(path, threads)[0],
+                          reference=ort_collector(ctx.onnx_path, threads)[0], timer=timer, release=release)
+        fb = quantize_until_gate(ctx, backend, "TensorRT-ready int8 ONNX in ONNX Runtime (CPU)",
+                                 enabled=bool(opts.get("int8_fallback", True)))
+        runners.clear()
+        if fb.latency_ms:  # no GPU here: the cost is timed where the Q/DQ ONNX is proven
+            fb.latency_ms["method"] = ("ONNX Runtime CPU on the Q/DQ ONNX (the device's TensorRT latency differs); "
+                                       + fb.latency_ms["method"])
+        fb.handle.replace(dst)
+        info = dict(infos[fb.handle])
+        info["fallback_float_blocks"] = fb.float_blocks
+        return info, fb
 
     @staticmethod
     def _prove_in_ort(ctx: ExportContext, onnx_file: Path, prec: str) -> list[dict]:
