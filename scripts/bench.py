@@ -508,7 +508,8 @@ def bench_int8_fallback(rounds, threads, tmp: Path):
     """INT8 with and without the fallback (issue #10), through the real pipeline: the demo model as
     trained, and the demo with activation outlier channels injected in two blocks (function unchanged)
     — plain PTQ (gate disabled so the artifact is kept) vs the fallback mix, latency interleaved and
-    top-1 agreement / accuracy on the 360 held-out digits."""
+    top-1 agreement / accuracy on the 360 held-out digits. TensorRT: the bundle's Q/DQ ONNX (what the
+    device builds), timed in ONNX Runtime on CPU here — no GPU, so not TensorRT's latency."""
     import numpy as np
     from safetensors.torch import save_file
 
@@ -526,23 +527,25 @@ def bench_int8_fallback(rounds, threads, tmp: Path):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(outl), metadata=dict(ck.metadata))
     loose = {"int8": Tolerance(cosine_min=-1.0, top1_min=0.0, acc_drop_max=100.0)}
     print(f"\nINT8 with and without fallback, batch 1, {threads} threads (ms, median of {rounds} block medians; "
-          "agreement/accuracy on the 360 held-out digits)")
+          "agreement/accuracy on the 360 held-out digits; tensorrt*: the bundle's Q/DQ ONNX in ONNX Runtime on "
+          "CPU, no GPU here)")
     for name, ckpt in (("demo", None), ("demo + outliers in " + ", ".join(blocks), outl)):
         arts = {}
         for mode in ("plain", "fallback"):
             out = tmp / f"fb-{mode}-{ckpt.stem if ckpt else 'demo'}"
             opts = {"int8_fallback": mode == "fallback", "threads": threads}
-            res = run_export(ExportRequest(checkpoint=ckpt, targets=("onnxruntime", "openvino"), precision="int8",
+            res = run_export(ExportRequest(checkpoint=ckpt, targets=("onnxruntime", "openvino", "tensorrt"),
+                                           precision="int8",
                                            out_dir=out, options=opts, tolerances=loose if mode == "plain" else {}))
             for f in res.failures:
                 print(f"  {name} {f['target']} {mode}: FAILED {f['error'][:300]}")
-            for a in res.artifacts:
-                arts[(a.target, mode)] = (out / a.path, a)
+            for a in res.artifacts:  # a TensorRT bundle: its Q/DQ model.onnx, run in ONNX Runtime here
+                arts[(a.target, mode)] = (out / a.path / "model.onnx" if a.target == "tensorrt" else out / a.path, a)
         x = np.ascontiguousarray(demo.eval_set(spec)[0][:1])
-        fns = {k: (ort_fn if k[0] == "onnxruntime" else ov_fn)(p, threads) for k, (p, _a) in arts.items()}
+        fns = {k: (ov_fn if k[0] == "openvino" else ort_fn)(p, threads) for k, (p, _a) in arts.items()}
         lat = cycle_ms(fns, x, rounds, warmup=10, runs=30) if fns else {}
         print(f"  {name}")
-        for t in ("onnxruntime", "openvino"):
+        for t in ("onnxruntime", "openvino", "tensorrt"):
             if (t, "plain") not in arts or (t, "fallback") not in arts:
                 continue
 
@@ -552,8 +555,10 @@ def bench_int8_fallback(rounds, threads, tmp: Path):
                     else f"agree {100 * p['top1_agree']:5.1f}%"
             pa, fa = arts[(t, "plain")][1], arts[(t, "fallback")][1]
             fl = (fa.extra.get("int8_fallback") or {}).get("float_blocks") or []
-            print(f"    {t:12} plain {lat[(t, 'plain')]:6.3f} ms ({gate(pa)})  fallback {lat[(t, 'fallback')]:6.3f} ms "
-                  f"({gate(fa)})  ×{lat[(t, 'fallback')] / lat[(t, 'plain')]:.2f}  float: {', '.join(fl) or 'none'}")
+            label = "tensorrt*" if t == "tensorrt" else t
+            print(f"    {label:12} plain {lat[(t, 'plain')]:6.3f} ms ({gate(pa)})  "
+                  f"fallback {lat[(t, 'fallback')]:6.3f} ms ({gate(fa)})  "
+                  f"×{lat[(t, 'fallback')] / lat[(t, 'plain')]:.2f}  float: {', '.join(fl) or 'none'}")
 
 
 def main():

@@ -132,3 +132,38 @@ def test_diff_export_dir_checks_sha256_and_choice(tmp_path):
     art.write_bytes(bytes(data))
     r = run_cli("diff", demo.DEMO_CKPT, out, "--target", "onnxruntime")
     assert r.returncode == 2 and "changed after export" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_diff_onnxruntime_vs_openvino_both_ways(demo_onnx, tmp_path):
+    """ONNX Runtime against OpenVINO, each as REF and as CAND: the same graph agrees, a perturbed block is
+    named whichever side carries it."""
+    ov = pytest.importorskip("openvino")
+    from partialdeploy.diff import run_diff
+
+    ov.save_model(ov.convert_model(str(demo_onnx)), str(tmp_path / "same.xml"))
+    bad = _perturb(demo_onnx, tmp_path / "bad.onnx", "stages.4.blocks.0")
+    ov.save_model(ov.convert_model(str(bad)), str(tmp_path / "bad.xml"))
+    same = run_diff(demo_onnx, tmp_path / "same.xml")
+    assert same.exit_code == 0 and same.first_divergent is None and [b.block for b in same.blocks] == DEMO_BOUNDARIES
+    for ref, cand in ((demo_onnx, tmp_path / "bad.xml"), (tmp_path / "bad.xml", demo_onnx)):
+        res = run_diff(ref, cand)
+        assert res.exit_code == 1 and res.first_divergent == "stages.4.blocks.0", (ref, cand)
+        assert {"ONNX Runtime", "OpenVINO"} == {res.ref["runtime"], res.cand["runtime"]}
+    r = run_cli("diff", tmp_path / "bad.xml", demo_onnx, "--json")  # CAND's precision sets the tolerance
+    assert r.returncode == 1 and json.loads(r.stdout)["first_divergent"] == "stages.4.blocks.0"
+
+
+def test_diff_train_form_vs_tensorrt_int8_bundle(tmp_path):
+    """An export directory holding a TensorRT bundle: its Q/DQ ONNX runs in ONNX Runtime here, at the
+    INT8 tolerance, every block boundary exposed."""
+    from partialdeploy import demo
+
+    out = tmp_path / "dist"
+    r = run_cli("export", "--target", "tensorrt", "--precision", "int8", "-o", out)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("diff", demo.DEMO_CKPT, out, "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["cand"]["input"].endswith("(tensorrt/int8)") and res["tolerance"]["cosine_min"] == 0.98
+    assert [b["block"] for b in res["blocks"]] == DEMO_BOUNDARIES and res["first_divergent"] is None
+    assert res["top1_agreement"] >= 0.9 and res["blocks"][0]["cosine_min"] < 1.0  # quantized, not fp32

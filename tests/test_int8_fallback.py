@@ -29,13 +29,16 @@ def outlier_ctx_factory(tmp_path_factory):
     from partialdeploy.reparam import reparameterize, torch_logits
 
     spec, _deploy, ex, ey, ref, calib = _demo()
-    model = load_model(load_checkpoint(demo.DEMO_CKPT), spec)
+    ck = load_checkpoint(demo.DEMO_CKPT)
+    model = load_model(ck, spec)
     inject_activation_outliers(model, OUTLIER_BLOCKS, scale=300.0)
     ref2 = torch_logits(model, ex, batch=64)
     assert np.abs(ref2 - ref).max() < 1e-4  # the function is unchanged
     deploy = reparameterize(model, spec.img_size)
     path = tmp_path_factory.mktemp("outliers") / "deploy.onnx"
-    export_onnx(deploy, path, spec.img_size)
+    meta = {"img_size": str(spec.img_size), "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
+            "crop_ratio": str(spec.crop_ratio), "checkpoint_sha256": ck.sha256}  # `diff` feeds it held-out digits
+    export_onnx(deploy, path, spec.img_size, metadata=meta)
     ev = slice(0, 120)  # a held-out subset keeps each gate run short
 
     def make(**options):
@@ -110,6 +113,20 @@ def test_no_mix_within_budget_fails_with_every_attempt(outlier_ctx_factory, tmp_
     assert "no mix of up to 1 float blocks" in msg and "float [none]" in msg
     assert "float [stages.0.blocks.0]" in msg or "float [stages.4.blocks.0]" in msg
     assert not list(tmp_path.iterdir())  # attempts cleaned up, nothing half-written
+
+
+def test_diff_names_the_outlier_block_in_plain_qdq(outlier_ctx_factory, tmp_path):
+    """`diff` between the fp32 ONNX and the plain-PTQ Q/DQ ONNX of the TensorRT bundle (what
+    --no-fallback would ship) names the first outlier block: the block the fallback keeps in float."""
+    from partialdeploy.diff import run_diff
+    from partialdeploy.exporters.tensorrt import to_qdq_int8
+
+    ctx = outlier_ctx_factory()
+    to_qdq_int8(ctx.onnx_path, tmp_path / "plain.onnx", ctx.calib, "input")
+    res = run_diff(ctx.onnx_path, tmp_path / "plain.onnx", images=None, count=16)
+    assert res.cand["precision"] == "int8" and res.exit_code == 1
+    assert res.first_divergent == OUTLIER_BLOCKS[0]
+    assert [b.block for b in res.blocks][0] == "patch_embed" and res.blocks[0].within
 
 
 @pytest.mark.slow
