@@ -181,12 +181,15 @@ def write_bundle(out_dir: Path, *, onnx_path: Path, precision: str, input_name: 
                  eval_images: np.ndarray | None = None, eval_labels: np.ndarray | None = None,
                  eval_reference: np.ndarray | None = None, tolerance=None, ops_report: dict | None = None,
                  model_name: str = "", generation: int | None = None, quantization: str = "explicit",
-                 onnx_precision: dict | None = None, profile: str | None = None) -> dict:
+                 onnx_precision: dict | None = None, profile: str | None = None, builds_with=None) -> dict:
     """Write the build bundle into ``out_dir``; returns bundle.json's content.
 
     ``onnx_path`` is the TensorRT-ready ONNX that already carries the precision (strongly typed fp16,
     Q/DQ INT8; for the implicit INT8 path the fp32 ONNX). ``generation`` is the TensorRT major version
-    the target profile expects (None: either); ``quantization`` the INT8 mode."""
+    the target profile expects (None: either); ``quantization`` the INT8 mode. ``builds_with``: the
+    generations whose ONNX parser takes the model (default: both; the implicit path: 10 only) — a
+    trtexec line is written for each, and building with one other than ``generation`` needs
+    ``--any-tensorrt`` / ``ANY_TENSORRT=1``."""
     import shutil
 
     from partialdeploy import __version__
@@ -218,7 +221,9 @@ def write_bundle(out_dir: Path, *, onnx_path: Path, precision: str, input_name: 
             np.save(out_dir / "eval_labels.npy", np.asarray(eval_labels[:n], np.int64))
             files.append("eval_labels.npy")
         eval_info = {"count": int(n), "labels": eval_labels is not None}
-    gens = [10] if implicit else [g for g in GENERATIONS if generation in (None, g)]
+    gens = [10] if implicit else sorted(int(g) for g in (GENERATIONS if builds_with is None else builds_with))
+    if generation is not None and generation not in gens:
+        raise UserError(f"this model does not build with TensorRT {generation} (the profile's generation)")
     q = quantization if precision == "int8" else "explicit"
     args = {str(g): trtexec_args(precision, input_name, chw, dynamic, batch, workspace_mb, g, q) for g in gens}
     bundle = {

@@ -123,10 +123,11 @@ def test_int8_bundle_is_explicit_qdq_and_proven(int8_bundle):
     out = _ort(d / "model.onnx", ctx.eval_images)  # the bundled file itself, on the labelled test split
     assert (out.argmax(1) == ctx.eval_labels).mean() >= (ctx.eval_reference.argmax(1) == ctx.eval_labels).mean() - 0.005
     b = json.loads((d / "bundle.json").read_text())
-    assert b["tensorrt"] == {"expected": 11, "profile": "tensorrt-server-int8", "builds_with": [11],
+    # made for TensorRT 11 (the profile); the Q/DQ ONNX builds with 10 too, on request (--any-tensorrt)
+    assert b["tensorrt"] == {"expected": 11, "profile": "tensorrt-server-int8", "builds_with": [10, 11],
                              "typing": "strong", "int8_quantization": "explicit"}
-    assert list(b["trtexec"]) == ["11"] and not any(a in ("--int8", "--fp16", "--stronglyTyped") or "--calib" in a
-                                                    for a in b["trtexec"]["11"])
+    assert not any(a in ("--int8", "--fp16", "--stronglyTyped") or "--calib" in a for a in b["trtexec"]["11"])
+    assert b["trtexec"]["10"] == b["trtexec"]["11"][:3] + ["--stronglyTyped"] + b["trtexec"]["11"][3:]
     assert b["calibration"] is None
 
 
@@ -219,6 +220,12 @@ def test_build_engine_sh_generation_mismatch(int8_bundle, tmp_path):
                        env=_fake_trtexec(tmp_path, "100300"))
     assert r.returncode == 2 and "exported for TensorRT 11" in r.stderr and "device has TensorRT 10" in r.stderr
     assert not (tmp_path / "args100300").exists()
+    (tmp_path / "any").mkdir()
+    r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True,
+                       env={**_fake_trtexec(tmp_path / "any", "100300"), "ANY_TENSORRT": "1"})
+    assert r.returncode == 0, r.stderr  # the override builds with TensorRT 10's line (--stronglyTyped)
+    assert (tmp_path / "any" / "args100300").read_text().split() == json.loads(
+        (d / "bundle.json").read_text())["trtexec"]["10"][1:]
     env = {**_fake_trtexec(tmp_path, "090000"), "TRT_MAJOR": ""}
     r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True,
                        env={**env, "PATH": "/usr/bin:/bin"})
@@ -361,10 +368,13 @@ def test_build_engine_generation_mismatch(int8_bundle, fake_device, tmp_path):
     _, src, _ = int8_bundle  # exported for TensorRT 11
     d = tmp_path / "b"
     shutil.copytree(src, d)
-    fake_device(10)
-    with pytest.raises(UserError, match=r"builds with TensorRT 11, this device has TensorRT 10.3.0.26"):
+    trt = fake_device(10)
+    with pytest.raises(UserError, match=r"exported for TensorRT 11 \(profile tensorrt-server-int8\) but this device "
+                                        r"has TensorRT 10.3.0.26: re-export .*--any-tensorrt"):
         build_engine(d)
     assert not (d / "model.engine").exists()
+    side = build_engine(d, any_tensorrt=True)  # the Q/DQ ONNX is the same for both: TensorRT 10 strongly typed
+    assert side["tensorrt_major"] == 10 and trt.calls["network_flags"] == 1 << 1 and trt.calls["flags"] == []
     fake_device(11)
     assert build_engine(d)["tensorrt_major"] == 11
 
@@ -372,8 +382,7 @@ def test_build_engine_generation_mismatch(int8_bundle, fake_device, tmp_path):
 def test_build_engine_profile_mismatch_and_override(tmp_path, fake_device):
     art, d, _ = _export(tmp_path, "fp16", tensorrt=10, profile="tensorrt-jetson-orin-fp16")
     b = json.loads((d / "bundle.json").read_text())
-    b["tensorrt"]["builds_with"] = [10, 11]  # a bundle that could build on both, but was made for Jetson
-    (d / "bundle.json").write_text(json.dumps(b))
+    assert b["tensorrt"]["expected"] == 10 and b["tensorrt"]["builds_with"] == [10, 11]  # made for Jetson
     fake_device(11)
     with pytest.raises(UserError, match=r"exported for TensorRT 10 \(profile tensorrt-jetson-orin-fp16\).*"
                                         r"--any-tensorrt"):
@@ -421,6 +430,18 @@ def test_op_check_covers_both_parsers(tmp_path):
     assert rep["by_generation"]["10"]["unsupported"] == ["Swish"] and not rep["by_generation"]["10"]["opset_supported"]
     assert rep["by_generation"]["11"] == {"unsupported": [], "opsets": [9, 24], "opset_supported": True}
     assert onnx_ops_report(swish, [11])["unsupported"] == []
+    ctx = make_ctx("fp32", tensorrt=11)  # a profile for 11: the bundle builds with 11 only, and says why
+    ctx.onnx_path = swish
+    (tmp_path / "sw").mkdir()
+    art = export("tensorrt", ctx, tmp_path / "sw")
+    b = json.loads((tmp_path / "sw" / "bundle.json").read_text())
+    assert b["tensorrt"]["builds_with"] == [11] and list(b["trtexec"]) == ["11"]
+    assert any(n.startswith("not buildable with TensorRT 10: TensorRT 10's ONNX parser does not support Swish")
+               for n in art.notes)
+    ctx = make_ctx("fp32", tensorrt=10)
+    ctx.onnx_path = swish
+    with pytest.raises(UserError, match="TensorRT 10's ONNX parser does not support Swish"):
+        export("tensorrt", ctx, tmp_path / "out")
     bad = model([helper.make_node("Bernoulli", ["x"], ["b"]),
                  helper.make_node("FusedConv", ["b"], ["y"], domain="com.microsoft")], 21, "bad.onnx")
     rep = onnx_ops_report(bad)

@@ -206,7 +206,9 @@ class TensorRTTarget(Target):
         quant = str(opts.get("int8_quantization") or "explicit").lower()
         generation = check_generation(opts.get("tensorrt"), quant if prec == "int8" else "explicit", prec)
         implicit = prec == "int8" and quant == "implicit"
-        gens = [10] if implicit else [g for g in GENERATIONS if generation in (None, g)]
+        # the precision is in the ONNX, so an explicit bundle builds with either generation whose parser takes
+        # it; the profile's generation is recorded as the one expected (the other builds only on request)
+        gens = [10] if implicit else list(GENERATIONS)
         static_b = int(opts.get("batch") or 1)
         brange = batch_range(opts, ctx.dynamic_batch, static_b)
         ws = int(opts.get("workspace_mb") or DEFAULT_WORKSPACE_MB)
@@ -226,15 +228,23 @@ class TensorRTTarget(Target):
             onnx_file = work if work.exists() else Path(ctx.onnx_path)
             info["convert_seconds"] = round(time.perf_counter() - t0, 3)
             rep = onnx_ops_report(onnx_file, gens)
+            builds = []
             for g in gens:
                 r = rep["by_generation"][str(g)]
+                problem = None
                 if r["unsupported"]:
-                    raise UserError(f"TensorRT {g}'s ONNX parser does not support {', '.join(r['unsupported'])} in "
-                                    f"{ctx.onnx_path.name}: re-export without them (or extend TensorRT with a plugin)")
-                if not r["opset_supported"]:
+                    problem = (f"TensorRT {g}'s ONNX parser does not support {', '.join(r['unsupported'])} in "
+                               f"{ctx.onnx_path.name}: re-export without them (or extend TensorRT with a plugin)")
+                elif not r["opset_supported"]:
                     lo, hi = r["opsets"]
-                    raise UserError(f"ONNX opset {rep['opset']} is outside TensorRT {g}'s {lo}-{hi}: "
-                                    "re-export with --opset 17")
+                    problem = (f"ONNX opset {rep['opset']} is outside TensorRT {g}'s {lo}-{hi}: "
+                               "re-export with --opset 17")
+                if problem and generation in (None, g):
+                    raise UserError(problem)
+                if problem:
+                    notes.append(f"not buildable with TensorRT {g}: {problem.split(':')[0]}")
+                else:
+                    builds.append(g)
             parity = []
             if fb is not None:  # the Q/DQ ONNX already passed the INT8 gate in ONNX Runtime (CPU)
                 parity = [dict(r) for r in fb.attempts[-1].results]
@@ -248,7 +258,8 @@ class TensorRTTarget(Target):
                 reference=ctx.reference, calib=ctx.calib, calib_source=ctx.calib_source,
                 eval_images=ctx.eval_images, eval_labels=ctx.eval_labels, eval_reference=ctx.eval_reference,
                 tolerance=ctx.tolerances.get(prec), ops_report=rep, model_name=getattr(ctx.spec, "name", ""),
-                generation=generation, quantization=quant, onnx_precision=info, profile=opts.get("profile"))
+                generation=generation, quantization=quant, onnx_precision=info, profile=opts.get("profile"),
+                builds_with=builds)
         finally:
             work.unlink(missing_ok=True)
             for f in out_dir.glob("model.int8-*.part.onnx"):  # fallback attempts
