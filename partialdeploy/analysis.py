@@ -1,5 +1,5 @@
 """What ``inspect`` reports: the architecture found, what each block type folds into and what stays
-(and why), parameters and FLOPs before -> after."""
+(and why) as the blocks themselves declare it during the conversion, parameters and FLOPs before -> after."""
 
 from __future__ import annotations
 
@@ -83,17 +83,18 @@ def count_params(model: nn.Module) -> int:
 def inspect_checkpoint(path: Path | None, variant=None, act=None, img_size=None) -> dict:
     from partialdeploy import demo, families
     from partialdeploy.checkpoint import load_checkpoint, load_model, resolve_spec
-    from partialdeploy.reparam import reparameterize
+    from partialdeploy.models.protocol import fold_table
+    from partialdeploy.reparam import convert_model
 
     ckpt = load_checkpoint(path or demo.DEMO_CKPT)
     spec, notes = resolve_spec(ckpt, variant=variant, act=act, img_size=img_size)
     model = load_model(ckpt, spec)
     size = spec.img_size
-    deploy = reparameterize(model, size)
+    converted = convert_model(model, size)
+    deploy = converted.module
     f0, f1 = count_flops(model, size), count_flops(deploy, size)
     p0, p1 = count_params(model), count_params(deploy)
     fam = families.get(spec.family)
-    kinds = fam.block_kinds(model)
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     n_bn_after = sum(isinstance(m, nn.BatchNorm2d) for m in deploy.modules())
     n_ln = sum(isinstance(m, nn.LayerNorm) for m in model.modules())
@@ -107,8 +108,7 @@ def inspect_checkpoint(path: Path | None, variant=None, act=None, img_size=None)
         "hyper_parameters": bool(ckpt.hyper_parameters),
         "architecture": spec.to_dict(),
         "notes": notes,
-        "blocks": [{"kind": k, "count": v, "folds": fam.folds[k][0], "stays": fam.folds[k][1]}
-                   for k, v in kinds.items()],
+        "blocks": fold_table(converted.folds),
         "dpconv_splits": dp,
         "batchnorm": {"before": n_bn, "after": n_bn_after},
         "family": fam.title,

@@ -2,11 +2,12 @@
 
 A :class:`Family` says how to recognise its weights (``recognise``), how to read its architecture
 from them and from a Lightning ``hyper_parameters`` dict (``infer``), how to build the training
-form with the official state-dict layout (``build``), how to turn it into its deploy form
-(``to_deploy``), which block kinds it has and what each folds into (``block_kinds`` / ``folds``,
-for ``inspect``), how to count its FLOPs (``flop_rules``) and the official name of each deploy-form
-body block (``body_names``, for ONNX node names). The loader, the pipeline and the CLI only talk to
-this registry: adding a family adds a module here, not a branch there.
+form with the official state-dict layout (``build``), how to count its FLOPs (``flop_rules``) and
+the official name of each deploy-form body block (``body_names``, for ONNX node names). The deploy
+conversion is not here: the built model's blocks convert themselves and say what they fold
+(:mod:`partialdeploy.models.protocol`). The loader, the pipeline and the CLI only talk to this
+registry: adding a family adds a module here (and its model in ``partialdeploy.models``), not a
+branch there.
 
 Registered: ``partialnet`` and ``fasternet`` (:mod:`.partialnet`), ``eca_resnet`` and
 ``eca_mobilenetv2`` (:mod:`.eca`), ``convnext`` (:mod:`.convnext`, the partial ConvNeXt of
@@ -14,8 +15,6 @@ haiduo/PartialNet).
 """
 
 from __future__ import annotations
-
-from collections import Counter
 
 from partialdeploy.errors import UserError
 
@@ -29,7 +28,6 @@ class Family:
     variants: dict = {}  # official named variants: name -> description fields
     acts: tuple[str, ...] = ("GELU", "RELU")  # activations --act may choose
     hp_model_names: tuple[str, ...] = ()  # substrings of hyper_parameters.model_name that point here
-    folds: dict = {}  # block kind -> (what folds, what stays and why)
 
     # --- recognising and reading weights (state_dict with official key names, prefixes stripped)
     def recognise(self, sd: dict) -> float:
@@ -59,12 +57,6 @@ class Family:
 
     # --- torch side (each implementation imports torch lazily)
     def build(self, spec):
-        raise NotImplementedError
-
-    def to_deploy(self, model, img_size):
-        raise NotImplementedError
-
-    def block_kinds(self, model) -> Counter:
         raise NotImplementedError
 
     def flop_rules(self) -> dict:

@@ -7,7 +7,6 @@ model and are ignored. Train/deploy forms: :mod:`partialdeploy.models.convnext`.
 from __future__ import annotations
 
 import re
-from collections import Counter
 
 from partialdeploy.errors import UserError
 from partialdeploy.families import Family, register
@@ -19,21 +18,6 @@ VARIANTS = {
 }
 _BLOCK = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
 
-FOLDS = {
-    "Stem": ("nothing (its LayerNorm affine stays: the next op is a padded 7×7 conv)", "conv, LayerNorm"),
-    "Downsample": ("LayerNorm affine -> the 2×2 stride-2 conv (no padding: exact)", "LayerNorm normalisation"),
-    "PAT_ch": ("SRM gate (1×2) conv + BN -> one 1×1 conv over [mean; std]; the output BN's scale -> the gate "
-               "vector", "mean/std pooling, hard-sigmoid gate, the BN shift (it meets a LayerNorm)"),
-    "PAT_sf": ("LayerNorm affine and q-scale -> separate q/k/v projections; iRPE -> constant (H, L, L) bias; "
-               "dropout removed", "LayerNorm normalisation, softmax attention"),
-    "DWConv": ("nothing", "the depthwise 7×7 conv"),
-    "MLP": ("block LayerNorm affine -> fc1; layer scale gamma -> fc2 (or the PAT_sp composition); drop path "
-            "removed", "LayerNorm normalisation, GELU"),
-    "PAT_sp": ("mlp_conv2, BN -> 1×1 conv, gate conv, gated BN and gamma composed into one 1×1 conv + shift",
-               "the hard-sigmoid spatial gate multiply"),
-    "Head": ("head LayerNorm affine -> the classifier", "pooling, LayerNorm normalisation"),
-}
-
 
 class ConvNeXtFamily(Family):
     name = "convnext"
@@ -42,7 +26,6 @@ class ConvNeXtFamily(Family):
     variants = VARIANTS
     acts = ("GELU",)
     hp_model_names = ("convnext",)
-    folds = FOLDS
 
     def recognise(self, sd):
         return 2.0 if "stem.0.weight" in sd and "head.fc.weight" in sd or (
@@ -149,26 +132,8 @@ class ConvNeXtFamily(Family):
 
         return ConvNeXt(spec)
 
-    def to_deploy(self, model, img_size):
-        return model.to_deploy(img_size)
-
-    def block_kinds(self, model) -> Counter:
-        from partialdeploy.models.convnext import ConvNeXtBlock, ConvNeXtStage
-
-        c: Counter = Counter({"Stem": 1})
-        for m in model.modules():
-            if isinstance(m, ConvNeXtStage) and not hasattr(m.downsample, "weight") and len(m.downsample._modules):
-                c["Downsample"] += 1
-            elif isinstance(m, ConvNeXtBlock):
-                c[m.kind] += 1
-                c["MLP"] += 1
-                if m.use_spatial_attn:
-                    c["PAT_sp"] += 1
-        c["Head"] = 1
-        return c
-
     def flop_rules(self) -> dict:
-        from partialdeploy.models.convnext import PartialSelfAttnD
+        from partialdeploy.models.deploy import PartialSelfAttnD
         from partialdeploy.models.partialnet import RPEAttention
 
         def attn(m, inp, out):

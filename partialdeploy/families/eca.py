@@ -8,7 +8,6 @@ ECA kernel size of every layer (``layerN.0.eca.conv.weight`` is (1, 1, k)), the 
 from __future__ import annotations
 
 import re
-from collections import Counter
 
 from partialdeploy.errors import UserError
 from partialdeploy.families import Family, register
@@ -24,20 +23,6 @@ RESNET_VARIANTS = {
 # named variant without weights, e.g. for benchmarks); checkpoints always carry their own
 PAPER_K = (3, 5, 5, 7)
 
-ECA_FOLDS = {
-    "ResNetStem": ("7×7 conv -> BN folded into the conv (rewrite 1)", "ReLU, 3×3 max pool"),
-    "ECABasicBlock": ("both 3×3 conv -> BN folded; downsample 1×1 conv -> BN folded",
-                      "ReLUs, residual add, the ECA gate"),
-    "ECABottleneck": ("1×1, 3×3, 1×1 conv -> BN folded; downsample 1×1 conv -> BN folded",
-                      "ReLUs, residual add, the ECA gate"),
-    "ECA": ("1-D conv across channels kept as one Conv on the pooled vector reshaped to (B, 1, C): no "
-            "Transpose pair (k = 1: a scalar Mul)",
-            "global average pool, sigmoid, scale: they depend on the input"),
-    "MBV2Stem": ("3×3 conv -> BN folded (rewrite 1)", "ReLU6 (Clip)"),
-    "InvertedResidual": ("expand 1×1, depthwise 3×3 and project 1×1 conv -> BN folded", "ReLU6, residual add, "
-                         "the ECA gate"),
-    "Head": ("dropout removed (1×1 conv -> BN folded for MobileNetV2)", "global average pool, classifier"),
-}
 
 _RES_BLOCK = re.compile(r"^layer(\d+)\.(\d+)\.")
 _MB_FEAT = re.compile(r"^features\.(\d+)\.")
@@ -50,7 +35,6 @@ class ECAResNetFamily(Family):
     variants = RESNET_VARIANTS
     acts = ("RELU",)
     hp_model_names = ("eca_resnet", "eca-resnet", "ecaresnet")
-    folds = ECA_FOLDS
 
     def variant_names(self):
         return [f"eca-resnet{v}" for v in self.variants]
@@ -131,21 +115,6 @@ class ECAResNetFamily(Family):
 
         return ECAResNet(spec)
 
-    def to_deploy(self, model, img_size):
-        return model.to_deploy(img_size)
-
-    def block_kinds(self, model) -> Counter:
-        from partialdeploy.models.eca import ECABasicBlock, ECABottleneck, ECALayer
-
-        c: Counter = Counter({"ResNetStem": 1})
-        for m in model.modules():
-            if isinstance(m, (ECABasicBlock, ECABottleneck)):
-                c[m.kind] += 1
-            elif isinstance(m, ECALayer):
-                c["ECA"] += 1
-        c["Head"] = 1
-        return c
-
     def body_names(self, spec):
         return [f"layer{i + 1}.{j}" for i, n in enumerate(spec.depths) for j in range(n)]
 
@@ -161,7 +130,6 @@ class ECAMobileNetV2Family(Family):
     variants = {"1.0": dict(width_mult=1.0)}
     acts = ("RELU6",)
     hp_model_names = ("eca_mobilenet", "mobilenet")
-    folds = ECA_FOLDS
 
     def variant_names(self):
         return ["eca-mobilenetv2"]
@@ -264,21 +232,6 @@ class ECAMobileNetV2Family(Family):
         from partialdeploy.models.eca import ECAMobileNetV2
 
         return ECAMobileNetV2(spec)
-
-    def to_deploy(self, model, img_size):
-        return model.to_deploy(img_size)
-
-    def block_kinds(self, model) -> Counter:
-        from partialdeploy.models.eca import ECALayer, InvertedResidual
-
-        c: Counter = Counter({"MBV2Stem": 1})
-        for m in model.modules():
-            if isinstance(m, InvertedResidual):
-                c["InvertedResidual"] += 1
-            elif isinstance(m, ECALayer):
-                c["ECA"] += 1
-        c["Head"] = 1
-        return c
 
     def body_names(self, spec):
         return [f"features.{i}" for i in range(1, len(spec.arch["outs"]) + 1)]

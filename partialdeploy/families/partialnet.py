@@ -5,7 +5,6 @@ forms live in :mod:`partialdeploy.models.partialnet`."""
 from __future__ import annotations
 
 import re
-from collections import Counter
 
 from partialdeploy.errors import UserError
 from partialdeploy.families import Family, register
@@ -29,28 +28,6 @@ FASTERNET_VARIANTS = {
 }
 
 _BLOCK = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
-
-FOLDS = {
-    "PatchEmbed": ("stem conv -> BN folded into the conv (rewrite 1)", "nothing"),
-    "PatchMerging": ("merging conv -> BN folded into the conv (rewrite 1)", "nothing"),
-    "PConv": ("split/concat form kept (never in-place slicing, which exports as ScatterND)",
-              "the partial 3×3 conv: already minimal"),
-    "PAT_ch": ("gate (1×2) conv + BN -> one 1×1 conv over [mean; std] (rewrite 3); output BN -> the MLP's first "
-               "1×1 conv input columns + bias (rewrite 2)",
-               "per-channel mean/std pooling and the hard-sigmoid gate: they depend on the input"),
-    "PAT_sf": ("q-scale and LayerNorm affine -> qkv weights + bias; iRPE key bias -> constant (H, L, L) for "
-               "the export size; dropout removed; the split shortcut -> the 3×3 conv's centre tap "
-               "(rewrite 4)",
-               "LayerNorm normalisation, softmax attention: they depend on the input"),
-    "PAT_sp": ("MLP's last 1×1 conv, BN -> 1×1 conv, gate conv and gated BN composed into one 1×1 conv + "
-               "shift (rewrites 2, 1×1∘1×1)",
-               "the hard-sigmoid spatial gate multiply: it depends on the input"),
-    "DPConv": ("dynamic gated conv -> static partial conv with its learned split (rewrite 5)",
-               "the partial 3×3 conv over the learned channels"),
-    "MLP": ("first 1×1 conv -> BN folded (rewrite 1); drop path removed; layer scale -> last conv",
-            "activation"),
-    "Head": ("nothing to fold", "pooling, 1×1 conv, activation, classifier"),
-}
 
 
 def is_skeleton(sd: dict) -> bool:
@@ -119,8 +96,6 @@ def _hp_get(hp: dict, *names, default=None):
 
 
 class _PartialNetLike(Family):
-    folds = FOLDS
-
     def variant_spec(self, variant: str, **overrides):
         from partialdeploy.spec import ArchSpec
 
@@ -201,28 +176,6 @@ class _PartialNetLike(Family):
         from partialdeploy.models.partialnet import PartialNet
 
         return PartialNet(spec)
-
-    def to_deploy(self, model, img_size):
-        from partialdeploy.reparam import reparameterize_partialnet
-
-        return reparameterize_partialnet(model, img_size)
-
-    def block_kinds(self, model) -> Counter:
-        from partialdeploy.models.partialnet import MLPBlock, PATSpatial, PatchEmbed, PatchMerging
-
-        c: Counter = Counter()
-        for m in model.modules():
-            if isinstance(m, PatchEmbed):
-                c["PatchEmbed"] += 1
-            elif isinstance(m, PatchMerging):
-                c["PatchMerging"] += 1
-            elif isinstance(m, MLPBlock):
-                c[m.spatial_mixing.kind] += 1
-                c["MLP"] += 1
-            elif isinstance(m, PATSpatial):
-                c["PAT_sp"] += 1
-        c["Head"] = 1
-        return c
 
     def flop_rules(self) -> dict:
         from partialdeploy.models.deploy import SelfAttnD

@@ -13,17 +13,20 @@ layer scale ``gamma`` folds into fc2 (or the PAT_sp composition); the SRM gate's
 (1×2) conv; iRPE becomes a constant bias; dropout and drop path vanish. What stays: the normalisation
 itself (input dependent), the stem LayerNorm's affine (the next op is a padded 7×7 conv, where a
 folded bias would be wrong at the borders) and the BN after the SRM gate (it meets a LayerNorm).
+Each block converts itself (``to_deploy``, :mod:`partialdeploy.models.protocol`) and says what it
+folds; the deploy-form modules live in :mod:`partialdeploy.models.deploy`.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from partialdeploy.models.deploy import SpatialGateD
-from partialdeploy.models.fold import bn_affine, conv_with
+from partialdeploy.models.deploy import (AffineD, ConvLND, ConvNeXtBlockD, DeployNet, HeadD, LN2dD, PartialGateD,
+                                         PartialSelfAttnD)
+from partialdeploy.models.fold import bn_affine, conv_with, copy_conv, linear_with
 from partialdeploy.models.partialnet import SRM, LayerNorm2d, PATSpatial, RPEAttention
+from partialdeploy.models.protocol import DeployResult, Fold
 from partialdeploy.spec import ArchSpec
 
 LN_EPS = 1e-6
@@ -37,133 +40,17 @@ class LayerNormCL(nn.LayerNorm):
 
 
 # ----------------------------------------------------------------------------------------------
-# deploy modules
-
-
-class LN2dD(nn.Module):
-    """LayerNorm over the channels of NCHW, affine optional (folded elsewhere when it can be)."""
-
-    def __init__(self, c: int, eps: float, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
-        super().__init__()
-        self.c, self.eps = c, eps
-        self.weight = nn.Parameter(weight.detach().clone()) if weight is not None else None
-        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
-
-    def forward(self, x):
-        return F.layer_norm(x.permute(0, 2, 3, 1), (self.c,), self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
-
-
-class ConvLND(nn.Module):
-    """conv -> (LN2d)  or  (LN2d) -> conv, with the LN affine folded wherever possible."""
-
-    def __init__(self, conv: nn.Conv2d, norm: LN2dD, norm_first: bool):
-        super().__init__()
-        self.conv, self.norm, self.norm_first = conv, norm, norm_first
-
-    def forward(self, x):
-        return self.conv(self.norm(x)) if self.norm_first else self.norm(self.conv(x))
-
-
-class PartialGateD(nn.Module):
-    """'se' partial conv deploy form: conv(x1) ‖ BN(x2 · hardsigmoid(G [mean; std])) with the gate's BN
-    folded into G and the output BN applied as x2·(g·s) + t (s folded into the small gate vector)."""
-
-    def __init__(self, conv: nn.Conv2d, dim: int, gate: nn.Conv2d, s: torch.Tensor, t: torch.Tensor,
-                 hw: tuple[int, int]):
-        super().__init__()
-        self.c1, self.dim = conv.in_channels, dim
-        self.n = hw[0] * hw[1]
-        self.conv, self.gate = conv, gate
-        self.register_buffer("s", s.float().view(1, -1, 1, 1))
-        self.register_buffer("t", t.float().view(1, -1, 1, 1))
-
-    def forward(self, x):
-        x1, x2 = torch.split(x, [self.c1, self.dim - self.c1], dim=1)
-        mean = x2.mean((2, 3), keepdim=True)
-        d = x2 - mean
-        std = torch.sqrt((d * d).sum((2, 3), keepdim=True) * (1.0 / (self.n - 1)))
-        g = F.hardsigmoid(self.gate(torch.cat((mean, std), 1))) * self.s
-        return torch.cat((self.conv(x1), x2 * g + self.t), 1)
-
-
-class PartialSelfAttnD(nn.Module):
-    """'self' partial conv deploy form: conv(x1) ‖ proj(softmax(q kᵀ + B) v) on LN(x2), with the LN
-    affine and the q-scale in separate q/k/v projections and the iRPE key bias B constant."""
-
-    def __init__(self, conv: nn.Conv2d, dim: int, q: nn.Linear, k: nn.Linear, v: nn.Linear, proj: nn.Linear,
-                 bias: torch.Tensor, heads: int, eps: float, hw: tuple[int, int]):
-        super().__init__()
-        self.c1, self.dim = conv.in_channels, dim
-        self.c2 = dim - self.c1
-        self.h, self.w = hw
-        self.conv, self.q, self.k, self.v, self.proj = conv, q, k, v, proj
-        self.heads, self.eps = heads, eps
-        self.register_buffer("rpe_bias", bias.float().unsqueeze(0).contiguous())
-
-    def forward(self, x):
-        x1, x2 = torch.split(x, [self.c1, self.c2], dim=1)
-        C, n, H = self.c2, self.h * self.w, self.heads
-        hd = C // H
-        t = F.layer_norm(x2.flatten(2).transpose(1, 2), (C,), eps=self.eps)
-        q = self.q(t).reshape(-1, n, H, hd).transpose(1, 2)
-        kt = self.k(t).reshape(-1, n, H, hd).permute(0, 2, 3, 1)
-        v = self.v(t).reshape(-1, n, H, hd).transpose(1, 2)
-        a = (torch.matmul(q, kt) + self.rpe_bias).softmax(dim=-1)
-        y = self.proj(torch.matmul(a, v).transpose(1, 2).reshape(-1, n, C))
-        return torch.cat((self.conv(x1), y.transpose(1, 2).reshape(-1, C, self.h, self.w)), 1)
-
-
-class ConvNeXtBlockD(nn.Module):
-    """x + fc2(act(fc1(LN(mixing(x))))) in channels-last (LN affine in fc1, gamma in fc2); with
-    PAT_sp: x + SpatialGate(conv2(act(conv1(LN(mixing(x))))))."""
-
-    def __init__(self, mixing: nn.Module, c: int, eps: float, fc1: nn.Module, fc2: nn.Module, spatial: bool):
-        super().__init__()
-        self.mixing, self.c, self.eps = mixing, c, eps
-        self.fc1, self.fc2 = fc1, fc2
-        self.spatial = spatial
-
-    def forward(self, x):
-        y = self.mixing(x).permute(0, 2, 3, 1)
-        y = F.layer_norm(y, (self.c,), eps=self.eps)
-        if self.spatial:
-            y = self.fc2(F.gelu(self.fc1(y.permute(0, 3, 1, 2))))
-            return x + y
-        y = self.fc2(F.gelu(self.fc1(y)))
-        return x + y.permute(0, 3, 1, 2)
-
-
-class HeadD(nn.Module):
-    def __init__(self, c: int, eps: float, fc: nn.Module):
-        super().__init__()
-        self.c, self.eps, self.fc = c, eps, fc
-
-    def forward(self, x):
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.fc(F.layer_norm(x, (self.c,), eps=self.eps))
-
-
-@torch.no_grad()
-def _linear(w: torch.Tensor, b: torch.Tensor | None) -> nn.Linear:
-    lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
-    lin.weight.copy_(w.float())
-    if b is not None:
-        lin.bias.copy_(b.float())
-    return lin
-
-
-@torch.no_grad()
-def _copy_conv(conv: nn.Conv2d) -> nn.Conv2d:
-    return conv_with(conv.weight.double(), conv.bias.double() if conv.bias is not None else None, like=conv)
-
-
-# ----------------------------------------------------------------------------------------------
 # train form
 
 
 class PartialConvNeXt(nn.Module):
     """Official ``Partial_conv``: 'se' (SRM gate + BN) or 'self' (LN2d + iRPE attention), keys
     ``partial_conv``, ``attn``, ``norm``."""
+
+    FOLDS_SE = Fold("PAT_ch", "SRM gate (1×2) conv + BN -> one 1×1 conv over [mean; std]; the output BN's scale -> "
+                    "the gate vector", "mean/std pooling, hard-sigmoid gate, the BN shift (it meets a LayerNorm)")
+    FOLDS_SELF = Fold("PAT_sf", "LayerNorm affine and q-scale -> separate q/k/v projections; iRPE -> constant "
+                      "(H, L, L) bias; dropout removed", "LayerNorm normalisation, softmax attention")
 
     def __init__(self, dim: int, n_div: int, kernel_size: int, channel_type: str, num_heads: int):
         super().__init__()
@@ -177,7 +64,6 @@ class PartialConvNeXt(nn.Module):
         else:
             self.attn = SRM(self.dim_untouched)
             self.norm = nn.BatchNorm2d(self.dim_untouched)
-        self.kind = "PAT_sf" if channel_type == "self" else "PAT_ch"
 
     def forward(self, x):
         x1, x2 = torch.split(x, [self.dim_conv3, self.dim_untouched], dim=1)
@@ -188,8 +74,9 @@ class PartialConvNeXt(nn.Module):
         return torch.cat((self.partial_conv(x1), x2), 1)
 
     @torch.no_grad()
-    def to_deploy(self, hw):
-        conv = _copy_conv(self.partial_conv)
+    def to_deploy(self, ctx) -> DeployResult:
+        hw = ctx.hw(self)
+        conv = copy_conv(self.partial_conv)
         if self.channel_type == "self":
             a, c = self.attn, self.dim_untouched
             w = a.qkv.weight.double()
@@ -197,15 +84,19 @@ class PartialConvNeXt(nn.Module):
             w = w * self.norm.weight.double().view(1, -1)
             w[:c] *= a.scale
             b[:c] *= a.scale
-            q, k, v = (_linear(w[i * c:(i + 1) * c], b[i * c:(i + 1) * c]) for i in range(3))
-            proj = _linear(a.proj.weight.double(), a.proj.bias.double())
-            return PartialSelfAttnD(conv, self.dim, q, k, v, proj, a.rpe_k.bias(*hw).detach().clone(),
-                                    a.num_heads, self.norm.eps, hw)
+            q, k, v = (linear_with(w[i * c:(i + 1) * c], b[i * c:(i + 1) * c]) for i in range(3))
+            proj = linear_with(a.proj.weight.double(), a.proj.bias.double())
+            return DeployResult(PartialSelfAttnD(conv, self.dim, q, k, v, proj, a.rpe_k.bias(*hw).detach().clone(),
+                                                 a.num_heads, self.norm.eps, hw), [self.FOLDS_SELF])
         s, t = bn_affine(self.norm)
-        return PartialGateD(conv, self.dim, self.attn.deploy_gate(), s, t, hw)
+        return DeployResult(PartialGateD(conv, self.dim, self.attn.deploy_gate(), s, t, hw), [self.FOLDS_SE])
 
 
 class ConvNeXtBlock(nn.Module):
+    FOLDS = Fold("MLP", "block LayerNorm affine -> fc1; layer scale gamma -> fc2 (or the PAT_sp composition); drop "
+                 "path removed", "LayerNorm normalisation, GELU")
+    FOLDS_DW = Fold("DWConv", "nothing", "the depthwise 7×7 conv")
+
     def __init__(self, dim: int, spec: ArchSpec, channel_type: str):
         super().__init__()
         a = spec.arch
@@ -240,27 +131,28 @@ class ConvNeXtBlock(nn.Module):
             y = y * self.gamma.view(1, -1, 1, 1)
         return x + y
 
-    @property
-    def kind(self) -> str:
-        return self.conv_dw.kind if isinstance(self.conv_dw, PartialConvNeXt) else "DWConv"
-
     @torch.no_grad()
-    def to_deploy(self, hw) -> ConvNeXtBlockD:
-        mixing = self.conv_dw.to_deploy(hw) if isinstance(self.conv_dw, PartialConvNeXt) else _copy_conv(self.conv_dw)
+    def to_deploy(self, ctx) -> DeployResult:
+        if isinstance(self.conv_dw, PartialConvNeXt):
+            mixing = ctx.convert(self.conv_dw)
+        else:
+            mixing = DeployResult(copy_conv(self.conv_dw), [self.FOLDS_DW])
+        folds = [*mixing.folds, self.FOLDS]
         g_ln, b_ln = self.norm.weight.double(), self.norm.bias.double()
         gamma = self.gamma.double() if self.gamma is not None else None
         c = g_ln.numel()
         if self.use_spatial_attn:
             w1 = self.mlp_conv1.weight.double()[:, :, 0, 0]
             fc1 = conv_with((w1 * g_ln.view(1, -1))[:, :, None, None], w1 @ b_ln)
-            return ConvNeXtBlockD(mixing, c, self.norm.eps, fc1,
-                                  self.mlp_spatial.fuse_after(self.mlp_conv2, self.gamma), True)
+            out = ctx.convert(self.mlp_spatial, before=self.mlp_conv2, gamma=self.gamma)
+            return DeployResult(ConvNeXtBlockD(mixing.module, c, self.norm.eps, fc1, out.module, True),
+                                folds + out.folds)
         w1, b1 = self.mlp.fc1.weight.double(), self.mlp.fc1.bias.double()
-        fc1 = _linear(w1 * g_ln.view(1, -1), b1 + w1 @ b_ln)
+        fc1 = linear_with(w1 * g_ln.view(1, -1), b1 + w1 @ b_ln)
         w2, b2 = self.mlp.fc2.weight.double(), self.mlp.fc2.bias.double()
         if gamma is not None:
             w2, b2 = w2 * gamma.view(-1, 1), b2 * gamma
-        return ConvNeXtBlockD(mixing, c, self.norm.eps, fc1, _linear(w2, b2), False)
+        return DeployResult(ConvNeXtBlockD(mixing.module, c, self.norm.eps, fc1, linear_with(w2, b2), False), folds)
 
 
 class ConvNeXtStage(nn.Module):
@@ -289,6 +181,11 @@ class ConvNeXtHead(nn.Module):
 
 
 class ConvNeXt(nn.Module):
+    STEM = Fold("Stem", "nothing (its LayerNorm affine stays: the next op is a padded 7×7 conv)", "conv, LayerNorm")
+    DOWNSAMPLE = Fold("Downsample", "LayerNorm affine -> the 2×2 stride-2 conv (no padding: exact)",
+                      "LayerNorm normalisation")
+    HEAD = Fold("Head", "head LayerNorm affine -> the classifier", "pooling, LayerNorm normalisation")
+
     def __init__(self, spec: ArchSpec):
         super().__init__()
         self.spec = spec
@@ -308,14 +205,11 @@ class ConvNeXt(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
     @torch.no_grad()
-    def to_deploy(self, img_size) -> nn.Module:
-        from partialdeploy.models.partialnet import DeployNet
-
-        h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    def to_deploy(self, ctx) -> DeployResult:
         conv, ln = self.stem
-        stem = ConvLND(_copy_conv(conv), LN2dD(ln.normalized_shape[0], ln.eps, ln.weight, ln.bias), False)
-        h, w = h // self.spec.patch_size, w // self.spec.patch_size
+        stem = ConvLND(copy_conv(conv), LN2dD(ln.normalized_shape[0], ln.eps, ln.weight, ln.bias), False)
         body: list[nn.Module] = []
+        folds = [self.STEM]
         for stage in self.stages:
             if not isinstance(stage.downsample, nn.Identity):
                 ln, dconv = stage.downsample
@@ -323,28 +217,17 @@ class ConvNeXt(nn.Module):
                 b = b + (W * ln.bias.double().view(1, -1, 1, 1)).sum((1, 2, 3))
                 W = W * ln.weight.double().view(1, -1, 1, 1)
                 body.append(ConvLND(conv_with(W, b, like=dconv), LN2dD(ln.normalized_shape[0], ln.eps), True))
-                h, w = (h - 2) // 2 + 1, (w - 2) // 2 + 1
+                folds.append(self.DOWNSAMPLE)
             for blk in stage.blocks:
-                body.append(blk.to_deploy((h, w)))
+                r = ctx.convert(blk)
+                body.append(r.module)
+                folds += r.folds
         hn, fc = self.head.norm, self.head.fc
         if isinstance(fc, nn.Linear):
             W = fc.weight.double()
-            fc = _linear(W * hn.weight.double().view(1, -1), fc.bias.double() + W @ hn.bias.double())
+            fc = linear_with(W * hn.weight.double().view(1, -1), fc.bias.double() + W @ hn.bias.double())
             head = HeadD(hn.normalized_shape[0], hn.eps, fc)
         else:
             head = HeadD(hn.normalized_shape[0], hn.eps, nn.Identity())
-            head.fc = _AffineD(hn.weight, hn.bias)
-        return DeployNet(stem, body, head).eval()
-
-
-class _AffineD(nn.Module):
-    def __init__(self, w, b):
-        super().__init__()
-        self.register_buffer("w", w.detach().clone())
-        self.register_buffer("b", b.detach().clone())
-
-    def forward(self, x):
-        return x * self.w + self.b
-
-
-__all__ = ["ConvNeXt", "SpatialGateD"]
+            head.fc = AffineD(hn.weight, hn.bias)
+        return DeployResult(DeployNet(stem, body, head).eval(), [*folds, self.HEAD])

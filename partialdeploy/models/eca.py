@@ -1,7 +1,9 @@
 """ECA-Net (efficient channel attention) in its training form, with the official state-dict layout of
 BangguWu/ECANet (``models/eca_resnet.py``, ``models/eca_mobilenetv2.py``, ``models/eca_module.py``):
 ECA-ResNet-18/34/50/101/152 and ECA-MobileNetV2. Official checkpoints load with ``strict=True`` and
-give the same eval-mode logits. Each block owns its deploy conversion (``to_deploy``).
+give the same eval-mode logits. Each block owns its deploy conversion (``to_deploy``, the protocol of
+:mod:`partialdeploy.models.protocol`) and says what it folds; the deploy-form modules live in
+:mod:`partialdeploy.models.deploy`.
 
 ECA: global average pool -> 1-D conv across channels (kernel k, zero padding, no bias) -> sigmoid
 -> scale. Its deploy form (:class:`ECAGateD`) is chosen per kernel size, see there.
@@ -11,17 +13,23 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from partialdeploy.models.deploy import (ConvActD, DeployNet, ECAGateD, InvertedResidualD, PoolFcHeadD, ResBlockD,
+                                         ResStemD)
 from partialdeploy.models.fold import fold_conv_bn
+from partialdeploy.models.protocol import DeployResult, Fold
 from partialdeploy.spec import ArchSpec
 
 # ----------------------------------------------------------------------------------------------
-# ECA and its deploy form
+# ECA
 
 
 class ECALayer(nn.Module):
     """Official ``eca_layer``: keys ``conv.weight`` (1, 1, k)."""
+
+    FOLDS = Fold("ECA", "1-D conv across channels kept as one Conv on the pooled vector reshaped to (B, 1, C): "
+                 "no Transpose pair (k = 1: a scalar Mul)",
+                 "global average pool, sigmoid, scale: they depend on the input")
 
     def __init__(self, k_size: int = 3):
         super().__init__()
@@ -35,36 +43,8 @@ class ECALayer(nn.Module):
         return x * self.sigmoid(y)
 
     @torch.no_grad()
-    def to_deploy(self) -> "ECAGateD":
-        return ECAGateD(self.conv.weight.detach().clone())
-
-
-class ECAGateD(nn.Module):
-    """ECA deploy form. The (B, C, 1, 1) pooled vector is *reshaped* (not transposed: the unit dims
-    make it a pure reshape) to (B, 1, C) for the 1-D conv, so the export has no Transpose pair:
-    GlobalAveragePool -> Reshape -> Conv -> Reshape -> Sigmoid -> Mul. With k = 1 (ECA-MobileNetV2's
-    narrow blocks) the conv is a scalar: GlobalAveragePool -> Mul -> Sigmoid -> Mul.
-    (A banded C×C 1×1 conv avoids both reshapes but ships C² weights, 16 MB per ECA-ResNet-50 stage-4
-    block; measured in scripts/bench.py --eca-forms.)"""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.k = int(weight.shape[-1])
-        if self.k == 1:
-            self.register_buffer("scale", weight.reshape(()).float().clone())
-            self.conv = None
-        else:
-            self.conv = nn.Conv1d(1, 1, self.k, padding=(self.k - 1) // 2, bias=False)
-            self.conv.weight.data.copy_(weight)
-
-    def forward(self, x):
-        y = F.adaptive_avg_pool2d(x, 1)
-        if self.conv is None:
-            g = torch.sigmoid(y * self.scale)
-        else:
-            b, c = x.shape[0], x.shape[1]
-            g = torch.sigmoid(self.conv(y.reshape(b, 1, c)).reshape(b, c, 1, 1))
-        return x * g
+    def to_deploy(self, ctx) -> DeployResult:
+        return DeployResult(ECAGateD(self.conv.weight.detach().clone()), [self.FOLDS])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -75,26 +55,6 @@ def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fold_conv_bn(conv, bn)
 
 
-class ResBlockD(nn.Module):
-    """Deploy form of an ECA-ResNet block: folded convs (ReLU between), ECA gate, shortcut (a folded
-    1×1 conv when downsampling), ReLU."""
-
-    def __init__(self, convs: list[nn.Conv2d], eca: ECAGateD, shortcut: nn.Module | None):
-        super().__init__()
-        self.convs = nn.ModuleList(convs)
-        self.eca = eca
-        self.shortcut = shortcut
-
-    def forward(self, x):
-        y = x
-        for i, c in enumerate(self.convs):
-            y = c(y)
-            if i < len(self.convs) - 1:
-                y = F.relu(y)
-        y = self.eca(y)
-        return F.relu(y + (self.shortcut(x) if self.shortcut is not None else x))
-
-
 def _downsample(inplanes, outplanes, stride):
     if stride != 1 or inplanes != outplanes:
         return nn.Sequential(nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False), nn.BatchNorm2d(outplanes))
@@ -103,7 +63,8 @@ def _downsample(inplanes, outplanes, stride):
 
 class ECABasicBlock(nn.Module):
     expansion = 1
-    kind = "ECABasicBlock"
+    FOLDS = Fold("ECABasicBlock", "both 3×3 conv -> BN folded; downsample 1×1 conv -> BN folded",
+                 "ReLUs, residual add, the ECA gate")
 
     def __init__(self, inplanes, planes, stride=1, k_size=3):
         super().__init__()
@@ -121,14 +82,17 @@ class ECABasicBlock(nn.Module):
         return self.relu(out + (self.downsample(x) if self.downsample is not None else x))
 
     @torch.no_grad()
-    def to_deploy(self) -> ResBlockD:
+    def to_deploy(self, ctx) -> DeployResult:
         ds = _conv_bn(*self.downsample) if self.downsample is not None else None
-        return ResBlockD([_conv_bn(self.conv1, self.bn1), _conv_bn(self.conv2, self.bn2)], self.eca.to_deploy(), ds)
+        eca = ctx.convert(self.eca)
+        return DeployResult(ResBlockD([_conv_bn(self.conv1, self.bn1), _conv_bn(self.conv2, self.bn2)], eca.module, ds),
+                            [self.FOLDS, *eca.folds])
 
 
 class ECABottleneck(nn.Module):
     expansion = 4
-    kind = "ECABottleneck"
+    FOLDS = Fold("ECABottleneck", "1×1, 3×3, 1×1 conv -> BN folded; downsample 1×1 conv -> BN folded",
+                 "ReLUs, residual add, the ECA gate")
 
     def __init__(self, inplanes, planes, stride=1, k_size=3):
         super().__init__()
@@ -149,37 +113,18 @@ class ECABottleneck(nn.Module):
         return self.relu(out + (self.downsample(x) if self.downsample is not None else x))
 
     @torch.no_grad()
-    def to_deploy(self) -> ResBlockD:
+    def to_deploy(self, ctx) -> DeployResult:
         ds = _conv_bn(*self.downsample) if self.downsample is not None else None
-        return ResBlockD([_conv_bn(self.conv1, self.bn1), _conv_bn(self.conv2, self.bn2),
-                          _conv_bn(self.conv3, self.bn3)], self.eca.to_deploy(), ds)
-
-
-class ResStemD(nn.Module):
-    def __init__(self, conv: nn.Conv2d):
-        super().__init__()
-        self.conv = conv
-
-    def forward(self, x):
-        return F.max_pool2d(F.relu(self.conv(x)), 3, 2, 1)
-
-
-class PoolFcHeadD(nn.Module):
-    """Global average pool -> (optional 1×1 conv + activation) -> linear classifier."""
-
-    def __init__(self, fc: nn.Module, pre: nn.Module | None = None, act: str | None = None):
-        super().__init__()
-        self.pre, self.act, self.fc = pre, act, fc
-
-    def forward(self, x):
-        if self.pre is not None:
-            x = self.pre(x)
-            x = F.relu6(x) if self.act == "RELU6" else F.relu(x)
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        eca = ctx.convert(self.eca)
+        return DeployResult(ResBlockD([_conv_bn(self.conv1, self.bn1), _conv_bn(self.conv2, self.bn2),
+                                       _conv_bn(self.conv3, self.bn3)], eca.module, ds), [self.FOLDS, *eca.folds])
 
 
 class ECAResNet(nn.Module):
     """Official ``ResNet`` of eca_resnet.py (stem 7×7/2 + max pool, layer1..4, avg pool, fc)."""
+
+    STEM = Fold("ResNetStem", "7×7 conv -> BN folded into the conv (rewrite 1)", "ReLU, 3×3 max pool")
+    HEAD = Fold("Head", "dropout removed (1×1 conv -> BN folded for MobileNetV2)", "global average pool, classifier")
 
     def __init__(self, spec: ArchSpec):
         super().__init__()
@@ -212,13 +157,12 @@ class ECAResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
     @torch.no_grad()
-    def to_deploy(self, img_size=None) -> nn.Module:
-        from partialdeploy.models.partialnet import DeployNet
-
-        body = [blk.to_deploy() for layer in self.layers() for blk in layer]
+    def to_deploy(self, ctx) -> DeployResult:
+        body = [ctx.convert(blk) for layer in self.layers() for blk in layer]
         fc = nn.Linear(self.fc.in_features, self.fc.out_features)
         fc.load_state_dict(self.fc.state_dict())
-        return DeployNet(ResStemD(_conv_bn(self.conv1, self.bn1)), body, PoolFcHeadD(fc)).eval()
+        net = DeployNet(ResStemD(_conv_bn(self.conv1, self.bn1)), [b.module for b in body], PoolFcHeadD(fc)).eval()
+        return DeployResult(net, [self.STEM, *(f for b in body for f in b.folds), self.HEAD])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,33 +179,13 @@ class ConvBNReLU(nn.Sequential):
                          nn.BatchNorm2d(oup), nn.ReLU6(inplace=True))
 
     @torch.no_grad()
-    def to_deploy(self) -> "ConvActD":
-        return ConvActD(_conv_bn(self[0], self[1]))
-
-
-class ConvActD(nn.Module):
-    def __init__(self, conv: nn.Conv2d):
-        super().__init__()
-        self.conv = conv
-
-    def forward(self, x):
-        return F.relu6(self.conv(x))
-
-
-class InvertedResidualD(nn.Module):
-    def __init__(self, convs: list[nn.Module], eca: ECAGateD, residual: bool):
-        super().__init__()
-        self.convs = nn.Sequential(*convs)
-        self.eca = eca
-        self.residual = residual
-
-    def forward(self, x):
-        y = self.eca(self.convs(x))
-        return x + y if self.residual else y
+    def to_deploy(self, ctx) -> DeployResult:  # its folds are told by the block or stem/head it belongs to
+        return DeployResult(ConvActD(_conv_bn(self[0], self[1])))
 
 
 class InvertedResidual(nn.Module):
-    kind = "InvertedResidual"
+    FOLDS = Fold("InvertedResidual", "expand 1×1, depthwise 3×3 and project 1×1 conv -> BN folded",
+                 "ReLU6, residual add, the ECA gate")
 
     def __init__(self, inp, oup, hidden, stride, k_size):
         super().__init__()
@@ -278,10 +202,11 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
     @torch.no_grad()
-    def to_deploy(self) -> InvertedResidualD:
+    def to_deploy(self, ctx) -> DeployResult:
         *cbr, pw, bn, eca = list(self.conv)
-        convs = [m.to_deploy() for m in cbr] + [_conv_bn(pw, bn)]
-        return InvertedResidualD(convs, eca.to_deploy(), self.use_res_connect)
+        convs = [ctx.convert(m).module for m in cbr] + [_conv_bn(pw, bn)]
+        gate = ctx.convert(eca)
+        return DeployResult(InvertedResidualD(convs, gate.module, self.use_res_connect), [self.FOLDS, *gate.folds])
 
 
 def mbv2_blocks(stem: int, outs: list[int], hiddens: list[int], k_sizes: list[int]) -> list[tuple]:
@@ -297,6 +222,9 @@ def mbv2_blocks(stem: int, outs: list[int], hiddens: list[int], k_sizes: list[in
 class ECAMobileNetV2(nn.Module):
     """Official ``ECA_MobileNetV2`` (features[0] stem, 17 inverted residuals with ECA, 1×1 conv to
     last_channel, mean pool, dropout + linear)."""
+
+    STEM = Fold("MBV2Stem", "3×3 conv -> BN folded (rewrite 1)", "ReLU6 (Clip)")
+    HEAD = ECAResNet.HEAD
 
     def __init__(self, spec: ArchSpec):
         super().__init__()
@@ -314,11 +242,12 @@ class ECAMobileNetV2(nn.Module):
         return self.classifier(x.mean(-1).mean(-1))
 
     @torch.no_grad()
-    def to_deploy(self, img_size=None) -> nn.Module:
-        from partialdeploy.models.partialnet import DeployNet
-
+    def to_deploy(self, ctx) -> DeployResult:
         feats = list(self.features)
         fc = nn.Linear(self.classifier[1].in_features, self.classifier[1].out_features)
         fc.load_state_dict(self.classifier[1].state_dict())
-        head = PoolFcHeadD(fc, feats[-1].to_deploy().conv, "RELU6")
-        return DeployNet(feats[0].to_deploy(), [b.to_deploy() for b in feats[1:-1]], head).eval()
+        head = PoolFcHeadD(fc, ctx.convert(feats[-1]).module.conv, "RELU6")
+        stem = ctx.convert(feats[0]).module
+        body = [ctx.convert(b) for b in feats[1:-1]]
+        net = DeployNet(stem, [b.module for b in body], head).eval()
+        return DeployResult(net, [self.STEM, *(f for b in body for f in b.folds), self.HEAD])

@@ -1,4 +1,4 @@
-"""Exact linear-algebra folds used by the blocks' ``to_deploy`` methods (DESIGN.md §5)."""
+"""Exact linear-algebra folds used by the blocks' ``to_deploy`` methods."""
 
 from __future__ import annotations
 
@@ -32,6 +32,22 @@ def conv_with(weight: torch.Tensor, bias: torch.Tensor | None, like: nn.Conv2d |
     if bias is not None:
         conv.bias.copy_(bias.float())
     return conv
+
+
+@torch.no_grad()
+def copy_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """A new Conv2d with the same weights and geometry."""
+    return conv_with(conv.weight.double(), conv.bias.double() if conv.bias is not None else None, like=conv)
+
+
+@torch.no_grad()
+def linear_with(w: torch.Tensor, b: torch.Tensor | None) -> nn.Linear:
+    """A Linear carrying ``w``/``b`` (float64 inputs are rounded to float32 once, here)."""
+    lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+    lin.weight.copy_(w.float())
+    if b is not None:
+        lin.bias.copy_(b.float())
+    return lin
 
 
 @torch.no_grad()

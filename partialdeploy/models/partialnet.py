@@ -2,22 +2,25 @@
 (haiduo/PartialNet ``models/partialnet.py``, JierunChen/FasterNet ``models/fasternet.py``): official
 checkpoints load with ``strict=True`` and give the same eval-mode logits.
 
-Each block owns its deploy conversion: ``block.to_deploy(feat_hw)`` returns the deploy-form module
-(see ``partialdeploy.models.deploy``), following the real data flow (the official generic
-``--fuse_conv_bn`` fuses a BN into the previously *registered* conv and is wrong here).
+Each block owns its deploy conversion: ``block.to_deploy(ctx)`` returns a ``DeployResult`` (the
+protocol of :mod:`partialdeploy.models.protocol`) with the deploy-form module (the modules live in
+:mod:`partialdeploy.models.deploy`) and what it folded, following the real data flow (the official
+generic ``--fuse_conv_bn`` fuses a BN into the previously *registered* conv and is wrong here).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from partialdeploy.models.deploy import (BlockD, ChannelGateD, PartialConvD, SelfAttnD, SpatialGateD,
-                                         make_act)
+from partialdeploy.models.deploy import (BlockD, ChannelGateD, DeployHead, DeployNet, PartialConvD, SelfAttnD,
+                                         SpatialGateD, make_act)
 from partialdeploy.models.fold import bn_affine, conv_with, fold_conv_bn, fold_input_affine
+from partialdeploy.models.protocol import DeployResult, Fold
 from partialdeploy.spec import ArchSpec
 
 # iRPE as configured by the official PAT_sf: euclidean method, bias mode on keys, ratio 20
@@ -32,7 +35,8 @@ LN_EPS = 1e-6  # timm LayerNorm2d
 class PartialConv(nn.Module):
     """PConv (FasterNet, PartialNet without attention): 3×3 conv on the first dim/n_div channels."""
 
-    kind = "PConv"
+    FOLDS = Fold("PConv", "split/concat form kept (never in-place slicing, which exports as ScatterND)",
+                 "the partial 3×3 conv: already minimal")
 
     def __init__(self, dim: int, n_div: int):
         super().__init__()
@@ -44,8 +48,10 @@ class PartialConv(nn.Module):
         x1, x2 = torch.split(x, [self.dim_conv3, self.dim_untouched], dim=1)
         return torch.cat((self.partial_conv3(x1), x2), 1)
 
-    def to_deploy(self, hw, identity: bool = False):
-        return PartialConvD(_with_identity(self.partial_conv3, identity), self.dim, 2.0 if identity else 1.0), None
+    def to_deploy(self, ctx, identity: bool = False) -> DeployResult:
+        """``identity``: the block's shortcut x + mixing(x) goes into the conv's centre tap."""
+        return DeployResult(PartialConvD(_with_identity(self.partial_conv3, identity), self.dim,
+                                         2.0 if identity else 1.0), [self.FOLDS])
 
 
 class SRM(nn.Module):
@@ -75,7 +81,9 @@ class SRM(nn.Module):
 class PATChannel(nn.Module):
     """PAT_ch: split; 3×3 conv on the first part; channel gate then BN on the rest; concat."""
 
-    kind = "PAT_ch"
+    FOLDS = Fold("PAT_ch", "gate (1×2) conv + BN -> one 1×1 conv over [mean; std] (rewrite 3); output BN -> the "
+                 "MLP's first 1×1 conv input columns + bias (rewrite 2)",
+                 "per-channel mean/std pooling and the hard-sigmoid gate: they depend on the input")
 
     def __init__(self, dim: int, n_div: int):
         super().__init__()
@@ -89,13 +97,15 @@ class PATChannel(nn.Module):
         x1, x2 = torch.split(x, [self.dim_conv3, self.dim_untouched], dim=1)
         return torch.cat((self.partial_conv3(x1), self.norm(self.attn(x2))), 1)
 
-    def to_deploy(self, hw, identity: bool = False):
-        assert not identity
+    def to_deploy(self, ctx, identity: bool = False) -> DeployResult:
+        if identity:
+            raise ValueError("PAT_ch is never used with the split shortcut")
         s, t = bn_affine(self.norm)  # the output BN is handed to the next 1×1 conv
         ones = torch.ones(self.dim_conv3, dtype=torch.float64)
         zeros = torch.zeros(self.dim_conv3, dtype=torch.float64)
-        mixing = ChannelGateD(_with_identity(self.partial_conv3, False), self.dim, self.attn.deploy_gate(), hw)
-        return mixing, (torch.cat([ones, s]), torch.cat([zeros, t]))
+        mixing = ChannelGateD(_with_identity(self.partial_conv3, False), self.dim, self.attn.deploy_gate(),
+                              ctx.hw(self))
+        return DeployResult(mixing, [self.FOLDS], affine=(torch.cat([ones, s]), torch.cat([zeros, t])))
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -171,7 +181,9 @@ class PATSelf(nn.Module):
     """PAT_sf: split; 3×3 conv on the first part; LayerNorm2d + multi-head self-attention with an
     iRPE key bias on the rest; concat. The block adds its input back ("split shortcut")."""
 
-    kind = "PAT_sf"
+    FOLDS = Fold("PAT_sf", "q-scale and LayerNorm affine -> qkv weights + bias; iRPE key bias -> constant (H, L, L) "
+                 "for the export size; dropout removed; the split shortcut -> the 3×3 conv's centre tap (rewrite 4)",
+                 "LayerNorm normalisation, softmax attention: they depend on the input")
 
     def __init__(self, dim: int, n_div: int, num_heads: int):
         super().__init__()
@@ -186,8 +198,10 @@ class PATSelf(nn.Module):
         return torch.cat((self.partial_conv3(x1), self.attn(self.norm(x2))), 1)
 
     @torch.no_grad()
-    def to_deploy(self, hw, identity: bool = False):
-        assert identity, "PAT_sf is always used with the split shortcut"
+    def to_deploy(self, ctx, identity: bool = False) -> DeployResult:
+        if not identity:
+            raise ValueError("PAT_sf is always used with the split shortcut")
+        hw = ctx.hw(self)
         a, c = self.attn, self.dim_untouched
         w = a.qkv.weight.double().clone()  # 3c, c
         # LayerNorm affine -> qkv (rewrite 4): W(γ∘x̂ + β) = (W diag γ) x̂ + W β
@@ -204,7 +218,7 @@ class PATSelf(nn.Module):
         bias = a.rpe_k.bias(*hw).detach().clone()
         mixing = SelfAttnD(_with_identity(self.partial_conv3, True), self.dim, qkv, proj, bias, a.num_heads,
                            self.norm.eps, hw)
-        return mixing, None
+        return DeployResult(mixing, [self.FOLDS])
 
 
 class DPConv(nn.Module):
@@ -212,7 +226,8 @@ class DPConv(nn.Module):
     ``one_channel`` channels (a learned buffer) with the top-left block of its full weight and passes
     the rest through; its deploy form is a static partial conv with that learned split."""
 
-    kind = "DPConv"
+    FOLDS = Fold("DPConv", "dynamic gated conv -> static partial conv with its learned split (rewrite 5)",
+                 "the partial 3×3 conv over the learned channels")
 
     def __init__(self, dim: int, n_div: int):
         super().__init__()
@@ -237,15 +252,15 @@ class DPConv(nn.Module):
         return torch.cat((x1, x2), 1)
 
     @torch.no_grad()
-    def to_deploy(self, hw, identity: bool = False):
+    def to_deploy(self, ctx, identity: bool = False) -> DeployResult:
         c1 = self.split
         scale = 2.0 if identity else 1.0
         if c1 <= 0:
-            return PartialConvD(None, self.dim, scale), None
+            return DeployResult(PartialConvD(None, self.dim, scale), [self.FOLDS])
         conv = conv_with(self.conv.weight[:c1, :c1].double(),
                          self.conv.bias[:c1].double() if self.conv.bias is not None else None,
                          like=self.conv)
-        return PartialConvD(_with_identity(conv, identity), self.dim, scale), None
+        return DeployResult(PartialConvD(_with_identity(conv, identity), self.dim, scale), [self.FOLDS])
 
 
 @torch.no_grad()
@@ -267,7 +282,9 @@ class PATSpatial(nn.Module):
     untouched part is gated by hard-sigmoid(1×1 conv -> 1 map) then BN; the other goes BN -> 1×1
     conv; concat."""
 
-    kind = "PAT_sp"
+    FOLDS = Fold("PAT_sp", "the 1×1 conv before it (the MLP's last), BN -> 1×1 conv, gate conv, gated BN and layer "
+                 "scale composed into one 1×1 conv + shift (rewrites 2, 1×1∘1×1)",
+                 "the hard-sigmoid spatial gate multiply: it depends on the input")
 
     def __init__(self, dim: int, n_head: int = 1, partial: float = 0.5):
         super().__init__()
@@ -285,10 +302,14 @@ class PATSpatial(nn.Module):
         return torch.cat((x1, self.conv(self.norm2(x2))), 1)
 
     @torch.no_grad()
-    def fuse_after(self, fc2: nn.Conv2d, gamma: torch.Tensor | None) -> SpatialGateD:
-        """Compose the MLP's last 1×1 conv (``fc2``, hidden -> dim) with this layer: rewrite 2 (BN
-        before 1×1 conv) and "two consecutive 1×1 convs compose into one"."""
-        W = fc2.weight.double()[:, :, 0, 0]  # dim, hidden
+    def to_deploy(self, ctx, before: nn.Conv2d | None = None, gamma: torch.Tensor | None = None) -> DeployResult:
+        """Compose the 1×1 conv ``before`` this layer (the MLP's last, hidden -> dim; none: identity)
+        and a layer scale ``gamma`` on the output with this layer: rewrite 2 (BN before 1×1 conv) and
+        "two consecutive 1×1 convs compose into one"."""
+        if before is None:
+            W = torch.eye(self.dim_untouched + self.dim_conv, dtype=torch.float64)
+        else:
+            W = before.weight.double()[:, :, 0, 0]  # dim, hidden
         cu = self.dim_untouched
         Wu, Wv = W[:cu], W[cu:]
         s_u, t_u = bn_affine(self.norm)
@@ -304,7 +325,7 @@ class PATSpatial(nn.Module):
             rows_v, bias_v = rows_v * g[cu:].view(-1, 1), bias_v * g[cu:]
         w = torch.cat([rows_u, rows_v, rows_a], 0)[:, :, None, None]
         b = torch.cat([torch.zeros(cu, dtype=torch.float64), bias_v, torch.zeros(1, dtype=torch.float64)])
-        return SpatialGateD(conv_with(w, b), cu, self.dim_conv, t_u)
+        return DeployResult(SpatialGateD(conv_with(w, b), cu, self.dim_conv, t_u), [self.FOLDS])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,6 +333,9 @@ class PATSpatial(nn.Module):
 
 
 class MLPBlock(nn.Module):
+    FOLDS = Fold("MLP", "first 1×1 conv -> BN folded (rewrite 1); drop path removed; layer scale -> last conv",
+                 "activation")
+
     def __init__(self, dim: int, spec: ArchSpec, channel_type: str, split_shortcut: bool):
         super().__init__()
         n_div = spec.n_div
@@ -354,22 +378,24 @@ class MLPBlock(nn.Module):
         return x + m
 
     @torch.no_grad()
-    def to_deploy(self, hw) -> BlockD:
-        mixing, affine = self.spatial_mixing.to_deploy(hw, identity=self.split_shortcut)
+    def to_deploy(self, ctx) -> DeployResult:
+        mix = ctx.convert(self.spatial_mixing, identity=self.split_shortcut)
         fc1, bn1, _, fc2 = self.mlp[:4]
         # affine left by the mixing (PAT_ch output BN) -> fc1 input columns; then fc1 -> BN1
-        w, b = fold_input_affine(fc1, *(affine if affine is not None else (None, None)))
+        w, b = fold_input_affine(fc1, *(mix.affine if mix.affine is not None else (None, None)))
         s1, t1 = bn_affine(bn1)
         fc1_d = conv_with(w * s1.view(-1, 1, 1, 1), b * s1 + t1)
         gamma = self.layer_scale.detach() if self.layer_scale is not None else None
+        folds = [*mix.folds, self.FOLDS]
         if len(self.mlp) > 4:
-            out = self.mlp[4].fuse_after(fc2, gamma)
+            sp = ctx.convert(self.mlp[4], before=fc2, gamma=gamma)
+            out, folds = sp.module, folds + sp.folds
         else:
             w2 = fc2.weight.double()
             if gamma is not None:
                 w2 = w2 * gamma.double().view(-1, 1, 1, 1)
             out = conv_with(w2, None)
-        return BlockD(mixing, fc1_d, make_act(self.act_name), out, self.split_shortcut)
+        return DeployResult(BlockD(mix.module, fc1_d, make_act(self.act_name), out, self.split_shortcut), folds)
 
 
 class BasicStage(nn.Module):
@@ -382,6 +408,8 @@ class BasicStage(nn.Module):
 
 
 class PatchEmbed(nn.Module):
+    FOLDS = Fold("PatchEmbed", "stem conv -> BN folded into the conv (rewrite 1)", "nothing")
+
     def __init__(self, patch_size: int, patch_stride: int, in_chans: int, embed_dim: int):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_stride, bias=False)
@@ -390,11 +418,13 @@ class PatchEmbed(nn.Module):
     def forward(self, x):
         return self.norm(self.proj(x))
 
-    def to_deploy(self, hw):
-        return fold_conv_bn(self.proj, self.norm)
+    def to_deploy(self, ctx) -> DeployResult:
+        return DeployResult(fold_conv_bn(self.proj, self.norm), [self.FOLDS])
 
 
 class PatchMerging(nn.Module):
+    FOLDS = Fold("PatchMerging", "merging conv -> BN folded into the conv (rewrite 1)", "nothing")
+
     def __init__(self, patch_size2: int, patch_stride2: int, dim: int):
         super().__init__()
         self.reduction = nn.Conv2d(dim, 2 * dim, kernel_size=patch_size2, stride=patch_stride2, bias=False)
@@ -403,13 +433,15 @@ class PatchMerging(nn.Module):
     def forward(self, x):
         return self.norm(self.reduction(x))
 
-    def to_deploy(self, hw):
-        return fold_conv_bn(self.reduction, self.norm)
+    def to_deploy(self, ctx) -> DeployResult:
+        return DeployResult(fold_conv_bn(self.reduction, self.norm), [self.FOLDS])
 
 
 class PartialNet(nn.Module):
     """PartialNet / PATNet, or FasterNet when ``spec.family == "fasternet"`` (same skeleton, no
     attention, plain shortcut in every stage)."""
+
+    HEAD = Fold("Head", "nothing to fold", "pooling, 1×1 conv, activation, classifier")
 
     def __init__(self, spec: ArchSpec):
         super().__init__()
@@ -441,35 +473,22 @@ class PartialNet(nn.Module):
         x = self.stages(self.patch_embed(x))
         return self.head(torch.flatten(self.avgpool_pre_head(x), 1))
 
+    @torch.no_grad()
+    def to_deploy(self, ctx) -> DeployResult:
+        """A flat chain: stem, every block and merging layer in order (``body.N``), head."""
+        parts = [ctx.convert(self.patch_embed)]
+        for stage in self.stages:
+            parts += [ctx.convert(b) for b in stage.blocks] if hasattr(stage, "blocks") else [ctx.convert(stage)]
+        head = DeployHead(copy.deepcopy(self.avgpool_pre_head[1]), make_act(self.spec.act), copy.deepcopy(self.head))
+        net = DeployNet(parts[0].module, [p.module for p in parts[1:]], head).eval()
+        return DeployResult(net, [*(f for p in parts for f in p.folds), self.HEAD])
+
 
 def _init_weights(m):
     if isinstance(m, (nn.Linear, nn.Conv2d)):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-
-
-class DeployNet(nn.Module):
-    """The deploy form of a whole network: a flat chain of folded modules."""
-
-    def __init__(self, stem: nn.Module, body: list[nn.Module], head: nn.Module):
-        super().__init__()
-        self.stem = stem
-        self.body = nn.Sequential(*body)
-        self.head = head
-
-    def forward(self, x):
-        return self.head(self.body(self.stem(x)))
-
-
-class DeployHead(nn.Module):
-    def __init__(self, conv: nn.Conv2d, act: nn.Module, fc: nn.Module):
-        super().__init__()
-        self.conv, self.act, self.fc = conv, act, fc
-
-    def forward(self, x):
-        x = x.mean((2, 3), keepdim=True)
-        return self.fc(torch.flatten(self.act(self.conv(x)), 1))
 
 
 def build_model(spec: ArchSpec) -> PartialNet:
