@@ -97,7 +97,7 @@ class DeployContext:
             if r.affine is not None:
                 raise ValueError(f"{type(child).__name__} ({name}) leaves an affine for its consumer to fold, "
                                  f"and {type(module).__name__} has no to_deploy to take it")
-            module._modules[name] = r.module
+            setattr(module, name, r.module)  # nn.Module registers it as the child `name`
             folds += r.folds
         return DeployResult(module, folds)
 
