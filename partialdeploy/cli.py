@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from partialdeploy import __version__
-from partialdeploy.backends import runtime_names, target_names
+from partialdeploy.backends import runtime_names, suffixes, target_names
 from partialdeploy.errors import PartialDeployError, first_line
 
 app = typer.Typer(
@@ -279,7 +279,7 @@ def _print_profile(report: dict) -> None:
              "  partialdeploy profile dist/ --runs 500 --min-time 10 --blocks 5 -o baseline.json")
 def profile(
     source: Path = typer.Argument(..., help="Export directory (with manifest.json), a manifest, or one model file "
-                                  "(.onnx, .xml, .engine, TensorRT bundle dir, .mlpackage)."),
+                                  f"({', '.join(suffixes())}) or TensorRT bundle directory."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Runtime for a single file ("
                                          f"{', '.join(runtime_names())}); for a directory: only this target."),
     batch: str = typer.Option("1", "--batch", "-b", help="Batch sizes, comma-separated (e.g. 1,8,32)."),
@@ -310,15 +310,14 @@ def profile(
     interrupted with Ctrl-C: what was measured is kept).
 
     Exit codes: 0 ok, 1 an artifact failed to load or run, 2 bad input / runtime unavailable, 130 interrupted."""
-    from partialdeploy.profiling import Profiler, Settings, exit_code, parse_batches
+    from partialdeploy.profiling import Profiler, Settings, default_report_path, exit_code, parse_batches
 
     try:
         settings = Settings(batches=parse_batches(batch), threads=threads, mode=mode.lower(), warmup=warmup,
                             warmup_time_s=warmup_time or None, runs=runs or None, min_time_s=min_time or None,
                             max_time_s=max_time or None, blocks=blocks, layers=layers, top=top,
                             cv_threshold=_pct_or_fraction(cv_threshold))
-        out_path = output or ((source if source.is_dir() and (source / "manifest.json").exists() else source.parent)
-                              / "profile.json")
+        out_path = output or default_report_path(source)
         if as_json:
             prof = Profiler(source, settings, target, out_path, device=device)
             report = prof.run()

@@ -609,6 +609,13 @@ class Profiler:
         }
 
 
+def default_report_path(source: str | Path) -> Path:
+    """Where ``profile`` writes its report unless told: DIR/profile.json for an export directory,
+    else beside the model file."""
+    src = Path(source)
+    return (src if src.is_dir() and (src / MANIFEST).exists() else src.parent) / "profile.json"
+
+
 def profile(source, settings: Settings | None = None, target: str | None = None, out_path=None, **kw) -> dict:
     """Profile ``source`` (export dir, manifest or model file); returns the report dict."""
     return Profiler(source, settings, target, out_path, **kw).run()
