@@ -27,8 +27,7 @@ import numpy as np
 from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError
 from partialdeploy.exporters._common import first_line, quiet, runner_logits, static_batch
 from partialdeploy.exporters.onnx import io_meta
-from partialdeploy.exporters.base import Artifact, ExportContext, Target
-from partialdeploy.verification import pad_batch
+from partialdeploy.exporters.base import Artifact, CalibrationReader, ExportContext, Target
 
 INSTALL = "pip install 'partialdeploy[onnxruntime]'"
 FP16_MESSAGE = ("onnxruntime (CPU) does not support fp16: most operators have no fp16 CPU kernel; "
@@ -135,25 +134,6 @@ def node_count(path: Path) -> int:
     return len(onnx.load(str(path), load_external_data=False).graph.node)
 
 
-class _Reader:
-    """onnxruntime.quantization CalibrationDataReader over the preprocessed calibration batch."""
-
-    def __init__(self, name: str, calib: np.ndarray, batch: int):
-        self.name, self.calib, self.batch = name, calib, batch
-        self.rewind()
-
-    def get_next(self):
-        i = self._i
-        if i >= len(self.calib):
-            return None
-        self._i += self.batch
-        chunk = pad_batch(self.calib[i:i + self.batch], self.batch)
-        return {self.name: np.ascontiguousarray(chunk, np.float32)}
-
-    def rewind(self):
-        self._i = 0
-
-
 class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
     requires = ("onnx", "onnxruntime")
@@ -244,7 +224,7 @@ class OnnxRuntimeTarget(Target):
             try:
                 with quiet():
                     quantize_static(
-                        str(pre), str(path), _Reader(ctx.input_name, calib, bs),
+                        str(pre), str(path), CalibrationReader(ctx.input_name, calib, bs),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                         calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

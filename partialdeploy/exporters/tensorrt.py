@@ -33,7 +33,7 @@ import numpy as np
 from partialdeploy.errors import UserError
 from partialdeploy.exporters._common import (first_line, parity_gates, quiet, run_padded, runner_logits,
                                              static_batch)
-from partialdeploy.exporters.base import Artifact, ExportContext, Target
+from partialdeploy.exporters.base import Artifact, CalibrationReader, ExportContext, Target
 from partialdeploy.tensorrt_build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, GENERATIONS, SIDECAR,
                                           batch_range, build_engine, check_generation, onnx_ops_report,
                                           write_bundle)
@@ -109,27 +109,6 @@ def block_node_names(model, blocks) -> list[str]:
     return names
 
 
-class _Reader:
-    """onnxruntime.quantization CalibrationDataReader over the preprocessed calibration images."""
-
-    def __init__(self, name: str, calib: np.ndarray, batch: int):
-        self.name, self.calib, self.batch = name, calib, batch
-        self.rewind()
-
-    def get_next(self):
-        i = self._i
-        if i >= len(self.calib):
-            return None
-        self._i += self.batch
-        chunk = self.calib[i:i + self.batch]
-        if len(chunk) < self.batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), 0)], 0)
-        return {self.name: np.ascontiguousarray(chunk, np.float32)}
-
-    def rewind(self):
-        self._i = 0
-
-
 def to_qdq_int8(src: Path, dst: Path, calib: np.ndarray, input_name: str, exclude=(), batch: int | None = None,
                 method: str = "minmax") -> dict:
     """Explicit-quantization (Q/DQ) INT8 ONNX for TensorRT: symmetric int8 activations (zero point 0,
@@ -159,7 +138,7 @@ def to_qdq_int8(src: Path, dst: Path, calib: np.ndarray, input_name: str, exclud
     try:
         with quiet():
             quantize_static(
-                str(src), str(dst), _Reader(input_name, np.asarray(calib, np.float32), int(batch)),
+                str(src), str(dst), CalibrationReader(input_name, np.asarray(calib, np.float32), int(batch)),
                 quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8, op_types_to_quantize=list(QDQ_OP_TYPES), nodes_to_exclude=excluded,
                 calibrate_method=methods[method],
