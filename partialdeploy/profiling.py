@@ -32,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 
+from partialdeploy.blocknames import body_names as official_body_names
 from partialdeploy.errors import PartialDeployError, RuntimeUnavailable, UserError, first_line
 
 SCHEMA = "partialdeploy.profile/1"
@@ -113,17 +114,6 @@ _TOP = re.compile(r"(?:^|\.)(patch\.embed|stem|avgpool\.pre\.head|head|classifie
 _BODY = re.compile(r"(?:^|\.)body(?:\.body)*\.(\d+)(?=\.|$)")
 
 
-def deploy_body_names(depths) -> list[str]:
-    """Our deploy form flattens the stages into ``body.N``: the blocks of stage 0, the merging
-    layer, the blocks of stage 1, ... Give each body index its official (train-form) name."""
-    names: list[str] = []
-    for i, d in enumerate(depths or []):
-        if i:
-            names.append(f"stages.{2 * i - 1}")
-        names += [f"stages.{2 * i}.blocks.{j}" for j in range(int(d))]
-    return names
-
-
 def block_of(name: str, body_names: list[str] | None = None) -> str:
     """Map an ONNX / OpenVINO / TensorRT layer name to the PartialNet module it came from.
 
@@ -131,7 +121,7 @@ def block_of(name: str, body_names: list[str] | None = None) -> str:
     ``node_Conv_12_stages_2_blocks_0_mlp_0`` -> ``stages.2.blocks.0``;
     ``/stages/stages.1/reduction/Conv`` -> ``stages.1``; ``/patch_embed/proj/Conv`` -> ``patch_embed``;
     deploy form: ``/body/body.5/fc1/Conv`` -> ``stages.4.blocks.1`` given the body names from
-    :func:`deploy_body_names` (else ``body.5``); ``/stem/Conv`` -> ``patch_embed``;
+    :func:`official_body_names` (else ``body.5``); ``/stem/Conv`` -> ``patch_embed``;
     anything else -> ``other``. Fused layers (``a + b``) take the first name that maps."""
     for part in re.split(r"\s*(?:\+|\|\||,)\s*", name):
         n = re.sub(r"[^A-Za-z0-9]+", ".", part).strip(".").lower()
@@ -159,7 +149,7 @@ def layer_breakdown(rows: list[dict], top: int = 10, depths=None) -> dict:
     blocks: dict[str, float] = {}
     ops: dict[str, float] = {}
     prev = None
-    body_names = deploy_body_names(depths)
+    body_names = official_body_names(depths)
     for r in rows:
         b = block_of(r["name"], body_names)
         if b == "other" and prev is not None:

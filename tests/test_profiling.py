@@ -202,7 +202,7 @@ def test_honesty_vs_benchmark_app(tmp_path):
 
 
 def test_deploy_form_body_names():
-    from partialdeploy.profiling import deploy_body_names
+    from partialdeploy.blocknames import body_names as deploy_body_names
 
     names = deploy_body_names([1, 1, 2, 1])
     assert names == ["stages.0.blocks.0", "stages.1", "stages.2.blocks.0", "stages.3", "stages.4.blocks.0",

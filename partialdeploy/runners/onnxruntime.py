@@ -43,8 +43,9 @@ class OnnxRuntimeRunner(Runner):
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
         # spinning worker threads steal cores from whatever runs next (docs/architecture.md, measuring)
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.options.get("spin", False) else "0")
-        for k, v in (self.options.get("session_config") or {}).items():  # e.g. an artifact's recorded entries
+        entries = {"session.intra_op.allow_spinning": "1" if self.options.get("spin", False) else "0",
+                   **(self.options.get("session_config") or {})}  # an artifact's recorded entries win
+        for k, v in entries.items():
             so.add_session_config_entry(str(k), str(v))
         if self.options.get("profile_layers"):
             so.enable_profiling = True
