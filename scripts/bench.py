@@ -64,15 +64,24 @@ def block_median(fn, x, warmup: int, runs: int) -> tuple[float, float]:
     return statistics.median(ts), (time.process_time() - c0) / runs
 
 
+SETTLE_S = 0.3  # pause after every block: the previous block's thread pool goes idle first
+
+
 def cycle(fns: dict, xs: dict, rounds: int, warmup: int, runs: int) -> dict:
     """{name: (median of block medians in ms, spread of the block medians in % of that median,
     median CPU ms per run)}. CPU time (all threads of this process) is the work done; on a loaded
-    machine the wall time also holds the time a runtime's threads waited for a core."""
+    machine the wall time also holds the time a runtime's threads waited for a core.
+
+    Every block is followed by a pause (SETTLE_S): a thread pool keeps spinning for a while after its
+    last call (OpenBLAS's after the GEMM row does, ~0.1 s), and without the pause it steals the cores
+    from the next row's block — measured here as +6 % wall / +10 % CPU time for whatever row followed
+    the GEMM, which was the naive baseline, flattering every ratio."""
     meds = {k: [] for k in fns}
     cpus = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
             w, c = block_median(fn, xs[k], warmup, runs)
+            time.sleep(SETTLE_S)
             meds[k].append(w)
             cpus[k].append(c)
     out = {}
