@@ -11,8 +11,9 @@ from partialdeploy.reparam import reparameterize, torch_logits
 from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
 from partialdeploy.spec import ArchSpec, variant_spec
 
-VARIANTS = [("partialnet", v) for v in ("t0", "t1", "t2", "s", "m", "l")] + \
-           [("fasternet", v) for v in ("t0", "t1", "t2", "s", "m", "l")]
+# M and L are S's blocks, only wider and deeper (~110 s of the default run on 2 cores): `make test-slow`
+VARIANTS = [pytest.param(fam, v, marks=[pytest.mark.slow] if v in ("m", "l") else [])
+            for fam in ("partialnet", "fasternet") for v in ("t0", "t1", "t2", "s", "m", "l")]
 
 
 def _chain(model, x, tmp_path, size, dynamic=False):
