@@ -137,8 +137,9 @@ def export(
         fail(e)
     if as_json:
         emit_json({"exit_code": res.exit_code, "model": res.spec.to_dict(), "notes": res.notes,
-                   "stages": [vars(s) for s in res.stages], "onnx": res.onnx_info,
-                   "artifacts": [vars(a) for a in res.artifacts], "failures": res.failures, "skipped": res.skipped,
+                   "stages": [{**vars(s), "parity": s.parity.to_dict() if s.parity else None} for s in res.stages],
+                   "onnx": res.onnx_info, "artifacts": [a.to_dict() for a in res.artifacts],
+                   "failures": res.failures, "skipped": res.skipped,
                    "manifest": str(res.manifest_path) if res.manifest_path else None})
     else:
         from rich.markup import escape
@@ -150,10 +151,7 @@ def export(
         for c in ("target", "precision", "artifact", "verified", "parity"):
             t.add_column(c)
         for a in res.artifacts:
-            par = a.parity[-1] if a.parity else None
-            ps = (f"cos {par['cosine_min']:.6f}, rel {par['rel_max']:.2g}, top-1 {100 * par['top1_agree']:.1f}%"
-                  + (f", acc {100 * par['acc_ref']:.2f}→{100 * par['acc']:.2f}%" if par.get("acc") is not None else "")
-                  ) if par else "–"
+            ps = a.parity[-1].cell() if a.parity else "–"
             t.add_row(a.target, a.precision, a.path, a.verified, ps)
         for f in res.failures:
             t.add_row(f["target"], f["precision"], "[red]failed[/]", f["kind"], escape(f["error"][:160]))

@@ -23,6 +23,8 @@ import numpy as np
 
 from partialdeploy.blocknames import BOUNDARY, HEAD
 from partialdeploy.errors import UserError, first_line
+from partialdeploy.records import ManifestEntry
+from partialdeploy.spec import ArchSpec
 from partialdeploy.verification import pad_batch
 
 CKPT_SUFFIXES = {".ckpt", ".pth", ".pt", ".bin", ".safetensors"}
@@ -269,13 +271,22 @@ def _prep_from_onnx(path: Path) -> Preprocessing | None:
 
     try:
         meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception:
+        return None
+    demo = _is_demo_sha(meta.get("checkpoint_sha256"))
+    try:  # the architecture the export wrote (ArchSpec.to_json): its preprocessing
+        spec = ArchSpec.from_json(meta["architecture"])
+        return Preprocessing(spec.img_size, tuple(spec.mean), tuple(spec.std), float(spec.crop_ratio), demo=demo,
+                             labels=list(spec.labels) if spec.labels else None, source=f"{path.name} metadata")
+    except Exception:
+        pass
+    try:  # an ONNX without (a readable) architecture: the separate preprocessing keys
         size = int(meta["img_size"])
         mean, std = tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"]))
     except Exception:
         return None
     labels = json.loads(meta["labels"]) if meta.get("labels") else None
-    return Preprocessing(size, mean, std, float(meta.get("crop_ratio", 0.875)),
-                         demo=_is_demo_sha(meta.get("checkpoint_sha256")), labels=labels,
+    return Preprocessing(size, mean, std, float(meta.get("crop_ratio", 0.875)), demo=demo, labels=labels,
                          source=f"{path.name} metadata")
 
 
@@ -311,19 +322,22 @@ def _find_manifest(path: Path) -> tuple[dict, Path] | None:
     return None
 
 
-def _pick_artifact(man: dict, root: Path, target: str | None, precision: str | None, label: str) -> dict:
-    arts = [a for a in man.get("artifacts", []) if (target is None or a.get("target") == target)
-            and (precision is None or a.get("precision") == precision)]
-    runnable = [a for a in arts if a.get("target") in ("onnx", "onnxruntime", "openvino", "tensorrt")]
+def _pick_artifact(man: dict, root: Path, target: str | None, precision: str | None, label: str) -> ManifestEntry:
+    from partialdeploy.verify import entries
+
+    every = entries(man)
+    arts = [a for a in every if (target is None or a.target == target)
+            and (precision is None or a.precision == precision)]
+    runnable = [a for a in arts if a.target in ("onnx", "onnxruntime", "openvino", "tensorrt")]
     if not arts:
-        have = ", ".join(f"{a.get('target')}/{a.get('precision')}" for a in man.get("artifacts", [])) or "none"
+        have = ", ".join(f"{a.target}/{a.precision}" for a in every) or "none"
         raise UserError(f"{label}: no artifact for --target {target or '*'} --precision {precision or '*'} in "
                         f"{root} (it has: {have})")
     if not runnable:
-        raise UserError(f"{label}: {arts[0].get('target')} artifacts cannot run here (CoreML needs macOS); "
+        raise UserError(f"{label}: {arts[0].target} artifacts cannot run here (CoreML needs macOS); "
                         "pick an onnx, onnxruntime, openvino or tensorrt artifact")
     if len(runnable) > 1:
-        have = ", ".join(f"{a['target']}/{a['precision']}" for a in runnable)
+        have = ", ".join(f"{a.target}/{a.precision}" for a in runnable)
         raise UserError(f"{label}: {root} has several artifacts ({have}); pick one with --target/--precision")
     return runnable[0]
 
@@ -343,11 +357,11 @@ def open_side(arg: str | Path, target: str | None = None, precision: str | None 
         man = load_manifest(mp)
         art = _pick_artifact(man, p, target, precision, label)
         apath = verify_artifact(p, art)  # inside the export dir, sha256 of every file (#12)
-        if art["target"] == "tensorrt":
+        if art.target == "tensorrt":
             apath = apath / "model.onnx"  # the bundle's TensorRT-ready ONNX runs in ONNX Runtime here
-        side = _open_file(apath, threads, label, config=(art.get("extra") or {}).get("runtime_config"))
-        side.label = f"{arg} ({art['target']}/{art['precision']})"
-        side.precision = art.get("precision")
+        side = _open_file(apath, threads, label, config=art.extra.get("runtime_config"))
+        side.label = f"{arg} ({art.target}/{art.precision})"
+        side.precision = art.precision
         side.prep = _prep_from_manifest(man, f"{mp}") or side.prep
         return side
     return _open_file(p, threads, label, variant=variant)
@@ -377,10 +391,12 @@ def _open_file(p: Path, threads, label: str, config: dict | None = None, variant
         if found:
             man, root = found
             prep = _prep_from_manifest(man, str(root / "manifest.json"))
-            for a in man.get("artifacts", []):
-                if (root / a.get("path", "")).resolve() == p.resolve():
-                    prec = a.get("precision")
-                    config = config or (a.get("extra") or {}).get("runtime_config")
+            from partialdeploy.verify import entries
+
+            for a in entries(man):
+                if (root / a.path).resolve() == p.resolve():
+                    prec = a.precision
+                    config = config or a.extra.get("runtime_config")
         collect, bounds = ov_collector(p, threads, config)
         if prec is None:
             prec = "int8" if "FakeQuantize" in p.read_text(errors="replace") else "fp32"

@@ -28,9 +28,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from partialdeploy import parity
 from partialdeploy.blocknames import HEAD
 from partialdeploy.errors import VerificationError
+from partialdeploy.records import ParityResult
+from partialdeploy.verification import gate_results
 
 DEFAULT_MAX_FLOAT_BLOCKS = 8
 SENSITIVITY_IMAGES = 32
@@ -51,15 +52,15 @@ class Backend:
 class Attempt:
     float_blocks: list
     passed: bool
-    results: list  # ParityResult dicts (parity images, held-out images)
+    results: list[ParityResult]  # parity images, held-out images
     sensitivity: dict | None = None  # block -> added error, measured on this attempt
 
     def summary(self) -> dict:
-        worst = {"top1_agree": min(r["top1_agree"] for r in self.results),
-                 "cosine_min": min(r["cosine_min"] for r in self.results)}
-        acc = next((r for r in self.results if r.get("acc") is not None), None)
+        worst = {"top1_agree": min(r.top1_agree for r in self.results),
+                 "cosine_min": min(r.cosine_min for r in self.results)}
+        acc = next((r for r in self.results if r.acc is not None), None)
         if acc:
-            worst.update(acc_ref=acc["acc_ref"], acc=acc["acc"])
+            worst.update(acc_ref=acc.acc_ref, acc=acc.acc)
         return {"float_blocks": list(self.float_blocks), "passed": self.passed, **worst}
 
 
@@ -122,20 +123,9 @@ def float_block_nodes(model_or_path, float_blocks) -> list[str]:
     return [n.name for n in m.graph.node if n.name.startswith(prefixes)]
 
 
-def gate_results(ctx, fn: Callable[[np.ndarray], np.ndarray], stage: str) -> tuple[bool, list]:
-    """The INT8 gate of ``exporters._common.parity_gates`` without raising: (passed, results)."""
-    from partialdeploy.exporters._common import tolerance
-
-    tol = tolerance(ctx, "int8")
-    if isinstance(tol, str):
-        tol = parity.DEFAULT_TOLERANCES[tol]
-    res = [parity.check(parity.compare(ctx.reference, fn(ctx.parity_inputs),
-                                       f"{stage} ({len(ctx.parity_inputs)} parity images)"), tol)]
-    if ctx.eval_images is not None and ctx.eval_reference is not None:
-        res.append(parity.check(parity.compare(ctx.eval_reference, fn(ctx.eval_images),
-                                               f"{stage} ({len(ctx.eval_images)} held-out test images)",
-                                               labels=ctx.eval_labels), tol))
-    return all(r.passed for r in res), [r.to_dict() for r in res]
+def _gate(ctx, fn: Callable[[np.ndarray], np.ndarray], stage: str) -> tuple[bool, list[ParityResult]]:
+    res = gate_results(ctx, fn, stage, "int8")  # the one run-and-gate core (partialdeploy.verification)
+    return all(r.passed for r in res), res
 
 
 def added_error(ref: dict, out: dict, order: list) -> dict:
@@ -164,7 +154,7 @@ def quantize_until_gate(ctx, backend: Backend, stage: str, enabled: bool = True,
     max_float = int(max_float if max_float is not None else ctx.options.get("int8_max_float_blocks",
                                                                             DEFAULT_MAX_FLOAT_BLOCKS))
     handle = backend.quantize([])
-    passed, res = gate_results(ctx, backend.logits(handle), stage)
+    passed, res = _gate(ctx, backend.logits(handle), stage)
     result = FallbackResult(handle, [Attempt([], passed, res)], enabled=enabled)
     if passed:
         return result
@@ -189,7 +179,7 @@ def quantize_until_gate(ctx, backend: Backend, stage: str, enabled: bool = True,
         if handle is not plain and backend.release:
             backend.release(handle)
         handle = backend.quantize(floats)
-        passed, res = gate_results(ctx, backend.logits(handle), stage)
+        passed, res = _gate(ctx, backend.logits(handle), stage)
         result.attempts.append(Attempt(list(floats), passed, res))
         result.handle = handle
         if passed:
@@ -213,7 +203,7 @@ def _failure(stage: str, result: FallbackResult, why: str) -> str:
         acc = f", accuracy {100 * s['acc']:.2f}% (fp32 {100 * s['acc_ref']:.2f}%)" if s.get("acc") is not None else ""
         parts.append(f"float [{blocks}]: top-1 agreement {100 * s['top1_agree']:.1f}%, cosine "
                      f"{s['cosine_min']:.4f}{acc}")
-    first = next((r["reason"] for r in result.attempts[-1].results if not r["passed"]), "")
+    first = next((r.reason for r in result.attempts[-1].results if not r.passed), "")
     return f"INT8 gate '{stage}' failed: {first}; {why}. Attempts: " + "; ".join(parts)
 
 

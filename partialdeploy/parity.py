@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from partialdeploy.errors import VerificationError
+from partialdeploy.records import ParityResult  # noqa: F401  (made here, stored everywhere: one serializer)
 
 
 @dataclass
@@ -32,31 +33,6 @@ DEFAULT_TOLERANCES = {
     "int8": Tolerance(cosine_min=0.90, top1_min=0.90, acc_drop_max=0.5),
 }
 PRECISIONS = tuple(DEFAULT_TOLERANCES)
-
-
-@dataclass
-class ParityResult:
-    stage: str
-    n: int
-    max_abs: float
-    rel_max: float
-    cosine_min: float
-    top1_agree: float
-    acc_ref: float | None = None
-    acc: float | None = None
-    tolerance: dict | None = None
-    passed: bool = True
-    reason: str = ""
-
-    def to_dict(self) -> dict:
-        return {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in asdict(self).items()}
-
-    def summary(self) -> str:
-        s = (f"max|Δ|={self.max_abs:.3g} (rel {self.rel_max:.3g}), cos≥{self.cosine_min:.6f}, "
-             f"top-1 agree {100 * self.top1_agree:.1f}%")
-        if self.acc is not None and self.acc_ref is not None:
-            s += f", acc {100 * self.acc_ref:.2f}%→{100 * self.acc:.2f}%"
-        return s
 
 
 def compare(ref: np.ndarray, out: np.ndarray, stage: str = "", labels: np.ndarray | None = None) -> ParityResult:
@@ -109,6 +85,12 @@ def gate(ref: np.ndarray, out: np.ndarray, stage: str, tol: Tolerance | str = "f
     if isinstance(tol, str):
         tol = DEFAULT_TOLERANCES[tol]
     res = check(compare(ref, out, stage, labels), tol)
-    if not res.passed:
-        raise VerificationError(f"parity gate '{stage}' failed: {res.reason} ({res.summary()})")
+    require(res)
     return res
+
+
+def require(*results: ParityResult) -> None:
+    """VerificationError (exit 1) with the numbers of the first result that did not pass."""
+    for res in results:
+        if not res.passed:
+            raise VerificationError(f"parity gate '{res.stage}' failed: {res.reason} ({res.summary()})")

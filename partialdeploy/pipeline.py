@@ -25,7 +25,9 @@ from partialdeploy import __version__, budget, parity
 from partialdeploy.errors import PartialDeployError, UserError, VerificationError, first_line
 from partialdeploy.backends import target_names
 from partialdeploy.exporters.base import PRECISIONS, Artifact, ExportContext, get_target
+from partialdeploy.records import ManifestEntry, ParityResult
 from partialdeploy.safety import commit, is_disk_full
+from partialdeploy.spec import ArchSpec
 from partialdeploy.verification import convert_and_verify
 
 MANIFEST = "manifest.json"
@@ -90,12 +92,16 @@ class StageResult:
     name: str
     seconds: float
     detail: str = ""
-    parity: dict | None = None
+    parity: ParityResult | None = None
+
+    def to_dict(self) -> dict:
+        return {"stage": self.name, "seconds": round(self.seconds, 3), "detail": self.detail,
+                "parity": self.parity.to_dict() if self.parity else None}
 
 
 @dataclass
 class ExportResult:
-    spec: object
+    spec: ArchSpec
     notes: list[str]
     stages: list[StageResult]
     artifacts: list[Artifact]
@@ -196,7 +202,7 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
     stages: list[StageResult] = []
 
     def stage(name, t0, detail="", par=None):
-        stages.append(StageResult(name, time.perf_counter() - t0, detail, par.to_dict() if par else None))
+        stages.append(StageResult(name, time.perf_counter() - t0, detail, par))
         say(name, detail)
 
     # ---- load
@@ -327,7 +333,7 @@ def _onnx(req: ExportRequest, spec, ckpt, deploy, px, ref, staging: Path):
 
     size = spec.img_size
     onnx_path = staging / "deploy.onnx"
-    meta = {"model": spec.name, "architecture": json.dumps(spec.to_dict()),
+    meta = {"model": spec.name, "architecture": spec.to_json(),
             "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
             "img_size": str(size), "layout": "NCHW", "color": "RGB",
             "crop_ratio": str(spec.crop_ratio), "labels": json.dumps(list(spec.labels) if spec.labels else None),
@@ -423,15 +429,28 @@ def _convert_one(name: str, target, ctx: ExportContext, tdir: Path, failures: li
     return None
 
 
-def _artifact_entry(out_dir: Path, a: Artifact, command: str) -> dict:
+def _artifact_entry(out_dir: Path, a: Artifact, command: str) -> ManifestEntry:
     from partialdeploy.verify import files_sha256
 
     p = out_dir / a.path
-    return {"target": a.target, "precision": a.precision, "path": a.path, "files": a.files,
-            "sha256": _sha256(p), "files_sha256": files_sha256(out_dir, a.files),
-            "size_bytes": _size(p), "inputs": a.inputs, "outputs": a.outputs,
-            "parity": a.parity, "verified": a.verified, "runtime_version": a.runtime_version,
-            "notes": a.notes, "extra": a.extra, "command": command}
+    return ManifestEntry(target=a.target, precision=a.precision, path=a.path, files=a.files, sha256=_sha256(p),
+                         files_sha256=files_sha256(out_dir, a.files), size_bytes=_size(p), inputs=a.inputs,
+                         outputs=a.outputs, parity=list(a.parity), verified=a.verified,
+                         runtime_version=a.runtime_version, notes=a.notes, extra=a.extra, command=command)
+
+
+def _kept_entries(prev: dict, out_dir: Path, new_keys) -> list[ManifestEntry]:
+    """The previous manifest's artifacts of the same checkpoint that this export does not replace and
+    that are still on disk (entries it cannot read are dropped)."""
+    kept = []
+    for d in prev.get("artifacts", []) if isinstance(prev.get("artifacts"), list) else []:
+        try:
+            e = ManifestEntry.from_dict(d)
+        except ValueError:
+            continue
+        if (e.target, e.precision) not in new_keys and (out_dir / e.path).exists():
+            kept.append(e)
+    return kept
 
 
 def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req,
@@ -445,13 +464,13 @@ def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stag
     if mp.exists():
         try:
             prev = json.loads(mp.read_text())
+            prev = prev if isinstance(prev, dict) else {}
         except (OSError, ValueError):
             prev = {}
     new_keys = {(a.target, a.precision) for a in artifacts}
     kept = []
-    if prev.get("model", {}).get("checkpoint_sha256") == ckpt.sha256:
-        kept = [a for a in prev.get("artifacts", []) if (a.get("target"), a.get("precision")) not in new_keys
-                and (out_dir / a.get("path", "")).exists()]
+    if isinstance(prev.get("model"), dict) and prev["model"].get("checkpoint_sha256") == ckpt.sha256:
+        kept = _kept_entries(prev, out_dir, new_keys)
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for name in sorted({a.target for a in artifacts}):
         try:
@@ -472,10 +491,9 @@ def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stag
                           "layout": "NCHW", "color": "RGB", "dtype": "float32"},
         "onnx": onnx_info,
         "calibration": calibration,
-        "pipeline": [{"stage": s.name, "seconds": round(s.seconds, 3), "detail": s.detail, "parity": s.parity}
-                     for s in stages],
+        "pipeline": [s.to_dict() for s in stages],
         "versions": versions,
-        "artifacts": kept + [_artifact_entry(out_dir, a, command) for a in artifacts],
+        "artifacts": [e.to_dict() for e in kept + [_artifact_entry(out_dir, a, command) for a in artifacts]],
         "failures": failures,
         "skipped": skipped,
         "targets_known": list(target_names()),

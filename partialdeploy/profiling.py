@@ -34,6 +34,7 @@ import numpy as np
 
 from partialdeploy.blocknames import body_names as official_body_names
 from partialdeploy.errors import PartialDeployError, RuntimeUnavailable, UserError, first_line
+from partialdeploy.records import ManifestEntry
 
 SCHEMA = "partialdeploy.profile/1"
 MANIFEST = "manifest.json"
@@ -209,7 +210,7 @@ def rss_mb() -> float | None:
 
 # ---------------------------------------------------------------- what to profile
 
-def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[dict], Path]:
+def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[ManifestEntry], Path]:
     """(manifest-ish header, artifact entries, base dir) for an export dir, a manifest.json, or
     a single model file (``target`` from the suffix unless given)."""
     from partialdeploy.runners.base import canonical_target, target_for_path
@@ -219,13 +220,13 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[dict
         raise UserError(f"no such file or directory: {src}")
     manifest_path = src / MANIFEST if src.is_dir() else src if src.name == MANIFEST else None
     if manifest_path is not None and manifest_path.exists():
-        from partialdeploy.verify import load_manifest, verify_artifact
+        from partialdeploy.verify import entries, load_manifest, verify_artifact
 
         m = load_manifest(manifest_path)
-        arts = [a for a in m.get("artifacts", []) if isinstance(a, dict) and a.get("path")]
+        arts = [a for a in entries(m) if a.path]
         if target:
             want = canonical_target(target)
-            arts = [a for a in arts if canonical_target(a.get("target")) == want]
+            arts = [a for a in arts if canonical_target(a.target) == want]
         if not arts:
             raise UserError(f"{manifest_path} lists no artifacts" + (f" for target {target}" if target else ""))
         for a in arts:  # every artifact is checked against its sha256 before anything is loaded
@@ -246,7 +247,7 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[dict
     from partialdeploy.verify import verify_inside_export
 
     verify_inside_export(src)  # a file inside an export directory is checked against its manifest
-    entry = {"target": tgt, "precision": "?", "path": src.name}
+    entry = ManifestEntry(target=tgt, precision="?", path=src.name)
     return {"model": {"name": src.stem}, "preprocessing": {}, "manifest": None}, [entry], src.parent
 
 
@@ -281,8 +282,8 @@ def _make_feed(metas, batch: int, size, rng) -> dict:
     return feed
 
 
-def _runner_options(cls, settings: Settings, layers: bool, tmp: str | None, art: dict | None = None) -> dict:
-    opts = cls.artifact_options(art or {}, settings.mode)
+def _runner_options(cls, settings: Settings, layers: bool, tmp: str | None, art: ManifestEntry) -> dict:
+    opts = cls.artifact_options(art, settings.mode)
     if layers:
         opts["profile_layers"] = True
         if tmp:
@@ -309,7 +310,7 @@ class Profiler:
         if self.header.get("manifest") is None:  # a single file that cannot run here is an error (exit 2)
             from partialdeploy.runners.base import runner_for
 
-            why = runner_for(self.artifacts[0]["target"]).unavailable_reason()
+            why = runner_for(self.artifacts[0].target).unavailable_reason()
             if why:
                 raise RuntimeUnavailable(why)
 
@@ -379,16 +380,16 @@ class Profiler:
             self.report["note"] = "nothing could run on this machine"
         return cases
 
-    def _load_one(self, i: int, art: dict, rng, size) -> list[_Case]:
+    def _load_one(self, i: int, art: ManifestEntry, rng, size) -> list[_Case]:
         """Open one artifact through its runner (as its manifest entry records), then one first
         inference per batch; every batch gets a result row, ok or the reason it is not."""
         from partialdeploy.runners.base import canonical_target, runner_for
 
         s = self.settings
-        tgt = canonical_target(art.get("target", "?"))
-        base = {"target": art.get("target"), "runtime": tgt, "precision": art.get("precision", "?"),
-                "artifact": art.get("path"), "mode": s.mode, "threads": s.threads,
-                **({"sha256": art["sha256"]} if art.get("sha256") else {})}
+        tgt = canonical_target(art.target or "?")
+        base = {"target": art.target, "runtime": tgt, "precision": art.precision,
+                "artifact": art.path, "mode": s.mode, "threads": s.threads,
+                **({"sha256": art.sha256} if art.sha256 else {})}
 
         def add(batch, status, reason=None, **extra):
             res = {**base, "batch": batch, "status": status, **({"reason": reason} if reason else {}), **extra}
@@ -400,7 +401,7 @@ class Profiler:
                 add(b, status, reason)
             return []
 
-        path = self.base / art["path"]
+        path = self.base / art.path
         try:
             cls = runner_for(tgt)
         except UserError as e:
@@ -411,7 +412,7 @@ class Profiler:
             return every_batch("not_run", f"not run here: {why}")
         if not path.exists():
             return every_batch("error", f"artifact missing: {path}")
-        self.progress(i, len(self.artifacts), f"loading {art.get('target')}/{art.get('precision')}")
+        self.progress(i, len(self.artifacts), f"loading {art.target}/{art.precision}")
         scope = "artifact" if reset_peak_rss() else "process"
         rss0 = rss_mb()
         try:
@@ -538,11 +539,11 @@ class Profiler:
             seen.add(c.key)
             art = self.artifacts[c.key]
             tgt = c.result["runtime"]
-            self.progress(0, 1, f"per-layer profile {art.get('target')}/{art.get('precision')}")
+            self.progress(0, 1, f"per-layer profile {art.target}/{art.precision}")
             with tempfile.TemporaryDirectory(prefix="pd-layers-") as tmp:
                 try:
                     cls = runner_for(tgt)
-                    r = cls(self.base / art["path"], threads=s.threads, **_runner_options(cls, s, True, tmp, art))
+                    r = cls(self.base / art.path, threads=s.threads, **_runner_options(cls, s, True, tmp, art))
                     r.load()
                     for _ in range(max(2, min(s.warmup, 5))):
                         r.infer(c.feed)

@@ -31,6 +31,7 @@ import numpy as np
 from partialdeploy.cuda_env import (NOT_HERE, SIDECAR, check, check_engine_compat, cudart, device_info,  # noqa: F401
                                     load_sidecar_checked)
 from partialdeploy.errors import UserError
+from partialdeploy.records import ParityResult
 from partialdeploy.verify import safe_join, verify_inside_export
 
 BUNDLE_SCHEMA = "partialdeploy.tensorrt-bundle/2"
@@ -485,12 +486,12 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
                "build_seconds": round(build_s, 2), "workspace_mb": ws, "dynamic_batch": b["dynamic_batch"],
                "batch": bb, "input": b["input"], "timing_cache": tc_path.name,
                "calibration_cache": CALIB_CACHE if implicit else None}
-    sidecar["parity"] = verify_engine(bundle_dir, b, prec, sidecar)
+    sidecar["parity"] = [p.to_dict() for p in verify_engine(bundle_dir, b, prec, sidecar)]
     (bundle_dir / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
 
-def verify_engine(bundle_dir: Path, b: dict, precision: str, sidecar: dict) -> list[dict]:
+def verify_engine(bundle_dir: Path, b: dict, precision: str, sidecar: dict) -> list[ParityResult]:
     """Parity gate of the engine on the bundled reference (and held-out set for INT8): the engine is
     opened through its runner and gated by the one gate every artifact goes through
     (partialdeploy.verification)."""

@@ -3,15 +3,17 @@ against the train-form reference by the same code (numpy only; runtimes come in 
 
 * :func:`run_padded` / :func:`pad_batch` — the one implementation of running a static-batch model over
   any number of images (the last chunk padded by repeating its last image, the padding dropped);
-* :func:`parity_gates` — gate a ``batch -> logits`` function on the context's parity images and, when
-  there is a held-out labelled set, on that too (INT8: accuracy drop). Raises VerificationError;
+* :func:`gate_results` — run and check a ``batch -> logits`` function on the context's parity images
+  and, when there is a held-out labelled set, on that too (INT8: accuracy drop); never raises.
+  :func:`parity_gates` is the same, raising VerificationError on a breach;
 * :func:`verify_artifact` — open an artifact through its backend's runner, exactly as the manifest
   records it (``Runner.artifact_options``), refuse it when the runtime computes in another precision
   than the artifact claims, and gate it;
 * :func:`convert_and_verify` — what the pipeline does per target: convert, then verify.
 
 Targets only convert. The two places that need a gate *while* converting — the INT8 fallback loop
-(int8fallback.py) and OpenVINO's choice of a compile configuration — call :func:`parity_gates` too.
+(int8fallback.py, through :func:`gate_results`) and OpenVINO's choice of a compile configuration —
+use the same functions.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from partialdeploy import parity
 from partialdeploy.errors import UserError
+from partialdeploy.records import ManifestEntry, ParityResult
 
 
 def pad_batch(x: np.ndarray, batch: int) -> np.ndarray:
@@ -59,19 +62,30 @@ def tolerance(ctx, precision: str | None = None):
     return ctx.tolerances.get(p) or p
 
 
-def parity_gates(ctx, fn: Callable[[np.ndarray], np.ndarray], stage: str,
-                 precision: str | None = None, eval_all: bool = True) -> list[dict]:
-    """Gate ``fn`` (batch -> logits) against the train-form reference on the parity images and, when
-    the context has a held-out labelled set, on that too (accuracy drop for INT8). Raises
-    VerificationError on a breach; returns the ParityResult dicts."""
+def gate_results(ctx, fn: Callable[[np.ndarray], np.ndarray], stage: str,
+                 precision: str | None = None, eval_all: bool = True) -> list[ParityResult]:
+    """Run ``fn`` (batch -> logits) on the context's parity images and, when it has a held-out
+    labelled set, on that too (accuracy drop for INT8), and check each against the train-form
+    reference with the tolerance of ``precision``. Never raises on a breach: each result says
+    ``passed``. (The one run-and-gate core; :func:`parity_gates` raises on it.)"""
     precision = precision or ctx.precision
     tol = tolerance(ctx, precision)
-    results = [parity.gate(ctx.reference, fn(ctx.parity_inputs),
-                           stage=f"{stage} ({len(ctx.parity_inputs)} parity images)", tol=tol).to_dict()]
+    if isinstance(tol, str):
+        tol = parity.DEFAULT_TOLERANCES[tol]
+    results = [parity.check(parity.compare(ctx.reference, fn(ctx.parity_inputs),
+                                           f"{stage} ({len(ctx.parity_inputs)} parity images)"), tol)]
     if ctx.eval_images is not None and ctx.eval_reference is not None and (eval_all or precision == "int8"):
-        results.append(parity.gate(ctx.eval_reference, fn(ctx.eval_images),
-                                   stage=f"{stage} ({len(ctx.eval_images)} held-out test images)", tol=tol,
-                                   labels=ctx.eval_labels).to_dict())
+        results.append(parity.check(parity.compare(ctx.eval_reference, fn(ctx.eval_images),
+                                                   f"{stage} ({len(ctx.eval_images)} held-out test images)",
+                                                   labels=ctx.eval_labels), tol))
+    return results
+
+
+def parity_gates(ctx, fn: Callable[[np.ndarray], np.ndarray], stage: str,
+                 precision: str | None = None, eval_all: bool = True) -> list[ParityResult]:
+    """:func:`gate_results`, raising VerificationError on a breach; returns the ParityResults."""
+    results = gate_results(ctx, fn, stage, precision, eval_all)
+    parity.require(*results)
     return results
 
 
@@ -87,7 +101,7 @@ def verify_artifact(ctx, art, art_dir: Path) -> bool:
     cls = backend.runner_class()
     if not cls.is_available():
         return False
-    entry = {"target": art.target, "precision": art.precision, "extra": art.extra}
+    entry = ManifestEntry(art.target, art.precision, art.path, extra=art.extra)
     opts = cls.artifact_options(entry, "latency")
     source = getattr(backends.get_target(art.target), "source", "ONNX")
     stage = f"{source} -> {backend.label or backend.name} {art.precision}"

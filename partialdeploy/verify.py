@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 from partialdeploy.errors import UserError
+from partialdeploy.records import ManifestEntry
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA_PREFIX = "partialdeploy.manifest/"
@@ -97,6 +98,10 @@ def load_manifest(path: Path) -> dict:
         if not all(isinstance(a.get(k, ""), str) for k in ("target", "precision", "path")):
             raise UserError(f"{path}: an artifact entry has a non-text target/precision/path: the manifest is "
                             "damaged; re-export")
+        try:
+            ManifestEntry.from_dict(a)
+        except ValueError as e:
+            raise UserError(f"{path}: an artifact entry is damaged ({str(e)[:120]}): re-export") from None
     for key in ("model", "preprocessing"):
         if not isinstance(m.get(key, {}), dict):
             raise UserError(f"{path}: {key!r} is not a mapping: the manifest is damaged; re-export")
@@ -107,26 +112,36 @@ def load_manifest(path: Path) -> dict:
     return m
 
 
-def verify_artifact(base: Path, entry: dict) -> Path:
+def entries(m: dict) -> list[ManifestEntry]:
+    """The artifact entries of a manifest read by :func:`load_manifest` (which validated them)."""
+    return [ManifestEntry.from_dict(a) for a in m.get("artifacts", [])]
+
+
+def verify_artifact(base: Path, entry: ManifestEntry | dict) -> Path:
     """Check one manifest entry against the files on disk; returns the artifact's path."""
     base = Path(base)
-    path = safe_join(base, entry.get("path"), "artifact path")
-    files = entry.get("files") or []
+    if not isinstance(entry, ManifestEntry):
+        try:
+            entry = ManifestEntry.from_dict(entry)
+        except ValueError as e:
+            raise UserError(f"a manifest entry is damaged ({str(e)[:120]}): re-export") from None
+    path = safe_join(base, entry.path or None, "artifact path")
+    files = entry.files or []
     if not isinstance(files, list):
-        raise UserError(f"manifest entry {entry.get('path')!r}: 'files' is not a list: re-export")
+        raise UserError(f"manifest entry {entry.path!r}: 'files' is not a list: re-export")
     for f in files:
         safe_join(base, f, "artifact file")
     if not path.exists():
         raise UserError(f"{path} is listed in the manifest but missing: re-export")
-    per_file = entry.get("files_sha256")
+    per_file = entry.files_sha256
     if per_file is not None:
         if not isinstance(per_file, dict) or not per_file:
-            raise UserError(f"manifest entry {entry.get('path')!r}: 'files_sha256' is damaged: re-export")
+            raise UserError(f"manifest entry {entry.path!r}: 'files_sha256' is damaged: re-export")
         for f, want in per_file.items():
             p = safe_join(base, f, "artifact file")
             _check_one(p, want)
         return path
-    _check_one(path, entry.get("sha256"))
+    _check_one(path, entry.sha256)
     return path
 
 
@@ -150,20 +165,20 @@ def manifest_path_of(source: Path) -> Path | None:
     return None
 
 
-def verified_export(source: Path, targets=None) -> tuple[dict, Path, list[dict]]:
+def verified_export(source: Path, targets=None) -> tuple[dict, Path, list[ManifestEntry]]:
     """(manifest, export dir, verified artifact entries) of an export directory or manifest path;
     ``targets``: only entries whose ``target`` is in it (the others are not checked)."""
     mp = manifest_path_of(source)
     if mp is None:
         raise UserError(f"{source} has no {MANIFEST}: pass an export directory")
     m = load_manifest(mp)
-    arts = [a for a in m.get("artifacts", []) if targets is None or a.get("target") in targets]
+    arts = [a for a in entries(m) if targets is None or a.target in targets]
     for a in arts:
         verify_artifact(mp.parent, a)
     return m, mp.parent, arts
 
 
-def verify_inside_export(path: Path, max_up: int = 3) -> dict | None:
+def verify_inside_export(path: Path, max_up: int = 3) -> ManifestEntry | None:
     """Verify the manifest entry of the export that holds ``path`` (an artifact or its directory).
     Returns that entry, or None when no manifest above ``path`` lists it."""
     target = Path(path).resolve()
@@ -172,12 +187,9 @@ def verify_inside_export(path: Path, max_up: int = 3) -> dict | None:
         mp = d / MANIFEST
         if mp.is_file():
             m = load_manifest(mp)
-            for a in m.get("artifacts", []):
-                p = a.get("path")
-                if not isinstance(p, str):
-                    continue
+            for a in entries(m):
                 try:
-                    full = safe_join(d, p, "artifact path").resolve()
+                    full = safe_join(d, a.path or None, "artifact path").resolve()
                 except UserError:
                     continue
                 if full == target or (full.is_dir() and full in target.parents):
@@ -197,12 +209,12 @@ def verify_profiled_artifacts(report: dict, report_path: Path) -> None:
     if not mp.is_file():
         return  # a report copied away from its export: nothing to check against
     m = load_manifest(mp)
-    by_path = {a.get("path"): a for a in m.get("artifacts", [])}
+    by_path = {a.path: a for a in entries(m)}
     for r in report.get("results", []):
         if not isinstance(r, dict) or not isinstance(r.get("sha256"), str) or not isinstance(r.get("artifact"), str):
             continue
         entry = by_path.get(r["artifact"])
-        if entry is None or entry.get("sha256") != r["sha256"]:
+        if entry is None or entry.sha256 != r["sha256"]:
             raise UserError(f"{report_path} measured {r['artifact']} (sha256 {r['sha256'][:12]}…), which is not what "
                             f"{mp} lists now: re-run `partialdeploy profile`")
         verify_artifact(mp.parent, entry)

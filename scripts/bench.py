@@ -347,11 +347,11 @@ def demo_int8(tmp: Path) -> None:
     """The INT8 accuracy gate on the trained demo model (held-out digits), both INT8 targets."""
     arts = export(None, ("onnxruntime", "openvino"), "int8", tmp / "demo-int8", 1, None, img_size=None)
     for t, a in arts.items():
-        acc = next((p for p in a.parity if p.get("acc") is not None), None)
+        acc = next((p for p in a.parity if p.acc is not None), None)
         if acc:
-            print(f"demo INT8 {t}: accuracy {100 * acc['acc_ref']:.2f}% -> {100 * acc['acc']:.2f}% on "
-                  f"{acc['n']} held-out digits (gate: drop <= 0.5 points), top-1 agreement "
-                  f"{100 * a.parity[0]['top1_agree']:.0f}% on the parity images")
+            print(f"demo INT8 {t}: accuracy {100 * acc.acc_ref:.2f}% -> {100 * acc.acc:.2f}% on "
+                  f"{acc.n} held-out digits (gate: drop <= 0.5 points), top-1 agreement "
+                  f"{100 * a.parity[0].top1_agree:.0f}% on the parity images")
 
 
 def naive_export_b(model, path: Path, batch: int, naive_export) -> Path:
@@ -626,9 +626,9 @@ def bench_int8_fallback(rounds, threads, tmp: Path):
                 continue
 
             def gate(a):
-                p = next((q for q in a.parity if q.get("acc") is not None), a.parity[-1])
-                return f"agree {100 * p['top1_agree']:5.1f}% acc {100 * p['acc']:.2f}%" if p.get("acc") is not None \
-                    else f"agree {100 * p['top1_agree']:5.1f}%"
+                p = next((q for q in a.parity if q.acc is not None), a.parity[-1])
+                return f"agree {100 * p.top1_agree:5.1f}% acc {100 * p.acc:.2f}%" if p.acc is not None \
+                    else f"agree {100 * p.top1_agree:5.1f}%"
             pa, fa = arts[(t, "plain")][1], arts[(t, "fallback")][1]
             fl = (fa.extra.get("int8_fallback") or {}).get("float_blocks") or []
             label = "tensorrt*" if t == "tensorrt" else t

@@ -59,14 +59,14 @@ def export(target: str, ctx: ExportContext, out_dir: Path):
     return convert_and_verify(get_target(target), ctx, Path(out_dir))
 
 
-def eval_result(art) -> dict:
+def eval_result(art):
     """The held-out (labelled) parity entry of an artifact."""
-    return next(p for p in art.parity if p.get("acc") is not None)
+    return next(p for p in art.parity if p.acc is not None)
 
 
 def acc_drop_points(art) -> float:
     r = eval_result(art)
-    return 100 * (r["acc_ref"] - r["acc"])
+    return 100 * (r.acc_ref - r.acc)
 
 
 __all__ = ["make_ctx", "export", "eval_result", "acc_drop_points", "np"]

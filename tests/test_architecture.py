@@ -254,7 +254,7 @@ def test_pipeline_gates_what_a_target_converted(fake_backend, tmp_path):
     assert res.failures[0]["target"] == "fakert" and res.failures[0]["kind"] == "verification"
     assert "ONNX -> fakert fp32" in res.failures[0]["error"]
     onnx = res.artifacts[0]  # the interchange ONNX went through the same path, in ONNX Runtime
-    assert onnx.verified == "parity" and onnx.parity[-1]["stage"].startswith("ONNX -> ONNX Runtime fp32")
+    assert onnx.verified == "parity" and onnx.parity[-1].stage.startswith("ONNX -> ONNX Runtime fp32")
     assert not (tmp_path / "dist" / "fakert").exists()
 
 
@@ -269,7 +269,7 @@ def test_verification_never_certifies_another_precision(tmp_path):
     ctx = make_ctx("fp32", with_eval=False)
     art = get_target("openvino").export(ctx, tmp_path)  # converts only
     assert art.verified == "converted" and art.parity == []
-    assert verify_artifact(ctx, art, tmp_path) and art.verified == "parity" and art.parity[0]["passed"]
+    assert verify_artifact(ctx, art, tmp_path) and art.verified == "parity" and art.parity[0].passed
     art.extra["compute_precision"] = "bf16"
     with pytest.raises(UserError, match="cannot certify fp32"):
         verify_artifact(ctx, art, tmp_path)

@@ -68,7 +68,7 @@ def test_bf16_artifact_and_profile(tmp_path):
     art = export("openvino", make_ctx("bf16", dynamic=False), tmp_path / "t")
     assert art.precision == "bf16" and art.extra["compute_precision"] == "bf16"
     assert art.extra["runtime_config"]["INFERENCE_PRECISION_HINT"] == "bf16"
-    assert all(p["passed"] and p["cosine_min"] >= 0.998 and p["top1_agree"] >= 0.9 for p in art.parity)
+    assert all(p.passed and p.cosine_min >= 0.998 and p.top1_agree >= 0.9 for p in art.parity)
     out = tmp_path / "dist"
     assert run_export(ExportRequest(targets=("openvino",), precision="bf16", out_dir=out)).exit_code == 0
     rep = profile(out, Settings(batches=(1,), threads=1, runs=5, min_time_s=None, warmup=1, blocks=1,

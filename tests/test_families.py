@@ -251,4 +251,4 @@ def test_every_target_with_its_parity_gate(name, tmp_path):
     got = {a.target: a for a in res.artifacts}
     assert set(got) == {"onnx", "onnxruntime", "openvino", "coreml", "tensorrt"}
     for t in ("onnxruntime", "openvino"):
-        assert got[t].parity and all(g["cosine_min"] > 0.99999 for g in got[t].parity)
+        assert got[t].parity and all(g.cosine_min > 0.99999 for g in got[t].parity)

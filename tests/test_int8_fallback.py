@@ -70,7 +70,7 @@ def test_fallback_keeps_the_outlier_blocks_in_float(outlier_ctx_factory, tmp_pat
         assert sorted(fb["float_blocks"]) == OUTLIER_BLOCKS
     assert fb["latency_ms"]["plain"] > 0 and fb["latency_ms"]["fallback"] > 0
     assert any(n.startswith("INT8 fallback") and "stages.0.blocks.0" in n for n in art.notes)
-    assert all(p["passed"] for p in art.parity)  # the saved artifact passed the ordinary gate too
+    assert all(p.passed for p in art.parity)  # the saved artifact passed the ordinary gate too
     if target in ("onnxruntime", "tensorrt"):  # the float blocks have no Q/DQ around their nodes, the rest does
         import onnx
 

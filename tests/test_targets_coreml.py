@@ -44,7 +44,7 @@ def test_spec_checked(artifacts, prec):
     else:
         assert w.get("int8", 0) > 0 and rep["quantized_weight_ops"] == w["int8"]
     # the trace coremltools converts is proven against the train form on every OS
-    assert art.parity[0]["stage"].startswith("train form -> traced") and art.parity[0]["rel_max"] < 1e-4
+    assert art.parity[0].stage.startswith("train form -> traced") and art.parity[0].rel_max < 1e-4
 
 
 @linux_only

@@ -19,7 +19,7 @@ def test_fp32_portable_and_exact(tmp_path):
     assert {n.domain for n in m.graph.node} <= {"", "ai.onnx"}  # standard ops only: portable
     assert art.extra["offline_optimization"] == "basic" and art.extra["nodes"] <= art.extra["nodes_in"]
     for p in art.parity:
-        assert p["passed"] and p["rel_max"] < 1e-4 and p["top1_agree"] == 1.0
+        assert p.passed and p.rel_max < 1e-4 and p.top1_agree == 1.0
 
 
 def test_int8_qdq_accuracy(tmp_path):
@@ -34,7 +34,7 @@ def test_int8_qdq_accuracy(tmp_path):
 
 def test_int8_static_batch(tmp_path):
     art = export("onnxruntime", make_ctx("int8", dynamic=False, with_eval=False), tmp_path)
-    assert art.inputs[0]["shape"][0] == 1 and art.parity[0]["top1_agree"] >= 0.9
+    assert art.inputs[0]["shape"][0] == 1 and art.parity[0].top1_agree >= 0.9
 
 
 def test_fp16_refused_with_pointer(tmp_path):
@@ -64,7 +64,7 @@ def test_fp32_fuses_qkv_projections_for_ort(tmp_path):
     m = onnx.load(str(tmp_path / "model.onnx"))
     assert any("fused_matmul" in n.name and n.op_type == "Split" for n in m.graph.node)
     assert not any(n.name.endswith("/q/MatMul") for n in m.graph.node)
-    assert all(p["passed"] and p["rel_max"] < 1e-4 for p in art.parity)
+    assert all(p.passed and p.rel_max < 1e-4 for p in art.parity)
 
 
 def test_fuse_sibling_matmuls_exact(tmp_path):
@@ -101,7 +101,9 @@ def test_recorded_session_options_reach_profile():
     from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
 
     extra = {"graph_optimization_level": "extended", "session_config": {"session.intra_op.allow_spinning": "0"}}
-    opts = OnnxRuntimeRunner.artifact_options({"extra": extra})
+    from partialdeploy.records import ManifestEntry
+
+    opts = OnnxRuntimeRunner.artifact_options(ManifestEntry("onnxruntime", "fp32", "model.onnx", extra=extra))
     assert opts["graph_optimization"] == "extended"
     assert opts["session_config"] == {"session.intra_op.allow_spinning": "0"}
     from targets_common import _onnx

@@ -16,14 +16,14 @@ def test_fp32_static_batch_exact(tmp_path):
     assert art.files == ["model.xml", "model.bin"] and art.verified == "parity"
     assert art.inputs[0]["shape"] == [1, 3, 64, 64] and art.outputs[0]["shape"] == [1, 10]
     for p in art.parity:
-        assert p["passed"] and p["rel_max"] < 1e-4 and p["cosine_min"] > 0.99999 and p["top1_agree"] == 1.0
-    assert eval_result(art)["n"] == 360
+        assert p.passed and p.rel_max < 1e-4 and p.cosine_min > 0.99999 and p.top1_agree == 1.0
+    assert eval_result(art).n == 360
 
 
 def test_fp16_dynamic(tmp_path):
     art = export("openvino", make_ctx("fp16", dynamic=True), tmp_path)
     assert art.inputs[0]["shape"][0] is None
-    assert all(p["cosine_min"] > 0.9995 for p in art.parity)
+    assert all(p.cosine_min > 0.9995 for p in art.parity)
     assert "f16" in (tmp_path / "model.xml").read_text()
 
 
@@ -33,7 +33,7 @@ def test_int8_accuracy(tmp_path):
     holds int8 weights."""
     art = export("openvino", make_ctx("int8"), tmp_path)
     assert acc_drop_points(art) <= 0.5
-    assert all(p["top1_agree"] >= 0.9 for p in art.parity)
+    assert all(p.top1_agree >= 0.9 for p in art.parity)
     assert art.extra["weight_types"].get("i8", 0) > 0 and art.extra["calibration_images"] == 100
 
 

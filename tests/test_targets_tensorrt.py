@@ -73,7 +73,7 @@ def test_fp16_bundle_is_strongly_typed_and_proven(fp16_bundle):
     assert any(k.endswith("/ReduceSum") for k in info["kept_fp32"]) and any(k.endswith("/Sqrt")
                                                                             for k in info["kept_fp32"])
     # proven in ONNX Runtime on CPU: the target's gate, and an independent run of the bundled file
-    assert [p["passed"] for p in art.parity] == [True, True] and "ONNX Runtime" in art.parity[0]["stage"]
+    assert [p.passed for p in art.parity] == [True, True] and "ONNX Runtime" in art.parity[0].stage
     out = _ort(d / "model.onnx", ctx.eval_images)
     assert _cos_min(out, ctx.eval_reference) > 0.9995
     assert (out.argmax(1) == ctx.eval_labels).mean() >= (ctx.eval_reference.argmax(1) == ctx.eval_labels).mean()
@@ -118,8 +118,8 @@ def test_int8_bundle_is_explicit_qdq_and_proven(int8_bundle):
     assert info["quantization"] == "explicit (Q/DQ)" and info["float_nodes"] == 0
     fb = art.extra["int8_fallback"]  # plain PTQ holds the gate on the demo: no block left in float
     assert fb["enabled"] and fb["float_blocks"] == [] and fb["before"]["passed"] and len(fb["attempts"]) == 1
-    held = [p for p in art.parity if p.get("acc") is not None]
-    assert len(held) == 1 and held[0]["passed"] and 100 * (held[0]["acc_ref"] - held[0]["acc"]) <= 0.5
+    held = [p for p in art.parity if p.acc is not None]
+    assert len(held) == 1 and held[0].passed and 100 * (held[0].acc_ref - held[0].acc) <= 0.5
     out = _ort(d / "model.onnx", ctx.eval_images)  # the bundled file itself, on the labelled test split
     assert (out.argmax(1) == ctx.eval_labels).mean() >= (ctx.eval_reference.argmax(1) == ctx.eval_labels).mean() - 0.005
     b = json.loads((d / "bundle.json").read_text())
@@ -337,7 +337,9 @@ def fake_device(monkeypatch):
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
         monkeypatch.setattr(tb, "device_info", lambda: {"tensorrt_version": trt.__version__,
                                                         "compute_capability": "8.7", "gpu": "Fake GPU"})
-        monkeypatch.setattr(tb, "verify_engine", lambda *a, **k: [{"stage": "fake", "passed": True}])
+        from partialdeploy.records import ParityResult
+
+        monkeypatch.setattr(tb, "verify_engine", lambda *a, **k: [ParityResult("fake", 1, 0.0, 0.0, 1.0, 1.0)])
         return trt
 
     return install

@@ -10,7 +10,7 @@ target succeeded, so a failed target leaves nothing claimed.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,14 @@ import numpy as np
 
 
 from partialdeploy.parity import PRECISIONS  # noqa: F401  (re-exported: targets declare a subset)
+from partialdeploy.records import ParityResult
+from partialdeploy.spec import ArchSpec
 from partialdeploy.verification import pad_batch
 
 
 @dataclass
 class ExportContext:
-    spec: Any  # partialdeploy.spec.ArchSpec
+    spec: ArchSpec
     onnx_path: Path  # deploy-form fp32 ONNX (static H×W, batch static or dynamic), verified in ORT
     img_size: int
     dynamic_batch: bool
@@ -50,12 +52,18 @@ class Artifact:
     files: list[str] = field(default_factory=list)  # every file written, relative to the export dir
     inputs: list[dict] = field(default_factory=list)  # name, shape, dtype
     outputs: list[dict] = field(default_factory=list)
-    parity: list[dict] = field(default_factory=list)  # ParityResult.to_dict() entries
+    parity: list[ParityResult] = field(default_factory=list)  # serialized once, in the manifest
     verified: str = "converted"  # the pipeline's verification sets "parity"; else what the target could check
     # ("spec-checked (run needs macOS)", "bundle (build on device)")
     runtime_version: str | None = None
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain JSON types (``export --json``); the manifest stores it as a ``records.ManifestEntry``."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["parity"] = [p.to_dict() for p in self.parity]
+        return d
 
 
 class Target(ABC):

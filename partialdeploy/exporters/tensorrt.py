@@ -34,6 +34,7 @@ from partialdeploy.errors import UserError
 from partialdeploy.exporters._common import (first_line, parity_gates, quiet, run_padded, runner_logits,
                                              static_batch)
 from partialdeploy.exporters.base import Artifact, CalibrationReader, ExportContext, Target
+from partialdeploy.records import ParityResult, parity_list
 from partialdeploy.tensorrt_build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, GENERATIONS, SIDECAR,
                                           batch_range, build_engine, check_generation, onnx_ops_report,
                                           write_bundle)
@@ -226,7 +227,7 @@ class TensorRTTarget(Target):
                     builds.append(g)
             parity = []
             if fb is not None:  # the Q/DQ ONNX already passed the INT8 gate in ONNX Runtime (CPU)
-                parity = [dict(r) for r in fb.attempts[-1].results]
+                parity = list(fb.attempts[-1].results)
             elif onnx_file is work:  # the precision-carrying ONNX runs here, in ONNX Runtime on CPU
                 parity = self._prove_in_ort(ctx, onnx_file, prec)
             bundle = write_bundle(
@@ -262,7 +263,8 @@ class TensorRTTarget(Target):
             side = build_engine(out_dir, prec, ws)
             files += [ENGINE, SIDECAR, "timing.cache"] + ([CALIB_CACHE] if implicit else [])
             return Artifact(target=self.name, precision=prec, path=".", files=files, inputs=inputs, outputs=outputs,
-                            parity=parity + side["parity"], verified="parity", runtime_version=side["tensorrt_version"],
+                            parity=parity + parity_list(side["parity"]), verified="parity",
+                            runtime_version=side["tensorrt_version"],
                             notes=notes, extra={**extra, "gpu": side["gpu"],
                                                 "compute_capability": side["compute_capability"]})
         notes.append(f"no TensorRT/NVIDIA GPU here: build the engine on the device ({gen_note}) with "
@@ -327,7 +329,7 @@ class TensorRTTarget(Target):
         return info, fb
 
     @staticmethod
-    def _prove_in_ort(ctx: ExportContext, onnx_file: Path, prec: str) -> list[dict]:
+    def _prove_in_ort(ctx: ExportContext, onnx_file: Path, prec: str) -> list[ParityResult]:
         """Parity gates of the fp16 / Q/DQ ONNX in ONNX Runtime (CPU) on the real images."""
         from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
 

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
+from partialdeploy.records import ManifestEntry
 from partialdeploy.runners.base import Runner, TensorMeta
 
 NOT_MACOS = "running a CoreML model needs macOS (coremltools on {os} can convert and inspect, not predict)"
@@ -35,8 +36,8 @@ class CoreMLRunner(Runner):
     dist = "coremltools"
 
     @classmethod
-    def artifact_options(cls, entry: dict, mode: str = "latency") -> dict:
-        units = ((entry or {}).get("extra") or {}).get("compute_units")
+    def artifact_options(cls, entry: ManifestEntry, mode: str = "latency") -> dict:
+        units = entry.extra.get("compute_units")
         return {"compute_units": units} if units else {}
 
     @classmethod

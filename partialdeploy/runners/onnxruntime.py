@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
+from partialdeploy.records import ManifestEntry
 from partialdeploy.runners.base import LAYER_TIMES, Runner, TensorMeta
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -20,9 +21,9 @@ class OnnxRuntimeRunner(Runner):
     layer_source = "ONNX Runtime profiler (kernel time per node)"
 
     @classmethod
-    def artifact_options(cls, entry: dict, mode: str = "latency") -> dict:
+    def artifact_options(cls, entry: ManifestEntry, mode: str = "latency") -> dict:
         opts: dict = {}
-        extra = (entry or {}).get("extra") or {}
+        extra = entry.extra
         level = extra.get("graph_optimization_level")
         if level in ("disable", "basic", "extended", "all"):  # the session options the artifact records
             opts["graph_optimization"] = level

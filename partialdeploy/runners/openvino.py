@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
+from partialdeploy.records import ManifestEntry
 from partialdeploy.runners.base import ASYNC_QUEUE, LAYER_TIMES, Runner, TensorMeta
 
 
@@ -32,9 +33,9 @@ class OpenVINORunner(Runner):
     layer_source = "OpenVINO PERF_COUNT (real time per node)"
 
     @classmethod
-    def artifact_options(cls, entry: dict, mode: str = "latency") -> dict:
+    def artifact_options(cls, entry: ManifestEntry, mode: str = "latency") -> dict:
         opts: dict = {"performance_hint": "THROUGHPUT" if mode == "throughput" else "LATENCY"}
-        rc = ((entry or {}).get("extra") or {}).get("runtime_config")
+        rc = entry.extra.get("runtime_config")
         if rc:  # compile exactly as the export's parity gate did
             opts["config"] = dict(rc)
         return opts
