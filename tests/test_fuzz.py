@@ -262,7 +262,7 @@ def test_fuzz_export_folders(export_dir, tmp_path):
                 _, arts, base = plan(d)
                 used = {}
                 for a in arts:
-                    for f in a.get("files") or [a["path"]]:
+                    for f in a.files or [a.path]:
                         p = base / f
                         for q in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())):
                             used[str(q.relative_to(d))] = q.read_bytes()
