@@ -18,13 +18,15 @@ use the same functions.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from partialdeploy import parity
-from partialdeploy.errors import UserError
+from partialdeploy.errors import UserError, VerificationError
 from partialdeploy.records import ManifestEntry, ParityResult
 
 
@@ -89,28 +91,130 @@ def parity_gates(ctx, fn: Callable[[np.ndarray], np.ndarray], stage: str,
     return results
 
 
+@dataclass
+class Alternative:
+    """Another way to open an artifact, tried by :func:`verify_artifact` when the recorded way misses
+    the gate (OpenVINO: its snippets fusion switched off). ``extra`` is merged into the artifact's
+    ``extra`` (what the runner reads through ``artifact_options``), so whoever loads it later opens it
+    the way that passed; ``note`` (``{failed}``: the first failure) is added to the artifact's notes."""
+
+    extra: dict
+    note: str
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What a gate established while converting: ``results`` for the file with sha256 ``digest``,
+    opened with runner ``options`` on the context's images. :func:`verify_artifact` certifies from it
+    instead of running the same gate again — only when the file on disk, the options it would open
+    with and the images are the same (a changed file is gated again)."""
+
+    digest: str
+    options: str  # the runner options as canonical JSON
+    images: tuple  # identity of the context's image arrays
+    results: tuple
+
+    @staticmethod
+    def key(ctx) -> tuple:
+        return (id(ctx.parity_inputs), id(ctx.eval_images), id(ctx.reference), repr(tolerance(ctx)))
+
+    @staticmethod
+    def canon(options: dict) -> str:
+        return json.dumps(options, sort_keys=True, default=str)
+
+    @classmethod
+    def of(cls, ctx, path: Path, options: dict, results) -> "Proof":
+        from partialdeploy.verify import artifact_sha256
+
+        return cls(artifact_sha256(path), cls.canon(options), cls.key(ctx), tuple(results))
+
+    def holds(self, ctx, path: Path, options: dict) -> bool:
+        from partialdeploy.verify import artifact_sha256
+
+        return (self.images == self.key(ctx) and self.options == self.canon(options)
+                and all(r.passed for r in self.results) and self.digest == artifact_sha256(path))
+
+
+def open_options(runner_cls, ctx, target: str, precision: str, extra: dict) -> dict:
+    """The options every gate opens an artifact with: what its manifest entry records
+    (``Runner.artifact_options``) plus the context's thread count."""
+    entry = ManifestEntry(target, precision, "", extra=extra)
+    return {**runner_cls.artifact_options(entry, "latency"), "threads": ctx.options.get("threads")}
+
+
+def verify_file(ctx, runner_cls, path: Path, stage: str, precision: str | None = None,
+                options: dict | None = None, claimed: str | None = None, name: str = "",
+                seen: Callable | None = None) -> list[ParityResult]:
+    """The one run-and-gate path: open ``path`` through ``runner_cls`` with ``options``, refuse it
+    when ``claimed`` (a compute precision) is not what the runtime computes in, gate it (raises
+    VerificationError on a breach) and return the results. ``seen(runner)`` is called once it is open."""
+    precision = precision or ctx.precision
+    with runner_cls(Path(path), **(options or {"threads": ctx.options.get("threads")})) as r:
+        if seen is not None:
+            seen(r)
+        got = r.compute_precision()
+        if claimed and got and claimed != got:
+            raise UserError(f"{name or runner_cls.name} computes the {precision} artifact in {got}, not {claimed}: "
+                            f"cannot certify {precision} here")
+        return parity_gates(ctx, runner_logits(r), stage, precision)
+
+
+def stage_name(target: str, precision: str) -> str:
+    """The verification stage of a target's artifact, e.g. "ONNX -> OpenVINO fp16"."""
+    from partialdeploy import backends
+
+    backend = backends.backend_of_target(target)
+    source = getattr(backends.get_target(target), "source", "ONNX")
+    return f"{source} -> {backend.label or backend.name} {precision}"
+
+
 def verify_artifact(ctx, art, art_dir: Path) -> bool:
     """Open ``art`` (written into ``art_dir``) through its backend's runner and gate it; the results
-    are appended to ``art.parity`` and ``art.verified`` becomes "parity". Returns False, leaving the
-    artifact as the target described it (e.g. "spec-checked", "bundle"), when its runtime cannot run
-    here. Raises VerificationError on a breach, UserError when the runtime computes in another
-    precision than the artifact claims (a precision is never certified as another)."""
+    are appended to ``art.parity`` and ``art.verified`` becomes "parity". When the recorded way to open
+    it misses the gate, its ``alternatives`` are tried in order (the first that passes is recorded).
+    When its target already gated this very file the same way (``art.proof``), that result is the
+    certificate. Returns False, leaving the artifact as the target described it (e.g.
+    "spec-checked", "bundle"), when its runtime cannot run here. Raises VerificationError on a
+    breach, UserError when the runtime computes in another precision than the artifact claims (a
+    precision is never certified as another). Fills ``inputs``/``outputs`` from the runtime when the
+    target left them empty."""
     from partialdeploy import backends
 
     backend = backends.backend_of_target(art.target)
     cls = backend.runner_class()
     if not cls.is_available():
         return False
-    entry = ManifestEntry(art.target, art.precision, art.path, extra=art.extra)
-    opts = cls.artifact_options(entry, "latency")
-    source = getattr(backends.get_target(art.target), "source", "ONNX")
-    stage = f"{source} -> {backend.label or backend.name} {art.precision}"
-    with cls(Path(art_dir) / art.path, threads=ctx.options.get("threads"), **opts) as r:
-        claimed, got = art.extra.get("compute_precision"), r.compute_precision()
-        if claimed and got and claimed != got:
-            raise UserError(f"{backend.name} computes the {art.precision} artifact in {got}, not {claimed}: "
-                            f"cannot certify {art.precision} here")
-        art.parity = list(art.parity) + parity_gates(ctx, runner_logits(r), stage, art.precision)
+    path = Path(art_dir) / art.path
+    stage = stage_name(art.target, art.precision)
+
+    def io_meta(r) -> None:  # what the runtime reports, when the target did not say
+        if not art.inputs or not art.outputs:
+            art.inputs = [{"name": m.name, "shape": list(m.shape), "dtype": m.dtype} for m in r.inputs()]
+            art.outputs = [{"name": m.name, "shape": list(m.shape), "dtype": m.dtype} for m in r.outputs()]
+
+    def gate() -> list[ParityResult]:
+        opts = open_options(cls, ctx, art.target, art.precision, art.extra)
+        if art.proof is not None and art.proof.holds(ctx, path, opts) and art.inputs and art.outputs:
+            return list(art.proof.results)
+        return verify_file(ctx, cls, path, stage, art.precision, opts, art.extra.get("compute_precision"),
+                           backend.name, io_meta)
+
+    try:
+        results = gate()
+    except VerificationError as first:
+        for alt in art.alternatives:
+            saved = dict(art.extra)
+            art.extra.update(alt.extra)
+            try:
+                results = gate()
+            except (VerificationError, UserError):  # misses too, or does not compile here
+                art.extra = saved
+                continue
+            art.notes.append(alt.note.replace("{failed}", str(first)[:240]))
+            break
+        else:
+            raise first from None
+    art.parity = list(art.parity) + results
     art.verified = "parity"
     return True
 

@@ -20,7 +20,7 @@ import numpy as np
 from partialdeploy.parity import PRECISIONS  # noqa: F401  (re-exported: targets declare a subset)
 from partialdeploy.records import ParityResult
 from partialdeploy.spec import ArchSpec
-from partialdeploy.verification import pad_batch
+from partialdeploy.verification import Alternative, Proof, pad_batch
 
 
 @dataclass
@@ -58,10 +58,14 @@ class Artifact:
     runtime_version: str | None = None
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    # for verification only, never stored: other ways to open it when the recorded one misses the
+    # gate, and the gate the target already ran on this very file (partialdeploy.verification)
+    alternatives: list[Alternative] = field(default_factory=list)
+    proof: Proof | None = None
 
     def to_dict(self) -> dict:
         """Plain JSON types (``export --json``); the manifest stores it as a ``records.ManifestEntry``."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("alternatives", "proof")}
         d["parity"] = [p.to_dict() for p in self.parity]
         return d
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationErro
 from partialdeploy.exporters._common import first_line, quiet, runner_logits, static_batch
 from partialdeploy.exporters.onnx import io_meta
 from partialdeploy.exporters.base import Artifact, CalibrationReader, ExportContext, Target
+from partialdeploy.verification import Proof, open_options, stage_name
 
 INSTALL = "pip install 'partialdeploy[onnxruntime]'"
 FP16_MESSAGE = ("onnxruntime (CPU) does not support fp16: most operators have no fp16 CPU kernel; "
@@ -163,15 +165,16 @@ class OnnxRuntimeTarget(Target):
                        "session_config": {"session.intra_op.allow_spinning": "0"},
                        "nodes_in": node_count(ctx.onnx_path)}
         t0 = time.perf_counter()
+        proof = None
         if prec == "fp32":
             self._fp32(ctx, dst, extra, notes)
         else:
-            self._int8(ctx, dst, extra, notes)
+            proof = self._int8(ctx, dst, extra, notes)
         extra["convert_seconds"] = round(time.perf_counter() - t0, 3)
         extra["nodes"] = node_count(dst)
         ins, outs = io_meta(dst)
         return Artifact(target=self.name, precision=prec, path="model.onnx", files=["model.onnx"], inputs=ins,
-                        outputs=outs, runtime_version=self.version(), notes=notes, extra=extra)
+                        outputs=outs, runtime_version=self.version(), notes=notes, extra=extra, proof=proof)
 
     @staticmethod
     def _fp32(ctx: ExportContext, dst: Path, extra: dict, notes: list[str]) -> None:
@@ -202,7 +205,10 @@ class OnnxRuntimeTarget(Target):
                          "extended/layout fusions happen at session creation")
 
     @staticmethod
-    def _int8(ctx: ExportContext, dst: Path, extra: dict, notes: list[str]) -> None:
+    def _int8(ctx: ExportContext, dst: Path, extra: dict, notes: list[str]) -> Proof:
+        """Static Q/DQ INT8 through the INT8 fallback loop. Every candidate is opened exactly as the
+        artifact will be (its recorded session options), so the gate of the one kept is the artifact's
+        certificate (a ``verification.Proof``: the pipeline does not run it again on the same file)."""
         if ctx.calib is None or len(ctx.calib) == 0:
             raise UserError("INT8 needs calibration images: pass --calib DIR (100-500 representative images)")
         from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
@@ -238,9 +244,13 @@ class OnnxRuntimeTarget(Target):
         from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
 
         threads = ctx.options.get("threads")
+        opts = open_options(OnnxRuntimeRunner, ctx, "onnxruntime", "int8", extra)
+        proofs: dict = {}
 
         def logits(path):
-            return runner_logits(OnnxRuntimeRunner(path, threads=threads).load())
+            r = OnnxRuntimeRunner(path, **opts).load()
+            proofs[path] = Proof.of(ctx, path, opts, ())  # the bytes this gate runs on
+            return runner_logits(r)
 
         def timer(path):
             r = OnnxRuntimeRunner(path, threads=threads).load()
@@ -254,8 +264,9 @@ class OnnxRuntimeTarget(Target):
                               boundaries=lambda path: ort_collector(path, threads)[0],
                               reference=ort_collector(ctx.onnx_path, threads)[0], timer=timer,
                               release=lambda path: path.unlink(missing_ok=True))
-            fb = quantize_until_gate(ctx, backend, "ONNX -> ONNX Runtime int8 (CPU)",
+            fb = quantize_until_gate(ctx, backend, stage_name("onnxruntime", "int8"),
                                      enabled=bool(ctx.options.get("int8_fallback", True)))
+            proof = replace(proofs[fb.handle], results=tuple(fb.attempts[-1].results))
             fb.handle.replace(dst)
         except UserError:
             raise
@@ -274,3 +285,4 @@ class OnnxRuntimeTarget(Target):
                      calibration=method, calibration_images=len(ctx.calib))
         notes.append(f"INT8 static QDQ (U8S8, per-channel weights, {method} calibration) on {len(ctx.calib)} "
                      f"calibration images ({ctx.calib_source or 'given'})")
+        return proof
