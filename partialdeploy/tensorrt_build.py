@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -176,14 +176,29 @@ def _tol_dict(tol) -> dict | str | None:
 EVAL_BYTES_MAX = 64 << 20  # keep the bundle small: at most 64 MB of held-out images
 
 
-def write_bundle(out_dir: Path, *, onnx_path: Path, precision: str, input_name: str, output_name: str,
-                 chw, dynamic: bool, batch: dict, workspace_mb: int, parity_inputs: np.ndarray,
-                 reference: np.ndarray, calib: np.ndarray | None = None, calib_source: str | None = None,
-                 eval_images: np.ndarray | None = None, eval_labels: np.ndarray | None = None,
-                 eval_reference: np.ndarray | None = None, tolerance=None, ops_report: dict | None = None,
-                 model_name: str = "", generation: int | None = None, quantization: str = "explicit",
-                 onnx_precision: dict | None = None, profile: str | None = None, builds_with=None) -> dict:
-    """Write the build bundle into ``out_dir``; returns bundle.json's content.
+@dataclass
+class BundleImages:
+    """The real images a bundle carries: the parity reference (always), calibration images (the
+    implicit INT8 path) and the held-out labelled set (INT8)."""
+
+    parity_inputs: np.ndarray  # preprocessed real images
+    reference: np.ndarray  # train-form logits on them
+    calib: np.ndarray | None = None
+    calib_source: str | None = None
+    eval_images: np.ndarray | None = None
+    eval_labels: np.ndarray | None = None
+    eval_reference: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, ctx) -> "BundleImages":
+        """The images of an export context (exporters.base.ExportContext)."""
+        return cls(ctx.parity_inputs, ctx.reference, ctx.calib, ctx.calib_source, ctx.eval_images, ctx.eval_labels,
+                   ctx.eval_reference)
+
+
+@dataclass
+class BundleSpec:
+    """What :func:`write_bundle` writes, built by the TensorRT target (exporters/tensorrt.py).
 
     ``onnx_path`` is the TensorRT-ready ONNX that already carries the precision (strongly typed fp16,
     Q/DQ INT8; for the implicit INT8 path the fp32 ONNX). ``generation`` is the TensorRT major version
@@ -191,57 +206,81 @@ def write_bundle(out_dir: Path, *, onnx_path: Path, precision: str, input_name: 
     generations whose ONNX parser takes the model (default: both; the implicit path: 10 only) — a
     trtexec line is written for each, and building with one other than ``generation`` needs
     ``--any-tensorrt`` / ``ANY_TENSORRT=1``."""
+
+    onnx_path: Path
+    precision: str
+    images: BundleImages
+    chw: list  # input channels, height, width
+    batch: dict  # {"min", "opt", "max"}
+    dynamic: bool = False
+    input_name: str = "input"
+    output_name: str = "logits"
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
+    tolerance: object = None  # parity.Tolerance / dict / precision name for build-engine's gate
+    ops_report: dict | None = None
+    model_name: str = ""
+    generation: int | None = None
+    quantization: str = "explicit"
+    onnx_precision: dict | None = None
+    profile: str | None = None
+    builds_with: list | None = None
+
+
+def write_bundle(out_dir: Path, spec: BundleSpec) -> dict:
+    """Write the build bundle described by ``spec`` into ``out_dir``; returns bundle.json's content."""
     import shutil
 
     from partialdeploy import __version__
 
-    generation = check_generation(generation, quantization if precision == "int8" else "explicit", precision)
+    s, img = spec, spec.images
+    precision, quantization, chw, batch = s.precision, s.quantization, list(s.chw), s.batch
+    generation = check_generation(s.generation, quantization if precision == "int8" else "explicit", precision)
     implicit = precision == "int8" and quantization == "implicit"
     out_dir = Path(out_dir)
-    shutil.copyfile(onnx_path, out_dir / "model.onnx")
+    shutil.copyfile(s.onnx_path, out_dir / "model.onnx")
     files = ["model.onnx"]
-    np.save(out_dir / "parity_inputs.npy", np.ascontiguousarray(parity_inputs, np.float32))
-    np.save(out_dir / "reference_logits.npy", np.ascontiguousarray(reference, np.float32))
+    np.save(out_dir / "parity_inputs.npy", np.ascontiguousarray(img.parity_inputs, np.float32))
+    np.save(out_dir / "reference_logits.npy", np.ascontiguousarray(img.reference, np.float32))
     files += ["parity_inputs.npy", "reference_logits.npy"]
     calib_info = None
     if implicit:
-        if calib is None or len(calib) == 0:
+        if img.calib is None or len(img.calib) == 0:
             raise UserError("INT8 needs calibration images: pass --calib DIR (100-500 representative images)")
-        np.save(out_dir / "calib.npy", np.ascontiguousarray(calib, np.float32))
+        np.save(out_dir / "calib.npy", np.ascontiguousarray(img.calib, np.float32))
         files.append("calib.npy")
-        calib_info = {"file": "calib.npy", "count": int(len(calib)), "source": calib_source,
+        calib_info = {"file": "calib.npy", "count": int(len(img.calib)), "source": img.calib_source,
                       "cache": CALIB_CACHE, "calibrator": "IInt8EntropyCalibrator2"}
     eval_info = None
-    if precision == "int8" and eval_images is not None and eval_reference is not None:
-        per = max(1, eval_images[0].nbytes)
-        n = min(len(eval_images), EVAL_BYTES_MAX // per)
-        np.save(out_dir / "eval_images.npy", np.ascontiguousarray(eval_images[:n], np.float32))
-        np.save(out_dir / "eval_reference.npy", np.ascontiguousarray(eval_reference[:n], np.float32))
+    if precision == "int8" and img.eval_images is not None and img.eval_reference is not None:
+        per = max(1, img.eval_images[0].nbytes)
+        n = min(len(img.eval_images), EVAL_BYTES_MAX // per)
+        np.save(out_dir / "eval_images.npy", np.ascontiguousarray(img.eval_images[:n], np.float32))
+        np.save(out_dir / "eval_reference.npy", np.ascontiguousarray(img.eval_reference[:n], np.float32))
         files += ["eval_images.npy", "eval_reference.npy"]
-        if eval_labels is not None:
-            np.save(out_dir / "eval_labels.npy", np.asarray(eval_labels[:n], np.int64))
+        if img.eval_labels is not None:
+            np.save(out_dir / "eval_labels.npy", np.asarray(img.eval_labels[:n], np.int64))
             files.append("eval_labels.npy")
-        eval_info = {"count": int(n), "labels": eval_labels is not None}
-    gens = [10] if implicit else sorted(int(g) for g in (GENERATIONS if builds_with is None else builds_with))
+        eval_info = {"count": int(n), "labels": img.eval_labels is not None}
+    gens = [10] if implicit else sorted(int(g) for g in (GENERATIONS if s.builds_with is None else s.builds_with))
     if generation is not None and generation not in gens:
         raise UserError(f"this model does not build with TensorRT {generation} (the profile's generation)")
     q = quantization if precision == "int8" else "explicit"
-    args = {str(g): trtexec_args(precision, input_name, chw, dynamic, batch, workspace_mb, g, q) for g in gens}
+    args = {str(g): trtexec_args(precision, s.input_name, chw, s.dynamic, batch, s.workspace_mb, g, q) for g in gens}
     bundle = {
-        "schema": BUNDLE_SCHEMA, "tool": f"partialdeploy {__version__}", "model": model_name,
+        "schema": BUNDLE_SCHEMA, "tool": f"partialdeploy {__version__}", "model": s.model_name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "precision": precision, "onnx": "model.onnx", "engine": ENGINE, "sidecar": SIDECAR,
-        "tensorrt": {"expected": generation, "profile": profile, "builds_with": gens,
+        "tensorrt": {"expected": generation, "profile": s.profile, "builds_with": gens,
                      "typing": "weak (implicit INT8 calibration)" if implicit else "strong",
                      "int8_quantization": q if precision == "int8" else None},
-        "onnx_precision": onnx_precision or {"precision": precision},
-        "input": {"name": input_name, "shape": [None if dynamic else batch["opt"], *chw], "dtype": "float32"},
-        "output": {"name": output_name, "dtype": "float32"},
-        "dynamic_batch": dynamic, "batch": batch, "workspace_mb": int(workspace_mb), "timing_cache": TIMING_CACHE,
-        "calibration": calib_info, "eval": eval_info,
+        "onnx_precision": s.onnx_precision or {"precision": precision},
+        "input": {"name": s.input_name, "shape": [None if s.dynamic else batch["opt"], *chw], "dtype": "float32"},
+        "output": {"name": s.output_name, "dtype": "float32"},
+        "dynamic_batch": s.dynamic, "batch": batch, "workspace_mb": int(s.workspace_mb),
+        "timing_cache": TIMING_CACHE, "calibration": calib_info, "eval": eval_info,
         "parity": {"inputs": "parity_inputs.npy", "reference": "reference_logits.npy",
-                   "tolerance": _tol_dict(tolerance) or precision},
-        "onnx_check": ops_report, "trtexec": args, "trtexec_line": {g: shlex.join(a) for g, a in args.items()},
+                   "tolerance": _tol_dict(s.tolerance) or precision},
+        "onnx_check": s.ops_report, "trtexec": args, "trtexec_line": {g: shlex.join(a) for g, a in args.items()},
     }
     (out_dir / "build_engine.sh").write_text(_script(bundle))
     (out_dir / "build_engine.sh").chmod(0o755)

@@ -86,13 +86,13 @@ class CoreMLTarget(Target):
         if tgt < ct.target.iOS15:
             raise UserError(f"an ML program needs minimum_deployment_target iOS15 or newer, not {tname}")
         out_dir = Path(out_dir)
-        size, c = ctx.img_size, int(getattr(ctx.spec, "in_chans", 3) or 3)
+        size, c = ctx.img_size, int(ctx.spec.in_chans or 3)
         batch = int(ctx.options.get("batch") or 1)
         in_shape, shape_desc = _input_shape(ct, ctx, batch, c)
         t0 = time.perf_counter()
         traced, trace_par = _trace_and_prove(ctx, c)
         ml = _convert(ct, traced, ctx, in_shape, tgt)
-        ml.short_description = f"{getattr(ctx.spec, 'name', 'PartialNet')} deploy form ({prec}), partialdeploy"
+        ml.short_description = f"{ctx.spec.name} deploy form ({prec}), partialdeploy"
         ml.user_defined_metadata.update({"partialdeploy.precision": prec, "partialdeploy.img_size": str(size)})
         pkg = out_dir / "model.mlpackage"
         with quiet():

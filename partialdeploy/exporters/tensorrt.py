@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import UserError
-from partialdeploy.exporters._common import (first_line, parity_gates, quiet, run_padded, runner_logits,
+from partialdeploy.exporters._common import (first_line, quiet, runner_logits,
                                              static_batch)
 from partialdeploy.exporters.base import Artifact, CalibrationReader, ExportContext, Target
 from partialdeploy.records import ParityResult, parity_list
+from partialdeploy.verification import verify_file
 from partialdeploy.tensorrt_build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, GENERATIONS, SIDECAR,
                                           batch_range, build_engine, check_generation, onnx_ops_report,
-                                          write_bundle)
+                                          BundleImages, BundleSpec, write_bundle)
 
 BUNDLE_VERIFIED = "bundle (build the engine on the device)"
 INSTALL = "pip install 'partialdeploy[tensorrt-export]'"
@@ -230,23 +231,19 @@ class TensorRTTarget(Target):
                 parity = list(fb.attempts[-1].results)
             elif onnx_file is work:  # the precision-carrying ONNX runs here, in ONNX Runtime on CPU
                 parity = self._prove_in_ort(ctx, onnx_file, prec)
-            bundle = write_bundle(
-                out_dir, onnx_path=onnx_file, precision=prec, input_name=ctx.input_name,
-                output_name=ctx.output_name, chw=[int(getattr(ctx.spec, "in_chans", 3) or 3), ctx.img_size,
-                                                  ctx.img_size],
-                dynamic=ctx.dynamic_batch, batch=brange, workspace_mb=ws, parity_inputs=ctx.parity_inputs,
-                reference=ctx.reference, calib=ctx.calib, calib_source=ctx.calib_source,
-                eval_images=ctx.eval_images, eval_labels=ctx.eval_labels, eval_reference=ctx.eval_reference,
-                tolerance=ctx.tolerances.get(prec), ops_report=rep, model_name=getattr(ctx.spec, "name", ""),
-                generation=generation, quantization=quant, onnx_precision=info, profile=opts.get("profile"),
-                builds_with=builds)
+            bundle = write_bundle(out_dir, BundleSpec(
+                onnx_path=onnx_file, precision=prec, images=BundleImages.of(ctx),
+                chw=[int(ctx.spec.in_chans or 3), ctx.img_size, ctx.img_size], batch=brange,
+                dynamic=ctx.dynamic_batch, input_name=ctx.input_name, output_name=ctx.output_name, workspace_mb=ws,
+                tolerance=ctx.tolerances.get(prec), ops_report=rep, model_name=ctx.spec.name, generation=generation,
+                quantization=quant, onnx_precision=info, profile=opts.get("profile"), builds_with=builds))
         finally:
             work.unlink(missing_ok=True)
             for f in out_dir.glob("model.int8-*.part.onnx"):  # fallback attempts
                 f.unlink(missing_ok=True)
         files = list(bundle["files"])
         inputs = [{"name": ctx.input_name, "shape": bundle["input"]["shape"], "dtype": "float32"}]
-        out_shape = [bundle["input"]["shape"][0], getattr(ctx.spec, "num_classes", None)]
+        out_shape = [bundle["input"]["shape"][0], ctx.spec.num_classes]
         outputs = [{"name": ctx.output_name, "shape": out_shape, "dtype": "float32"}]
         extra = {"trtexec": bundle["trtexec_line"], "tensorrt": bundle["tensorrt"], "onnx_precision": info,
                  "batch": brange, "workspace_mb": ws, "onnx_ops_checked": len(rep["ops"]), "onnx_opset": rep["opset"]}
@@ -330,10 +327,11 @@ class TensorRTTarget(Target):
 
     @staticmethod
     def _prove_in_ort(ctx: ExportContext, onnx_file: Path, prec: str) -> list[ParityResult]:
-        """Parity gates of the fp16 / Q/DQ ONNX in ONNX Runtime (CPU) on the real images."""
+        """Parity gates of the fp16 / Q/DQ ONNX in ONNX Runtime (CPU) on the real images, through the
+        one run-and-gate path (``verification.verify_file``): TensorRT cannot run here, the file that
+        carries the precision can. Raises VerificationError on a breach (a damaged model is never
+        bundled as proven)."""
         from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
 
-        with OnnxRuntimeRunner(onnx_file, threads=ctx.options.get("threads")) as r:
-            bs = static_batch(r.inputs()[0].shape) or 8
-            return parity_gates(ctx, lambda x: run_padded(r.run, x, bs),
-                                f"TensorRT-ready {prec} ONNX in ONNX Runtime (CPU)")
+        return verify_file(ctx, OnnxRuntimeRunner, onnx_file, f"TensorRT-ready {prec} ONNX in ONNX Runtime (CPU)",
+                           prec)
