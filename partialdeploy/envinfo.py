@@ -15,10 +15,8 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-# distribution name -> key in the fingerprint
-_RUNTIMES = {"onnxruntime": "onnxruntime", "onnxruntime-gpu": "onnxruntime", "openvino": "openvino",
-             "tensorrt": "tensorrt", "coremltools": "coremltools", "torch": "torch", "numpy": "numpy",
-             "cuda-python": "cuda-python"}
+# distributions reported besides the runtimes' own (those come from partialdeploy.backends)
+BASE_DISTS = ("numpy",)
 
 
 def _read(path: str) -> str:
@@ -84,10 +82,13 @@ def gpu_info() -> list[dict]:
 
 
 def runtime_versions() -> dict:
+    """Installed versions of every runtime's distributions (declared by the backends) and numpy."""
     from importlib import metadata
 
+    from partialdeploy.backends import distributions
+
     out: dict = {}
-    for dist, key in _RUNTIMES.items():
+    for dist, key in {**distributions(), **{d: d for d in BASE_DISTS}}.items():
         try:
             out.setdefault(key, metadata.version(dist))
         except metadata.PackageNotFoundError:

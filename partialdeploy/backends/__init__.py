@@ -34,6 +34,10 @@ class Backend:
     check_options: Callable[[dict, str], None] | None = None  # cross-field profile checks (UserError)
     summary: str = ""  # one line for help texts
     label: str = ""  # how people write the runtime's name ("ONNX Runtime"), for stage names
+    # distributions that provide the runtime (the first installed is reported, under the first name:
+    # "onnxruntime" for onnxruntime-gpu too), and others its runner needs, reported under their own names
+    dists: tuple[str, ...] = ()
+    helper_dists: tuple[str, ...] = ()
 
     def runner_class(self):
         return _load(self.runner)
@@ -149,6 +153,18 @@ def runtime_for_path(path: str | Path) -> str:
     if suf not in table:
         raise UserError(f"cannot tell the runtime of {path}: expected one of {', '.join(table)} or pass --target")
     return table[suf]
+
+
+def distributions() -> dict[str, str]:
+    """Every distribution a runtime comes in -> the name its version is reported under (environment
+    fingerprints of profile reports)."""
+    out: dict[str, str] = {}
+    for b in all_backends():
+        for d in b.dists:
+            out.setdefault(d, b.dists[0])
+        for d in b.helper_dists:
+            out.setdefault(d, d)
+    return out
 
 
 def profile_fields() -> dict[str, tuple]:

@@ -18,6 +18,7 @@ BACKEND = Backend(
     name="coreml",
     label="CoreML",
     runner="partialdeploy.runners.coreml:CoreMLRunner",
+    dists=("coremltools",),
     targets={"coreml": "partialdeploy.exporters.coreml:CoreMLTarget"},
     suffixes=(".mlpackage", ".mlmodel"),
     options={"minimum_deployment_target": ((str,), "CoreML, e.g. iOS16, iOS17, macOS14"),

@@ -7,6 +7,7 @@ BACKEND = Backend(
     name="onnxruntime",
     label="ONNX Runtime",
     runner="partialdeploy.runners.onnxruntime:OnnxRuntimeRunner",
+    dists=("onnxruntime", "onnxruntime-gpu"),
     targets={"onnx": "partialdeploy.exporters.onnx:OnnxTarget",
              "onnxruntime": "partialdeploy.exporters.onnxruntime:OnnxRuntimeTarget"},
     aliases=("onnx", "ort"),

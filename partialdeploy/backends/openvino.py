@@ -6,6 +6,7 @@ BACKEND = Backend(
     name="openvino",
     label="OpenVINO",
     runner="partialdeploy.runners.openvino:OpenVINORunner",
+    dists=("openvino",),
     targets={"openvino": "partialdeploy.exporters.openvino:OpenVINOTarget"},
     aliases=("ov",),
     suffixes=(".xml",),

@@ -6,6 +6,7 @@ BACKEND = Backend(
     name="torch",
     label="PyTorch",
     runner="partialdeploy.runners.torch:TorchRunner",
+    dists=("torch",),
     aliases=("pytorch",),
     summary="PyTorch (reference runs, not an export target)",
 )
