@@ -229,9 +229,10 @@ def _profile_table(report: dict):
     from rich.markup import escape
     from rich.table import Table
 
-    from partialdeploy.report import fmt, precision_cell
+    from partialdeploy.report import fmt, precision_cell, results
 
-    multi = any(r.get("device") for r in report.get("results", []))
+    rows = results(report)
+    multi = any(r.device for r in rows)
     t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
               title=f"{report.get('model', {}).get('name', '?')} on "
               f"{report.get('device') or ', '.join(report.get('environments') or {}) or '?'}"
@@ -244,21 +245,21 @@ def _profile_table(report: dict):
                      min_width=8 if c == "device" else None)
     notes: list[str] = []
     missing: dict = {}
-    for r in report.get("results", []):
-        lab = (f"{r['device']}: " if multi else "") + f"{r.get('target')}/{r.get('precision')}"
-        lat = r.get("latency_ms")
-        if r.get("status") == "ok" and lat:
-            notes += [f"[yellow]![/] {escape(lab)} b{r.get('batch')}: {escape(w)}" for w in r.get("warnings") or []]
-            lb = r.get("layers")
+    for r in rows:
+        lab = r.label(multi)
+        lat = r.latency_ms
+        if r.measured:
+            notes += [f"[yellow]![/] {escape(lab)} b{r.batch}: {escape(w)}" for w in r.warnings or []]
+            lb = r.layers
             if lb and lb.get("blocks"):
                 notes.append(f"  {escape(lab)} b{lb.get('batch')} slowest blocks: " + ", ".join(
                     f"{b['block']} {b['pct']:.0f}%" for b in lb["blocks"][:4]))
-            t.add_row(*([str(r.get("device"))] if multi else []), str(r["target"]),
-                      precision_cell(r), str(r["batch"]), fmt(lat["p50"], 3), fmt(lat["p90"], 3), fmt(lat["p99"], 3),
-                      fmt(r.get("throughput_ips"), 1), f"{r.get('load_time_s') or 0:.2f}",
-                      fmt(r.get("first_inference_ms"), 1), fmt((r.get("memory") or {}).get("peak_rss_mb"), 0))
+            t.add_row(*([str(r.device)] if multi else []), str(r.target),
+                      precision_cell(r), str(r.batch), fmt(lat["p50"], 3), fmt(lat["p90"], 3), fmt(lat["p99"], 3),
+                      fmt(r.throughput_ips, 1), f"{r.load_time_s or 0:.2f}",
+                      fmt(r.first_inference_ms, 1), fmt((r.memory or {}).get("peak_rss_mb"), 0))
         else:
-            missing.setdefault((lab, r.get("status"), str(r.get("reason", ""))), []).append(str(r.get("batch")))
+            missing.setdefault((lab, r.status, str(r.reason or "")), []).append(str(r.batch))
     for (lab, status, reason), bs in missing.items():
         style = {"skipped": "yellow", "not_run": "dim", "error": "red", "interrupted": "yellow"}.get(status, "")
         notes.append(f"[{style}]{status}[/] {escape(lab)} batch {','.join(bs)}: {escape(reason)}")

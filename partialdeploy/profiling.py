@@ -34,7 +34,7 @@ import numpy as np
 
 from partialdeploy.blocknames import body_names as official_body_names
 from partialdeploy.errors import PartialDeployError, RuntimeUnavailable, UserError, first_line
-from partialdeploy.records import ManifestEntry
+from partialdeploy.records import ManifestEntry, ProfileResult
 
 SCHEMA = "partialdeploy.profile/1"
 MANIFEST = "manifest.json"
@@ -257,7 +257,7 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[Mani
 class _Case:
     key: int  # artifact index
     batch: int
-    result: dict
+    result: ProfileResult
     feed: dict | None = None
     samples: list = field(default_factory=list)
     block_medians: list = field(default_factory=list)
@@ -306,6 +306,7 @@ class Profiler:
         self.should_stop = should_stop or (lambda: False)
         self.device = device
         self.report: dict = {}
+        self.results: list[ProfileResult] = []
         self._runners: dict[int, object] = {}
         if self.header.get("manifest") is None:  # a single file that cannot run here is an error (exit 2)
             from partialdeploy.runners.base import runner_for
@@ -333,7 +334,12 @@ class Profiler:
             "interrupted": False,
             "results": [],
         }
+        self.results = []
         return self.report
+
+    def snapshot(self) -> dict:
+        """The report as JSON types (its results serialized by ProfileResult.to_dict)."""
+        return {**self.report, "results": [r.to_dict() for r in self.results]}
 
     def save(self) -> None:
         if self.out_path is None:
@@ -341,7 +347,7 @@ class Profiler:
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".json", dir=self.out_path.parent)
         with os.fdopen(fd, "w") as f:
-            json.dump(self.report, f, indent=1, default=str)
+            json.dump(self.snapshot(), f, indent=1, default=str)
         os.replace(tmp, self.out_path)
 
     def run(self) -> dict:
@@ -366,7 +372,7 @@ class Profiler:
             self._runners.clear()
             self.report["environment"]["peak_rss_process_mb"] = round(peak_rss_mb(), 1)
             self.save()
-        return self.report
+        return self.snapshot()
 
     # -- phase 1: load every artifact, first inference per batch, memory
     def _load_all(self) -> list[_Case]:
@@ -376,7 +382,7 @@ class Profiler:
         cases: list[_Case] = []
         for i, art in enumerate(self.artifacts):
             cases += self._load_one(i, art, rng, size)
-        if not cases and not any(r["status"] == "error" for r in self.report["results"]):
+        if not cases and not any(r.status == "error" for r in self.results):
             self.report["note"] = "nothing could run on this machine"
         return cases
 
@@ -391,9 +397,9 @@ class Profiler:
                 "artifact": art.path, "mode": s.mode, "threads": s.threads,
                 **({"sha256": art.sha256} if art.sha256 else {})}
 
-        def add(batch, status, reason=None, **extra):
-            res = {**base, "batch": batch, "status": status, **({"reason": reason} if reason else {}), **extra}
-            self.report["results"].append(res)
+        def add(batch, status, reason=None, **extra) -> ProfileResult:
+            res = ProfileResult(**base, batch=batch, status=status, reason=reason or None, **extra)
+            self.results.append(res)
             return res
 
         def every_batch(status, reason) -> list[_Case]:
@@ -431,7 +437,7 @@ class Profiler:
         mem = {"peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_load_mb": round(rss0, 1) if rss0 else None,
                "scope": scope}
         for c in cases:
-            c.result["memory"] = mem
+            c.result.memory = mem
         return cases
 
     def _first_inferences(self, i: int, runner, metas, add, rng, size) -> list[_Case]:
@@ -452,8 +458,8 @@ class Profiler:
             except Exception as e:
                 add(b, "error", f"inference failed: {first_line(e, 200)}")
                 continue
-            clock = {} if runner.clock == "perf_counter" else {"clock": runner.clock}
-            res = add(b, "ok", None, load_time_s=runner.load_time_s, first_inference_ms=first * 1e3, **clock,
+            res = add(b, "ok", None, load_time_s=runner.load_time_s, first_inference_ms=first * 1e3,
+                      clock=None if runner.clock == "perf_counter" else runner.clock,
                       input_shapes={k: list(v.shape) for k, v in feed.items()})
             cases.append(_Case(i, b, res, feed))
         return cases
@@ -473,7 +479,7 @@ class Profiler:
         for blk in range(s.blocks):
             for c in cases:
                 runner = self._runners[c.key]
-                label = f"{c.result['target']}/{c.result['precision']} b{c.batch} block {blk + 1}/{s.blocks}"
+                label = f"{c.result.target}/{c.result.precision} b{c.batch} block {blk + 1}/{s.blocks}"
                 self.progress(done, total, label)
                 if s.mode == "throughput" and runner.can(ASYNC_QUEUE):
                     self._block_async(runner, c, per_runs, per_time, cap)
@@ -525,7 +531,7 @@ class Profiler:
         c.async_lat.append(len(lat))
         if lat:
             c.block_medians.append(float(np.median(lat)))
-        c.result["requests_in_flight"] = int(runner.options.get("nireq") or runner.optimal_requests())
+        c.result.requests_in_flight = int(runner.options.get("nireq") or runner.optimal_requests())
 
     # -- phase 3: per-layer pass with the profiler on
     def _layers(self, cases: list[_Case]) -> None:
@@ -538,7 +544,7 @@ class Profiler:
                 continue
             seen.add(c.key)
             art = self.artifacts[c.key]
-            tgt = c.result["runtime"]
+            tgt = c.result.runtime
             self.progress(0, 1, f"per-layer profile {art.target}/{art.precision}")
             with tempfile.TemporaryDirectory(prefix="pd-layers-") as tmp:
                 try:
@@ -555,30 +561,31 @@ class Profiler:
                 except KeyboardInterrupt:
                     raise
                 except Exception as e:
-                    c.result["layers_error"] = first_line(e, 200)
+                    c.result.layers_error = first_line(e, 200)
                     continue
             if rows:
                 lb = layer_breakdown(rows, s.top, (self.header.get("model") or {}).get("depths"))
                 lb.update({"batch": c.batch, "runs": s.layer_runs, "source": cls.layer_source or tgt})
-                c.result["layers"] = lb
+                c.result.layers = lb
 
     # -- statistics into the results
     def _finish(self, cases: list[_Case]) -> None:
         s = self.settings
         for c in cases:
+            r = c.result
             if not c.samples:
-                if self.report.get("interrupted") and c.result["status"] == "ok":
-                    c.result["status"] = "interrupted"
-                    c.result["reason"] = "interrupted before any timed run"
+                if self.report.get("interrupted") and r.status == "ok":
+                    r.status, r.reason = "interrupted", "interrupted before any timed run"
                 continue
             st = summarize(c.samples, c.batch, c.wall_s if c.async_lat else None)
-            c.result.update(st)
-            if c.result.get("status") == "interrupted":
-                c.result["status"] = "ok"
+            r.latency_ms, r.cv, r.runs, r.timed_s, r.throughput_ips = (st["latency_ms"], st["cv"], st["runs"],
+                                                                       st["timed_s"], st["throughput_ips"])
+            if r.status == "interrupted":
+                r.status = "ok"
             bm = np.asarray(c.block_medians) * 1e3
-            c.result["blocks"] = len(bm)
-            c.result["block_p50_ms"] = [float(v) for v in bm]
-            c.result["median_of_block_medians_ms"] = float(np.median(bm)) if len(bm) else None
+            r.blocks = len(bm)
+            r.block_p50_ms = [float(v) for v in bm]
+            r.median_of_block_medians_ms = float(np.median(bm)) if len(bm) else None
             warns = []
             if st["cv"] > s.cv_threshold:
                 warns.append(f"latency varies: coefficient of variation {100 * st['cv']:.1f}% > "
@@ -587,17 +594,13 @@ class Profiler:
                 warns.append(f"block medians drift {bm.min():.3g}-{bm.max():.3g} ms between blocks")
             if self.report.get("interrupted"):
                 warns.append(f"interrupted: {len(c.samples)} timed runs kept")
-            c.result["warnings"] = warns
+            r.warnings = warns
             samples = np.asarray(c.samples) * 1e3
             if len(samples) > s.samples_cap:
                 samples = samples[np.linspace(0, len(samples) - 1, s.samples_cap).astype(int)]
-            c.result["samples_ms"] = [round(float(v), 4) for v in samples]
-        self.report["summary"] = {
-            "ok": sum(r["status"] == "ok" for r in self.report["results"]),
-            "skipped": sum(r["status"] == "skipped" for r in self.report["results"]),
-            "not_run": sum(r["status"] == "not_run" for r in self.report["results"]),
-            "error": sum(r["status"] == "error" for r in self.report["results"]),
-        }
+            r.samples_ms = [round(float(v), 4) for v in samples]
+        self.report["summary"] = {k: sum(r.status == k for r in self.results)
+                                  for k in ("ok", "skipped", "not_run", "error")}
 
 
 def default_report_path(source: str | Path) -> Path:

@@ -4,6 +4,8 @@
   TensorRT bundle and the engine sidecar store them);
 * :class:`ManifestEntry` — one artifact in ``manifest.json`` (written by ``pipeline``, read by
   ``verify``, ``profiling``, ``diff``, ``tensorrt_build``);
+* :class:`ProfileResult` — one (artifact, batch) row of a profile report (written by ``profiling``,
+  read by ``report`` and the CLI's table);
 
 ``to_dict`` gives plain JSON types; ``from_dict`` is its inverse and reads files written by any earlier
 version (missing keys take their defaults, unknown keys are kept and written back). Plain Python, no
@@ -12,6 +14,7 @@ numpy: the device side (``verify``, ``build-engine``) reads these too.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 
@@ -141,3 +144,106 @@ class ManifestEntry:
             kw["extra"] = {}
         kw["parity"] = parity_list(d.get("parity"))
         return cls(**kw, other={k: v for k, v in d.items() if k not in cls._KEYS})
+
+
+def _finite(v, none_ok: bool = True) -> bool:
+    if v is None:
+        return none_ok
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass
+class ProfileResult:
+    """One (artifact, batch) row of a profile report (``profiling.Profiler`` makes them, ``report``
+    renders, compares and merges them). Values that are only printed are kept as read; the numbers
+    that are computed with are checked by :meth:`from_dict`."""
+
+    target: str | None = None
+    runtime: str | None = None
+    precision: str | None = None
+    artifact: str | None = None
+    mode: str = "latency"
+    threads: int | None = None
+    batch: int | None = None
+    status: str | None = None  # ok | skipped | not_run | error | interrupted
+    reason: str | None = None
+    sha256: str | None = None  # of the artifact measured (checked against the export's manifest)
+    runtime_version: str | None = None
+    compute_precision: str | None = None  # read back from the runtime
+    load_time_s: float | None = None
+    first_inference_ms: float | None = None
+    clock: str | None = None  # when the runner's own clock is not perf_counter (TensorRT: cuda_events)
+    input_shapes: dict | None = None
+    memory: dict | None = None  # peak_rss_mb, rss_before_load_mb, scope
+    latency_ms: dict | None = None  # p50 p90 p99 mean std min max
+    cv: float | None = None
+    runs: int | None = None
+    timed_s: float | None = None
+    throughput_ips: float | None = None
+    requests_in_flight: int | None = None
+    blocks: int | None = None
+    block_p50_ms: list | None = None
+    median_of_block_medians_ms: float | None = None
+    warnings: list | None = None
+    samples_ms: list | None = None
+    layers: dict | None = None  # per-layer breakdown (profiling.layer_breakdown)
+    layers_error: str | None = None
+    device: str | None = None  # set when reports of several devices are merged
+    other: dict = field(default_factory=dict)  # keys this version does not know, written back unchanged
+
+    _ALWAYS = ("target", "runtime", "precision", "artifact", "mode", "threads", "batch", "status")
+    _STATS = ("p50", "p90", "p99", "mean", "std", "min", "max")
+
+    def to_dict(self) -> dict:
+        d = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name != "other" and (v is not None or f.name in self._ALWAYS):
+                d[f.name] = v
+        return {**d, **self.other}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProfileResult":
+        """The inverse of :meth:`to_dict`; ValueError naming the first value a renderer would trip over."""
+        if not isinstance(d, dict):
+            raise ValueError("is not a mapping")
+        b = d.get("batch")
+        if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
+            raise ValueError(f"batch {str(b)[:20]!r} is not a positive integer")
+        lat = d.get("latency_ms")
+        if lat is not None and (not isinstance(lat, dict) or not all(_finite(lat.get(k), False) for k in cls._STATS)):
+            raise ValueError("latency_ms is not a set of numbers")
+        for k in ("throughput_ips", "load_time_s", "first_inference_ms", "cv", "runs", "timed_s"):
+            if not _finite(d.get(k)):
+                raise ValueError(f"{k} is not a number")
+        sm = d.get("samples_ms")
+        if sm is not None and (not isinstance(sm, list) or not all(_finite(v, False) for v in sm)):
+            raise ValueError("samples_ms is not a list of numbers")
+        w = d.get("warnings")
+        if w is not None and (not isinstance(w, list) or not all(isinstance(x, str) for x in w)):
+            raise ValueError("warnings is not a list of text")
+        mem = d.get("memory")
+        if mem is not None and (not isinstance(mem, dict) or not _finite(mem.get("peak_rss_mb"))):
+            raise ValueError("memory is malformed")
+        lb = d.get("layers")
+        if lb is not None:
+            if not isinstance(lb, dict) or not _finite(lb.get("total_ms")):
+                raise ValueError("layers is malformed")
+            for part, name in (("blocks", "block"), ("top", "name")):
+                rows = lb.get(part, [])
+                if not isinstance(rows, list) or not all(
+                        isinstance(x, dict) and isinstance(x.get(name), str) and _finite(x.get("time_ms"), False)
+                        and _finite(x.get("pct"), False) and isinstance(x.get("block", ""), str) for x in rows):
+                    raise ValueError(f"layers.{part} is malformed")
+        known = {f.name for f in fields(cls)} - {"other"}
+        return cls(**{k: v for k, v in d.items() if k in known},
+                   other={k: v for k, v in d.items() if k not in known})
+
+    @property
+    def measured(self) -> bool:
+        """Timed and ok (what the tables and comparisons show)."""
+        return self.status == "ok" and bool(self.latency_ms)
+
+    def label(self, with_device: bool = False) -> str:
+        s = f"{self.target}/{self.precision}"
+        return f"{self.device}: {s}" if with_device and self.device else s

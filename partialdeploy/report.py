@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from partialdeploy.errors import UserError, VerificationError
+from partialdeploy.records import ProfileResult
 
 SCHEMA = "partialdeploy.profile/1"
 SCHEMA_PREFIX = "partialdeploy.profile/"
@@ -69,37 +70,11 @@ def _structure_problem(data: dict) -> str | None:
     if not all(isinstance(v, dict) for v in (data.get("environments") or {}).values()):
         return "environments holds a non-mapping"
     for i, r in enumerate(data["results"]):
-        if not isinstance(r, dict):
-            return f"results[{i}] is not a mapping"
-        b = r.get("batch")
-        if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
-            return f"results[{i}].batch {str(b)[:20]!r} is not a positive integer"
-        lat = r.get("latency_ms")
-        if lat is not None and (not isinstance(lat, dict) or not all(
-                _num(lat.get(k), False) for k in ("p50", "p90", "p99", "mean", "std", "min", "max"))):
-            return f"results[{i}].latency_ms is not a set of numbers"
-        for k in ("throughput_ips", "load_time_s", "first_inference_ms", "cv", "runs", "timed_s"):
-            if not _num(r.get(k)):
-                return f"results[{i}].{k} is not a number"
-        sm = r.get("samples_ms")
-        if sm is not None and (not isinstance(sm, list) or not all(_num(v, False) for v in sm)):
-            return f"results[{i}].samples_ms is not a list of numbers"
-        w = r.get("warnings")
-        if w is not None and (not isinstance(w, list) or not all(isinstance(x, str) for x in w)):
-            return f"results[{i}].warnings is not a list of text"
-        mem = r.get("memory")
-        if mem is not None and (not isinstance(mem, dict) or not _num(mem.get("peak_rss_mb"))):
-            return f"results[{i}].memory is malformed"
-        lb = r.get("layers")
-        if lb is not None:
-            if not isinstance(lb, dict) or not _num(lb.get("total_ms")):
-                return f"results[{i}].layers is malformed"
-            for part, name in (("blocks", "block"), ("top", "name")):
-                rows = lb.get(part, [])
-                if not isinstance(rows, list) or not all(
-                        isinstance(x, dict) and isinstance(x.get(name), str) and _num(x.get("time_ms"), False)
-                        and _num(x.get("pct"), False) and isinstance(x.get("block", ""), str) for x in rows):
-                    return f"results[{i}].layers.{part} is malformed"
+        try:
+            ProfileResult.from_dict(r)  # the numbers a renderer computes with are numbers
+        except ValueError as e:
+            msg = str(e)
+            return f"results[{i}]{' ' if msg.startswith('is ') else '.'}{msg}"
     return None
 
 
@@ -116,17 +91,21 @@ def parse_threshold(text: str | float) -> float:
     return v
 
 
-def ok_results(report: dict) -> list[dict]:
-    return [r for r in report.get("results", []) if r.get("status") == "ok" and r.get("latency_ms")]
+def results(report: dict) -> list[ProfileResult]:
+    """The result rows of a (validated) report, typed."""
+    return [ProfileResult.from_dict(r) for r in report.get("results", [])]
 
 
-def _label(r: dict, with_device: bool = False) -> str:
-    s = f"{r.get('target')}/{r.get('precision')}"
-    return f"{r.get('device')}: {s}" if with_device and r.get("device") else s
+def ok_results(report: dict) -> list[ProfileResult]:
+    return [r for r in results(report) if r.measured]
+
+
+def _label(r: ProfileResult, with_device: bool = False) -> str:
+    return r.label(with_device)
 
 
 def _devices(report: dict) -> list[str]:
-    devs = [r.get("device") for r in report.get("results", []) if r.get("device")]
+    devs = [r.device for r in results(report) if r.device]
     return list(dict.fromkeys(devs)) or [report.get("device", "?")]
 
 
@@ -134,10 +113,10 @@ def _multi(report: dict) -> bool:
     return len(_devices(report)) > 1
 
 
-def precision_cell(r: dict) -> str:
+def precision_cell(r: ProfileResult) -> str:
     """Artifact precision plus the precision the runtime reported computing in (read back)."""
-    cp = r.get("compute_precision")
-    return f"{r.get('precision')} [{cp}]" if cp else str(r.get("precision"))
+    cp = r.compute_precision
+    return f"{r.precision} [{cp}]" if cp else str(r.precision)
 
 
 def fmt(v, nd: int = 2) -> str:
@@ -191,31 +170,30 @@ def to_markdown(report: dict) -> str:
     L.append("| " + " | ".join(cols) + " |")
     L.append("|" + "|".join("---" if c in ("device", "target", "precision") else "---:" for c in cols) + "|")
     for r in ok_results(report):
-        lat = r["latency_ms"]
-        mem = (r.get("memory") or {}).get("peak_rss_mb")
-        row = ([r.get("device", "")] if multi else []) + [
-            str(r.get("target")), precision_cell(r), str(r.get("batch")), fmt(lat["p50"]), fmt(lat["p90"]),
+        lat = r.latency_ms
+        mem = (r.memory or {}).get("peak_rss_mb")
+        row = ([r.device or ""] if multi else []) + [
+            str(r.target), precision_cell(r), str(r.batch), fmt(lat["p50"]), fmt(lat["p90"]),
             fmt(lat["p99"]), f"{fmt(lat['mean'])} ± {fmt(lat['std'])}", fmt(lat["min"]), fmt(lat["max"]),
-            fmt(r.get("throughput_ips"), 1), fmt(r.get("load_time_s"), 3), fmt(r.get("first_inference_ms")), fmt(mem, 1),
-            str(r.get("runs"))]
+            fmt(r.throughput_ips, 1), fmt(r.load_time_s, 3), fmt(r.first_inference_ms), fmt(mem, 1),
+            str(r.runs)]
         L.append("| " + " | ".join(row) + " |")
-    others = [r for r in report.get("results", []) if r.get("status") != "ok"]
+    others = [r for r in results(report) if r.status != "ok"]
     if others:
         L += ["", "Not measured:", ""]
         seen = set()
         for r in others:
-            key = (r.get("device"), r.get("target"), r.get("precision"), r.get("status"), r.get("reason"))
-            bs = [str(x.get("batch")) for x in others if (x.get("device"), x.get("target"), x.get("precision"),
-                                                         x.get("status"), x.get("reason")) == key]
+            key = (r.device, r.target, r.precision, r.status, r.reason)
+            bs = [str(x.batch) for x in others if (x.device, x.target, x.precision, x.status, x.reason) == key]
             if key in seen:
                 continue
             seen.add(key)
-            L.append(f"- {_label(r, multi)} batch {','.join(bs)}: **{r.get('status')}** — {r.get('reason', '')}")
-    warns = [(r, w) for r in ok_results(report) for w in r.get("warnings") or []]
+            L.append(f"- {_label(r, multi)} batch {','.join(bs)}: **{r.status}** — {r.reason or ''}")
+    warns = [(r, w) for r in ok_results(report) for w in r.warnings or []]
     if warns:
-        L += ["", "Warnings:", ""] + [f"- {_label(r, multi)} b{r.get('batch')}: {w}" for r, w in warns]
-    for r in report.get("results", []):
-        lb = r.get("layers")
+        L += ["", "Warnings:", ""] + [f"- {_label(r, multi)} b{r.batch}: {w}" for r, w in warns]
+    for r in results(report):
+        lb = r.layers
         if not lb:
             continue
         L += ["", f"## Per-layer: {_label(r, multi)} (batch {lb.get('batch')}, {lb.get('source', '')}, "
@@ -274,16 +252,17 @@ def _hbars(items: list[tuple[str, float, str]], unit: str, title: str, width: in
     return _svg(width, h, body, title)
 
 
-def _distribution(cases: list[dict], title: str, width: int = 760) -> str:
-    """Box plot per case (p25-p75 box, p50 line, whiskers p1-p99, dots beyond), on a log-free linear axis."""
+def _distribution(cases: list[tuple[str, list]], title: str, width: int = 760) -> str:
+    """Box plot per case, given as (label, samples in ms): p25-p75 box, p50 line, whiskers p1-p99, dots
+    beyond, on a log-free linear axis."""
     import numpy as np
 
-    cases = [c for c in cases if c.get("samples_ms")]
+    cases = [(lab, sm) for lab, sm in cases if sm]
     if not cases:
         return ""
     lw, rh, top = 300, 30, 28
     h = top + len(cases) * rh + 34
-    allv = np.concatenate([np.asarray(c["samples_ms"], float) for c in cases])
+    allv = np.concatenate([np.asarray(sm, float) for _, sm in cases])
     lo, hi = 0.0, _nice_max(float(np.percentile(allv, 99.5)) * 1.05)
     pw = width - lw - 30
 
@@ -295,16 +274,16 @@ def _distribution(cases: list[dict], title: str, width: int = 760) -> str:
         x = lw + pw * k / 4
         body.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{h - 28}" stroke="#ddd"/>'
                     f'<text x="{x:.1f}" y="{h - 14}" font-size="11" text-anchor="middle">{fmt(hi * k / 4)} ms</text>')
-    for i, c in enumerate(cases):
-        s = np.asarray(c["samples_ms"], float)
+    for i, (label, samples) in enumerate(cases):
+        s = np.asarray(samples, float)
         p1, p25, p50, p75, p99 = np.percentile(s, [1, 25, 50, 75, 99])
         y = top + i * rh
         cy = y + rh / 2 - 2
         col = PALETTE[i % 10]
-        body.append(f'<text x="{lw - 6}" y="{cy + 4:.1f}" font-size="11" text-anchor="end">{E(c["_label"][:48])}</text>')
+        body.append(f'<text x="{lw - 6}" y="{cy + 4:.1f}" font-size="11" text-anchor="end">{E(label[:48])}</text>')
         body.append(f'<line x1="{X(p1):.1f}" y1="{cy:.1f}" x2="{X(p99):.1f}" y2="{cy:.1f}" stroke="{col}"/>')
         body.append(f'<rect class="box" x="{X(p25):.1f}" y="{cy - 8:.1f}" width="{max(1, X(p75) - X(p25)):.1f}" height="16" '
-                    f'fill="{col}" fill-opacity="0.35" stroke="{col}"><title>{E(c["_label"])}: p25 {p25:.3f}, p50 '
+                    f'fill="{col}" fill-opacity="0.35" stroke="{col}"><title>{E(label)}: p25 {p25:.3f}, p50 '
                     f'{p50:.3f}, p75 {p75:.3f}, p99 {p99:.3f} ms ({len(s)} samples)</title></rect>')
         body.append(f'<line x1="{X(p50):.1f}" y1="{cy - 9:.1f}" x2="{X(p50):.1f}" y2="{cy + 9:.1f}" stroke="#000" stroke-width="2"/>')
         out = s[(s > p99) | (s < p1)][:60]
@@ -367,8 +346,7 @@ th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 def to_html(report: dict) -> str:
     multi = _multi(report)
     oks = ok_results(report)
-    for r in oks:
-        r["_label"] = f"{_label(r, multi)} b{r.get('batch')}"
+    labels = [f"{_label(r, multi)} b{r.batch}" for r in oks]
     name = report.get("model", {}).get("name", "?")
     P = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Latency report: {E(name)}</title>"
          f"<style>{_CSS}</style></head><body>", f"<h1>Latency report: {E(name)}</h1>"]
@@ -388,39 +366,39 @@ def to_html(report: dict) -> str:
                                             "std ms", "min ms", "max ms", "img/s", "load s", "first ms", "peak RSS MB", "runs"]
     P.append("<h2>Summary</h2><table id='summary'><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>")
     for r in oks:
-        lat = r["latency_ms"]
-        vals = ([r.get("device", "")] if multi else []) + [r.get("target"), r.get("precision"), r.get("batch")]
+        lat = r.latency_ms
+        vals = ([r.device if r.device is not None else ""] if multi else []) + [r.target, r.precision, r.batch]
         nums = [lat["p50"], lat["p90"], lat["p99"], lat["mean"], lat["std"], lat["min"], lat["max"],
-                r.get("throughput_ips"), r.get("load_time_s"), r.get("first_inference_ms"),
-                (r.get("memory") or {}).get("peak_rss_mb"), r.get("runs")]
+                r.throughput_ips, r.load_time_s, r.first_inference_ms, (r.memory or {}).get("peak_rss_mb"), r.runs]
         P.append("<tr>" + "".join(f"<td>{E(str(v))}</td>" for v in vals)
                  + "".join(f"<td class='n'>{E(fmt(v))}</td>" for v in nums) + "</tr>")
     P.append("</table>")
-    others = [r for r in report.get("results", []) if r.get("status") != "ok"]
+    others = [r for r in results(report) if r.status != "ok"]
     if others:
         P.append("<h2>Not measured</h2><ul>" + "".join(
-            f"<li>{E(_label(r, multi))} batch {E(str(r.get('batch')))}: <b>{E(str(r.get('status')))}</b> — "
-            f"{E(str(r.get('reason', '')))}</li>" for r in others) + "</ul>")
-    warns = [(r, w) for r in oks for w in r.get("warnings") or []]
+            f"<li>{E(_label(r, multi))} batch {E(str(r.batch))}: <b>{E(str(r.status))}</b> — "
+            f"{E(str(r.reason or ''))}</li>" for r in others) + "</ul>")
+    warns = [(lab, w) for r, lab in zip(oks, labels) for w in r.warnings or []]
     if warns:
-        P.append("<ul class='warn'>" + "".join(f"<li>{E(r['_label'])}: {E(w)}</li>" for r, w in warns) + "</ul>")
+        P.append("<ul class='warn'>" + "".join(f"<li>{E(lab)}: {E(w)}</li>" for lab, w in warns) + "</ul>")
     # plots
     P.append("<h2>Latency distribution</h2>")
-    P.append(_distribution(oks, "Latency per inference (box p25–p75, line p50, whiskers p1–p99)"))
+    P.append(_distribution([(lab, r.samples_ms) for r, lab in zip(oks, labels)],
+                           "Latency per inference (box p25–p75, line p50, whiskers p1–p99)"))
     series: dict[str, list] = {}
     for r in oks:
-        if r.get("throughput_ips"):
-            series.setdefault(_label(r, multi), []).append((float(r["batch"]), float(r["throughput_ips"])))
+        if r.throughput_ips:
+            series.setdefault(_label(r, multi), []).append((float(r.batch), float(r.throughput_ips)))
     if any(len(v) > 1 for v in series.values()) or len({b for v in series.values() for b, _ in v}) > 1:
         P.append("<h2>Batch scaling</h2>")
         P.append(_lines(series, "Throughput vs batch size", "batch size", "images / s"))
-    b0 = min((r["batch"] for r in oks), default=None)
-    comp = [(_label(r, multi), r["latency_ms"]["p50"], f"{fmt(r['latency_ms']['p50'])} ms") for r in oks if r["batch"] == b0]
+    b0 = min((r.batch for r in oks), default=None)
+    comp = [(_label(r, multi), r.latency_ms["p50"], f"{fmt(r.latency_ms['p50'])} ms") for r in oks if r.batch == b0]
     if comp:
         P.append("<h2>Target comparison</h2>")
         P.append(_hbars(comp, "ms", f"p50 latency at batch {b0} (lower is better)"))
-    for r in report.get("results", []):
-        lb = r.get("layers")
+    for r in results(report):
+        lb = r.layers
         if not lb:
             continue
         lab = _label(r, multi)
@@ -432,15 +410,13 @@ def to_html(report: dict) -> str:
         P.append(_hbars([(t["name"][-48:], t["time_ms"], f"{t['pct']:.1f}% · {t.get('op', '')} · {t['block']}")
                          for t in lb.get("top", [])], "ms", f"top {len(lb.get('top', []))} layers: {lab}"))
     P.append("</body></html>")
-    for r in oks:
-        r.pop("_label", None)
     return "\n".join(p for p in P if p)
 
 
 # ---------------------------------------------------------------- compare / merge
 
-def _key(r: dict) -> tuple:
-    return (r.get("device"), r.get("target"), r.get("precision"), r.get("batch"), r.get("mode", "latency"))
+def _key(r: ProfileResult) -> tuple:
+    return (r.device, r.target, r.precision, r.batch, r.mode or "latency")
 
 
 def compare(base: dict, new: dict, max_regression: float, metric: str = "p50") -> dict:
@@ -454,9 +430,9 @@ def compare(base: dict, new: dict, max_regression: float, metric: str = "p50") -
         row = {"device": k[0], "target": k[1], "precision": k[2], "batch": k[3], "mode": k[4]}
         if rb is None or rn is None:
             row.update(status="new" if rb is None else "missing",
-                       base_ms=rb and rb["latency_ms"][metric], new_ms=rn and rn["latency_ms"][metric], change=None)
+                       base_ms=rb and rb.latency_ms[metric], new_ms=rn and rn.latency_ms[metric], change=None)
         else:
-            vb, vn = rb["latency_ms"][metric], rn["latency_ms"][metric]
+            vb, vn = rb.latency_ms[metric], rn.latency_ms[metric]
             ch = (vn - vb) / vb if vb > 0 else 0.0
             row.update(base_ms=vb, new_ms=vn, change=ch,
                        status="regression" if ch > max_regression else "improved" if ch < -max_regression else "ok")
@@ -494,12 +470,13 @@ def merge(reports: list[tuple[str, dict]], device_names: list[str] | None = None
             out.setdefault("warnings", []).append(f"{src} profiles model {r.get('model', {}).get('name')!r}, not "
                                                   f"{out['model'].get('name')!r}")
         envs = r.get("environments") or {r.get("device", src): r.get("environment") or {}}
-        for res in r["results"]:
-            dev = (device_names[i] if device_names and i < len(device_names) else None) or res.get("device") \
+        for res in results(r):
+            dev = (device_names[i] if device_names and i < len(device_names) else None) or res.device \
                 or r.get("device") or src
-            out["results"].append({**res, "device": dev})
+            env = envs.get(res.device or r.get("device"), r.get("environment") or {})
+            res.device = dev
+            out["results"].append(res.to_dict())
             names.add(dev)
-            env = envs.get(res.get("device") or r.get("device"), r.get("environment") or {})
             out["environments"].setdefault(dev, env)
         out["merged_from"].append({"source": src, "device": r.get("device"), "created": r.get("created")})
     return out

@@ -144,3 +144,88 @@ def test_onnx_metadata_architecture_reads_back(tmp_path):
     onnx.save(old, tmp_path / "b.onnx")
     p = _prep_from_onnx(tmp_path / "b.onnx")
     assert (p.size, p.mean, p.std) == (96, (0.1, 0.2, 0.3), (1, 1, 1))
+
+
+def test_bundle_spec_writes_the_bundle(tmp_path):
+    """write_bundle takes one BundleSpec (built by the TensorRT target from the export context)."""
+    from partialdeploy.tensorrt_build import BundleImages, BundleSpec, write_bundle
+
+    (tmp_path / "src.onnx").write_bytes(b"onnx bytes")
+    out = tmp_path / "b"
+    out.mkdir()
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    ctx = SimpleNamespace(parity_inputs=x, reference=np.ones((2, 10), np.float32), calib=None, calib_source=None,
+                          eval_images=x, eval_labels=np.zeros(2, np.int64), eval_reference=np.ones((2, 10)))
+    spec = BundleSpec(onnx_path=tmp_path / "src.onnx", precision="int8", images=BundleImages.of(ctx),
+                      chw=[3, 32, 32], batch={"min": 1, "opt": 2, "max": 2}, workspace_mb=256, model_name="m",
+                      generation=11, profile="p")
+    b = write_bundle(out, spec)
+    assert (out / "model.onnx").read_bytes() == b"onnx bytes"
+    assert set(b["files"]) == {p.name for p in out.iterdir()} >= {"eval_images.npy", "eval_labels.npy"}
+    assert b["input"] == {"name": "input", "shape": [2, 3, 32, 32], "dtype": "float32"}
+    assert b["trtexec"]["10"] == b["trtexec"]["11"][:3] + ["--stronglyTyped"] + b["trtexec"]["11"][3:]
+    assert "--memPoolSize=workspace:256M" in b["trtexec"]["11"] and b["tensorrt"]["expected"] == 11
+    assert json.loads((out / "bundle.json").read_text())["trtexec_line"] == b["trtexec_line"]
+
+
+def test_runtime_versions_come_from_the_backends():
+    """The environment fingerprint lists each backend's declared distributions (no separate list)."""
+    from partialdeploy import backends
+    from partialdeploy.envinfo import runtime_versions
+
+    dists = backends.distributions()
+    assert dists["onnxruntime-gpu"] == "onnxruntime" and dists["cuda-python"] == "cuda-python"
+    for b in backends.all_backends():
+        dist = getattr(b.runner_class(), "dist", None)
+        assert dist is None or dist in b.dists, b.name  # the runner's version source is declared
+    got = runtime_versions()
+    assert {"onnxruntime", "openvino", "numpy"} <= set(got)
+    backends.register(backends.Backend(name="fakedist", runner="x:Y", dists=("pytest",)))
+    try:
+        assert "pytest" in runtime_versions()
+    finally:
+        backends.unregister("fakedist")
+
+
+OLD_ROW = {"target": "onnx", "runtime": "onnxruntime", "precision": "fp32", "artifact": "onnx/fp32/model.onnx",
+           "mode": "latency", "threads": None, "sha256": "0" * 64, "runtime_version": "1.20", "batch": 1,
+           "status": "ok", "load_time_s": 0.1, "first_inference_ms": 3.0, "input_shapes": {"input": [1, 3, 32, 32]},
+           "memory": {"peak_rss_mb": 300.0, "rss_before_load_mb": 200.0, "scope": "artifact"},
+           "latency_ms": {"p50": 1.0, "p90": 1.2, "p99": 1.5, "mean": 1.05, "std": 0.1, "min": 0.9, "max": 1.6},
+           "cv": 0.1, "runs": 100, "timed_s": 0.1, "throughput_ips": 950.0, "blocks": 3,
+           "block_p50_ms": [1.0, 1.0, 1.0], "median_of_block_medians_ms": 1.0, "warnings": [],
+           "samples_ms": [1.0, 1.1]}
+
+
+def test_profile_result_round_trip_and_old_rows():
+    from partialdeploy.records import ProfileResult
+
+    r = ProfileResult.from_dict(OLD_ROW)
+    assert r.measured and r.label() == "onnx/fp32" and r.latency_ms["p50"] == 1.0
+    assert r.to_dict() == OLD_ROW and ProfileResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    skipped = {"target": "tensorrt", "runtime": "tensorrt", "precision": "fp16", "artifact": "t", "mode": "latency",
+               "threads": 2, "batch": 8, "status": "not_run", "reason": "no GPU", "future": [1]}
+    s = ProfileResult.from_dict(skipped)
+    assert not s.measured and s.to_dict() == skipped  # absent stays absent, unknown keys kept
+    for bad in ({**OLD_ROW, "batch": "1; rm"}, {**OLD_ROW, "latency_ms": {"p50": "fast"}}, [],
+                {**OLD_ROW, "samples_ms": [float("nan")]}):
+        with pytest.raises(ValueError):
+            ProfileResult.from_dict(bad)
+
+
+def test_report_reads_results_through_profile_result():
+    """compare and the renderers take their numbers from ProfileResult rows."""
+    from partialdeploy import report as rp
+
+    base = {"schema": rp.SCHEMA, "results": [OLD_ROW, {**OLD_ROW, "batch": 8, "status": "skipped",
+                                                        "latency_ms": None, "reason": "static batch"}]}
+    new = json.loads(json.dumps(base))
+    new["results"][0]["latency_ms"]["p50"] = 1.5
+    rp.validate(new)
+    cmp = rp.compare(base, new, 0.1)
+    assert cmp["regressions"] == 1 and cmp["rows"][0]["change"] == pytest.approx(0.5)
+    md = rp.to_markdown(base)
+    assert "| onnx | fp32 | 1 | 1.00 |" in md and "batch 8: **skipped** — static batch" in md
+    merged = rp.merge([("a", base), ("b", new)], ["A", "B"])
+    assert [r["device"] for r in merged["results"]] == ["A", "A", "B", "B"]
+    assert "<svg" in rp.to_html(merged)
