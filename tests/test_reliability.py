@@ -295,7 +295,7 @@ def test_build_engine_verifies_the_bundle_before_needing_a_gpu(tmp_path):
     from partialdeploy.tensorrt_build import build_engine
     from partialdeploy.verify import verify_inside_export
 
-    assert verify_inside_export(bundle)["target"] == "tensorrt"
+    assert verify_inside_export(bundle).target == "tensorrt"
     # a bundle.json pointing out of its directory (the bundle copied alone, no manifest above it)
     alone = _copy(bundle, tmp_path / "alone")
     bj["onnx"] = "../../etc/passwd"
