@@ -194,10 +194,10 @@ def verify_artifact(ctx, art, art_dir: Path) -> bool:
 
     def gate() -> list[ParityResult]:
         opts = open_options(cls, ctx, art.target, art.precision, art.extra)
-        if art.proof is not None and art.proof.holds(ctx, path, opts) and art.inputs and art.outputs:
+        claimed = art.extra.get("compute_precision")  # a claim is read back from the runtime: never from a proof
+        if art.proof is not None and not claimed and art.proof.holds(ctx, path, opts) and art.inputs and art.outputs:
             return list(art.proof.results)
-        return verify_file(ctx, cls, path, stage, art.precision, opts, art.extra.get("compute_precision"),
-                           backend.name, io_meta)
+        return verify_file(ctx, cls, path, stage, art.precision, opts, claimed, backend.name, io_meta)
 
     try:
         results = gate()

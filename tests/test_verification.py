@@ -133,3 +133,16 @@ def test_a_targets_proof_is_the_certificate_only_for_the_same_file(altrt, tmp_pa
     art3 = _artifact(tmp_path, extra={"runtime_config": {"fix": 1, "other": 2}}, proof=art.proof)
     art3.inputs, art3.outputs = art.inputs, art.outputs
     assert verify_artifact(ctx, art3, tmp_path) and len(altrt.opened) == 2  # other options: gated again
+
+
+def test_a_claimed_compute_precision_is_read_back_not_taken_from_a_proof(altrt, tmp_path):
+    from partialdeploy.verification import Proof, open_options, verify_artifact, verify_file
+
+    ctx = _ctx()
+    extra = {"runtime_config": {"fix": 1}, "compute_precision": "f32"}
+    art = _artifact(tmp_path, extra=extra)
+    art.inputs, art.outputs = [{"name": "x"}], [{"name": "y"}]
+    opts = open_options(altrt, ctx, "altrt", "fp32", extra)
+    art.proof = Proof.of(ctx, tmp_path / "m.alt", opts, verify_file(ctx, altrt, tmp_path / "m.alt", "s", "fp32", opts))
+    altrt.opened.clear()
+    assert verify_artifact(ctx, art, tmp_path) and altrt.opened == [{"fix": 1}]  # opened: the claim is checked
