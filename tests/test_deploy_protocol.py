@@ -170,3 +170,34 @@ def test_inspect_reads_folds_from_the_blocks_not_from_a_table():
     """No family carries a fold table any more: what inspect prints comes from the conversion."""
     for fam in families.all_families():
         assert not hasattr(fam, "folds") and not hasattr(fam, "block_kinds") and not hasattr(fam, "to_deploy")
+
+
+@pytest.mark.parametrize("name", ["partialnet-all-blocks", "partialnet-dpconv", "fasternet"])
+def test_blocks_built_directly_in_deploy_form_match_the_converted_blocks(name):
+    """Every PartialNet/FasterNet block can be built in deploy form from its configuration (timm
+    fastvit's inference_mode): loaded with the converted weights (strictly: same modules, same
+    shapes) it computes exactly what the converted block computes."""
+    from partialdeploy.models.partialnet import MLPBlock
+    from partialdeploy.models.protocol import DeployContext
+
+    spec = _specs()[name]
+    model = randomize(build_model(spec), seed=3).eval()
+    ctx = DeployContext(model, 64)
+    blocks = [m for m in model.modules() if isinstance(m, MLPBlock)]
+    assert len(blocks) == sum(spec.depths)
+    kinds = set()
+    for block in blocks:
+        converted = ctx.convert(block).module
+        hw = ctx.hw(block)
+        split = getattr(block.spatial_mixing, "split", None)
+        built = MLPBlock.deploy_form(block.mlp[0].in_channels, spec, block.channel_type, block.split_shortcut, hw,
+                                     split=split)
+        assert [type(m) for m in built.modules()] == [type(m) for m in converted.modules()]
+        built.load_state_dict(converted.state_dict())  # strict: the same parameters and buffers, same shapes
+        x = torch.randn(2, block.mlp[0].in_channels, *hw, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            assert torch.equal(built.eval()(x), converted(x))
+        kinds |= {type(m).__name__ for m in built.modules()}
+    want = {"partialnet-all-blocks": {"ChannelGateD", "SelfAttnD", "SpatialGateD"},  # PAT_ch, PAT_sf, PAT_sp
+            "partialnet-dpconv": {"PartialConvD"}, "fasternet": {"PartialConvD"}}[name]
+    assert want <= kinds

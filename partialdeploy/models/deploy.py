@@ -36,6 +36,11 @@ class PartialConvD(nn.Module):
         # with the block's identity folded in, the untouched channels come out as x2 + x2
         self.passthrough_scale = passthrough_scale
 
+    @classmethod
+    def build(cls, dim: int, c1: int, passthrough_scale: float = 1.0) -> "PartialConvD":
+        """Built directly in deploy form (shapes only; load converted weights into it)."""
+        return cls(nn.Conv2d(c1, c1, 3, 1, 1, bias=False) if c1 > 0 else None, dim, passthrough_scale)
+
     def _rest(self, x2):
         return x2 if self.passthrough_scale == 1.0 else x2 * self.passthrough_scale
 
@@ -60,6 +65,12 @@ class ChannelGateD(nn.Module):
         self.conv = conv
         self.gate = gate  # 1×1 conv (2*c2 -> c2) over [mean; std] as (B, 2*c2, 1, 1)
         self.act = nn.Hardsigmoid()
+
+    @classmethod
+    def build(cls, dim: int, c1: int, hw: tuple[int, int]) -> "ChannelGateD":
+        """Built directly in deploy form (shapes only; load converted weights into it)."""
+        c2 = dim - c1
+        return cls(nn.Conv2d(c1, c1, 3, 1, 1, bias=False), dim, nn.Conv2d(2 * c2, c2, 1), hw)
 
     def forward(self, x):
         x1, x2 = torch.split(x, [self.c1, self.dim - self.c1], dim=1)
@@ -97,6 +108,13 @@ class SelfAttnD(nn.Module):
         self.eps = eps
         self.register_buffer("rpe_bias", bias.float().unsqueeze(0).contiguous())  # (1, H, L, L)
 
+    @classmethod
+    def build(cls, dim: int, c1: int, num_heads: int, eps: float, hw: tuple[int, int]) -> "SelfAttnD":
+        """Built directly in deploy form (shapes only; load converted weights into it)."""
+        c, n = dim - c1, hw[0] * hw[1]
+        return cls(nn.Conv2d(c1, c1, 3, 1, 1, bias=False), dim, nn.Linear(c, 3 * c), nn.Linear(c, c),
+                   torch.zeros(num_heads, n, n), num_heads, eps, hw)
+
     def forward(self, x):
         x1, x2 = torch.split(x, [self.c1, self.c2], dim=1)
         C, h, w, n, H = self.c2, self.h, self.w, self.h * self.w, self.num_heads
@@ -124,6 +142,11 @@ class SpatialGateD(nn.Module):
         self.register_buffer("shift_u", shift_u.float().view(1, -1, 1, 1))
         self.act = nn.Hardsigmoid()
 
+    @classmethod
+    def build(cls, hidden: int, c_u: int, c_v: int) -> "SpatialGateD":
+        """Built directly in deploy form (shapes only; load converted weights into it)."""
+        return cls(nn.Conv2d(hidden, c_u + c_v + 1, 1), c_u, c_v, torch.zeros(c_u))
+
     def forward(self, h):
         u, v, a = torch.split(self.proj(h), [self.c_u, self.c_v, 1], dim=1)
         return torch.cat((u * self.act(a) + self.shift_u, v), 1)
@@ -137,6 +160,15 @@ class BlockD(nn.Module):
         super().__init__()
         self.mixing, self.fc1, self.act, self.out = mixing, fc1, act, out
         self.split_shortcut = split_shortcut
+
+    @classmethod
+    def build(cls, mixing: nn.Module, dim: int, hidden: int, act: str, split_shortcut: bool,
+              spatial: tuple[int, int] | None = None) -> "BlockD":
+        """Built directly in deploy form around a deploy-form ``mixing`` (shapes only; load converted
+        weights into it). ``spatial``: (untouched, convolved) channels of a PAT_sp gate fused into the
+        last 1×1 conv."""
+        out = SpatialGateD.build(hidden, *spatial) if spatial else nn.Conv2d(hidden, dim, 1, bias=False)
+        return cls(mixing, nn.Conv2d(dim, hidden, 1), make_act(act), out, split_shortcut)
 
     def forward(self, x):
         y = self.mixing(x)

@@ -360,6 +360,7 @@ class MLPBlock(nn.Module):
             self.spatial_mixing = mixing
             self.mlp = nn.Sequential(*layers)
         self.split_shortcut = split_shortcut
+        self.channel_type = channel_type
         if spec.layer_scale:
             self.layer_scale = nn.Parameter(torch.ones(dim))
         else:
@@ -376,6 +377,28 @@ class MLPBlock(nn.Module):
         if self.layer_scale is not None:
             m = self.layer_scale.view(1, -1, 1, 1) * m
         return x + m
+
+    @classmethod
+    def deploy_form(cls, dim: int, spec: ArchSpec, channel_type: str, split_shortcut: bool, hw: tuple[int, int],
+                    split: int | None = None) -> BlockD:
+        """This block built directly in deploy form (timm fastvit's ``inference_mode``): the modules
+        ``to_deploy`` produces, with their shapes and no weights — load a converted block's state dict
+        into it. ``hw``: the block's input size; ``split``: DPConv's learned split (channels convolved)."""
+        c1 = dim // spec.n_div
+        scale = 2.0 if split_shortcut else 1.0
+        if spec.auto_div:
+            mixing: nn.Module = PartialConvD.build(dim, c1 if split is None else split, scale)
+        elif spec.use_channel_attn and channel_type == "se":
+            mixing = ChannelGateD.build(dim, c1, hw)
+        elif spec.use_channel_attn and channel_type == "self":
+            mixing = SelfAttnD.build(dim, c1, spec.num_heads, LN_EPS, hw)
+        else:
+            mixing = PartialConvD.build(dim, c1, scale)
+        spatial = None
+        if spec.use_spatial_attn and spec.family == "partialnet":
+            sp = PATSpatial(dim, 1)
+            spatial = (sp.dim_untouched, sp.dim_conv)
+        return BlockD.build(mixing, dim, int(dim * spec.mlp_ratio), spec.act, split_shortcut, spatial)
 
     @torch.no_grad()
     def to_deploy(self, ctx) -> DeployResult:
