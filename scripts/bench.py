@@ -386,6 +386,10 @@ def print_batch(v: str, b: int, res: dict, args) -> None:
         print(f"  {k:16} {r['computes']:>8} {r['nodes'] if r['nodes'] is not None else '-':>6} {r['ms']:8.2f} "
               f"{1e3 * b / r['ms']:7.1f} {r['spread_pct']:6.0f}% {r['ratio']:6.3f} {r['gflops']:8.1f} "
               f"{100 * r['gflops'] / best_f32:6.0f}% {r['cpu_ms']:7.2f} {r['cpu_ratio']:9.3f}")
+    beat = [k for k, r in rows.items() if r["ratio"] < res["floor_fp32"] and not k.endswith("int8")]
+    if beat:  # physically impossible: the peak rows lost their cores to something else
+        print(f"  warning: {', '.join(beat)} beat the fp32 floor — the peak rows were disturbed (load average "
+              f"{os.getloadavg()[0]:.1f}); the floors of this table are not usable, rerun on a quiet machine")
     sys.stdout.flush()
 
 
