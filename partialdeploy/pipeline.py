@@ -306,14 +306,14 @@ def _load(req: ExportRequest, targets: tuple[str, ...]):
     ckpt_path = Path(req.checkpoint) if req.checkpoint else demo.DEMO_CKPT
     ckpt = load_checkpoint(ckpt_path)
     spec, notes = resolve_spec(ckpt, variant=req.variant, act=req.act, img_size=req.img_size)
-    budget.check(spec, sum(v.numel() for v in ckpt.state_dict.values()), spec.img_size, req.batch, targets,
-                 req.precision, req.out_dir, req.parity_images,
-                 req.calib_count if req.precision == "int8" and any(t != "onnx" for t in targets) else 0,
-                 demo.eval_size() if demo.is_demo(ckpt.metadata) else 0)
-    model = load_model(ckpt, spec)
     is_demo = demo.is_demo(ckpt.metadata)
+    needs_calib = req.precision == "int8" and any(t != "onnx" for t in targets)
+    budget.check(spec, sum(v.numel() for v in ckpt.state_dict.values()), spec.img_size, req.batch, targets,
+                 req.precision, req.out_dir, req.parity_images, req.calib_count if needs_calib else 0,
+                 demo.eval_size() if is_demo else 0)
+    model = load_model(ckpt, spec)
     calib_dir = None
-    if req.precision == "int8" and any(t != "onnx" for t in targets):  # bad input is reported before any work
+    if needs_calib:  # bad input is reported before any work
         calib_dir = req.calib or (demo.DEMO_CALIB if is_demo else None)
         if calib_dir is None:
             raise UserError("INT8 needs calibration images: pass --calib DIR (a folder of 100-500 "

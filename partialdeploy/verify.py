@@ -95,10 +95,7 @@ def load_manifest(path: Path) -> dict:
     if not isinstance(arts, list) or not all(isinstance(a, dict) for a in arts):
         raise UserError(f"{path}: 'artifacts' is not a list of entries: the manifest is damaged; re-export")
     for a in arts:
-        if not all(isinstance(a.get(k, ""), str) for k in ("target", "precision", "path")):
-            raise UserError(f"{path}: an artifact entry has a non-text target/precision/path: the manifest is "
-                            "damaged; re-export")
-        try:
+        try:  # the record's own checks (a non-text target/precision/path, damaged parity, ...)
             ManifestEntry.from_dict(a)
         except ValueError as e:
             raise UserError(f"{path}: an artifact entry is damaged ({str(e)[:120]}): re-export") from None

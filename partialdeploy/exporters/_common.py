@@ -10,7 +10,7 @@ import warnings
 
 from partialdeploy.errors import first_line  # noqa: F401  (re-exported for the target modules)
 from partialdeploy.verification import (parity_gates, run_padded, runner_logits,  # noqa: F401  (one place)
-                                        static_batch, tolerance)
+                                        static_batch)
 
 
 @contextlib.contextmanager

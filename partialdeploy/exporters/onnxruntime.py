@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -245,12 +244,9 @@ class OnnxRuntimeTarget(Target):
 
         threads = ctx.options.get("threads")
         opts = open_options(OnnxRuntimeRunner, ctx, "onnxruntime", "int8", extra)
-        proofs: dict = {}
 
         def logits(path):
-            r = OnnxRuntimeRunner(path, **opts).load()
-            proofs[path] = Proof.of(ctx, path, opts, ())  # the bytes this gate runs on
-            return runner_logits(r)
+            return runner_logits(OnnxRuntimeRunner(path, **opts).load())
 
         def timer(path):
             r = OnnxRuntimeRunner(path, threads=threads).load()
@@ -266,7 +262,7 @@ class OnnxRuntimeTarget(Target):
                               release=lambda path: path.unlink(missing_ok=True))
             fb = quantize_until_gate(ctx, backend, stage_name("onnxruntime", "int8"),
                                      enabled=bool(ctx.options.get("int8_fallback", True)))
-            proof = replace(proofs[fb.handle], results=tuple(fb.attempts[-1].results))
+            proof = Proof.of(ctx, fb.handle, opts, fb.attempts[-1].results)  # the kept file, as it was gated
             fb.handle.replace(dst)
         except UserError:
             raise
