@@ -100,10 +100,6 @@ def ok_results(report: dict) -> list[ProfileResult]:
     return [r for r in results(report) if r.measured]
 
 
-def _label(r: ProfileResult, with_device: bool = False) -> str:
-    return r.label(with_device)
-
-
 def _devices(report: dict) -> list[str]:
     devs = [r.device for r in results(report) if r.device]
     return list(dict.fromkeys(devs)) or [report.get("device", "?")]
@@ -188,15 +184,15 @@ def to_markdown(report: dict) -> str:
             if key in seen:
                 continue
             seen.add(key)
-            L.append(f"- {_label(r, multi)} batch {','.join(bs)}: **{r.status}** — {r.reason or ''}")
+            L.append(f"- {r.label(multi)} batch {','.join(bs)}: **{r.status}** — {r.reason or ''}")
     warns = [(r, w) for r in ok_results(report) for w in r.warnings or []]
     if warns:
-        L += ["", "Warnings:", ""] + [f"- {_label(r, multi)} b{r.batch}: {w}" for r, w in warns]
+        L += ["", "Warnings:", ""] + [f"- {r.label(multi)} b{r.batch}: {w}" for r, w in warns]
     for r in results(report):
         lb = r.layers
         if not lb:
             continue
-        L += ["", f"## Per-layer: {_label(r, multi)} (batch {lb.get('batch')}, {lb.get('source', '')}, "
+        L += ["", f"## Per-layer: {r.label(multi)} (batch {lb.get('batch')}, {lb.get('source', '')}, "
                   f"{lb.get('layer_count')} layers, {fmt(lb.get('total_ms'))} ms summed)", "",
               "| block | ms | % |", "|---|---:|---:|"]
         L += [f"| {b['block']} | {fmt(b['time_ms'], 3)} | {b['pct']:.1f} |" for b in lb.get("blocks", [])[:12]]
@@ -346,7 +342,7 @@ th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 def to_html(report: dict) -> str:
     multi = _multi(report)
     oks = ok_results(report)
-    labels = [f"{_label(r, multi)} b{r.batch}" for r in oks]
+    labels = [f"{r.label(multi)} b{r.batch}" for r in oks]
     name = report.get("model", {}).get("name", "?")
     P = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Latency report: {E(name)}</title>"
          f"<style>{_CSS}</style></head><body>", f"<h1>Latency report: {E(name)}</h1>"]
@@ -376,7 +372,7 @@ def to_html(report: dict) -> str:
     others = [r for r in results(report) if r.status != "ok"]
     if others:
         P.append("<h2>Not measured</h2><ul>" + "".join(
-            f"<li>{E(_label(r, multi))} batch {E(str(r.batch))}: <b>{E(str(r.status))}</b> — "
+            f"<li>{E(r.label(multi))} batch {E(str(r.batch))}: <b>{E(str(r.status))}</b> — "
             f"{E(str(r.reason or ''))}</li>" for r in others) + "</ul>")
     warns = [(lab, w) for r, lab in zip(oks, labels) for w in r.warnings or []]
     if warns:
@@ -388,12 +384,12 @@ def to_html(report: dict) -> str:
     series: dict[str, list] = {}
     for r in oks:
         if r.throughput_ips:
-            series.setdefault(_label(r, multi), []).append((float(r.batch), float(r.throughput_ips)))
+            series.setdefault(r.label(multi), []).append((float(r.batch), float(r.throughput_ips)))
     if any(len(v) > 1 for v in series.values()) or len({b for v in series.values() for b, _ in v}) > 1:
         P.append("<h2>Batch scaling</h2>")
         P.append(_lines(series, "Throughput vs batch size", "batch size", "images / s"))
     b0 = min((r.batch for r in oks), default=None)
-    comp = [(_label(r, multi), r.latency_ms["p50"], f"{fmt(r.latency_ms['p50'])} ms") for r in oks if r.batch == b0]
+    comp = [(r.label(multi), r.latency_ms["p50"], f"{fmt(r.latency_ms['p50'])} ms") for r in oks if r.batch == b0]
     if comp:
         P.append("<h2>Target comparison</h2>")
         P.append(_hbars(comp, "ms", f"p50 latency at batch {b0} (lower is better)"))
@@ -401,7 +397,7 @@ def to_html(report: dict) -> str:
         lb = r.layers
         if not lb:
             continue
-        lab = _label(r, multi)
+        lab = r.label(multi)
         P.append(f"<h2>Per-layer: {E(lab)}</h2><p class='muted'>{E(str(lb.get('source', '')))}, batch "
                  f"{E(str(lb.get('batch')))}, {E(str(lb.get('layer_count')))} layers, {E(fmt(lb.get('total_ms')))} ms summed "
                  "(profiling overhead included; relative shares are what matters)</p>")
