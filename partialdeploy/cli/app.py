@@ -1,0 +1,64 @@
+"""The command-line application: the Typer app, the consoles and the helpers every command uses.
+
+Each command lives in its own module of this package (parse flags, call one library function, render).
+Exit codes: 0 ok, 1 parity/verification failure, 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+from rich.console import Console
+
+from partialdeploy import __version__
+from partialdeploy.errors import PartialDeployError
+
+app = typer.Typer(
+    name="partialdeploy",
+    help=(
+        "Deploy PartialNet / PATNet / FasterNet checkpoints: deploy-form rewrite, ONNX, ONNX Runtime, "
+        "OpenVINO, TensorRT, CoreML; every step proven by parity; latency reports.\n\n"
+        "Examples:\n\n"
+        "  partialdeploy inspect ckpt.ckpt\n\n"
+        "  partialdeploy export --target onnx ckpt.ckpt -o dist/\n\n"
+        "  partialdeploy export --target all --precision int8 --calib images/ ckpt.ckpt\n\n"
+        "  partialdeploy profile dist/ --batch 1,8\n\n"
+        "Exit codes: 0 ok, 1 parity/verification failure, 2 bad input or usage."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def _version(value: bool):
+    if value:
+        out.print(f"partialdeploy {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")):
+    pass
+
+
+def fail(e: PartialDeployError) -> None:
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+    raise typer.Exit(e.exit_code)
+
+
+def emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+# ---- commands are registered below; each one: parse -> call library -> render ----
+
+
+CKPT_HELP = "Checkpoint (.ckpt Lightning, .pth/.pt state_dict, .safetensors). Default: the bundled demo."

@@ -1,0 +1,48 @@
+"""`partialdeploy build-engine`: build and gate a TensorRT engine from a bundle on this GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from partialdeploy.cli.app import app, emit_json, err, fail, out
+from partialdeploy.errors import PartialDeployError
+
+
+@app.command("build-engine", epilog="Examples:\n\n  partialdeploy build-engine dist/tensorrt/fp16\n\n"
+             "  partialdeploy build-engine dist/tensorrt/int8 --workspace 2048")
+def build_engine_cmd(
+    bundle: Path = typer.Argument(..., help="TensorRT bundle directory from `partialdeploy export --target tensorrt`."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8 (default: the "
+                                            "bundle's)."),
+    workspace: Optional[int] = typer.Option(None, "--workspace", help="Builder workspace memory pool in MB "
+                                            "(default: the bundle's)."),
+    any_tensorrt: bool = typer.Option(False, "--any-tensorrt", help="Build even when the bundle's profile "
+                                      "expects the other TensorRT generation (10 vs 11)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the engine sidecar JSON on stdout."),
+):
+    """Build the TensorRT engine of a bundle on this GPU (TensorRT 10 or 11 Python API; the precision is
+    in model.onnx: strongly typed fp16 / Q/DQ INT8, built with STRONGLY_TYPED on 10, as is on 11; timing
+    cache reused), prove it by parity against the bundled reference and write model.engine +
+    model.engine.json. Needs TensorRT + an NVIDIA GPU, not torch.
+
+    Exit codes: 0 ok, 1 the parity gate failed, 2 bad bundle / no TensorRT or GPU here."""
+    from partialdeploy.tensorrt_build import build_engine
+
+    try:
+        side = build_engine(bundle, precision=precision, workspace_mb=workspace, any_tensorrt=any_tensorrt,
+                            progress=None if as_json else (lambda m: err.print(m, soft_wrap=True, markup=False)))
+    except PartialDeployError as e:
+        fail(e)
+    if as_json:
+        emit_json(side)
+        return
+    for p in side.get("parity", []):
+        out.print(f"{p['stage']}: cos {p['cosine_min']:.6f}, rel {p['rel_max']:.2g}, "
+                  f"top-1 {100 * p['top1_agree']:.1f}%",
+                  soft_wrap=True, markup=False)
+    out.print(f"engine: {bundle / 'model.engine'} (TensorRT {side['tensorrt_version']}, {side['gpu']}, "
+              f"sm {side['compute_capability']}, {side['precision']}, built in {side['build_seconds']} s)",
+              soft_wrap=True, markup=False)

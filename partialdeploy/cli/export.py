@@ -1,0 +1,106 @@
+"""`partialdeploy export`: checkpoint -> verified artifacts + manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from partialdeploy.cli.app import CKPT_HELP, app, emit_json, err, fail, out
+from partialdeploy.backends import target_names
+from partialdeploy.errors import PartialDeployError
+
+
+@app.command(epilog="Examples:\n\n  partialdeploy export                      # the bundled demo -> dist/\n\n"
+             "  partialdeploy export --target onnx ckpt.ckpt -o dist/\n\n"
+             "  partialdeploy export --target all --precision int8 --calib images/ ckpt.pth\n\n"
+             "  partialdeploy export --profile tensorrt-jetson-orin-fp16 ckpt.pth")
+def export(
+    checkpoint: Optional[Path] = typer.Argument(None, help=CKPT_HELP, show_default=False),
+    target: Optional[list[str]] = typer.Option(None, "--target", "-t", help=f"{', '.join(target_names())} or all "
+                                               "(repeat or comma-separate). Default: onnx."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, bf16 "
+                                            "(OpenVINO, CPUs with bf16 units) or int8. Default: fp32."),
+    output: Path = typer.Option(Path("dist"), "--output", "-o", help="Export directory (gets manifest.json)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Static input size (multiple of 32). "
+                                           "Default: from the checkpoint, else 224."),
+    dynamic_batch: Optional[bool] = typer.Option(None, "--dynamic-batch/--static-batch",
+                                                 help="Dynamic batch dimension (default static)."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Static batch size (default 1)."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of calibration images for INT8 "
+                                         "(default for the demo: its bundled images)."),
+    calib_count: Optional[int] = typer.Option(None, "--calib-count", help="Max calibration images (default 100)."),
+    calib_seed: int = typer.Option(0, "--calib-seed", help="Seed of the calibration subset (recorded in the "
+                                   "manifest with its file list and hash)."),
+    eval_dir: Optional[Path] = typer.Option(None, "--eval", help="INT8: labelled images, one sub-folder per class "
+                                            "(ImageFolder); the gate becomes an accuracy drop (class order from the "
+                                            "checkpoint's labels when present)."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="e.g. partialnet-t0, fasternet-s: what the weights "
+                                          "cannot tell."),
+    act: Optional[str] = typer.Option(None, "--act", help="gelu or relu (not stored in the weights)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Target profile name (see profiles/) or YAML path; "
+                                          "explicit flags override it."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (13-20)."),
+    fallback: bool = typer.Option(True, "--fallback/--no-fallback", help="INT8: when plain quantization misses "
+                                  "the gate, keep the most sensitive blocks in float until it holds (default)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
+):
+    """Checkpoint -> deploy form -> ONNX -> target artifacts, each proven by a parity gate.
+
+    Exit codes: 0 ok, 1 a parity gate failed, 2 bad input / unavailable runtime."""
+    from partialdeploy.pipeline import ExportRequest, command_line, run_export
+
+    try:
+        req = ExportRequest.from_flags(
+            profile=profile, fallback=fallback, checkpoint=checkpoint, targets=tuple(target or ()),
+            precision=precision, out_dir=output, img_size=img_size, dynamic_batch=dynamic_batch, batch=batch,
+            calib=calib, calib_count=calib_count, calib_seed=calib_seed, eval_dir=eval_dir, variant=variant,
+            act=act, opset=opset, command=command_line())
+        if as_json:
+            res = run_export(req)
+        else:
+            from rich.markup import escape
+
+            with err.status("exporting…") as st:
+                def progress(stage: str, msg: str):
+                    st.update(f"{stage}…")
+                    mark = ("[red]✗[/]" if "FAILED" in msg else "[yellow]–[/]" if msg.startswith("skipped")
+                            else "[green]✓[/]")
+                    err.print(f"{mark} [bold]{stage}[/]: {escape(msg)}", soft_wrap=True)
+                res = run_export(req, progress)
+    except PartialDeployError as e:
+        fail(e)
+    if as_json:
+        emit_json({"exit_code": res.exit_code, "model": res.spec.to_dict(), "notes": res.notes,
+                   "stages": [{**vars(s), "parity": s.parity.to_dict() if s.parity else None} for s in res.stages],
+                   "onnx": res.onnx_info, "artifacts": [a.to_dict() for a in res.artifacts],
+                   "failures": res.failures, "skipped": res.skipped,
+                   "manifest": str(res.manifest_path) if res.manifest_path else None})
+    else:
+        from rich.markup import escape
+        from rich.table import Table
+
+        for n in res.notes:
+            err.print(f"[dim]note: {n}[/]", soft_wrap=True)
+        t = Table(title=f"{res.spec.name} → {res.out_dir}", title_justify="left")
+        for c in ("target", "precision", "artifact", "verified", "parity"):
+            t.add_column(c)
+        for a in res.artifacts:
+            ps = a.parity[-1].cell() if a.parity else "–"
+            t.add_row(a.target, a.precision, a.path, a.verified, ps)
+        for f in res.failures:
+            t.add_row(f["target"], f["precision"], "[red]failed[/]", f["kind"], escape(f["error"][:160]))
+        for s in res.skipped:
+            t.add_row(s["target"], s["precision"], "[yellow]skipped[/]", "", escape(s["reason"][:160]))
+        out.print(t)
+        for a in res.artifacts:  # INT8 blocks kept in float, gate before/after, latency cost
+            for n in a.notes:
+                if n.startswith("INT8 fallback"):
+                    out.print(f"{a.target} int8: {escape(n)}", soft_wrap=True)
+        for f in res.failures:
+            if len(f["error"]) > 160:
+                err.print(f"[red]{f['target']} {f['precision']}:[/] {escape(f['error'])}", soft_wrap=True)
+        if res.manifest_path:
+            out.print(f"manifest: {res.manifest_path}")
+    raise typer.Exit(res.exit_code)

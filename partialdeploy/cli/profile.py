@@ -1,0 +1,93 @@
+"""`partialdeploy profile`: latency of every artifact this machine can run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from partialdeploy.cli.app import app, emit_json, err, fail, out
+from partialdeploy.backends import runtime_names, suffixes
+from partialdeploy.cli.render import print_profile
+from partialdeploy.errors import PartialDeployError
+
+
+def _pct_or_fraction(text: str) -> float:
+    from partialdeploy.report import parse_threshold
+
+    return parse_threshold(text)
+
+
+@app.command(epilog="Examples:\n\n  partialdeploy profile dist/ --batch 1,8,32 --threads 4\n\n"
+             "  partialdeploy profile model.xml --target openvino --mode throughput\n\n"
+             "  partialdeploy profile dist/ --runs 500 --min-time 10 --blocks 5 -o baseline.json")
+def profile(
+    source: Path = typer.Argument(..., help="Export directory (with manifest.json), a manifest, or one model file "
+                                  f"({', '.join(suffixes())}) or TensorRT bundle directory."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Runtime for a single file ("
+                                         f"{', '.join(runtime_names())}); for a directory: only this target."),
+    batch: str = typer.Option("1", "--batch", "-b", help="Batch sizes, comma-separated (e.g. 1,8,32)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's choice)."),
+    mode: str = typer.Option("latency", "--mode", help="latency (one request at a time) or throughput "
+                             "(OpenVINO: AsyncInferQueue with several requests in flight)."),
+    warmup: int = typer.Option(10, "--warmup", help="Warm-up inferences per block."),
+    warmup_time: Optional[float] = typer.Option(None, "--warmup-time", help="Warm up for this many seconds per block "
+                                                "instead of a count."),
+    runs: Optional[int] = typer.Option(100, "--runs",
+                                       help="Timed inferences per case (over all blocks); 0 = no count."),
+    min_time: Optional[float] = typer.Option(1.0, "--min-time", help="Minimum timed seconds per case (with --runs: "
+                                             "both must be reached); 0 = no minimum."),
+    max_time: Optional[float] = typer.Option(120.0, "--max-time", help="Cap on timed seconds per case (0 = none)."),
+    blocks: int = typer.Option(3, "--blocks", help="Timed blocks per case, cycled across all artifacts, each with "
+                               "its own warm-up."),
+    layers: bool = typer.Option(True, "--layers/--no-layers", help="Per-layer pass with the runtime's profiler."),
+    top: int = typer.Option(10, "--top", help="Top-N layers to keep."),
+    cv_threshold: str = typer.Option("10%", "--cv-threshold", help="Warn when the coefficient of variation "
+                                     "exceeds this."),
+    device: Optional[str] = typer.Option(None, "--device-name", help="Label for this machine in merged reports "
+                                         "(default: hostname + CPU/GPU model)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report JSON (default: DIR/profile.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report JSON on stdout."),
+):
+    """Latency of every artifact this machine can run: warm-up, timed blocks, p50/p90/p99, throughput,
+    load and first-inference time, peak memory, per-layer breakdown. Writes a JSON report (also when
+    interrupted with Ctrl-C: what was measured is kept).
+
+    Exit codes: 0 ok, 1 an artifact failed to load or run, 2 bad input / runtime unavailable, 130 interrupted."""
+    from partialdeploy.profiling import Profiler, Settings, default_report_path, exit_code, parse_batches
+
+    try:
+        settings = Settings(batches=parse_batches(batch), threads=threads, mode=mode.lower(), warmup=warmup,
+                            warmup_time_s=warmup_time or None, runs=runs or None, min_time_s=min_time or None,
+                            max_time_s=max_time or None, blocks=blocks, layers=layers, top=top,
+                            cv_threshold=_pct_or_fraction(cv_threshold))
+        out_path = output or default_report_path(source)
+        if as_json:
+            prof = Profiler(source, settings, target, out_path, device=device)
+            report = prof.run()
+        else:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          TimeElapsedColumn(), console=err, transient=True) as bar:
+                task = bar.add_task("profiling", total=None)
+
+                def progress(done, total, label):
+                    bar.update(task, completed=done, total=total, description=label)
+
+                prof = Profiler(source, settings, target, out_path, progress=progress, device=device)
+                report = prof.run()
+    except PartialDeployError as e:
+        fail(e)
+    if as_json:
+        emit_json(report)
+    else:
+        print_profile(report)
+        out.print(f"report: {out_path}  (render: partialdeploy report {out_path} --html report.html)", soft_wrap=True)
+    if report.get("interrupted"):
+        err.print(f"interrupted: partial results written to {out_path}")
+        raise typer.Exit(130)
+    if report.get("summary", {}).get("ok", 0) == 0 and not report.get("summary", {}).get("error"):
+        err.print("note: nothing could run on this machine (see the reasons above)")
+    raise typer.Exit(exit_code(report))
