@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 
-from partialdeploy import __version__, budget, parity
+from partialdeploy import __version__, budget, export_dir, parity
 from partialdeploy.errors import PartialDeployError, UserError, VerificationError, first_line
 from partialdeploy.backends import target_names
 from partialdeploy.exporters.base import PRECISIONS, Artifact, ExportContext, get_target
@@ -176,6 +176,7 @@ def check_request(req: ExportRequest) -> tuple[str, ...]:
         raise UserError(f"--img-size {req.img_size} must be a multiple of 32 (the network downsamples 32×) and ≥ 32")
     if req.out_dir.exists() and not req.out_dir.is_dir():
         raise UserError(f"output {req.out_dir} exists and is not a directory: choose another -o")
+    export_dir.check_owned(req.out_dir, targets, req.precision)  # never write into a folder that is not ours
     # optional runtimes must exist before any work when a single target was asked for explicitly
     if len(targets) == 1:
         t = get_target(targets[0])
@@ -291,10 +292,23 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
                                       calibration=calib_info)
                 _write_json_atomic(manifest_path, manifest)
 
+            prev = export_dir.read_previous(out_dir)
             commit(out_dir, staging, moves, write_manifest)  # all or nothing: a failure restores the previous state
+            notes += _tidy(out_dir, prev, ckpt.sha256, {(a.target, a.precision) for a in artifacts})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(spec, notes, stages, artifacts, failures, skipped, out_dir, manifest_path, onnx_info)
+
+
+def _tidy(out_dir: Path, prev: dict | None, sha256: str, new_keys) -> list[str]:
+    """After the new manifest is in place: remove the previous model's artifacts it no longer lists and
+    name what else is left in the folder (export_dir)."""
+    gone = export_dir.remove(export_dir.stale_paths(out_dir, prev, sha256, new_keys), out_dir)
+    notes = [f"removed the previous model's artifacts: {', '.join(gone)}"] if gone else []
+    left = export_dir.leftovers(out_dir, json.loads((out_dir / MANIFEST).read_text()))
+    if left:
+        notes.append(f"left in {out_dir} (not listed in its manifest): {', '.join(left)}")
+    return notes
 
 
 def _load(req: ExportRequest, targets: tuple[str, ...]):

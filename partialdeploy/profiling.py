@@ -19,7 +19,6 @@ The report is written (atomically) after every block round, so Ctrl-C keeps what
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import resource
@@ -308,6 +307,7 @@ class Profiler:
         self.report: dict = {}
         self.results: list[ProfileResult] = []
         self._runners: dict[int, object] = {}
+        self.written = False  # whether this run wrote out_path (an empty run never replaces a report)
         if self.header.get("manifest") is None:  # a single file that cannot run here is an error (exit 2)
             from partialdeploy.runners.base import runner_for
 
@@ -335,6 +335,7 @@ class Profiler:
             "results": [],
         }
         self.results = []
+        self.written = False
         return self.report
 
     def snapshot(self) -> dict:
@@ -342,15 +343,23 @@ class Profiler:
         return {**self.report, "results": [r.to_dict() for r in self.results]}
 
     def save(self) -> None:
-        if self.out_path is None:
-            return
-        self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".json", dir=self.out_path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.snapshot(), f, indent=1, default=str)
-        os.replace(tmp, self.out_path)
+        """Write the report so far (atomically); a run that has measured nothing yet never replaces an
+        existing report (report_file.write)."""
+        from partialdeploy import report_file
+
+        if self.out_path is not None and report_file.write(self.snapshot(), self.out_path):
+            self.written = True  # this run's report is on disk (False: an existing report was kept)
 
     def run(self) -> dict:
+        """Profile every case; one run at a time per report file (report_file.ReportLock)."""
+        from contextlib import nullcontext
+
+        from partialdeploy.report_file import ReportLock
+
+        with ReportLock(self.out_path) if self.out_path is not None else nullcontext():
+            return self._run()
+
+    def _run(self) -> dict:
         self._init_report()
         cases: list[_Case] = []
         try:
@@ -616,5 +625,10 @@ def profile(source, settings: Settings | None = None, target: str | None = None,
 
 
 def exit_code(report: dict) -> int:
-    """0 when everything that could run here ran; 1 if an artifact failed to load or run."""
-    return 1 if any(r.get("status") == "error" for r in report.get("results", [])) else 0
+    """0 when everything that could run here ran; 1 if an artifact failed to load or run; 2 when
+    nothing was measured (every case skipped or not runnable here: nothing to do with these flags)."""
+    from partialdeploy.report_file import measured_count
+
+    if any(r.get("status") == "error" for r in report.get("results", [])):
+        return 1
+    return 0 if measured_count(report) else 2

@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from partialdeploy.errors import UserError, VerificationError
+from partialdeploy.errors import UserError
 from partialdeploy.records import ProfileResult
 
 SCHEMA = "partialdeploy.profile/1"
@@ -136,19 +136,19 @@ def _env_line(env: dict) -> str:
             f"{env.get('os', '?')}, Python {env.get('python', '?')}; threads {env.get('threads') or 'runtime default'}; {rt}")
 
 
-def _md_safe(v):
+def md_safe(v):
     """Every string of the report as inert Markdown text: no HTML (escaped), no table breaks, one line."""
     if isinstance(v, str):
         return html.escape(v, quote=False).replace("|", "\\|").replace("`", "'").replace("\r", " ").replace("\n", " ")
     if isinstance(v, dict):
-        return {_md_safe(k): _md_safe(x) for k, x in v.items()}
+        return {md_safe(k): md_safe(x) for k, x in v.items()}
     if isinstance(v, list):
-        return [_md_safe(x) for x in v]
+        return [md_safe(x) for x in v]
     return v
 
 
 def to_markdown(report: dict) -> str:
-    report = _md_safe(report)
+    report = md_safe(report)
     multi = _multi(report)
     s = report.get("settings", {})
     L = [f"# Latency report: {report.get('model', {}).get('name', '?')}", ""]
@@ -411,43 +411,17 @@ def to_html(report: dict) -> str:
 
 # ---------------------------------------------------------------- compare / merge
 
-def _key(r: ProfileResult) -> tuple:
-    return (r.device, r.target, r.precision, r.batch, r.mode or "latency")
+def compare(base: dict, new: dict, max_regression: float, metric: str = "p50", **kw) -> dict:
+    """The regression gate (``regression.compare``: fails closed on missing cases, other models, …)."""
+    from partialdeploy import regression
 
-
-def compare(base: dict, new: dict, max_regression: float, metric: str = "p50") -> dict:
-    """Per (device, target, precision, batch, mode): p50 change new vs base. A regression is an
-    increase beyond ``max_regression`` (fraction)."""
-    b = {_key(r): r for r in ok_results(base)}
-    n = {_key(r): r for r in ok_results(new)}
-    rows = []
-    for k in list(dict.fromkeys([*b, *n])):
-        rb, rn = b.get(k), n.get(k)
-        row = {"device": k[0], "target": k[1], "precision": k[2], "batch": k[3], "mode": k[4]}
-        if rb is None or rn is None:
-            row.update(status="new" if rb is None else "missing",
-                       base_ms=rb and rb.latency_ms[metric], new_ms=rn and rn.latency_ms[metric], change=None)
-        else:
-            vb, vn = rb.latency_ms[metric], rn.latency_ms[metric]
-            ch = (vn - vb) / vb if vb > 0 else 0.0
-            row.update(base_ms=vb, new_ms=vn, change=ch,
-                       status="regression" if ch > max_regression else "improved" if ch < -max_regression else "ok")
-        rows.append(row)
-    regs = [r for r in rows if r["status"] == "regression"]
-    return {"metric": metric, "max_regression": max_regression, "rows": rows, "regressions": len(regs),
-            "compared": sum(r["change"] is not None for r in rows)}
+    return regression.compare(base, new, max_regression, metric, **kw)
 
 
 def check_comparison(cmp: dict) -> None:
-    if cmp["compared"] == 0:
-        raise UserError("the two reports have no (target, precision, batch) in common to compare")
-    regs = [r for r in cmp["rows"] if r["status"] == "regression"]
-    if regs:
-        worst = max(regs, key=lambda r: r["change"])
-        raise VerificationError(
-            f"{len(regs)} latency regression(s) beyond {100 * cmp['max_regression']:.0f}%: worst "
-            f"{worst['target']}/{worst['precision']} batch {worst['batch']} {cmp['metric']} "
-            f"{worst['base_ms']:.3f} -> {worst['new_ms']:.3f} ms (+{100 * worst['change']:.1f}%)")
+    from partialdeploy import regression
+
+    regression.check(cmp)
 
 
 def merge(reports: list[tuple[str, dict]], device_names: list[str] | None = None) -> dict:
@@ -486,12 +460,6 @@ def save(report: dict, path: str | Path) -> Path:
 
 
 def comparison_markdown(cmp: dict) -> str:
-    L = [f"| device | target | precision | batch | base {cmp['metric']} ms | new {cmp['metric']} ms | change | status |",
-         "|---|---|---|---:|---:|---:|---:|---|"]
-    for r in cmp["rows"]:
-        ch = "–" if r["change"] is None else f"{100 * r['change']:+.1f}%"
-        L.append(f"| {r['device'] or ''} | {r['target']} | {r['precision']} | {r['batch']} | {fmt(r['base_ms'], 3)} | "
-                 f"{fmt(r['new_ms'], 3)} | {ch} | {r['status']} |")
-    return "\n".join(L) + "\n"
+    from partialdeploy import regression
 
-
+    return regression.to_markdown(cmp)

@@ -104,12 +104,13 @@ def test_compare_gate():
     st = {(r["target"], r["batch"]): r["status"] for r in cmp["rows"]}
     assert st == {("onnx", 1): "ok", ("openvino", 1): "improved", ("openvino", 8): "ok"}
     rp.check_comparison(cmp)
-    worse = _fake({("onnx", "fp32", 1): 11.5, ("openvino", "int8", 1): 5.0})
+    worse = _fake({("onnx", "fp32", 1): 11.5, ("openvino", "int8", 1): 5.0, ("openvino", "int8", 8): 20.0})
     cmp = rp.compare(base, worse, rp.parse_threshold("10%"))
-    assert cmp["regressions"] == 1 and {r["status"] for r in cmp["rows"]} >= {"regression", "missing"}
-    with pytest.raises(VerificationError, match=r"onnx/fp32 batch 1 p50 10.000 -> 11.500 ms \(\+15.0%\)"):
+    assert cmp["regressions"] == 1 and {r["status"] for r in cmp["rows"]} == {"regression", "ok"}
+    with pytest.raises(VerificationError, match=r"onnx/fp32 b1 p50 10.000 -> 11.500 ms \(\+15.0%\)"):
         rp.check_comparison(cmp)
-    with pytest.raises(UserError, match="nothing|in common"):
+    # nothing in common: every baseline case is missing, which fails the gate (exit 1), not bad input
+    with pytest.raises(VerificationError, match="3 baseline case"):
         rp.check_comparison(rp.compare(base, _fake({("coreml", "fp16", 1): 1.0}), 0.1))
     assert rp.parse_threshold("10%") == rp.parse_threshold("0.1") == rp.parse_threshold(10) == pytest.approx(0.1)
     with pytest.raises(UserError):
