@@ -120,7 +120,8 @@ def comparison_suite(cmp: dict, base_name: str = "baseline", new_name: str = "ne
         if r["status"] in FAILING:
             c.outcome = "failure"
             c.message = f"{r['status']}: {r.get('reason') or nums}"
-            c.details = nums + ("" if r["status"] != "missing" else f"\nnot measured in {new_name}")
+            if r["status"] == "missing":
+                c.message = f"missing: not measured in {new_name} (baseline {m} {r['base_ms']:.3f} ms)"
         elif r["status"] == "missing (allowed)":
             c.outcome, c.message = "skipped", f"not measured in {new_name} (--allow-missing)"
         elif r["status"] == "new":

@@ -97,16 +97,6 @@ def test_regression_markdown_says_the_verdict():
 
 # ---------------------------------------------------------------- profile
 
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    from partialdeploy.cli import app
-
-    d = tmp_path_factory.mktemp("gates") / "demo"
-    r = CliRunner().invoke(app, ["export", "-o", str(d)])
-    assert r.exit_code == 0, r.output
-    return d
-
-
 def test_profile_that_measured_nothing_keeps_the_report_and_fails(demo_dir, tmp_path):
     from partialdeploy.profiling import Settings, exit_code, profile
 
@@ -189,3 +179,45 @@ def test_export_of_another_model_cleans_its_own_stale_files(demo_dir, tmp_path):
     assert "removed the previous model's artifacts: onnx/int8" in r.output
     assert "notes.txt" in r.output and "profile.json (measures another model" in r.output
     assert (d / "notes.txt").read_text() == "mine"
+
+
+# ---------------------------------------------------------------- the commands
+
+def _write(tmp_path, name, rep):
+    p = tmp_path / name
+    p.write_text(json.dumps(rep))
+    return str(p)
+
+
+def test_cli_compare_fails_closed_with_flags(tmp_path):
+    from partialdeploy.cli import app
+
+    base = _write(tmp_path, "base.json", _rep(BASE))
+    fewer = _write(tmp_path, "fewer.json", _rep({("onnx", "fp32", 1): 1.0}))
+    other = _write(tmp_path, "other.json", _rep(BASE, device="jetson"))
+    run = CliRunner().invoke
+    r = run(app, ["report", "compare", base, fewer, "--junit", str(tmp_path / "g.xml"), "--md", str(tmp_path / "s.md")])
+    assert r.exit_code == 1 and "2 baseline case(s) not measured" in r.output
+    assert "missing: not measured in" in (tmp_path / "g.xml").read_text()
+    assert (tmp_path / "s.md").read_text().startswith("**Latency gate: FAILED**")
+    assert run(app, ["report", "compare", base, fewer, "--allow-missing"]).exit_code == 0
+    r = run(app, ["report", "compare", base, other])
+    assert r.exit_code == 0 and "warning:" in r.output and "different devices" in r.output
+    r = run(app, ["report", "compare", base, other, "--strict"])
+    assert r.exit_code == 1 and "--strict: the reports come from different devices" in r.output
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "partialdeploy.profile/1", "results": [{"batch": -1}]}')
+    r = run(app, ["report", "compare", base, str(bad)])
+    assert r.exit_code == 2 and "malformed" in r.output
+
+
+def test_cli_profile_nothing_measured_exit_2_one_line(demo_dir, tmp_path):
+    from conftest import run_cli
+
+    d = tmp_path / "d"
+    shutil.copytree(demo_dir, d)
+    (d / "profile.json").write_text("{}")  # whatever is there is not replaced by an empty run
+    r = run_cli("profile", d, "--batch", "1000000", "--runs", "2", "--min-time", "0", "--no-layers")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().startswith("error: nothing was measured") and len(r.stderr.strip().splitlines()) == 1
+    assert "was kept as it was" in r.stderr and (d / "profile.json").read_text() == "{}"

@@ -71,3 +71,9 @@ def test_export_junit_and_error_suite(tmp_path):
     assert "top-1 agree 93.8%" in cases["onnxruntime int8 batch 1"].find("system-out").text
     assert cases["coreml int8 batch 1"].find("skipped").get("message") == "predicts only on macOS"
     _cases(junit.write([junit.error_suite("export", "no such checkpoint")], tmp_path / "x.xml"))
+
+
+def test_export_cli_writes_junit(demo_dir):
+    root, cases = _cases(demo_dir.parent / "export.xml")
+    assert set(cases) == {"deploy form", "onnx export", "onnx fp32 batch 1"} and root.get("failures") == "0"
+    assert "16 parity images" in cases["onnx fp32 batch 1"].find("system-out").text

@@ -44,6 +44,8 @@ def export(
     opset: int = typer.Option(17, "--opset", help="ONNX opset (13-20)."),
     fallback: bool = typer.Option(True, "--fallback/--no-fallback", help="INT8: when plain quantization misses "
                                   "the gate, keep the most sensitive blocks in float until it holds (default)."),
+    junit_out: Optional[Path] = typer.Option(None, "--junit", help="Write the parity gates as JUnit XML for CI "
+                                             "test reporters (one test case per target x precision x batch)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
 ):
     """Checkpoint -> deploy form -> ONNX -> target artifacts, each proven by a parity gate.
@@ -70,7 +72,12 @@ def export(
                     err.print(f"{mark} [bold]{stage}[/]: {escape(msg)}", soft_wrap=True)
                 res = run_export(req, progress)
     except PartialDeployError as e:
+        if junit_out:
+            msg = str(e)
+            _junit(junit_out, lambda j: j.error_suite("partialdeploy export", msg))
         fail(e)
+    if junit_out:
+        _junit(junit_out, lambda j: j.export_suite(res, None if req.dynamic_batch else req.batch))
     if as_json:
         emit_json({"exit_code": res.exit_code, "model": res.spec.to_dict(), "notes": res.notes,
                    "stages": [{**vars(s), "parity": s.parity.to_dict() if s.parity else None} for s in res.stages],
@@ -82,7 +89,7 @@ def export(
         from rich.table import Table
 
         for n in res.notes:
-            err.print(f"[dim]note: {n}[/]", soft_wrap=True)
+            err.print(f"[dim]note: {escape(n)}[/]", soft_wrap=True)
         t = Table(title=f"{res.spec.name} → {res.out_dir}", title_justify="left")
         for c in ("target", "precision", "artifact", "verified", "parity"):
             t.add_column(c)
@@ -104,3 +111,15 @@ def export(
         if res.manifest_path:
             out.print(f"manifest: {res.manifest_path}")
     raise typer.Exit(res.exit_code)
+
+
+def _junit(path: Path, suite) -> None:
+    """Write the JUnit file (``suite(junit_module)`` makes its one suite); a path that cannot be written
+    is bad input (exit 2)."""
+    from partialdeploy import junit
+    from partialdeploy.errors import UserError
+
+    try:
+        junit.write([suite(junit)], path)
+    except OSError as e:
+        fail(UserError(f"cannot write the JUnit file {path}: {e.strerror}"))

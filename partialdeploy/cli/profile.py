@@ -54,7 +54,8 @@ def profile(
     load and first-inference time, peak memory, per-layer breakdown. Writes a JSON report (also when
     interrupted with Ctrl-C: what was measured is kept).
 
-    Exit codes: 0 ok, 1 an artifact failed to load or run, 2 bad input / runtime unavailable, 130 interrupted."""
+    Exit codes: 0 ok, 1 an artifact failed to load or run, 2 bad input / runtime unavailable / nothing
+    measured (an existing report is then kept), 130 interrupted."""
     from partialdeploy.profiling import Profiler, Settings, default_report_path, exit_code, parse_batches
 
     try:
@@ -80,14 +81,19 @@ def profile(
                 report = prof.run()
     except PartialDeployError as e:
         fail(e)
+    code = exit_code(report)
+    kept = f"{out_path} was kept as it was" if out_path.exists() else "no report was written"
+    where = f"report: {out_path}" if prof.written else f"nothing measured: {kept}"
     if as_json:
         emit_json(report)
     else:
         print_profile(report)
-        out.print(f"report: {out_path}  (render: partialdeploy report {out_path} --html report.html)", soft_wrap=True)
+        out.print(f"{where}  (render: partialdeploy report {out_path} --html report.html)" if prof.written else where,
+                  soft_wrap=True)
     if report.get("interrupted"):
-        err.print(f"interrupted: partial results written to {out_path}")
+        err.print(f"interrupted: {'partial results written to ' + str(out_path) if prof.written else where}")
         raise typer.Exit(130)
-    if report.get("summary", {}).get("ok", 0) == 0 and not report.get("summary", {}).get("error"):
-        err.print("note: nothing could run on this machine (see the reasons above)")
-    raise typer.Exit(exit_code(report))
+    if code == 2:
+        err.print("[bold red]error:[/] nothing was measured: every case was skipped or cannot run on this machine "
+                  f"(the reasons are above){'' if prof.written else '; ' + kept}", soft_wrap=True)
+    raise typer.Exit(code)

@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
-from partialdeploy.cli.app import app, emit_json, err, fail, out
+from rich.markup import escape
 from typer.core import TyperGroup
+
+from partialdeploy.cli.app import app, emit_json, err, fail, out
 
 from partialdeploy.cli.render import print_profile
 from partialdeploy.errors import PartialDeployError
@@ -63,45 +65,69 @@ def report_show(
             out.print(f"wrote {p}")
 
 
-@report_app.command("compare")
+@report_app.command("compare", epilog="Examples:\n\n  partialdeploy report compare base.json new.json "
+                    "--max-regression 10% --junit gate.xml --md summary.md\n\n"
+                    "  partialdeploy report compare base.json new.json --allow-missing --strict")
 def report_compare(
     baseline: Path = typer.Argument(..., help="Baseline report JSON."),
     new: Path = typer.Argument(..., help="New report JSON."),
     max_regression: str = typer.Option("10%", "--max-regression", help="Allowed p50 increase (10% or 0.1)."),
     metric: str = typer.Option("p50", "--metric", help="p50, p90, p99 or mean."),
-    md_out: Optional[Path] = typer.Option(None, "--md", help="Write the comparison as Markdown."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Accept baseline cases the new report did "
+                                       "not measure (default: each one fails the gate)."),
+    strict: bool = typer.Option(False, "--strict", help="Also fail when the reports come from different devices "
+                                "or the baseline is noisy (default: a warning)."),
+    md_out: Optional[Path] = typer.Option(None, "--md", help="Write the comparison and its verdict as Markdown "
+                                          "(e.g. $GITHUB_STEP_SUMMARY)."),
+    junit_out: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML for CI test reporters (one "
+                                             "test case per target x precision x batch)."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
 ):
-    """Compare latency per target/precision/batch; exit 1 when any got slower than allowed."""
+    """Compare latency per target/precision/batch. Fails closed: exit 1 when a case got slower than
+    allowed, a baseline case was not measured, a report measured nothing, a number is not a positive
+    latency, or the reports are of different models or input shapes; 2 for a malformed report."""
+    from partialdeploy import junit
     from partialdeploy import report as rp
     from partialdeploy.errors import UserError
 
     try:
         if metric not in ("p50", "p90", "p99", "mean"):
             raise UserError(f"--metric must be p50, p90, p99 or mean, got {metric!r}")
-        cmp = rp.compare(rp.load(baseline), rp.load(new), rp.parse_threshold(max_regression), metric)
-        if md_out:
-            md_out.write_text(rp.comparison_markdown(cmp), encoding="utf-8")
+        cmp = rp.compare(rp.load(baseline), rp.load(new), rp.parse_threshold(max_regression), metric,
+                         allow_missing=allow_missing, strict=strict)
+        try:
+            if md_out:
+                md_out.write_text(rp.comparison_markdown(cmp), encoding="utf-8")
+            if junit_out:
+                junit.write([junit.comparison_suite(cmp, str(baseline), str(new))], junit_out)
+        except OSError as e:
+            raise UserError(f"cannot write {e.filename}: {e.strerror}") from None
         if as_json:
             emit_json(cmp)
         else:
-            from rich.table import Table
-
-            t = Table(title=f"{new} vs {baseline} ({metric}, max regression {100 * cmp['max_regression']:.0f}%)",
-                      title_justify="left")
-            for c in ("device", "target", "precision", "batch", "base ms", "new ms", "change", "status"):
-                t.add_column(c, justify="right" if c in ("batch", "base ms", "new ms", "change") else "left")
-            for r in cmp["rows"]:
-                styled = {"regression": "[red]regression[/]", "improved": "[green]improved[/]"}
-                st = styled.get(r["status"], r["status"])
-                t.add_row(r["device"] or "", str(r["target"]), str(r["precision"]), str(r["batch"]),
-                          "–" if r["base_ms"] is None else f"{r['base_ms']:.3f}",
-                          "–" if r["new_ms"] is None else f"{r['new_ms']:.3f}",
-                          "–" if r["change"] is None else f"{100 * r['change']:+.1f}%", st)
-            out.print(t)
+            out.print(comparison_table(cmp, f"{new} vs {baseline}"))
+            for w in cmp["warnings"]:
+                err.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
         rp.check_comparison(cmp)
     except PartialDeployError as e:
         fail(e)
+
+
+def comparison_table(cmp: dict, title: str):
+    from rich.table import Table
+
+    t = Table(title=f"{escape(title)} ({cmp['metric']}, max regression {100 * cmp['max_regression']:.0f}%)",
+              title_justify="left")
+    for c in ("device", "target", "precision", "batch", "base ms", "new ms", "change", "status"):
+        t.add_column(c, justify="right" if c in ("batch", "base ms", "new ms", "change") else "left")
+    styled = {"regression": "red", "improved": "green", "missing": "red", "invalid": "red", "shape differs": "red"}
+    for r in cmp["rows"]:
+        st = f"[{styled[r['status']]}]{r['status']}[/]" if r["status"] in styled else r["status"]
+        t.add_row(escape(r["device"] or ""), escape(str(r["target"])), escape(str(r["precision"])), str(r["batch"]),
+                  "–" if r["base_ms"] is None else f"{r['base_ms']:.3f}",
+                  "–" if r["new_ms"] is None else f"{r['new_ms']:.3f}",
+                  "–" if r["change"] is None else f"{100 * r['change']:+.1f}%", st)
+    return t
 
 
 @report_app.command("merge")
