@@ -107,7 +107,7 @@ def report_compare(
         else:
             out.print(comparison_table(cmp, f"{new} vs {baseline}"))
             for w in cmp["warnings"]:
-                err.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
+                out.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)  # stderr keeps the one error line
         rp.check_comparison(cmp)
     except PartialDeployError as e:
         fail(e)
