@@ -229,6 +229,7 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
                       req.tolerances.get("fp32", "fp32"))
     n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     stage("deploy form", t0, f"{n_bn} BatchNorm folded; {res.summary()}", res)
+    complexity = _complexity(deploy, size)
 
     out_dir = Path(req.out_dir)
     staging = guard.new_staging()
@@ -289,7 +290,7 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
 
             def write_manifest():
                 manifest = build_manifest(out_dir, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req,
-                                      calibration=calib_info)
+                                          calibration=calib_info, complexity=complexity)
                 _write_json_atomic(manifest_path, manifest)
 
             prev = export_dir.read_previous(out_dir)
@@ -309,6 +310,13 @@ def _tidy(out_dir: Path, prev: dict | None, sha256: str, new_keys) -> list[str]:
     if left:
         notes.append(f"left in {out_dir} (not listed in its manifest): {', '.join(left)}")
     return notes
+
+
+def _complexity(deploy, size: int) -> dict:
+    """Parameters and FLOPs (one image) of the deploy form: what the manifest records for planning."""
+    from partialdeploy.analysis import count_flops, count_params
+
+    return {"params": count_params(deploy), "flops": count_flops(deploy, size).flops}
 
 
 def _load(req: ExportRequest, targets: tuple[str, ...]):
@@ -468,7 +476,7 @@ def _kept_entries(prev: dict, out_dir: Path, new_keys) -> list[ManifestEntry]:
 
 
 def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req,
-                   calibration: dict | None = None) -> dict:
+                   calibration: dict | None = None, complexity: dict | None = None) -> dict:
     import platform
 
     import torch
@@ -498,7 +506,7 @@ def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stag
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": command,
         "model": {**spec.to_dict(), "checkpoint": ckpt.path.name, "checkpoint_format": ckpt.format,
-                  "checkpoint_sha256": ckpt.sha256},
+                  "checkpoint_sha256": ckpt.sha256, **(complexity or {})},
         "preprocessing": {"mean": list(spec.mean), "std": list(spec.std), "size": [spec.img_size, spec.img_size],
                           "resize_shorter_side_to": int(round(spec.img_size / spec.crop_ratio)),
                           "crop": "center", "interpolation": "bicubic", "scale": "1/255",
