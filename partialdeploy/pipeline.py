@@ -75,6 +75,9 @@ class ExportRequest:
             from_prof["targets"] = (from_prof["targets"],)
         if not fallback:
             prof["int8_fallback"] = False
+        tune_budget = flags.pop("tune_budget", None)
+        if tune_budget is not None:  # a target option (partialdeploy.tuning), like the profile field
+            prof["tune_budget"] = tune_budget
         if flags.get("targets") == ():
             flags["targets"] = None
         merged = apply_overrides(from_prof, **flags)
@@ -174,6 +177,9 @@ def check_request(req: ExportRequest) -> tuple[str, ...]:
         raise UserError("--batch must be ≥ 1")
     if req.img_size is not None and (req.img_size < 32 or req.img_size % 32):
         raise UserError(f"--img-size {req.img_size} must be a multiple of 32 (the network downsamples 32×) and ≥ 32")
+    from partialdeploy.tuning import budget_of
+
+    budget_of(req.options)  # a bad --tune-budget is refused before any work
     if req.out_dir.exists() and not req.out_dir.is_dir():
         raise UserError(f"output {req.out_dir} exists and is not a directory: choose another -o")
     export_dir.check_owned(req.out_dir, targets, req.precision)  # never write into a folder that is not ours
@@ -269,10 +275,14 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
                 say(name, f"skipped: {name} does not support {req.precision}")
                 continue
             tdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging))
-            art = _convert_one(name, target, ExportContext(precision=req.precision, **ctx_common), tdir,
-                               failures, say)
+            ctx = ExportContext(precision=req.precision, **ctx_common)
+            art = _convert_one(name, target, ctx, tdir, failures, say)
             if art is None:
                 continue
+            if art.verified == "parity":  # measured selection among its forms; INT8 timed against fp32
+                from partialdeploy.tuning import tune
+
+                tune(ctx, art, tdir, notes)
             staged.append((tdir, Path(name) / req.precision))
             artifacts.append(art)
             say(name, f"{art.verified}: {art.path}")

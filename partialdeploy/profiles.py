@@ -36,6 +36,8 @@ _COMMON: dict[str, tuple[tuple[type, ...], str]] = {
     "batch": ((int, dict), "an int (static batch) or {min, opt, max} (dynamic batch)"),
     "threads": ((int,), "runtime threads"),
     "calib_images": ((int,), "number of calibration images for INT8"),
+    "tune_budget": ((int, float), "seconds the export may spend timing an artifact's correct forms on this "
+                                  "machine (and INT8 against fp32); 0 turns it off"),
     "tolerances": ((dict,), "{precision: {rel_max, cosine_min, top1_min, acc_drop_max}}"),
 }
 

@@ -2,9 +2,13 @@
 in ONNX Runtime, against our artifacts per runtime and precision, for PartialNet T0/T2/S at 224²,
 2 threads, batch 1 latency and batch 8 throughput — all timed in one process, side by side.
 
-Rows (each built by the real export pipeline, so every artifact passed its parity gate):
+Peers (what a user builds from the naive file with each runtime's own tools; scripts/bench_peers.py):
   naive ORT       torch.onnx.export of the train form, ONNX Runtime (default session options)
-  naive OV        the same file in OpenVINO, f32
+  naive OV f32    the same file in OpenVINO, INFERENCE_PRECISION_HINT=f32
+  naive OV default   the same file in OpenVINO, default hints (bf16 on a CPU with bf16 units; read back)
+  naive NNCF OV   nncf.quantize (defaults) of the same file, OpenVINO default hints
+  naive ORT QDQ   quant_pre_process + quantize_static (defaults) of the same file, ONNX Runtime
+Ours (each built by the real export pipeline, so every artifact passed its parity gate):
   ours ORT        the ``onnx`` target's model.onnx in ONNX Runtime (the runtime users try first)
   ORT target      the ``onnxruntime`` target's artifact, with its recorded session options
   OV f32          the ``openvino`` target's IR, INFERENCE_PRECISION_HINT=f32 + its recorded runtime config
@@ -14,7 +18,9 @@ Rows (each built by the real export pipeline, so every artifact passed its parit
 
 Method (docs/architecture.md, "Measuring"): every runtime is timed in blocks (warm-up per block, then ``--runs`` timed
 runs, median per block), blocks are cycled round-robin over all rows ``--rounds`` times, and the
-number reported is the median of block medians. ONNX Runtime's worker threads do not spin (they
+number reported is the median of block medians. The goal table compares, per precision class
+(fp32, bf16, int8) and batch, our best row with the best peer of the class, and says which classes
+this CPU can judge (bf16 needs bf16 units, int8 VNNI/AMX). ONNX Runtime's worker threads do not spin (they
 would steal the cores from whatever runs next). The precision each runtime computes in is read back
 from the runtime and printed. Achieved GFLOP/s = model FLOPs (2·MAC of Conv/MatMul/Gemm, counted on
 our ONNX) / latency, against the GEMM rate measured in the same cycle.
@@ -37,12 +43,9 @@ import tempfile
 import time
 from pathlib import Path
 
-GOALS = {  # issue #8: ratio to naive ONNX Runtime, batch 1
-    "ours ORT": {"t0": 0.95, "t2": 0.95, "s": 0.95},
-    "best fp32": {"t0": 0.50, "t2": 0.70, "s": 0.75},
-    "best int8": {"t0": 0.35, "t2": 0.25, "s": 0.22},
-    "bf16": {"s": 0.45},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/: the bench's peer module beside it
+import bench_peers as peers  # noqa: E402
+from bench_peers import ort_session, ov_compiled  # noqa: E402,F401  (the bench's runtimes live with the peers)
 
 
 def say(msg: str) -> None:
@@ -92,35 +95,6 @@ def cycle(fns: dict, xs: dict, rounds: int, warmup: int, runs: int) -> dict:
 
 
 # ---------------------------------------------------------------- runtimes
-
-def ort_session(path, threads: int, level: str = "all"):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                                   "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
-    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    return (lambda x: s.run(None, {name: x})[0]), "f32"
-
-
-def ov_compiled(path, threads: int, config: dict | None = None):
-    import openvino as ov
-
-    from partialdeploy.exporters.openvino import hint_name
-
-    cfg = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-           **(config or {})}
-    c = ov.Core().compile_model(str(path), "CPU", cfg)
-    req = c.create_infer_request()
-    out = c.outputs[0]
-    return (lambda x: req.infer({0: x}, share_inputs=True)[out]), hint_name(c.get_property("INFERENCE_PRECISION_HINT"))
-
 
 def artifact_runner(out_dir: Path, art, threads: int):
     extra = art.extra or {}
@@ -215,14 +189,14 @@ def conv_peak_fns(threads: int, tmp: Path, c: int = 256, hw: int = 56, depth: in
 
 
 def cpu_flags() -> str:
-    """The CPU features that decide the floors: wide vectors, VNNI (int8 dot products), bf16/AMX."""
-    try:
-        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
-    except (OSError, StopIteration):
+    """The CPU's class and the features that decide the precision levers: VNNI (int8 dot products),
+    bf16 units, AMX."""
+    flags = peers.cpu_flags()
+    if not flags:
         return "flags unknown"
     want = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-    return " ".join(f for f in want if f in flags) + " (no VNNI: INT8 runs on AVX2 multiply-adds)" * (
-        not any("vnni" in f or "amx" in f for f in flags))
+    return f"class {peers.cpu_class(flags)}: " + " ".join(f for f in want if f in flags) + \
+        " (no VNNI: INT8 runs on AVX2 multiply-adds)" * (not any("vnni" in f or "amx" in f for f in flags))
 
 
 # ---------------------------------------------------------------- artifacts
@@ -287,9 +261,9 @@ def bench_variant(v: str, args, tmp: Path, bf16_ok: bool) -> dict:
         say(f"{v.upper()} batch {b}: exporting")
         d = tmp / f"{v}-b{b}"
         naive = naive_export_b(model, d / "naive.onnx", b, naive_export)
-        rows: dict = {}  # label -> (fn, computed precision, onnx/IR file for node count)
-        rows["naive ORT"] = (*ort_session(naive, args.threads), naive)
-        rows["naive OV f32"] = (*ov_compiled(naive, args.threads), naive)
+        # label -> (fn, computed precision, onnx/IR file for node count): the peers first
+        rows, failed = peers.build_peers(naive, calib_arrays(spec), args.threads, say) if args.peers else (
+            {"naive ORT": (*ort_session(naive, args.threads), naive)}, {})
         fp = export(ckpt, ("onnx", "onnxruntime", "openvino"), "fp32", d / "fp32", b, None)
         ours_onnx = d / "fp32" / fp["onnx"].path if "onnx" in fp else None
         if ours_onnx:
@@ -336,11 +310,20 @@ def bench_variant(v: str, args, tmp: Path, bf16_ok: bool) -> dict:
         # ratio to the naive row (no artifact can beat it without doing less arithmetic)
         floor_f32, floor_i8 = (gflop * b / max(rate, 1e-9) * 1e3 / base for rate in (max(peak, conv_f32),
                                                                                       max(conv_i8, 1e-9)))
-        result["batches"][b] = {"rows": table, "gemm_gflops": peak, "gemm_spread_pct": times["GEMM peak"][1],
+        result["batches"][b] = {"rows": table, "peers_failed": failed, "gemm_gflops": peak,
+                                "gemm_spread_pct": times["GEMM peak"][1],
                                 "conv_f32_gflops": conv_f32, "conv_int8_gflops": conv_i8, "model_gflop": gflop,
                                 "floor_fp32": floor_f32, "floor_int8": floor_i8}
         print_batch(v, b, result["batches"][b], args)
     return result
+
+
+def calib_arrays(spec):
+    """The calibration images the peers quantize on: the same bundled photographs our INT8 export is
+    given (``calib_dir``), preprocessed for the model."""
+    from partialdeploy.images import natural_batch, natural_images
+
+    return natural_batch(224, spec.mean, spec.std, n=len(natural_images()))
 
 
 def demo_int8(tmp: Path) -> None:
@@ -386,69 +369,31 @@ def print_batch(v: str, b: int, res: dict, args) -> None:
         print(f"  {k:16} {r['computes']:>8} {r['nodes'] if r['nodes'] is not None else '-':>6} {r['ms']:8.2f} "
               f"{1e3 * b / r['ms']:7.1f} {r['spread_pct']:6.0f}% {r['ratio']:6.3f} {r['gflops']:8.1f} "
               f"{100 * r['gflops'] / best_f32:6.0f}% {r['cpu_ms']:7.2f} {r['cpu_ratio']:9.3f}")
-    beat = [k for k, r in rows.items() if r["ratio"] < res["floor_fp32"] and not k.endswith("int8")]
+    beat = [k for k, r in rows.items()
+            if r["ratio"] < res["floor_fp32"] and peers.row_class(k, r["computes"]) == "fp32"]
     if beat:  # physically impossible: the peak rows lost their cores to something else
         print(f"  warning: {', '.join(beat)} beat the fp32 floor — the peak rows were disturbed (load average "
               f"{os.getloadavg()[0]:.1f}); the floors of this table are not usable, rerun on a quiet machine")
+    for k, e in res.get("peers_failed", {}).items():
+        print(f"  {k:16} did not build: {e}  (counted as a win for us)")
     sys.stdout.flush()
 
 
-def goal_table(results: list[dict]) -> list[dict]:
+def goal_table(results: list[dict], flags: set[str]) -> list[dict]:
+    """Per model, batch and precision class: our best gated row against the best peer of the class
+    (bench_peers.peer_goals), with the class's floor (the model's FLOPs at this CPU's best measured
+    rate) as a ratio to that peer: a goal under it needs less arithmetic, not a better graph."""
     out = []
     for res in results:
-        v = res["variant"]
-        b1 = res["batches"].get(1)
-        if not b1:
-            continue
-        rows = b1["rows"]
-
-        def best(labels, rows=rows):
-            got = [(rows[k]["ratio"], k) for k in labels if k in rows]
-            return min(got) if got else (None, None)
-
-        def best_cpu(labels, rows=rows):
-            return min((rows[k]["cpu_ratio"] for k in labels if k in rows), default=None)
-
-        cpu = {"ours ORT": best_cpu(("ours ORT",)), "best fp32": best_cpu(("ours ORT", "ORT target fp32", "OV f32")),
-               "best int8": best_cpu(("ORT int8", "OV int8")), "bf16": best_cpu(("OV bf16",))}
-        cells = {"ours ORT": (rows.get("ours ORT", {}).get("ratio"), "ours ORT"),
-                 "best fp32": best(("ours ORT", "ORT target fp32", "OV f32")),
-                 "best int8": best(("ORT int8", "OV int8")),
-                 "bf16": (rows["OV bf16"]["ratio"], "OV bf16") if "OV bf16" in rows else (None, None)}
-        floors = {"ours ORT": b1.get("floor_fp32"), "best fp32": b1.get("floor_fp32"),
-                  "best int8": b1.get("floor_int8"), "bf16": None}
-        for what, (ratio, which) in cells.items():
-            goal = GOALS[what].get(v)
-            if goal is None:
-                continue
-            out.append({"variant": v, "what": what, "ratio": ratio, "cpu_ratio": cpu[what], "row": which, "goal": goal,
-                        "met": ratio is not None and ratio <= goal, "floor": floors[what],
-                        "below_floor": floors[what] is not None and goal < floors[what]})
-        b8 = res["batches"].get(8)
-        if b8:
-            for what, labels in (("best fp32", ("ours ORT", "ORT target fp32", "OV f32")),
-                                 ("best int8", ("ORT int8", "OV int8"))):
-                r1 = min((rows[k]["ratio"] for k in labels if k in rows), default=None)
-                r8 = min((b8["rows"][k]["ratio"] for k in labels if k in b8["rows"]), default=None)
-                c8 = min((b8["rows"][k]["cpu_ratio"] for k in labels if k in b8["rows"]), default=None)
-                if r1 is not None and r8 is not None:
-                    out.append({"variant": v, "what": f"b8 {what}", "ratio": r8, "cpu_ratio": c8,
-                                "row": "batch 8 vs b1", "goal": r1, "met": r8 <= r1 * 1.02})
+        for b, br in res["batches"].items():
+            goals = peers.peer_goals(res["variant"], b, br["rows"], br.get("peers_failed", {}), flags)
+            naive_ms = br["rows"]["naive ORT"]["ms"]
+            for g in goals:
+                floor = {"fp32": br.get("floor_fp32"), "int8": br.get("floor_int8")}.get(g["class"])
+                if floor is not None and g.get("peer_ms"):
+                    g["floor"] = floor * naive_ms / g["peer_ms"]
+            out += goals
     return out
-
-
-def print_goals(goals: list[dict]) -> None:
-    print("\nGoals (ratio to naive ONNX Runtime, measured side by side above; b8 goal = the batch-1 ratio, "
-          "met within 2%). floor = the model's FLOPs at this CPU's best measured rate (GEMM or 1×1 conv; "
-          "int8: the INT8 1×1 conv), over the naive time; a goal under it needs less arithmetic, not a better graph")
-    print(f"  {'variant':7} {'what':16} {'ratio':>7} {'goal':>7}  {'':4} {'CPU ratio':>9} {'floor':>6}  best row")
-    for g in goals:
-        r = "-" if g["ratio"] is None else f"{g['ratio']:.3f}"
-        c = "-" if g.get("cpu_ratio") is None else f"{g['cpu_ratio']:.3f}"
-        f = "-" if g.get("floor") is None else f"{g['floor']:.2f}"
-        why = "  (goal below this CPU's floor)" if g.get("below_floor") else ""
-        print(f"  {g['variant'].upper():7} {g['what']:16} {r:>7} ≤{g['goal']:.3f}  {'met' if g['met'] else 'MISS':4} "
-              f"{c:>9} {f:>6}  {g['row'] or 'not measured'}{why}")
 
 
 # ---- other families (ECA-Net, partial ConvNeXt): naive export vs ours, and the ECA gate's forms
@@ -651,6 +596,9 @@ def main():
     ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True, help="INT8 artifacts")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                     help="OpenVINO bf16 (only where the CPU has bf16 units)")
+    ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
+                    help="the peers beside naive ONNX Runtime: naive in OpenVINO (f32 and default hints), NNCF "
+                         "and ONNX Runtime static INT8 of the naive file")
     ap.add_argument("--batch8", action=argparse.BooleanOptionalAction, default=True, help="batch 8 throughput")
     ap.add_argument("--json", type=Path, help="also write the measurements here")
     ap.add_argument("--families", default="eca-resnet50,eca-mobilenetv2",
@@ -694,8 +642,9 @@ def main():
             bench_families(fams, args.rounds, args.threads, Path(d), args.eca_forms)
         if args.int8_fallback:
             bench_int8_fallback(args.rounds, args.threads, Path(d))
-    goals = goal_table(results)
-    print_goals(goals)
+    flags = peers.cpu_flags()
+    goals = goal_table(results, flags)
+    peers.print_peer_goals(goals, flags)
     print(f"\n(total {time.perf_counter() - t0:.0f} s; load average at the end {os.getloadavg()[0]:.1f})")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "goals": goals}, indent=1, default=str))

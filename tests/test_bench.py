@@ -1,6 +1,7 @@
 """The benchmark's own measuring pieces (scripts/bench.py is not a test; these check it measures what
-it says): the floor models really run a 1×1 conv in f32 and in int8 in OpenVINO, and the cycle pauses
-between blocks so one row's thread pool cannot slow the next row."""
+it says): the floor models really run a 1×1 conv in f32 and in int8 in OpenVINO, the cycle pauses
+between blocks so one row's thread pool cannot slow the next row, the peers (scripts/bench_peers.py)
+build and run with their precision read back, and the goal table compares per precision class."""
 
 from __future__ import annotations
 
@@ -12,6 +13,33 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny_onnx(path: Path, batch: int = 1) -> Path:
+    """A small conv net (conv-relu ×2, pool, gemm) as a naive export would give: 3×32×32 -> 10."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), n) for n, s in
+             (("w1", (16, 3, 3, 3)), ("w2", (16, 16, 3, 3)), ("fc", (16, 10)), ("b", (10,)))]
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "b"], ["logits"])]
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 32, 32])
+    g = helper.make_graph(nodes, "tiny", [inp],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def peers(bench):
+    return sys.modules["bench_peers"]
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +77,64 @@ def test_cycle_pauses_after_every_block(bench, monkeypatch):
     assert set(out) == {"a", "b"}
     assert events == ["a", ("sleep", bench.SETTLE_S), "b", ("sleep", bench.SETTLE_S)] * 2
     assert bench.SETTLE_S >= 0.1  # OpenBLAS spins ~0.1 s after a call
+
+
+def test_peers_build_run_and_read_their_precision_back(peers, tmp_path):
+    """Every peer a user would pick builds from the naive file and runs; the precision each computes in
+    is read back from the runtime (OpenVINO's default hints: bf16 where the CPU has bf16 units)."""
+    from partialdeploy.exporters.openvino import bf16_error
+
+    naive = _tiny_onnx(tmp_path / "naive.onnx")
+    calib = np.random.default_rng(2).random((8, 3, 32, 32), dtype=np.float32)
+    rows, failed = peers.build_peers(naive, calib, 1, lambda m: None)
+    assert not failed, failed
+    assert set(rows) == set(peers.PEER_ROWS)
+    x = calib[:1]
+    ref = np.asarray(rows["naive ORT"][0](x)).ravel()
+    for label, (fn, _computes, _f) in rows.items():
+        y = np.asarray(fn(x)).ravel()
+        cos = float(ref @ y / (np.linalg.norm(ref) * np.linalg.norm(y)))
+        assert y.shape == (10,) and cos > 0.95, (label, cos)
+    assert rows["naive ORT"][1] == "f32" and rows["naive OV f32"][1] == "f32"
+    assert rows["naive OV default"][1] == ("bf16" if bf16_error() is None else "f32")
+    assert rows["naive NNCF OV"][1].startswith("i8+") and rows["naive ORT QDQ"][1] == "i8+f32"
+    assert peers.row_class("naive OV default", rows["naive OV default"][1]) == (
+        "bf16" if bf16_error() is None else "fp32")
+    import onnx  # the ORT peer really is a Q/DQ model
+    ops = {n.op_type for n in onnx.load(str(rows["naive ORT QDQ"][2])).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_a_peer_that_crashes_is_reported_and_counts_as_a_win(peers, tmp_path, monkeypatch):
+    naive = _tiny_onnx(tmp_path / "naive.onnx")
+    monkeypatch.setattr(peers, "nncf_peer", lambda *a: (_ for _ in ()).throw(KeyError("rpe_k")))
+    said = []
+    rows, failed = peers.build_peers(naive, np.zeros((2, 3, 32, 32), np.float32), 1, said.append)
+    assert "naive NNCF OV" not in rows and "KeyError" in failed["naive NNCF OV"] and said
+    table = {"naive ORT": {"ms": 10.0, "computes": "f32"}, "naive ORT QDQ": {"ms": 5.0, "computes": "i8+f32"},
+             "OV int8": {"ms": 4.0, "computes": "i8+f32"}}
+    int8 = next(g for g in peers.peer_goals("t0", 1, table, failed, {"avx512_vnni"}) if g["class"] == "int8")
+    assert int8["peer"] == "naive ORT QDQ" and int8["ratio"] == pytest.approx(0.8) and int8["verdict"] == "met"
+    assert "naive NNCF OV" in int8["crashed"]
+    alone = {"naive ORT": {"ms": 10.0, "computes": "f32"}, "OV int8": {"ms": 4.0, "computes": "i8+f32"}}
+    both = {**failed, "naive ORT QDQ": "ValueError: x"}
+    int8 = next(g for g in peers.peer_goals("t0", 1, alone, both, {"avx512_vnni"}) if g["class"] == "int8")
+    assert int8["ratio"] is None and int8["verdict"] == "win (every peer crashed)"
+
+
+def test_goal_table_judges_only_what_the_cpu_can_run(peers):
+    avx2 = {"avx2", "fma"}
+    assert peers.cpu_class(avx2) == "AVX2" and peers.cpu_class({"avx512f", "avx512_vnni"}) == "AVX-512 VNNI"
+    assert peers.cpu_class({"avx512f", "amx_bf16"}) == "AMX"
+    j = peers.judgeable(avx2)
+    assert j["fp32"] is None and "bf16" in j["bf16"] and "VNNI" in j["int8"]
+    rows = {"naive ORT": {"ms": 10.0, "computes": "f32"}, "naive OV f32": {"ms": 9.0, "computes": "f32"},
+            "naive OV default": {"ms": 9.0, "computes": "f32"}, "ours ORT": {"ms": 9.4, "computes": "f32"},
+            "OV f32": {"ms": 7.0, "computes": "f32"}, "naive ORT QDQ": {"ms": 6.0, "computes": "i8+f32"},
+            "OV int8": {"ms": 5.7, "computes": "i8+f32"}}
+    goals = {g["class"]: g for g in peers.peer_goals("s", 8, rows, {}, avx2)}
+    assert goals["fp32"]["peer"] in ("naive OV f32", "naive OV default")  # default hints ran f32: an fp32 peer
+    assert goals["fp32"]["ratio"] == pytest.approx(7 / 9) and goals["fp32"]["verdict"] == "met"
+    assert goals["bf16"]["verdict"] == "not on this CPU" and not goals["bf16"]["judged"]
+    assert goals["int8"]["verdict"] == "MISS (not judged here)"
+    assert goals["ONNX in ORT"]["ratio"] == pytest.approx(0.94) and goals["ONNX in ORT"]["verdict"] == "met"

@@ -60,6 +60,16 @@ def test_not_certified_when_runtime_computes_f32(tmp_path, monkeypatch):
         export("openvino", make_ctx("bf16"), tmp_path)
 
 
+def test_not_certified_when_the_read_back_is_not_bf16(tmp_path, monkeypatch):
+    """On every CPU (bf16 units or not): when the compiled model reports f32, the artifact is refused."""
+    from partialdeploy.runners.openvino import OpenVINORunner
+
+    monkeypatch.setattr(ovt, "cpu_capabilities", lambda: ["FP32", "INT8", "BF16"])
+    monkeypatch.setattr(OpenVINORunner, "compute_precision", lambda self: "f32")
+    with pytest.raises(UserError, match="in f32, not bf16: cannot certify bf16"):
+        export("openvino", make_ctx("bf16"), tmp_path)
+
+
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units (no avx512_bf16/AMX): bf16 cannot run here")
 def test_bf16_artifact_and_profile(tmp_path):
     from partialdeploy.pipeline import ExportRequest, run_export

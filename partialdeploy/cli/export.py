@@ -46,6 +46,10 @@ def export(
                                   "the gate, keep the most sensitive blocks in float until it holds (default)."),
     junit_out: Optional[Path] = typer.Option(None, "--junit", help="Write the parity gates as JUnit XML for CI "
                                              "test reporters (one test case per target x precision x batch)."),
+    tune_budget: Optional[float] = typer.Option(None, "--tune-budget", help="Seconds the export may spend timing "
+                                                "each artifact's correct forms on this machine (and INT8 against "
+                                                "fp32), keeping the fastest that passes the gate; 0 turns it off. "
+                                                "Default 10."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
 ):
     """Checkpoint -> deploy form -> ONNX -> target artifacts, each proven by a parity gate.
@@ -58,7 +62,7 @@ def export(
             profile=profile, fallback=fallback, checkpoint=checkpoint, targets=tuple(target or ()),
             precision=precision, out_dir=output, img_size=img_size, dynamic_batch=dynamic_batch, batch=batch,
             calib=calib, calib_count=calib_count, calib_seed=calib_seed, eval_dir=eval_dir, variant=variant,
-            act=act, opset=opset, command=command_line())
+            act=act, opset=opset, tune_budget=tune_budget, command=command_line())
         if as_json:
             res = run_export(req)
         else:
@@ -88,8 +92,10 @@ def export(
         from rich.markup import escape
         from rich.table import Table
 
+        said_below = {n for a in res.artifacts for n in a.notes}  # printed with the table
         for n in res.notes:
-            err.print(f"[dim]note: {escape(n)}[/]", soft_wrap=True)
+            if n not in said_below:
+                err.print(f"[dim]note: {escape(n)}[/]", soft_wrap=True)
         t = Table(title=f"{res.spec.name} → {res.out_dir}", title_justify="left")
         for c in ("target", "precision", "artifact", "verified", "parity"):
             t.add_column(c)
@@ -101,10 +107,12 @@ def export(
         for s in res.skipped:
             t.add_row(s["target"], s["precision"], "[yellow]skipped[/]", "", escape(s["reason"][:160]))
         out.print(t)
-        for a in res.artifacts:  # INT8 blocks kept in float, gate before/after, latency cost
+        for a in res.artifacts:  # INT8 blocks kept in float, the form measured fastest, INT8 slower than fp32
             for n in a.notes:
-                if n.startswith("INT8 fallback"):
-                    out.print(f"{a.target} int8: {escape(n)}", soft_wrap=True)
+                if n.startswith(("INT8 fallback", "measured selection")):
+                    out.print(f"{a.target} {a.precision}: {escape(n)}", soft_wrap=True)
+                elif "SLOWER than fp32" in n:
+                    out.print(f"[yellow]warning:[/] {escape(n)}", soft_wrap=True)
         for f in res.failures:
             if len(f["error"]) > 160:
                 err.print(f"[red]{f['target']} {f['precision']}:[/] {escape(f['error'])}", soft_wrap=True)

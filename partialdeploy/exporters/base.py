@@ -62,10 +62,13 @@ class Artifact:
     # gate, and the gate the target already ran on this very file (partialdeploy.verification)
     alternatives: list[Alternative] = field(default_factory=list)
     proof: Proof | None = None
+    # other correct ways to run the same files, timed by partialdeploy.tuning (the fastest that passes
+    # the gate is kept; never stored themselves: the kept one is merged into ``extra``)
+    forms: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """Plain JSON types (``export --json``); the manifest stores it as a ``records.ManifestEntry``."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("alternatives", "proof")}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("alternatives", "proof", "forms")}
         d["parity"] = [p.to_dict() for p in self.parity]
         return d
 

@@ -116,7 +116,8 @@ class OpenVINOTarget(Target):
                  "trigger the faulty fusion)")
         # inputs/outputs: verification records what the compiled model reports
         return Artifact(target=self.name, precision=prec, path="model.xml", files=["model.xml", "model.bin"],
-                        runtime_version=self.version(), notes=notes, extra=extra, alternatives=[fallback])
+                        runtime_version=self.version(), notes=notes, extra=extra, alternatives=[fallback],
+                        forms=int8_forms() if prec == "int8" else [])
 
     def _int8(self, ctx: ExportContext, model, extra: dict, notes: list[str]):
         """NNCF PTQ; when it misses the INT8 gate, blocks kept in float through NNCF's ignored scope
@@ -201,6 +202,19 @@ class OpenVINOTarget(Target):
         extra.update(calibration_images=len(batches) * bs, preset=preset.lower(), quantizer="nncf "
                      + getattr(nncf, "__version__", "?"))
         return q
+
+
+def int8_forms() -> list:
+    """The other correct ways to run an INT8 IR, timed at export (partialdeploy.tuning): on a CPU with
+    bf16 units, the layers NNCF left in float computed in bf16 (what OpenVINO's default hints do) — kept
+    only when it is faster here and passes the INT8 gate."""
+    from partialdeploy.tuning import Form
+
+    if bf16_error() is not None:
+        return []
+    return [Form("float parts in bf16", {"runtime_config": {"INFERENCE_PRECISION_HINT": "bf16"},
+                                         "compute_precision": "bf16", "inference_precision_hint": "bf16"},
+                 "the layers left in float compute in bf16 (INFERENCE_PRECISION_HINT=bf16 in extra.runtime_config)")]
 
 
 def _weight_types(xml: Path) -> dict:

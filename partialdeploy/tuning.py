@@ -1,0 +1,205 @@
+"""Measured choices at export, on the machine that will run the artifact (``--tune-budget SECONDS``).
+
+After a target's artifact passed its gate, :func:`tune` times, interleaved in one cycle:
+
+* the artifact as recorded;
+* its other correct forms (``Artifact.forms``: e.g. OpenVINO INT8 with the layers NNCF left in float
+  computed in bf16 on a CPU with bf16 units) — each one is a way to open the same files, described
+  by what it merges into the artifact's ``extra`` (the runner reads it through ``artifact_options``);
+* for an INT8 artifact, its fp32 sibling: the verified fp32 ONNX the target converted from, opened in
+  the same runtime.
+
+The fastest form that passes the gate (the same run-and-gate path as every artifact,
+``verification.verify_artifact``) is kept. Every timing goes to ``extra["tuning"]``; an INT8 artifact
+that is slower than its fp32 sibling is said so in ``extra["int8_speed"]``, in a note of the artifact
+and in the export's notes (never emitted silently). Timing follows docs/architecture.md, "Measuring":
+blocks with warm-up, cycled round-robin, median of block medians.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+DEFAULT_BUDGET_S = 10.0
+MIN_ROUNDS, MAX_ROUNDS = 3, 5
+BLOCK_S, BLOCK_RUNS, WARMUP = 0.05, 5, 2
+SLOWER = 1.0  # an INT8 artifact whose latency ratio to fp32 exceeds this is reported as slower
+
+
+@dataclass
+class Form:
+    """Another correct way to run an artifact's files: ``extra`` is merged into the artifact's extra
+    when this form is kept (as for ``verification.Alternative``)."""
+
+    name: str
+    extra: dict
+    note: str = ""
+
+
+def merged(extra: dict, more: dict) -> dict:
+    """``extra`` with ``more`` merged in, dict values (e.g. ``runtime_config``) merged one level deep."""
+    out = dict(extra)
+    for k, v in more.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def budget_of(options: dict) -> float:
+    """The tuning budget in seconds from the target options (``tune_budget``); 0 turns tuning off."""
+    from partialdeploy.errors import UserError
+
+    b = options.get("tune_budget", DEFAULT_BUDGET_S)
+    try:
+        b = float(b)
+    except (TypeError, ValueError):
+        raise UserError(f"--tune-budget {b!r} must be a number of seconds (0 turns tuning off)") from None
+    if not (b >= 0 and np.isfinite(b)):
+        raise UserError(f"--tune-budget {b} must be ≥ 0 seconds (0 turns tuning off)")
+    return b
+
+
+def interleaved(fns: dict[str, Callable[[], object]], budget_s: float) -> tuple[dict, int]:
+    """Median of block medians (ms) per function, timed in blocks cycled round-robin: at least
+    MIN_ROUNDS rounds, more (up to MAX_ROUNDS) while the budget allows. Returns ({name: ms}, rounds)."""
+    meds: dict = {k: [] for k in fns}
+    t_start = time.perf_counter()
+    rounds = 0
+    while rounds < MAX_ROUNDS:
+        for name, fn in fns.items():
+            for _ in range(WARMUP):
+                fn()
+            ts: list[float] = []
+            t_end = time.perf_counter() + BLOCK_S
+            while len(ts) < BLOCK_RUNS or time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            meds[name].append(float(np.median(ts)) * 1e3)
+        rounds += 1
+        spent = time.perf_counter() - t_start
+        if rounds >= MIN_ROUNDS and spent * (rounds + 1) / rounds > budget_s:
+            break
+    return {k: float(np.median(v)) for k, v in meds.items()}, rounds
+
+
+def _opener(ctx, art, art_dir: Path):
+    """(runner class, function extra -> loaded runner of the artifact opened that way)."""
+    from partialdeploy import backends
+    from partialdeploy.verification import open_options
+
+    cls = backends.backend_of_target(art.target).runner_class()
+
+    def open_with(extra: dict):
+        return cls(Path(art_dir) / art.path, **open_options(cls, ctx, art.target, art.precision, extra)).load()
+    return cls, open_with
+
+
+def _feed(ctx, runner) -> dict:
+    from partialdeploy.verification import static_batch
+
+    meta = runner.inputs()[0]
+    bs = static_batch(meta.shape) or 1
+    x = np.ascontiguousarray(np.repeat(ctx.parity_inputs[:1], bs, 0), np.float32)
+    return {meta.name: x}
+
+
+def _fp32_sibling(ctx, cls):
+    """The verified fp32 ONNX in the artifact's runtime (what the target converted from)."""
+    return cls(Path(ctx.onnx_path), threads=ctx.options.get("threads")).load()
+
+
+def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
+    """Time the artifact's forms (and, for INT8, its fp32 sibling) within the budget; keep the fastest
+    form that passes the gate; record every timing. Does nothing when the budget is 0 (recorded), when
+    the runtime cannot run here, or when there is nothing to compare."""
+    forms = list(getattr(art, "forms", []) or [])
+    if art.precision != "int8" and not forms:
+        return
+    budget = budget_of(ctx.options)
+    if budget == 0:
+        art.extra["tuning"] = {"budget_s": 0, "timed": False, "why": "--tune-budget 0"}
+        if art.precision == "int8":
+            art.notes.append("INT8 speed against fp32 not measured (--tune-budget 0)")
+        return
+    from partialdeploy import backends
+
+    cls = backends.backend_of_target(art.target).runner_class()
+    if not cls.is_available():
+        return
+    _, open_with = _opener(ctx, art, art_dir)
+    t0 = time.perf_counter()
+    runners: dict = {}
+    skipped: dict = {}
+    try:
+        runners["as exported"] = open_with(art.extra)
+        for f in forms:
+            if time.perf_counter() - t0 > budget / 2:
+                skipped[f.name] = "over budget"
+                continue
+            try:
+                runners[f.name] = open_with(merged(art.extra, f.extra))
+            except Exception as e:  # a form that does not compile here is not a candidate
+                skipped[f.name] = f"does not open: {str(e).splitlines()[0][:160]}"
+        if art.precision == "int8":
+            runners["fp32"] = _fp32_sibling(ctx, cls)
+        feeds = {k: _feed(ctx, r) for k, r in runners.items()}
+        ms, rounds = interleaved({k: (lambda r=r, f=feeds[k]: r.infer(f)) for k, r in runners.items()},
+                                 max(budget - (time.perf_counter() - t0), 0.0))
+    finally:
+        for r in runners.values():
+            r.close()
+    chosen, gated = _choose(ctx, art, art_dir, forms, ms)
+    rec = {"budget_s": budget, "timed": True, "rounds": rounds, "latency_ms": {k: round(v, 4) for k, v in ms.items()},
+           "chosen": chosen, "gated": gated, "skipped": skipped,
+           "method": f"batch as exported, median of {rounds} interleaved block medians (≥{BLOCK_S}s or "
+                     f"{BLOCK_RUNS} runs each, warm-up per block), seconds {time.perf_counter() - t0:.1f}"}
+    art.extra["tuning"] = rec
+    if "fp32" in ms:
+        _int8_speed(art, ms[chosen], ms["fp32"], run_notes)
+
+
+def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict) -> tuple[str, dict]:
+    """Gate the forms faster than the recorded one, fastest first; the first that passes is kept
+    (its extra merged, its note added). Returns (kept form name, {form: passed})."""
+    from partialdeploy.errors import UserError, VerificationError
+    from partialdeploy.verification import verify_artifact
+
+    gated: dict = {}
+    by_name = {f.name: f for f in forms}
+    for name in sorted((n for n in ms if n in by_name), key=ms.get):
+        if ms[name] >= ms["as exported"]:
+            break
+        f = by_name[name]
+        saved_extra, saved_parity, saved_alts = dict(art.extra), list(art.parity), art.alternatives
+        art.extra = merged(art.extra, f.extra)
+        art.parity, art.alternatives, art.proof = [], [], None
+        try:
+            verify_artifact(ctx, art, art_dir)
+        except (VerificationError, UserError) as e:
+            gated[name] = f"failed: {str(e).splitlines()[0][:200]}"
+            art.extra, art.parity, art.alternatives = saved_extra, saved_parity, saved_alts
+            continue
+        gated[name] = "passed"
+        art.notes.append(f"measured selection: {name} ({ms[name]:.3g} ms against {ms['as exported']:.3g} ms as "
+                         f"exported on this machine)" + (f"; {f.note}" if f.note else ""))
+        return name, gated
+    return "as exported", gated
+
+
+def _int8_speed(art, int8_ms: float, fp32_ms: float, run_notes: list[str] | None) -> None:
+    ratio = int8_ms / fp32_ms if fp32_ms > 0 else float("nan")
+    slower = bool(ratio > SLOWER)
+    art.extra["int8_speed"] = {"int8_ms": round(int8_ms, 4), "fp32_ms": round(fp32_ms, 4), "ratio": round(ratio, 3),
+                               "slower_than_fp32": slower,
+                               "fp32_form": "the verified fp32 ONNX in the same runtime, same threads"}
+    if slower:
+        msg = (f"{art.target} int8 is SLOWER than fp32 on this machine: {int8_ms:.3g} ms against {fp32_ms:.3g} ms "
+               f"(×{ratio:.2f}); prefer the fp32 artifact for speed here")
+        art.notes.append(msg)
+        if run_notes is not None:
+            run_notes.append(msg)

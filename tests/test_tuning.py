@@ -1,0 +1,126 @@
+"""Measured selection at export (partialdeploy.tuning): every timing in the manifest, INT8 timed
+against its fp32 sibling and never slower silently, the fastest form that passes the gate kept, a form
+that misses it refused, and a bad budget refused before any work. Real OpenVINO / ONNX Runtime on the
+demo model (small: a few seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("openvino")
+pytest.importorskip("onnxruntime")
+
+from partialdeploy import tuning  # noqa: E402
+from partialdeploy.errors import UserError  # noqa: E402
+from partialdeploy.pipeline import ExportRequest, run_export  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tune") / "dist"
+    res = run_export(ExportRequest(targets=("onnxruntime", "openvino"), precision="int8", out_dir=out,
+                                   options={"tune_budget": 3, "threads": 1}))
+    assert res.exit_code == 0, res.failures
+    return res, json.loads((out / "manifest.json").read_text())
+
+
+def test_every_timing_is_in_the_manifest_and_int8_is_timed_against_fp32(int8_export):
+    res, manifest = int8_export
+    for entry in manifest["artifacts"]:
+        tune = entry["extra"]["tuning"]
+        assert tune["timed"] and tune["budget_s"] == 3 and tune["rounds"] >= tuning.MIN_ROUNDS
+        lat = tune["latency_ms"]
+        assert {"as exported", "fp32"} <= set(lat) and all(v > 0 for v in lat.values())
+        assert tune["chosen"] in lat
+        speed = entry["extra"]["int8_speed"]
+        assert speed["int8_ms"] == pytest.approx(lat[tune["chosen"]], rel=1e-3)
+        assert speed["fp32_ms"] == pytest.approx(lat["fp32"], rel=1e-3)
+        assert speed["slower_than_fp32"] == (speed["ratio"] > tuning.SLOWER)
+        said = [n for n in res.notes if n.startswith(f"{entry['target']} int8 is SLOWER")]
+        assert bool(said) == speed["slower_than_fp32"]  # never silent, never cried wolf
+        assert bool([n for n in entry["notes"] if "SLOWER" in n]) == speed["slower_than_fp32"]
+
+
+def test_openvino_int8_offers_bf16_float_parts_only_with_bf16_units(int8_export):
+    from partialdeploy.exporters.openvino import bf16_error
+
+    _, manifest = int8_export
+    ov = next(e for e in manifest["artifacts"] if e["target"] == "openvino")
+    tune = ov["extra"]["tuning"]
+    offered = "float parts in bf16" in set(tune["latency_ms"]) | set(tune["skipped"])  # skipped: over budget
+    assert offered == (bf16_error() is None)
+    if tune["chosen"] == "float parts in bf16":  # kept: it passed the gate, and the runtime computes bf16
+        assert tune["gated"]["float parts in bf16"] == "passed"
+        assert ov["extra"]["compute_precision"] == "bf16"
+        assert ov["extra"]["runtime_config"]["INFERENCE_PRECISION_HINT"] == "bf16"
+        assert all(p["passed"] for p in ov["parity"])
+    else:
+        assert ov["extra"]["compute_precision"] == "f32"
+
+
+def test_a_faster_form_that_misses_the_gate_is_not_kept(int8_export):
+    """A form that claims a precision the runtime does not compute in is refused by the gate; the
+    artifact stays as exported (forced to be 'fastest' so it is gated)."""
+    from partialdeploy.exporters.base import Artifact
+    from partialdeploy.records import ParityResult
+    from targets_common import make_ctx
+
+    res, manifest = int8_export
+    entry = next(e for e in manifest["artifacts"] if e["target"] == "openvino")
+    art = Artifact("openvino", "int8", "model.xml", extra=dict(entry["extra"]),
+                   parity=[ParityResult.from_dict(p) for p in entry["parity"]])
+    before = (dict(art.extra), [p.to_dict() for p in art.parity])
+    bad = tuning.Form("claims f16", {"compute_precision": "f16"})
+    chosen, gated = tuning._choose(make_ctx("int8"), art, res.out_dir / "openvino" / "int8", [bad],
+                                   {"as exported": 2.0, "claims f16": 1.0})
+    assert chosen == "as exported" and gated["claims f16"].startswith("failed") and "f16" in gated["claims f16"]
+    assert (art.extra, [p.to_dict() for p in art.parity]) == before
+
+
+def test_int8_slower_than_fp32_is_said_everywhere():
+    from partialdeploy.exporters.base import Artifact
+
+    notes: list[str] = []
+    art = Artifact("onnxruntime", "int8", "model.onnx")
+    tuning._int8_speed(art, 6.0, 5.0, notes)
+    assert art.extra["int8_speed"]["slower_than_fp32"] and art.extra["int8_speed"]["ratio"] == 1.2
+    assert notes and "SLOWER" in notes[0] and "×1.20" in notes[0] and notes[0] in art.notes
+    fast = Artifact("onnxruntime", "int8", "model.onnx")
+    tuning._int8_speed(fast, 4.0, 5.0, notes)
+    assert not fast.extra["int8_speed"]["slower_than_fp32"] and len(notes) == 1 and not fast.notes
+
+
+def test_budget_zero_is_recorded_and_bad_budgets_are_refused_before_work(tmp_path):
+    from partialdeploy.exporters.base import Artifact
+    from targets_common import make_ctx
+
+    ctx = make_ctx("int8")
+    ctx.options["tune_budget"] = 0
+    art = Artifact("openvino", "int8", "model.xml")
+    tuning.tune(ctx, art, tmp_path)
+    assert art.extra["tuning"] == {"budget_s": 0, "timed": False, "why": "--tune-budget 0"}
+    assert any("not measured" in n for n in art.notes)
+    for bad in (-1, "soon", float("nan")):
+        out = tmp_path / f"d{bad}"
+        with pytest.raises(UserError, match="--tune-budget"):
+            run_export(ExportRequest(targets=("openvino",), precision="int8", out_dir=out,
+                                     options={"tune_budget": bad}))
+        assert not out.exists()
+
+
+def test_merged_keeps_the_recorded_runtime_config():
+    got = tuning.merged({"runtime_config": {"SNIPPETS_MODE": "DISABLE"}, "a": 1},
+                        {"runtime_config": {"INFERENCE_PRECISION_HINT": "bf16"}, "a": 2})
+    assert got == {"runtime_config": {"SNIPPETS_MODE": "DISABLE", "INFERENCE_PRECISION_HINT": "bf16"}, "a": 2}
+
+
+def test_cli_refuses_a_negative_budget_in_one_line(tmp_path):
+    from conftest import run_cli
+
+    r = run_cli("export", "--target", "openvino", "--precision", "int8", "--tune-budget", "-1", "-o", tmp_path / "d")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--tune-budget" in lines[0]
+    assert not (tmp_path / "d").exists()
