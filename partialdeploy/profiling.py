@@ -490,16 +490,25 @@ class Profiler:
                 runner = self._runners[c.key]
                 label = f"{c.result.target}/{c.result.precision} b{c.batch} block {blk + 1}/{s.blocks}"
                 self.progress(done, total, label)
+                self.before_block(c.result)
                 if s.mode == "throughput" and runner.can(ASYNC_QUEUE):
                     self._block_async(runner, c, per_runs, per_time, cap)
                 else:
                     self._block_sync(runner, c, per_runs, per_time, cap)
+                self.after_block(c.result)
                 done += 1
                 self.progress(done, total, label)
                 if self.should_stop():
                     raise KeyboardInterrupt
             self._finish(cases)  # partial results on disk after every round
             self.save()
+
+    def before_block(self, result: ProfileResult) -> None:
+        """Hook: called before every timed block of a case (the remote agent reads temperatures)."""
+
+    def after_block(self, result: ProfileResult) -> None:
+        """Hook: called after every timed block of a case (the remote agent reads temperatures and
+        pauses for --cooldown)."""
 
     def _warmup(self, runner, feed) -> None:
         s = self.settings

@@ -10,7 +10,7 @@ import signal
 import sys
 
 # importing a command module registers its command on `app` (the order is the order in --help)
-from partialdeploy.cli import export, inspect, profile, report, build_engine, diff, plan  # noqa: E402,F401
+from partialdeploy.cli import export, inspect, profile, report, build_engine, diff, plan, remote  # noqa: E402,F401
 from partialdeploy.cli.app import app, err
 from partialdeploy.errors import PartialDeployError, first_line
 

@@ -10,7 +10,7 @@ import typer
 from partialdeploy.cli.app import app, emit_json, err, fail, out
 from partialdeploy.backends import runtime_names, suffixes
 from partialdeploy.cli.render import print_profile
-from partialdeploy.errors import PartialDeployError
+from partialdeploy.errors import PartialDeployError, UserError
 
 
 def _pct_or_fraction(text: str) -> float:
@@ -21,7 +21,8 @@ def _pct_or_fraction(text: str) -> float:
 
 @app.command(epilog="Examples:\n\n  partialdeploy profile dist/ --batch 1,8,32 --threads 4\n\n"
              "  partialdeploy profile model.xml --target openvino --mode throughput\n\n"
-             "  partialdeploy profile dist/ --runs 500 --min-time 10 --blocks 5 -o baseline.json")
+             "  partialdeploy profile dist/ --runs 500 --min-time 10 --blocks 5 -o baseline.json\n\n"
+             "  partialdeploy profile dist/ --remote jetson --remote pi@10.0.0.7 --sustained 5m")
 def profile(
     source: Path = typer.Argument(..., help="Export directory (with manifest.json), a manifest, or one model file "
                                   f"({', '.join(suffixes())}) or TensorRT bundle directory."),
@@ -49,6 +50,20 @@ def profile(
                                          "(default: hostname + CPU/GPU model)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report JSON (default: DIR/profile.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report JSON on stdout."),
+    remote: Optional[list[str]] = typer.Option(None, "--remote", help="Profile on this device over SSH instead "
+                                               "(an ~/.ssh/config alias or [user@]host[:port]; repeat for several: "
+                                               "one report with a device column). Default report: "
+                                               "DIR/profile-remote.json."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device (needs numpy + the "
+                                      "runtime)."),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh_config to use instead of "
+                                              "~/.ssh/config."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="Accept and record an unknown "
+                                             "host key (a changed one is always refused)."),
+    sustained: Optional[str] = typer.Option(None, "--sustained", help="With --remote: also run each case for this "
+                                            "long (e.g. 5m), reported per window, with a throttling verdict."),
+    cooldown: float = typer.Option(0.0, "--cooldown", help="With --remote: seconds to pause after each timed "
+                                   "block and before each sustained case."),
 ):
     """Latency of every artifact this machine can run: warm-up, timed blocks, p50/p90/p99, throughput,
     load and first-inference time, peak memory, per-layer breakdown. Writes a JSON report (also when
@@ -63,6 +78,16 @@ def profile(
                             warmup_time_s=warmup_time or None, runs=runs or None, min_time_s=min_time or None,
                             max_time_s=max_time or None, blocks=blocks, layers=layers, top=top,
                             cv_threshold=_pct_or_fraction(cv_threshold))
+        if not remote and (sustained or cooldown or ssh_config or accept_new_host_key):
+            raise UserError("--sustained, --cooldown, --ssh-config and --accept-new-host-key go with --remote HOST")
+    except PartialDeployError as e:
+        fail(e)
+    if remote:
+        from partialdeploy.cli.remote import profile_remote_cmd
+
+        profile_remote_cmd(source, settings, target, remote, remote_python, ssh_config, accept_new_host_key,
+                           sustained, cooldown, output, as_json)
+    try:
         out_path = output or default_report_path(source)
         if as_json:
             prof = Profiler(source, settings, target, out_path, device=device)

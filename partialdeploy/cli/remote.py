@@ -1,0 +1,104 @@
+"""`partialdeploy remote check HOST`, and the `--remote` side of `profile` and `build-engine`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from partialdeploy.cli.app import app, emit_json, err, fail, out
+from partialdeploy.errors import PartialDeployError, UserError
+
+remote_app = typer.Typer(
+    no_args_is_help=True, add_completion=False,
+    help="Edge devices over SSH (nothing to install there but Python, numpy and the runtime).\n\n"
+         "  partialdeploy remote check jetson          # what the device has and what it can run\n\n"
+         "  partialdeploy profile dist/ --remote jetson --remote pi@10.0.0.7 --sustained 5m")
+app.add_typer(remote_app, name="remote")
+
+PYTHON_HELP = "Python on the device (a path like /opt/venv/bin/python, or a name on its PATH)."
+CONFIG_HELP = "ssh_config file to use instead of ~/.ssh/config (aliases, ProxyJump, IdentityFile)."
+ACCEPT_HELP = "Accept an unknown host key and record it in known_hosts (a changed key is always refused)."
+
+
+def ssh_options(ssh_config: Optional[Path], accept_new: bool):
+    from partialdeploy.remote.ssh import SSHOptions
+
+    return SSHOptions(config=ssh_config, accept_new_host_key=accept_new).check()
+
+
+@remote_app.command("check", epilog="Examples:\n\n  partialdeploy remote check jetson\n\n"
+                    "  partialdeploy remote check pi@10.0.0.7 --remote-python /opt/venv/bin/python")
+def check_cmd(
+    host: str = typer.Argument(..., help="An ~/.ssh/config alias or [user@]host[:port]."),
+    remote_python: str = typer.Option("python3", "--remote-python", help=PYTHON_HELP),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help=CONFIG_HELP),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help=ACCEPT_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the device's answer as JSON."),
+):
+    """Connect, probe the device (Python, numpy, ONNX Runtime + providers, OpenVINO + devices,
+    TensorRT + cuda-python + GPU) and say what it can run; nothing is left on it.
+
+    Exit codes: 0 it can run at least one runtime, 2 it cannot (the line says what to install) or
+    the connection failed."""
+    from partialdeploy.remote.check import check_device
+
+    try:
+        res = check_device(host, remote_python, ssh_options(ssh_config, accept_new_host_key))
+    except PartialDeployError as e:
+        fail(e)
+    for n in res.notes:
+        err.print(f"note: {n}", soft_wrap=True, markup=False)
+    if as_json:
+        emit_json(res.to_dict())
+    else:
+        for line in res.lines:
+            out.print(line, soft_wrap=True, markup=False)
+    if res.missing:
+        fail(UserError(res.missing))
+
+
+def profile_remote_cmd(source: Path, settings, target, hosts: list, remote_python: str, ssh_config, accept_new: bool,
+                       sustained: Optional[str], cooldown: float, output: Optional[Path], as_json: bool) -> None:
+    """The `profile --remote` path of `partialdeploy profile`."""
+    from partialdeploy.cli.render import print_profile
+    from partialdeploy.remote.profile import RemoteRequest, profile_remote
+    from partialdeploy.remote.sustained import parse_duration
+
+    try:
+        try:
+            sustained_s = parse_duration(sustained) if sustained else None
+        except ValueError as e:
+            raise UserError(f"--sustained {e}") from None
+        req = RemoteRequest(Path(source), list(hosts), settings, target, remote_python,
+                            ssh_options(ssh_config, accept_new), sustained_s, float(cooldown or 0))
+        out_path = output or (Path(source) if Path(source).is_dir() else Path(source).parent) / "profile-remote.json"
+        if as_json:
+            res = profile_remote(req, out_path)
+        else:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          TimeElapsedColumn(), console=err, transient=True) as bar:
+                task = bar.add_task("connecting", total=None)
+                res = profile_remote(req, out_path, progress=lambda d, t, lab: bar.update(
+                    task, completed=d or 0, total=t or None, description=lab))
+    except PartialDeployError as e:
+        fail(e)
+    for n in res.notes:
+        err.print(f"note: {n}", soft_wrap=True, markup=False)
+    if res.report is not None:
+        if as_json:
+            emit_json(res.report)
+        else:
+            print_profile(res.report)
+            for w in res.report.get("warnings") or []:
+                out.print(f"[yellow]![/] {w}", soft_wrap=True, markup=False)
+            out.print(f"report: {out_path}  (render: partialdeploy report {out_path} --html report.html)",
+                      soft_wrap=True, markup=False)
+    if res.exit_code == 130:
+        err.print(f"interrupted: the device's job was stopped; partial results in {out_path}")
+    elif res.report is not None and res.report.get("connection_lost"):
+        err.print(f"connection lost: what was measured is in {out_path}")
+    raise typer.Exit(res.exit_code)

@@ -1,0 +1,222 @@
+"""``profile DIR --remote HOST [--remote HOST2 ...]`` (local side).
+
+For each device, in turn: connect, probe (only the runtimes the export needs), push the artifacts the
+device can run (verified here against the manifest first, sha256 checked again there), profile there,
+bring the report home. The device's report is untrusted: bounded in size, validated against the
+report schema, then labelled ``HOST (device model)``. Several devices give one report with a device
+column (``report.merge``). A lost connection keeps what was measured (exit 1); Ctrl-C stops the
+device's job and keeps what it measured (exit 130).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from partialdeploy.errors import UserError
+from partialdeploy.records import ManifestEntry, ProfileResult
+from partialdeploy.remote import probe as probes
+from partialdeploy.remote.hosts import Host, check_remote_python, parse_host
+from partialdeploy.remote.session import AgentRun, Session
+from partialdeploy.remote.ssh import ConnectionLost, RemoteError, SSHOptions
+
+JOB = "job.json"
+
+
+@dataclass
+class RemoteRequest:
+    source: Path
+    hosts: list  # the --remote arguments, as written
+    settings: object  # profiling.Settings
+    target: str | None = None
+    python: str = "python3"
+    ssh: SSHOptions = field(default_factory=SSHOptions)
+    sustained_s: float | None = None
+    cooldown_s: float = 0.0
+
+    def check(self) -> list[Host]:
+        if not self.hosts:
+            raise UserError("--remote needs a host")
+        hosts = [parse_host(h) for h in self.hosts]
+        if len({h.text for h in hosts}) != len(hosts):
+            raise UserError("the same --remote host is given twice")
+        check_remote_python(self.python)
+        self.ssh.check()
+        self.settings.validate()
+        if self.cooldown_s < 0:
+            raise UserError(f"--cooldown must be >= 0 seconds, got {self.cooldown_s}")
+        return hosts
+
+
+@dataclass
+class RemoteOutcome:
+    report: dict | None
+    exit_code: int
+    notes: list = field(default_factory=list)
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def artifact_files(base: Path, entry: ManifestEntry) -> list[str]:
+    """The files an artifact consists of, relative to the export (what has to travel)."""
+    from partialdeploy.verify import safe_join
+
+    if entry.files:
+        rels = list(entry.files)
+    else:
+        p = safe_join(base, entry.path, "artifact path")
+        rels = [entry.path] if p.is_file() else [f.relative_to(base).as_posix() for f in sorted(p.rglob("*"))
+                                                  if f.is_file()]
+        if p.suffix.lower() == ".xml" and p.with_suffix(".bin").is_file():  # OpenVINO IR weights
+            rels.append(Path(entry.path).with_suffix(".bin").as_posix())
+    out = []
+    for r in rels:
+        p = safe_join(base, r, "artifact file")
+        out += [f.relative_to(base).as_posix() for f in sorted(p.rglob("*")) if f.is_file()] if p.is_dir() else [r]
+    return out
+
+
+def plan_export(source: Path, target: str | None) -> tuple[dict, Path, list[ManifestEntry]]:
+    """The verified export (manifest, base, entries) — only an export directory or manifest travels."""
+    from partialdeploy.backends import canonical
+    from partialdeploy.verify import manifest_path_of, verified_export
+
+    if manifest_path_of(source) is None:
+        raise UserError(f"{source}: profile --remote takes an export directory (with manifest.json)")
+    m, base, arts = verified_export(source)
+    arts = [a for a in arts if a.path]
+    if target:
+        arts = [a for a in arts if canonical(a.target) == canonical(target)]
+        if not arts:
+            raise UserError(f"{source} has no artifact for target {target}")
+    return m, base, arts
+
+
+def device_label(host: Host, p: dict) -> str:
+    ident = p.get("identity") if isinstance(p.get("identity"), dict) else {}
+    model = ident.get("board") or ident.get("cpu") or ident.get("hostname") or "?"
+    return f"{host.text} ({str(model)[:80]})"
+
+
+def _not_run_rows(arts: list[ManifestEntry], p: dict, host: Host, settings) -> list[dict]:
+    from partialdeploy.backends import canonical
+
+    rows = []
+    for a in arts:
+        rt = canonical(a.target)
+        reason = probes.not_run_reason(p, rt, host.text) if rt in probes.RUNTIMES else \
+            f"not run on {host.text}: {rt} is not a runtime for edge devices"
+        for b in settings.batches:
+            rows.append(ProfileResult(target=a.target, runtime=rt, precision=a.precision, artifact=a.path,
+                                      mode=settings.mode, threads=settings.threads, batch=b, status="not_run",
+                                      reason=reason).to_dict())
+    return rows
+
+
+def _job(req: RemoteRequest, manifest: dict, base: Path, arts: list[ManifestEntry], label: str):
+    files = [(base / rel, rel) for a in arts for rel in artifact_files(base, a)]
+    trimmed = {**manifest, "artifacts": [a.to_dict() for a in arts]}
+    mbytes = json.dumps(trimmed, indent=1).encode()
+    job = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(req.settings).items()},
+           "target": None, "device": label, "sustained_s": req.sustained_s, "cooldown_s": req.cooldown_s,
+           "files": {rel: _sha(p) for p, rel in files}}
+    job["files"]["manifest.json"] = hashlib.sha256(mbytes).hexdigest()
+    jbytes = json.dumps(job).encode()
+    return files, {"export/manifest.json": mbytes, JOB: jbytes}, hashlib.sha256(jbytes).hexdigest()
+
+
+def _device_report(run: AgentRun, host: Host) -> dict | None:
+    from partialdeploy.report import validate
+
+    ev = run.last("result")
+    data = ev.get("report") if ev else run.partial
+    if data is None:
+        return None
+    return validate(data, f"the report from {host.text}")
+
+
+def profile_one(req: RemoteRequest, host: Host, progress=None, note=None) -> tuple[dict | None, int]:
+    """Profile on one device: (its report or None, exit code)."""
+    from partialdeploy.backends import canonical
+
+    manifest, base, arts = plan_export(Path(req.source), req.target)
+    needed = sorted({canonical(a.target) for a in arts} & set(probes.RUNTIMES))
+    with Session(host, req.python, req.ssh, notes=note) as s:
+        p = s.probe(needed)
+        why = probes.missing(p, host.text, req.python, needed)
+        if why:
+            raise UserError(why)
+        ok = probes.available(p)
+        runnable = [a for a in arts if canonical(a.target) in ok]
+        label = device_label(host, p)
+        files, extra, job_sha = _job(req, manifest, base, runnable, label)
+        s.push(files, extra)
+        run = s.agent("profile", JOB, job_sha, progress=progress)
+        s.check_boot(run)
+        rep = _device_report(run, host)
+        err = run.last("error")
+        if err and not rep:
+            code = err.get("exit_code") if err.get("exit_code") in (1, 2) else 1
+            raise (UserError if code == 2 else RemoteError)(f"{host.text}: {str(err.get('message'))[:500]}")
+        if rep is None:
+            if run.lost:
+                raise ConnectionLost(f"{host.text}: the connection was lost before anything was measured")
+            raise RemoteError(f"{host.text}: the device-side profiler crashed (exit {run.rc}): {run.stderr_tail}")
+        rep["device"] = label
+        rep["results"] += _not_run_rows([a for a in arts if a not in runnable], p, host, req.settings)
+        rep["remote"] = {"host": host.text, "python": req.python, "probe": p, "zipapp_sha256": s.payload.sha256}
+        if run.lost:
+            rep["interrupted"], rep["connection_lost"] = True, True
+            for r in rep["results"]:  # a partial report: loaded, not yet timed
+                if r.get("status") == "ok" and not r.get("latency_ms"):
+                    r["status"], r["reason"] = "interrupted", "the connection was lost before any timed run"
+            return rep, 1
+        if run.interrupted:
+            rep["interrupted"] = True
+            return rep, 130
+        return rep, (1 if any(r.get("status") == "error" for r in rep["results"]) else 0)
+
+
+def profile_remote(req: RemoteRequest, out_path: Path | None = None, progress: Callable | None = None) -> RemoteOutcome:
+    """Profile on every --remote device; one report (a device column when there are several)."""
+    from partialdeploy.report import merge
+
+    hosts = req.check()
+    plan_export(Path(req.source), req.target)  # bad input fails before any connection
+    outcome = RemoteOutcome(None, 0)
+    reports: list[tuple[str, dict]] = []
+    for host in hosts:
+        try:
+            rep, code = profile_one(req, host, progress, outcome.notes.append)
+        except ConnectionLost as e:
+            outcome.notes.append(str(e))
+            rep, code = None, 1
+        if rep is not None:
+            reports.append((rep["device"], rep))
+            if len(hosts) == 1:
+                outcome.report = rep
+            else:
+                outcome.report = merge(reports, [d for d, _ in reports])
+                outcome.report["remote"] = [r.get("remote") for _, r in reports]
+            if out_path is not None:
+                _save(outcome.report, out_path)
+        outcome.exit_code = max(outcome.exit_code, code) if code != 130 else 130
+        if code == 130:
+            break
+    return outcome
+
+
+def _save(report: dict, path: Path) -> None:
+    from partialdeploy.safety import write_json_atomic
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(path), json.dumps(report, indent=1, default=str))

@@ -1,0 +1,226 @@
+"""`profile --remote`, `remote check` against a real OpenSSH server (tests/sshd_fixture.py): the device
+is this machine through SSH, with the project's Python as the device's Python (and a bare
+/usr/bin/python3 without numpy for the missing-runtime path). After every run — success, error,
+Ctrl-C, lost connection — nothing of the job is left in the device's temporary folder and nothing
+of it runs there."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from profile_fixtures import shared_export_dir
+from sshd_fixture import free_port, start_sshd, why_no_sshd
+
+pytestmark = pytest.mark.skipif(why_no_sshd() is not None, reason=str(why_no_sshd()))
+PY = sys.executable  # the project's environment: numpy, ONNX Runtime, OpenVINO
+BARE = "/usr/bin/python3"
+FAST = ("--target", "onnx", "--runs", "30", "--min-time", "0", "--blocks", "2", "--warmup", "2", "--no-layers")
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    s = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def cfg(sshd):
+    p = sshd.ssh_config()
+    # an alias, as users write them in ~/.ssh/config
+    p.write_text(f"Host edgebox\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n\n" + p.read_text())
+    return p
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory):
+    return shared_export_dir(tmp_path_factory)
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([PY, "-m", "partialdeploy", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_nothing_left(sshd, wait_s: float = 15.0):
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        left = [n for n in sshd.leftovers() if n.startswith("partialdeploy.")]
+        procs = sshd.device_processes()
+        if not left and not procs:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"left on the device: folders {left}, processes {procs}")
+
+
+@pytest.fixture(scope="module")
+def two_devices(sshd, cfg, dist, tmp_path_factory):
+    """One `profile --remote` on two "devices" (the same server, by address and by alias), with the
+    sustained run and a cooldown."""
+    out = tmp_path_factory.mktemp("two") / "remote.json"
+    r = cli("profile", dist, "--remote", sshd.host, "--remote", "edgebox", "--ssh-config", cfg, "--remote-python", PY,
+            "--target", "onnx", "--runs", "150", "--min-time", "0", "--blocks", "3", "--warmup", "5", "--no-layers",
+            "--sustained", "0.6s", "--cooldown", "0.05", "-o", out)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return json.loads(out.read_text()), r
+
+
+def test_profile_over_ssh_gives_one_report_per_device_column_with_fingerprints(two_devices, sshd):
+    rep, r = two_devices
+    assert_nothing_left(sshd)
+    devs = list(rep["environments"])
+    assert len(devs) == 2 and devs[0].startswith(sshd.host + " (") and devs[1].startswith("edgebox (")
+    for env in rep["environments"].values():
+        d = env["device"]
+        assert d["kernel"] == os.uname().release and d["machine"] == os.uname().machine
+        assert {"cpufreq", "thermal_c", "os_release", "jetson", "board"} <= set(d)
+        assert env["cpu"]["logical_cores"] == os.cpu_count() and env["runtimes"]["onnxruntime"]
+    ok = [x for x in rep["results"] if x["status"] == "ok"]
+    assert {(x["device"], x["target"]) for x in ok} == {(d, t) for d in devs for t in ("onnx", "onnxruntime")}
+    for x in ok:
+        s = x["sustained"]
+        assert len(s["windows"]) == 3 and all(w["runs"] > 0 and w["p50_ms"] > 0 for w in s["windows"])
+        assert s["verdict"] in ("steady", "throttling") and s["p50_first_ms"] == s["windows"][0]["p50_ms"]
+    assert rep["settings"]["cooldown_s"] == 0.05
+    # rendered side by side, through the ordinary report commands
+    from partialdeploy.report import to_html, to_markdown, validate
+
+    md = to_markdown(validate(rep))
+    assert all(d.split(" (")[0] in md for d in devs) and "| device |" in md
+    assert to_html(rep).count("<tr>") >= 5
+
+
+def test_same_artifact_local_and_remote_agree_within_noise(two_devices, dist, tmp_path):
+    """Same machine, same artifact: through SSH the p50 must be what it is locally, within the noise of
+    a shared, loaded 2-core machine: a factor of 3 either way. A remote path that timed anything but the
+    inference (an SSH round trip is milliseconds; this inference is ~0.3 ms) is off by far more."""
+    rep, _ = two_devices
+    out = tmp_path / "local.json"
+    r = cli("profile", dist, "--target", "onnx", "--runs", "150", "--min-time", "0", "--blocks", "3", "--warmup", "5",
+            "--no-layers", "-o", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    local = {(x["target"], x["batch"]): x["latency_ms"]["p50"] for x in json.loads(out.read_text())["results"]
+             if x["status"] == "ok"}
+    remote = [x for x in rep["results"] if x["status"] == "ok"]
+    assert remote and local
+    for x in remote:
+        ratio = x["latency_ms"]["p50"] / local[(x["target"], x["batch"])]
+        assert 1 / 3 < ratio < 3.0, (x["device"], x["target"], ratio, x["latency_ms"]["p50"])
+
+
+def test_remote_check_lists_runtimes_and_leaves_nothing(sshd, cfg):
+    r = cli("remote", "check", "edgebox", "--ssh-config", cfg, "--remote-python", PY, "--json")
+    assert r.returncode == 0, r.stderr[-1500:]
+    p = json.loads(r.stdout)["probe"]
+    assert "CPUExecutionProvider" in p["runtimes"]["onnxruntime"]["providers"]
+    assert "CPU" in p["runtimes"]["openvino"]["devices"]
+    assert p["runtimes"]["tensorrt"]["ok"] is False and p["identity"]["cores"] == os.cpu_count()
+    assert_nothing_left(sshd)
+
+
+@pytest.mark.skipif(subprocess.run([BARE, "-c", "import numpy"], capture_output=True).returncode == 0
+                    if os.path.exists(BARE) else True, reason=f"needs a {BARE} without numpy (the bare device)")
+def test_bare_python_says_what_to_install(sshd, cfg, dist):
+    for args in (("remote", "check", sshd.host), ("profile", dist, "--remote", sshd.host, *FAST)):
+        r = cli(*args, "--ssh-config", cfg, "--remote-python", BARE)
+        assert r.returncode == 2, r.stderr[-1500:]
+        last = r.stderr.strip().splitlines()[-1]
+        assert f"{BARE} -m pip install numpy" in last and "Traceback" not in r.stderr
+    assert_nothing_left(sshd)
+
+
+def test_crash_on_the_device_shows_its_stderr_and_cleans_up(sshd, cfg, dist, tmp_path):
+    crash = tmp_path / "crashing-python"
+    crash.write_text("#!/bin/sh\necho 'Fatal Python error: device-side crash marker' >&2\nexit 134\n")
+    crash.chmod(0o755)
+    r = cli("profile", dist, "--remote", sshd.host, "--ssh-config", cfg, "--remote-python", crash, *FAST,
+            "-o", tmp_path / "r.json")
+    assert r.returncode == 1 and "device-side crash marker" in r.stderr and "exit 134" in r.stderr, r.stderr
+    assert not (tmp_path / "r.json").exists()  # nothing measured: no report written
+    assert_nothing_left(sshd)
+
+
+def test_bad_host_arguments_exit_2_before_any_connection(dist, tmp_path):
+    marker = tmp_path / "pwned"
+    r = cli("profile", dist, f"--remote=-oProxyCommand=touch {marker}")  # the other forms: test_remote_units
+    assert r.returncode == 2 and "cannot start with '-'" in r.stderr and "Traceback" not in r.stderr
+    r = cli("remote", "check", "--", "host name")
+    assert r.returncode == 2 and "whitespace" in r.stderr
+    assert not marker.exists()
+
+
+def test_unknown_host_key_is_refused_unless_accepted(sshd, tmp_path):
+    cfg = sshd.ssh_config(known=False, name="unknown_cfg")
+    kh = sshd.root / "unknown_cfg.known_hosts"
+    r = cli("remote", "check", sshd.host, "--ssh-config", cfg, "--remote-python", PY)
+    assert r.returncode == 2 and "host key is not known" in r.stderr and "--accept-new-host-key" in r.stderr
+    assert kh.read_text() == ""
+    r = cli("remote", "check", sshd.host, "--ssh-config", cfg, "--remote-python", BARE if os.path.exists(BARE) else PY,
+            "--accept-new-host-key")
+    assert "accepted the new host key" in r.stderr and "127.0.0.1" in kh.read_text()
+    assert_nothing_left(sshd)
+
+
+def test_connection_refused_is_one_line_exit_2(sshd, cfg):
+    r = cli("remote", "check", f"127.0.0.1:{free_port()}", "--ssh-config", cfg)
+    assert r.returncode == 2 and "connection refused" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def _start_long_profile(sshd, cfg, dist, out):
+    proc = subprocess.Popen([PY, "-m", "partialdeploy", "profile", str(dist), "--remote", sshd.host, "--ssh-config",
+                             str(cfg), "--remote-python", PY, "--target", "onnx", "--runs", "0", "--min-time", "60",
+                             "--blocks", "3", "--no-layers", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(sshd.remote_tmp.glob("partialdeploy.*/profile.json")):  # loaded, timed blocks running
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)  # the first partial report reaches home
+    return proc
+
+
+def _ssh_children(pid: int) -> list[int]:
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            comm, ppid = stat[stat.index("(") + 1:stat.rindex(")")], int(stat[stat.rindex(")") + 2:].split()[1])
+            if ppid == pid and comm == "ssh":
+                kids.append(int(d.name))
+    return kids
+
+
+def test_ctrl_c_stops_the_device_job_keeps_results_and_cleans_up(sshd, cfg, dist, tmp_path):
+    out = tmp_path / "r.json"
+    proc = _start_long_profile(sshd, cfg, dist, out)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    rep = json.loads(out.read_text())
+    assert rep["interrupted"] is True and any(x["status"] in ("ok", "interrupted") for x in rep["results"])
+    assert_nothing_left(sshd)
+
+
+def test_lost_connection_keeps_what_was_measured_and_the_device_cleans_up(sshd, cfg, dist, tmp_path):
+    out = tmp_path / "r.json"
+    proc = _start_long_profile(sshd, cfg, dist, out)
+    kids = _ssh_children(proc.pid)
+    assert kids, "no ssh client to cut"
+    for k in kids:  # the master and the session: the link is gone
+        os.kill(k, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "connection" in stderr.lower(), stderr[-2000:]
+    rep = json.loads(out.read_text())
+    assert rep["connection_lost"] is True and rep["interrupted"] is True
+    assert_nothing_left(sshd)
