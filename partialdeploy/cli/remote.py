@@ -94,9 +94,12 @@ def profile_remote_cmd(source: Path, settings, target, hosts: list, remote_pytho
         else:
             print_profile(res.report)
             for w in res.report.get("warnings") or []:
-                out.print(f"[yellow]![/] {w}", soft_wrap=True, markup=False)
-            out.print(f"report: {out_path}  (render: partialdeploy report {out_path} --html report.html)",
-                      soft_wrap=True, markup=False)
+                out.print(f"! {w}", soft_wrap=True, markup=False)
+            out.print(f"report: {out_path}  (render: partialdeploy report {out_path} --html report.html)"
+                      if res.written else f"nothing measured: {out_path} was not written", soft_wrap=True,
+                      markup=False)
+    if res.exit_code == 2 and res.report is not None:
+        err.print("error: nothing was measured on the device (the reasons are above)", soft_wrap=True, markup=False)
     if res.exit_code == 130:
         err.print(f"interrupted: the device's job was stopped; partial results in {out_path}")
     elif res.report is not None and res.report.get("connection_lost"):

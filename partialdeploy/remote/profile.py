@@ -56,6 +56,7 @@ class RemoteOutcome:
     report: dict | None
     exit_code: int
     notes: list = field(default_factory=list)
+    written: bool = False  # whether the report file was written (an empty run keeps an existing one)
 
 
 def _sha(path: Path) -> str:
@@ -183,15 +184,27 @@ def profile_one(req: RemoteRequest, host: Host, progress=None, note=None) -> tup
         if run.interrupted:
             rep["interrupted"] = True
             return rep, 130
-        return rep, (1 if any(r.get("status") == "error" for r in rep["results"]) else 0)
+        from partialdeploy.profiling import exit_code
+
+        return rep, exit_code(rep)  # 1: an artifact failed; 2: nothing could be measured there
 
 
 def profile_remote(req: RemoteRequest, out_path: Path | None = None, progress: Callable | None = None) -> RemoteOutcome:
     """Profile on every --remote device; one report (a device column when there are several)."""
-    from partialdeploy.report import merge
+    from contextlib import nullcontext
+
+    from partialdeploy.report_file import ReportLock
 
     hosts = req.check()
     plan_export(Path(req.source), req.target)  # bad input fails before any connection
+    with ReportLock(out_path) if out_path is not None else nullcontext():  # one run per report file
+        return _profile_hosts(req, hosts, out_path, progress)
+
+
+def _profile_hosts(req: RemoteRequest, hosts: list[Host], out_path, progress) -> RemoteOutcome:
+    from partialdeploy import report_file
+    from partialdeploy.report import merge
+
     outcome = RemoteOutcome(None, 0)
     reports: list[tuple[str, dict]] = []
     for host in hosts:
@@ -207,16 +220,10 @@ def profile_remote(req: RemoteRequest, out_path: Path | None = None, progress: C
             else:
                 outcome.report = merge(reports, [d for d, _ in reports])
                 outcome.report["remote"] = [r.get("remote") for _, r in reports]
-            if out_path is not None:
-                _save(outcome.report, out_path)
+            if out_path is not None:  # after every device; an empty run never replaces a report
+                outcome.written = report_file.write(outcome.report, out_path) or outcome.written
         outcome.exit_code = max(outcome.exit_code, code) if code != 130 else 130
         if code == 130:
             break
     return outcome
 
-
-def _save(report: dict, path: Path) -> None:
-    from partialdeploy.safety import write_json_atomic
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(Path(path), json.dumps(report, indent=1, default=str))
