@@ -109,6 +109,19 @@ def _is_tensor_dict(d) -> bool:
     return isinstance(d, dict) and len(d) > 0 and all(isinstance(v, torch.Tensor) for v in d.values())
 
 
+def _exported_model_kind(p: Path) -> str | None:
+    """'an ONNX model' etc. when ``p`` is an artifact of a runtime (by its suffix), else None."""
+    from partialdeploy.backends import runtime_for_path
+
+    if p.suffix.lower() in (".ckpt", ".pth", ".pt", ".bin", ".safetensors"):
+        return None
+    try:
+        rt = runtime_for_path(p)
+    except UserError:  # not a known artifact suffix
+        return None
+    return f"an exported model ({p.suffix}, run by {rt})" if rt else None
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read any supported checkpoint and return the model's state_dict with official key names."""
     p = Path(path)
@@ -116,6 +129,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise UserError(f"checkpoint {path} does not exist: check the path")
     if p.is_dir():
         raise UserError(f"{path} is a directory: pass a checkpoint file (.ckpt, .pth, .pt, .safetensors)")
+    if not p.is_file():  # a FIFO, a device (/dev/zero), a socket: reading it could block or never end
+        raise UserError(f"{path} is not a regular file (a pipe, device or socket): pass the checkpoint file itself "
+                        "(.ckpt, .pth, .pt, .safetensors)")
+    exported = _exported_model_kind(p)
+    if exported:
+        raise UserError(f"{path} is {exported}, not a checkpoint: `inspect` and `export` read training checkpoints "
+                        f"(.ckpt, .pth, .pt, .safetensors); `partialdeploy profile {path}` times it, "
+                        f"`partialdeploy diff CHECKPOINT {path}` compares it with its checkpoint")
     if p.stat().st_size == 0:
         raise UserError(f"{path} is empty: re-download or re-export it")
     with open(p, "rb") as f:

@@ -374,6 +374,10 @@ def _open_file(p: Path, threads, label: str, config: dict | None = None, variant
 
         verify_inside_export(p)  # a file of an export directory is checked against its manifest (#12)
     if suf == ".onnx":
+        from partialdeploy.onnxfile import check_external_data
+
+        check_external_data(p)
+    if suf == ".onnx":
         from partialdeploy.lazy import installed
 
         if not installed("onnxruntime", "onnx"):

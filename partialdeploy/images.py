@@ -88,6 +88,15 @@ def load_image_files(files, size: int, mean, std, crop_ratio: float = 0.875, lim
     return (np.stack(out) if out else np.zeros((0, 3, size, size), np.float32)), used
 
 
+def calib_folder_error(path) -> str:
+    """What is wrong with a ``--calib`` that is not a folder, in one line."""
+    p = Path(path)
+    if p.exists():
+        return (f"--calib takes a folder of images, and {path} is a file: put the calibration images "
+                "(100-500 representative ones) in a folder and pass that folder")
+    return f"calibration folder {path} does not exist: pass --calib DIR with images in it"
+
+
 def load_image_folder(path: str | Path, size: int, mean, std, limit: int | None = None,
                       crop_ratio: float = 0.875, skipped: list | None = None) -> np.ndarray:
     """Images in a folder (recursively, sorted) -> (N,3,size,size) float32, at most ``limit``.
@@ -95,7 +104,7 @@ def load_image_folder(path: str | Path, size: int, mean, std, limit: int | None 
     ``(file, reason)`` for each. No usable image at all is a UserError."""
     p = Path(path)
     if not p.is_dir():
-        raise UserError(f"calibration folder {path} does not exist: pass --calib DIR with images in it")
+        raise UserError(calib_folder_error(path))
     files = image_files(p)
     if not files:
         raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}: put calibration images there")

@@ -156,8 +156,11 @@ def export_suite(res, batch: int | None = None) -> Suite:
             s.cases.append(c)
     secs = {st.name: st.seconds for st in res.stages}
     for a in res.artifacts:
-        s.cases.append(Case(f"{a.target} {a.precision}{b}", f"parity.{a.target}", seconds=secs.get(a.target, 0.0),
-                            details=f"{a.verified}: {a.path}\n{_parity_text(a.parity)}"))
+        c = Case(f"{a.target} {a.precision}{b}", f"parity.{a.target}", seconds=secs.get(a.target, 0.0),
+                 details=f"{a.verified}: {a.path}\n{_parity_text(a.parity)}")
+        if a.gate is None:  # converted and checked, never run: no parity gate passed for it
+            c.outcome, c.message = "skipped", f"{a.verified}: no parity gate ran on this artifact here"
+        s.cases.append(c)
     for f in res.failures:
         s.cases.append(Case(f"{f['target']} {f['precision']}{b}", f"parity.{f['target']}",
                             "failure" if f.get("kind") == "verification" else "error",

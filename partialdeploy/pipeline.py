@@ -27,6 +27,7 @@ from partialdeploy.backends import target_names
 from partialdeploy.exporters.base import PRECISIONS, Artifact, ExportContext, get_target
 from partialdeploy.records import ManifestEntry, ParityResult
 from partialdeploy.safety import commit, is_disk_full
+from partialdeploy.images import calib_folder_error
 from partialdeploy.spec import ArchSpec
 from partialdeploy.verification import convert_and_verify
 
@@ -339,7 +340,7 @@ def _load(req: ExportRequest, targets: tuple[str, ...]):
     ckpt = load_checkpoint(ckpt_path)
     spec, notes = resolve_spec(ckpt, variant=req.variant, act=req.act, img_size=req.img_size)
     is_demo = demo.is_demo(ckpt.metadata)
-    needs_calib = req.precision == "int8" and any(t != "onnx" for t in targets)
+    needs_calib = req.precision == "int8" and any(t != "onnx" and get_target(t).int8_calibrates for t in targets)
     budget.check(spec, sum(v.numel() for v in ckpt.state_dict.values()), spec.img_size, req.batch, targets,
                  req.precision, req.out_dir, req.parity_images, req.calib_count if needs_calib else 0,
                  demo.eval_size() if is_demo else 0)
@@ -351,7 +352,7 @@ def _load(req: ExportRequest, targets: tuple[str, ...]):
             raise UserError("INT8 needs calibration images: pass --calib DIR (a folder of 100-500 "
                             "representative images)")
         if not Path(calib_dir).is_dir():
-            raise UserError(f"calibration folder {calib_dir} does not exist: pass --calib DIR with images in it")
+            raise UserError(calib_folder_error(calib_dir))
     if req.eval_dir is not None and not Path(req.eval_dir).is_dir():
         raise UserError(f"--eval {req.eval_dir} is not a folder: pass a folder with one sub-folder of images per class")
     return ckpt, ckpt_path, spec, notes, model, is_demo, calib_dir

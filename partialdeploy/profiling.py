@@ -435,6 +435,8 @@ class Profiler:
             runner.load()
             metas = runner.inputs()
         except PartialDeployError as e:
+            if isinstance(e, UserError) and self.header.get("manifest") is None:
+                raise  # the one file asked for cannot be opened: bad input (exit 2), not a failed run
             return every_batch("error", str(e))
         except Exception as e:  # a runtime's own exception type
             return every_batch("error", f"cannot load: {type(e).__name__}: {first_line(e, 200)}")

@@ -173,9 +173,9 @@ CASES = {
     # ---- paths
     "directory-as-checkpoint": (lambda t, e, m: ["export", str(t)], "is a directory"),
     "nonexistent-checkpoint": (lambda t, e, m: ["export", str(t / "nope.pth")], "does not exist"),
-    "fifo-as-checkpoint": (lambda t, e, m: ["export", str(_fifo(t))], "is empty"),
+    "fifo-as-checkpoint": (lambda t, e, m: ["export", str(_fifo(t))], "not a regular file"),
     "dev-zero-symlink-as-checkpoint": (lambda t, e, m: ["export", str(_symlink(t / "z.pth", "/dev/zero"))],
-                                       "is empty"),
+                                       "not a regular file"),
     "output-is-a-file": (lambda t, e, m: ["export", "-o", str(_write(t / "f", b"x"))], "not a directory"),
     # ---- options and resources
     "img-size-100000": (lambda t, e, m: ["export", "--img-size", "100000", "-o", str(t / "o")], "needs about"),

@@ -54,19 +54,25 @@ def test_hostile_text_stays_text(tmp_path):
 def test_export_junit_and_error_suite(tmp_path):
     from types import SimpleNamespace as NS
 
+    from partialdeploy.exporters.base import Artifact
     from partialdeploy.records import ParityResult
 
+    trace = ParityResult("train form -> traced deploy model (CoreML converter input)", 16, 0, 0, 1.0, 1.0)
     ok = ParityResult("ONNX -> ONNX Runtime int8", 16, 0.1, 0.05, 0.97, 15 / 16, tolerance={"top1_min": 0.9})
     res = NS(spec=NS(name="demo"), out_dir=tmp_path, notes=["a note"],
              stages=[NS(name="deploy form", seconds=0.5, parity=ParityResult("train -> deploy", 16, 1e-6, 1e-7, 1, 1))],
-             artifacts=[NS(target="onnxruntime", precision="int8", path="onnxruntime/int8/model.onnx",
-                           verified="parity", parity=[ok])],
+             artifacts=[Artifact("onnxruntime", "int8", "onnxruntime/int8/model.onnx", verified="parity", parity=[ok]),
+                        Artifact("coreml", "fp16", "coreml/fp16/model.mlpackage", parity=[trace],
+                                 verified="spec-checked (running needs macOS)")],
              failures=[{"target": "openvino", "precision": "int8", "kind": "verification",
                         "error": "parity gate 'ONNX -> OpenVINO int8' failed: top-1 agreement 12/16 < 14/16"}],
              skipped=[{"target": "coreml", "precision": "int8", "reason": "predicts only on macOS"}])
     p = junit.write([junit.export_suite(res, batch=1)], tmp_path / "e.xml")
     root, cases = _cases(p)
-    assert set(cases) == {"deploy form", "onnxruntime int8 batch 1", "openvino int8 batch 1", "coreml int8 batch 1"}
+    assert set(cases) == {"deploy form", "onnxruntime int8 batch 1", "openvino int8 batch 1", "coreml int8 batch 1",
+                          "coreml fp16 batch 1"}
+    # a package that was never run passed no gate: skipped, not green with its source trace's numbers
+    assert "no parity gate ran" in cases["coreml fp16 batch 1"].find("skipped").get("message")
     assert "12/16 < 14/16" in cases["openvino int8 batch 1"].find("failure").get("message")
     assert "top-1 agree 93.8%" in cases["onnxruntime int8 batch 1"].find("system-out").text
     assert cases["coreml int8 batch 1"].find("skipped").get("message") == "predicts only on macOS"

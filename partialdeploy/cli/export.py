@@ -100,7 +100,7 @@ def export(
         for c in ("target", "precision", "artifact", "verified", "parity"):
             t.add_column(c)
         for a in res.artifacts:
-            ps = a.parity[-1].cell() if a.parity else "–"
+            ps = a.gate.cell() if a.gate else "– (not run here)"  # never another artifact's numbers
             t.add_row(a.target, a.precision, a.path, a.verified, ps)
         for f in res.failures:
             t.add_row(f["target"], f["precision"], "[red]failed[/]", f["kind"], escape(f["error"][:160]))

@@ -66,6 +66,15 @@ class Artifact:
     # the gate is kept; never stored themselves: the kept one is merged into ``extra``)
     forms: list = field(default_factory=list)
 
+    @property
+    def gate(self) -> ParityResult | None:
+        """The parity result of this very artifact run through its runtime (or, for a TensorRT bundle,
+        its precision-carrying ONNX); None when it could only be checked without running (a CoreML
+        package off macOS: its parity list holds the fp32 trace it was converted from, not itself)."""
+        if not self.parity or self.verified.startswith(("spec-checked", "converted")):
+            return None
+        return self.parity[-1]
+
     def to_dict(self) -> dict:
         """Plain JSON types (``export --json``); the manifest stores it as a ``records.ManifestEntry``."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("alternatives", "proof", "forms")}
@@ -83,6 +92,7 @@ class Target(ABC):
         return cls.unsupported.get(precision) or (f"target {cls.name} does not support {precision}; it supports "
                                                    f"{', '.join(cls.precisions)}")
     needs_torch_model: bool = False  # CoreML converts from the torch deploy model
+    int8_calibrates: bool = True  # its INT8 quantizes activations from calibration images (CoreML: weights only)
     source: str = "ONNX"  # what it converts from (names the verification stage: "ONNX -> OpenVINO fp16")
 
     requires: tuple[str, ...] = ()  # modules the converter needs (running is the backend's business)

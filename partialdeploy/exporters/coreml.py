@@ -64,6 +64,7 @@ class CoreMLTarget(Target):
     requires = ("coremltools",)
     precisions = ("fp32", "fp16", "int8")
     needs_torch_model = True
+    int8_calibrates = False  # int8 = weight-only linear quantization: no activation ranges, no images
     source = "PyTorch"
 
     @classmethod

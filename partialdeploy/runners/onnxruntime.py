@@ -58,6 +58,10 @@ class OnnxRuntimeRunner(Runner):
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[level]
+        from partialdeploy.onnxfile import check_external_data
+
+        if self.path is not None:
+            check_external_data(self.path)  # data outside the model's folder: one clear line, exit 2
         t0 = time.perf_counter()
         try:
             self.session = ort.InferenceSession(str(self.path), so, providers=self.options.get(

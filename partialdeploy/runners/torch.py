@@ -43,6 +43,10 @@ class TorchRunner(Runner):
             try:
                 module = torch.jit.load(str(self.path), map_location="cpu")
             except Exception as e:
+                if _is_checkpoint(self.path):
+                    raise UserError(f"{self.path} is a training checkpoint (weights), not a TorchScript module: "
+                                    f"export it first (`partialdeploy export {self.path} -o dist/`) and profile "
+                                    "the export (`partialdeploy profile dist/`)") from None
                 raise UserError(f"cannot load {self.path} as TorchScript: {first_line(e, 200)}") from e
         if not isinstance(module, torch.nn.Module):
             raise UserError(f"TorchRunner needs a torch.nn.Module, got {type(module).__name__}")
@@ -103,3 +107,15 @@ class TorchRunner(Runner):
             h.remove()
         self._hooks = []
         self.module = None
+
+
+def _is_checkpoint(path) -> bool:
+    """A torch.save zip (data.pkl, no TorchScript code/constants) or a safetensors file: weights only."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = {n.split("/", 1)[-1] for n in z.namelist()}
+        return "data.pkl" in names and "constants.pkl" not in names and not any(n.startswith("code/") for n in names)
+    except (OSError, zipfile.BadZipFile):
+        return str(path).endswith((".safetensors", ".ckpt"))
