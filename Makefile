@@ -2,6 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_CKPTS := $(addprefix partialdeploy/data/,demo_narrow.safetensors demo.safetensors demo_wide.safetensors)
 
 .PHONY: install test test-slow demo bench lint clean
 
@@ -22,6 +23,8 @@ test-slow: install
 demo: install
 	$(BIN)/partialdeploy export --target all -o dist/demo
 	$(BIN)/partialdeploy profile dist/demo --batch 1
+	$(BIN)/partialdeploy plan --sweep $(DEMO_CKPTS) --targets onnxruntime,openvino --precisions fp32,int8 \
+		--budget 1ms --percentile p50 --max-drop 0.5 -o dist/plan
 
 bench: install
 	$(BIN)/python scripts/bench.py --int8 --int8-fallback

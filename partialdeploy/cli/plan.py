@@ -130,7 +130,7 @@ def _print(p) -> None:
     short = {"recommended": "★ best", "runner-up": "2nd", "closest": "closest"}
     cons = p.constraints
     for d in p.devices:
-        t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title_justify="left",
+        t = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, title_justify="left",
                   title=f"{escape(d.device)}: {escape(cons.describe())}; objective {cons.objective}")
         cols = ["variant", "target/prec", "b", f"{cons.percentile} ms", "img/s", "acc", "drop", "size", "MB", "status"]
         keep = [c for c in cols if (c != "img/s" or (cons.budget and cons.budget.kind == "throughput"))

@@ -284,8 +284,24 @@ def _describe(c: Candidate, d: Path, m: dict, e: ManifestEntry, manifests: Manif
     c.params = _count(model.get("params"))
     c.flops = _count(model.get("flops"))
     c.export_command = _text(e.command or m.get("command"))
-    c.size_bytes = _count(e.size_bytes)
+    c.size_bytes = _files_size(d, e)
     c.accuracy, c.accuracy_kind, c.accuracy_set, c.accuracy_ref = _accuracy_of(e, manifests.accuracy(d))
+
+
+def _files_size(d: Path, e: ManifestEntry) -> int | None:
+    """Bytes of every file of the artifact (an OpenVINO IR is its .xml and its .bin), as listed in the
+    manifest; the manifest's ``size_bytes`` when the files cannot be read."""
+    from partialdeploy.verify import safe_join
+
+    try:
+        files = e.files if isinstance(e.files, list) and e.files else [e.path]
+        return sum(_tree_size(safe_join(d, f, "artifact file")) for f in files)
+    except (UserError, OSError):
+        return _count(e.size_bytes)
+
+
+def _tree_size(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
 
 
 def _exclude(c: Candidate, reason: str) -> Candidate:

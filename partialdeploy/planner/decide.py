@@ -186,7 +186,8 @@ def _reason(d: DevicePlan, considered: list[Candidate], cons: Constraints) -> st
     best, n = d.recommended, len(d.fits)
     s = (f"{best.label} is the {_SUPERLATIVE[cons.objective]} of the {n} candidate(s) on {d.device} that meet "
          f"{cons.describe()} ({_numbers(best, cons)})")
-    top = max((c for c in considered if c.accuracy is not None), key=lambda c: (c.accuracy, c.label), default=None)
+    by_acc = Constraints(percentile=cons.percentile, objective="accuracy")
+    top = min((c for c in considered if c.accuracy is not None), key=lambda c: sort_key(c, by_acc), default=None)
     if top is not None and best.accuracy is not None and top.accuracy > best.accuracy and top is not best:
         s += (f", {100 * (top.accuracy - best.accuracy):.2f} points below the most accurate candidate "
               f"{top.label} ({', '.join(top.misses) or 'not preferred'})")
