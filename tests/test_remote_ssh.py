@@ -224,3 +224,46 @@ def test_lost_connection_keeps_what_was_measured_and_the_device_cleans_up(sshd, 
     rep = json.loads(out.read_text())
     assert rep["connection_lost"] is True and rep["interrupted"] is True
     assert_nothing_left(sshd)
+
+
+def _bundle(dist, tmp_path) -> Path:
+    """A TensorRT bundle as far as build-engine's checks go (bundle.json + model.onnx)."""
+    from partialdeploy.tensorrt_build import BUNDLE_SCHEMA
+
+    b = tmp_path / "bundle"
+    b.mkdir()
+    (b / "model.onnx").write_bytes((dist / "onnx" / "model.onnx").read_bytes())
+    (b / "bundle.json").write_text(json.dumps({"schema": BUNDLE_SCHEMA, "onnx": "model.onnx", "precision": "fp16"}))
+    return b
+
+
+def test_build_engine_remote_stops_at_the_devices_missing_tensorrt(sshd, cfg, dist, tmp_path):
+    """No TensorRT here: the flow is tested up to the device's answer (nothing pushed, nothing left)."""
+    b = _bundle(dist, tmp_path)
+    r = cli("build-engine", b, "--remote", "edgebox", "--ssh-config", cfg, "--remote-python", PY)
+    assert r.returncode == 2, r.stderr[-1500:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert "cannot run tensorrt" in last and "pip install tensorrt" in last and "cuda-python" in last
+    assert not (b / "model.engine").exists()
+    assert_nothing_left(sshd)
+    (b / "bundle.json").unlink()  # not a bundle: refused before any connection
+    r = cli("build-engine", b, "--remote", "edgebox", "--ssh-config", cfg)
+    assert r.returncode == 2 and "not a TensorRT bundle" in r.stderr
+
+
+def test_files_come_back_whole_and_bounded(sshd, cfg, tmp_path):
+    """The pull-back path of build-engine --remote: a file of the job's folder, streamed, size-bounded."""
+    from partialdeploy.remote.hosts import parse_host
+    from partialdeploy.remote.session import Session
+    from partialdeploy.remote.ssh import RemoteError, SSHOptions
+
+    blob = os.urandom(3 << 20)
+    src = tmp_path / "model.engine"
+    src.write_bytes(blob)
+    with Session(parse_host("edgebox"), PY, SSHOptions(config=cfg)) as s:
+        s.push([(src, "bundle/model.engine")])
+        got = tmp_path / "back"
+        assert s.fetch_to("export/bundle/model.engine", got, 4 << 20) == len(blob) and got.read_bytes() == blob
+        with pytest.raises(RemoteError, match="larger than 1 MiB"):
+            s.fetch_to("export/bundle/model.engine", got, 1 << 20)
+    assert_nothing_left(sshd)

@@ -12,7 +12,8 @@ from partialdeploy.errors import PartialDeployError
 
 
 @app.command("build-engine", epilog="Examples:\n\n  partialdeploy build-engine dist/tensorrt/fp16\n\n"
-             "  partialdeploy build-engine dist/tensorrt/int8 --workspace 2048")
+             "  partialdeploy build-engine dist/tensorrt/int8 --workspace 2048\n\n"
+             "  partialdeploy build-engine dist/tensorrt/fp16 --remote jetson   # built and gated there, pulled back")
 def build_engine_cmd(
     bundle: Path = typer.Argument(..., help="TensorRT bundle directory from `partialdeploy export --target tensorrt`."),
     precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8 (default: the "
@@ -22,6 +23,14 @@ def build_engine_cmd(
     any_tensorrt: bool = typer.Option(False, "--any-tensorrt", help="Build even when the bundle's profile "
                                       "expects the other TensorRT generation (10 vs 11)."),
     as_json: bool = typer.Option(False, "--json", help="Print the engine sidecar JSON on stdout."),
+    remote: Optional[str] = typer.Option(None, "--remote", help="Build on this device over SSH (an ~/.ssh/config "
+                                         "alias or [user@]host[:port]); the engine and its sidecar come back."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device (with TensorRT + "
+                                      "cuda-python + numpy)."),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh_config to use instead of "
+                                              "~/.ssh/config."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="Accept and record an unknown "
+                                             "host key (a changed one is always refused)."),
 ):
     """Build the TensorRT engine of a bundle on this GPU (TensorRT 10 or 11 Python API; the precision is
     in model.onnx: strongly typed fp16 / Q/DQ INT8, built with STRONGLY_TYPED on 10, as is on 11; timing
@@ -29,6 +38,12 @@ def build_engine_cmd(
     model.engine.json. Needs TensorRT + an NVIDIA GPU, not torch.
 
     Exit codes: 0 ok, 1 the parity gate failed, 2 bad bundle / no TensorRT or GPU here."""
+    if remote:
+        from partialdeploy.cli.remote import build_engine_remote_cmd
+
+        build_engine_remote_cmd(bundle, remote, remote_python, ssh_config, accept_new_host_key, precision, workspace,
+                                any_tensorrt, as_json)
+        return
     from partialdeploy.tensorrt_build import build_engine
 
     try:

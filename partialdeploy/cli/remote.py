@@ -105,3 +105,30 @@ def profile_remote_cmd(source: Path, settings, target, hosts: list, remote_pytho
     elif res.report is not None and res.report.get("connection_lost"):
         err.print(f"connection lost: what was measured is in {out_path}")
     raise typer.Exit(res.exit_code)
+
+
+def build_engine_remote_cmd(bundle: Path, host: str, remote_python: str, ssh_config, accept_new: bool, precision,
+                            workspace, any_tensorrt: bool, as_json: bool) -> None:
+    """The `build-engine --remote` path of `partialdeploy build-engine`."""
+    from partialdeploy.remote.engine import build_engine_remote
+
+    notes: list = []
+    try:
+        side = build_engine_remote(bundle, host, remote_python, ssh_options(ssh_config, accept_new), precision,
+                                   workspace, any_tensorrt, notes=notes.append,
+                                   progress=None if as_json else (lambda m: err.print(m, soft_wrap=True, markup=False)))
+    except PartialDeployError as e:
+        for n in notes:
+            err.print(f"note: {n}", soft_wrap=True, markup=False)
+        fail(e)
+    for n in notes:
+        err.print(f"note: {n}", soft_wrap=True, markup=False)
+    if as_json:
+        emit_json(side)
+        return
+    for p in side.get("parity", []):
+        out.print(f"{p.get('stage')}: cos {p.get('cosine_min')}, rel {p.get('rel_max')}, top-1 {p.get('top1_agree')}",
+                  soft_wrap=True, markup=False)
+    out.print(f"engine: {Path(bundle) / 'model.engine'} built on {side['built_on']['device']} (TensorRT "
+              f"{side.get('tensorrt_version')}, {side.get('gpu')}, sm {side.get('compute_capability')}): it runs there "
+              "only", soft_wrap=True, markup=False)

@@ -129,6 +129,7 @@ def run_build(workdir: str, job: dict) -> int:
     """Build and gate the TensorRT engine of the pushed bundle; the sidecar records the device."""
     from partialdeploy.remote.probe import identity
     from partialdeploy.tensorrt_build import build_engine
+    from partialdeploy.verify import file_sha256
 
     bundle = os.path.join(workdir, EXPORT_DIR, job["bundle"])
     opts = job.get("options") or {}
@@ -139,5 +140,5 @@ def run_build(workdir: str, job: dict) -> int:
     side_path = os.path.join(bundle, "model.engine.json")
     with open(side_path, "w") as f:
         json.dump(side, f, indent=1, default=str)
-    emit("built", sidecar=side, files=["model.engine", "model.engine.json"])
+    emit("built", sidecar=side, engine_sha256=file_sha256(os.path.join(bundle, "model.engine")))
     return 0

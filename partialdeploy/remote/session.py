@@ -148,12 +148,28 @@ class Session:
                                 "free some space there, or set TMPDIR to a larger filesystem")
             raise RemoteError(f"{self.host.text}: pushing the job failed (exit {r.returncode}): {tail(err)}")
 
-    def fetch(self, rel: str, max_bytes: int) -> bytes:
-        """A file of the job's folder, at most ``max_bytes`` (more is refused)."""
-        r = self.conn.run(["head", "-c", str(max_bytes + 1), f"{self.workdir}/{rel}"], timeout=None)
-        if len(r.stdout) > max_bytes:
-            raise RemoteError(f"{self.host.text}: {rel} is larger than {max_bytes >> 20} MiB: refused")
-        return r.stdout
+    def fetch_to(self, rel: str, dest: Path, max_bytes: int) -> int:
+        """Copy a file of the job's folder to ``dest`` (streamed); more than ``max_bytes`` is refused."""
+        proc = self.conn.popen(["cat", "--", f"{self.workdir}/{rel}"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        n = 0
+        try:
+            with open(dest, "wb") as f:
+                for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
+                    n += len(chunk)
+                    if n > max_bytes:
+                        raise RemoteError(f"{self.host.text}: {rel} is larger than {max_bytes >> 20} MiB: refused")
+                    f.write(chunk)
+            err = proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        if proc.returncode != 0:
+            raise RemoteError(f"{self.host.text}: cannot read {rel} back (exit {proc.returncode}): {tail(err)}")
+        return n
 
     # ------------------------------------------------------------------ the agent
     def agent(self, *args: str, progress: Callable | None = None) -> AgentRun:
