@@ -199,7 +199,25 @@ def to_markdown(report: dict) -> str:
         L += ["", "| top layer | op | block | ms | % |", "|---|---|---|---:|---:|"]
         L += [f"| `{t['name'][:90]}` | {t.get('op', '')} | {t['block']}{'*' if t.get('block_inferred') else ''} | "
               f"{fmt(t['time_ms'], 3)} | {t['pct']:.1f} |" for t in lb.get("top", [])]
+    for r, verdict, rows in _sustained(report):
+        L += ["", f"## Sustained: {r.label(multi)} b{r.batch} — {verdict}", "",
+              "| window | end s | runs | p50 ms | p90 ms | hottest zone °C | CPU MHz |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        L += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(L) + "\n"
+
+
+def _sustained(report: dict) -> list:
+    """(result, verdict line, table rows as text) for every result with a ``--sustained`` run (profile --remote)."""
+    out = []
+    for r in ok_results(report):
+        sus = r.other.get("sustained")
+        if not isinstance(sus, dict) or not isinstance(sus.get("windows"), list):
+            continue
+        rows = [[fmt(w.get(k) if _num(w.get(k)) else None, nd) for k, nd in
+                 (("window", 0), ("end_s", 1), ("runs", 0), ("p50_ms", 3), ("p90_ms", 3), ("temp_max_c", 1),
+                  ("cpu_mhz_mean", 0))] for w in sus["windows"] if isinstance(w, dict)]
+        out.append((r, f"{sus.get('verdict', '?')} ({sus.get('reason', '')})", rows))
+    return out
 
 
 # ---------------------------------------------------------------- SVG plots
@@ -405,6 +423,12 @@ def to_html(report: dict) -> str:
                         f"time per PartialNet block: {lab}"))
         P.append(_hbars([(t["name"][-48:], t["time_ms"], f"{t['pct']:.1f}% · {t.get('op', '')} · {t['block']}")
                          for t in lb.get("top", [])], "ms", f"top {len(lb.get('top', []))} layers: {lab}"))
+    for r, verdict, rows in _sustained(report):
+        P.append(f"<h2>Sustained: {E(r.label(multi))} b{E(str(r.batch))}</h2><p>{E(verdict)}</p><table><tr>"
+                 + "".join(f"<th>{c}</th>" for c in ("window", "end s", "runs", "p50 ms", "p90 ms", "hottest zone °C",
+                                                     "CPU MHz"))
+                 + "</tr>" + "".join("<tr>" + "".join(f"<td class='n'>{E(v)}</td>" for v in row) + "</tr>"
+                                     for row in rows) + "</table>")
     P.append("</body></html>")
     return "\n".join(p for p in P if p)
 

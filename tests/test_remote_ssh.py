@@ -95,6 +95,7 @@ def test_profile_over_ssh_gives_one_report_per_device_column_with_fingerprints(t
 
     md = to_markdown(validate(rep))
     assert all(d.split(" (")[0] in md for d in devs) and "| device |" in md
+    assert md.count("## Sustained: ") == len(ok) and "| window | end s | runs | p50 ms |" in md
     assert to_html(rep).count("<tr>") >= 5
 
 
@@ -267,3 +268,21 @@ def test_files_come_back_whole_and_bounded(sshd, cfg, tmp_path):
         with pytest.raises(RemoteError, match="larger than 1 MiB"):
             s.fetch_to("export/bundle/model.engine", got, 1 << 20)
     assert_nothing_left(sshd)
+
+
+def test_a_device_without_space_says_so_and_keeps_nothing(sshd, cfg, dist, tmp_path):
+    """The device's temporary filesystem is a tmpfs too small for the job (mounted over its TMPDIR)."""
+    from partialdeploy.remote import payload
+
+    zip_kb = len(payload.build().data) >> 10
+    for size_kb, where in ((16, "temporary folder"), (zip_kb + 64, "the job")):
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(sshd.remote_tmp)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root with CAP_SYS_ADMIN): {r.stderr.strip()}")
+        try:
+            r = cli("profile", dist, "--remote", sshd.host, "--ssh-config", cfg, "--remote-python", PY, *FAST)
+            assert r.returncode == 2 and "no space left on the device" in r.stderr and where in r.stderr, r.stderr
+            assert not [n for n in sshd.leftovers() if n.startswith("partialdeploy.")]
+        finally:
+            subprocess.run(["umount", str(sshd.remote_tmp)], check=True)

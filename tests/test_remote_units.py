@@ -178,3 +178,32 @@ def test_agent_removes_its_folder_when_its_stdin_closes(tmp_path):
         assert d.exists() != removed, (name, r.returncode, r.stderr[-500:])
         if removed:
             assert r.returncode != 0 and b'"probe"' not in r.stdout
+
+
+def _pythons(version: str) -> list[str]:
+    import glob
+
+    return sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python{version}") +
+                  glob.glob(f"/usr/bin/python{version}"))
+
+
+@pytest.mark.skipif(not _pythons("3.9") or not _pythons("3.6"),
+                    reason="needs a Python 3.9 and a Python 3.6 interpreter (pyenv) to run the device side under them")
+def test_device_side_runs_on_python_3_9_and_refuses_3_6(tmp_path):
+    p = payload.build()
+    d = tmp_path / "partialdeploy.Py39Py36ab"
+    d.mkdir()
+    (d / "pd.pyz").write_bytes(p.data)
+    proc = subprocess.Popen(payload.boot_command(_pythons("3.9")[0], "pd.pyz", p.sha256, "probe"), cwd=d,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    proc.wait(timeout=120)
+    proc.stdin.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    ans = json.loads(out.split("@@partialdeploy ", 1)[1])["probe"]
+    assert proc.returncode == 0 and ans["python"].startswith("3.9"), err[-1000:]
+    assert ans["identity"]["cores"] and "runtimes" in ans
+    r = subprocess.run(payload.boot_command(_pythons("3.6")[0], "pd.pyz", p.sha256, "probe"), cwd=d,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == payload.EXIT_TOO_OLD and "Python 3.6 on this device is too old (need >= 3.9)" in r.stderr

@@ -59,6 +59,23 @@ def check_cmd(
         fail(UserError(res.missing))
 
 
+def sustained_lines(report: dict) -> list[str]:
+    """One line per sustained case: p50 per window (and the hottest zone), the verdict."""
+    lines = []
+    for r in report.get("results", []):
+        sus = r.get("sustained") if isinstance(r, dict) else None
+        if not isinstance(sus, dict) or not isinstance(sus.get("windows"), list):
+            continue
+        ws = [w for w in sus["windows"] if isinstance(w, dict)]
+        p50 = " → ".join(f"{w['p50_ms']:.3g}" for w in ws if isinstance(w.get("p50_ms"), (int, float)))
+        temps = [w["temp_max_c"] for w in ws if isinstance(w.get("temp_max_c"), (int, float))]
+        heat = f"; hottest zone {temps[0]:.0f} → {temps[-1]:.0f} °C" if temps else ""
+        who = f"{r.get('device')}: " if r.get("device") else ""
+        lines.append(f"sustained {who}{r.get('target')}/{r.get('precision')} b{r.get('batch')}: p50 per window "
+                     f"{p50} ms{heat}; {sus.get('verdict')} ({sus.get('reason')})")
+    return lines
+
+
 def profile_remote_cmd(source: Path, settings, target, hosts: list, remote_python: str, ssh_config, accept_new: bool,
                        sustained: Optional[str], cooldown: float, output: Optional[Path], as_json: bool) -> None:
     """The `profile --remote` path of `partialdeploy profile`."""
@@ -93,6 +110,8 @@ def profile_remote_cmd(source: Path, settings, target, hosts: list, remote_pytho
             emit_json(res.report)
         else:
             print_profile(res.report)
+            for line in sustained_lines(res.report):
+                out.print(line, soft_wrap=True, markup=False)
             for w in res.report.get("warnings") or []:
                 out.print(f"! {w}", soft_wrap=True, markup=False)
             out.print(f"report: {out_path}  (render: partialdeploy report {out_path} --html report.html)"

@@ -76,4 +76,9 @@ def run_windows(infer, duration_s: float, thermal=None, clocks=None, should_stop
         windows.append(row)
         if should_stop():
             break
-    return {"duration_s": duration_s, "window_s": win, "windows": windows, **verdict(windows)}
+    v = verdict(windows)
+    temps = [w["temp_max_c"] for w in windows if "temp_max_c" in w]
+    if v["verdict"] == "throttling":  # what else could explain it
+        v["reason"] += (f"; hottest zone {temps[0]:.0f} → {temps[-1]:.0f} °C" if temps else
+                        "; no thermal zone is readable: other load on the device would look the same")
+    return {"duration_s": duration_s, "window_s": win, "windows": windows, **v}
