@@ -216,10 +216,14 @@ def test_ctrl_c_stops_the_device_job_keeps_results_and_cleans_up(sshd, cfg, dist
 def test_lost_connection_keeps_what_was_measured_and_the_device_cleans_up(sshd, cfg, dist, tmp_path):
     out = tmp_path / "r.json"
     proc = _start_long_profile(sshd, cfg, dist, out)
-    kids = _ssh_children(proc.pid)
-    assert kids, "no ssh client to cut"
-    for k in kids:  # the master and the session: the link is gone
-        os.kill(k, signal.SIGKILL)
+    cut = 0
+    for k in _ssh_children(proc.pid):  # the master and the session: the link is gone
+        try:
+            os.kill(k, signal.SIGKILL)
+            cut += 1
+        except ProcessLookupError:  # a short-lived ssh command that just ended
+            pass
+    assert cut, "no ssh client to cut"
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "connection" in stderr.lower(), stderr[-2000:]
     rep = json.loads(out.read_text())
