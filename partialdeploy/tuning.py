@@ -39,6 +39,10 @@ class Form:
     name: str
     extra: dict
     note: str = ""
+    # a form with other files: ``build(art_dir)`` writes its main file into the artifact's directory and
+    # returns its name there (called only within the budget); kept -> it replaces the artifact's file
+    build: Callable[[Path], str] | None = None
+    path: str | None = None
 
 
 def merged(extra: dict, more: dict) -> dict:
@@ -94,8 +98,9 @@ def _opener(ctx, art, art_dir: Path):
 
     cls = backends.backend_of_target(art.target).runner_class()
 
-    def open_with(extra: dict):
-        return cls(Path(art_dir) / art.path, **open_options(cls, ctx, art.target, art.precision, extra)).load()
+    def open_with(extra: dict, path: str | None = None):
+        return cls(Path(art_dir) / (path or art.path),
+                   **open_options(cls, ctx, art.target, art.precision, extra)).load()
     return cls, open_with
 
 
@@ -142,9 +147,11 @@ def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
                 skipped[f.name] = "over budget"
                 continue
             try:
-                runners[f.name] = open_with(merged(art.extra, f.extra))
-            except Exception as e:  # a form that does not compile here is not a candidate
-                skipped[f.name] = f"does not open: {str(e).splitlines()[0][:160]}"
+                if f.build is not None:
+                    f.path = f.build(Path(art_dir))
+                runners[f.name] = open_with(merged(art.extra, f.extra), f.path)
+            except Exception as e:  # a form that cannot be built or compiled here is not a candidate
+                skipped[f.name] = f"not built or does not open: {str(e).splitlines()[0][:160]}"
         if art.precision == "int8":
             runners["fp32"] = _fp32_sibling(ctx, cls)
         feeds = {k: _feed(ctx, r) for k, r in runners.items()}
@@ -153,7 +160,12 @@ def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
     finally:
         for r in runners.values():
             r.close()
-    chosen, gated = _choose(ctx, art, art_dir, forms, ms)
+    try:
+        chosen, gated = _choose(ctx, art, art_dir, forms, ms)
+    finally:  # the files of the forms not kept
+        for f in forms:
+            if f.path:
+                (Path(art_dir) / f.path).unlink(missing_ok=True)
     rec = {"budget_s": budget, "timed": True, "rounds": rounds, "latency_ms": {k: round(v, 4) for k, v in ms.items()},
            "chosen": chosen, "gated": gated, "skipped": skipped,
            "method": f"batch as exported, median of {rounds} interleaved block medians (≥{BLOCK_S}s or "
@@ -175,15 +187,19 @@ def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict) -> tuple[str, 
         if ms[name] >= ms["as exported"]:
             break
         f = by_name[name]
-        saved_extra, saved_parity, saved_alts = dict(art.extra), list(art.parity), art.alternatives
+        saved = (dict(art.extra), list(art.parity), art.alternatives, art.proof, art.path)
         art.extra = merged(art.extra, f.extra)
-        art.parity, art.alternatives, art.proof = [], [], None
+        art.parity, art.alternatives, art.proof, art.path = [], [], None, f.path or art.path
         try:
             verify_artifact(ctx, art, art_dir)
         except (VerificationError, UserError) as e:
             gated[name] = f"failed: {str(e).splitlines()[0][:200]}"
-            art.extra, art.parity, art.alternatives = saved_extra, saved_parity, saved_alts
+            art.extra, art.parity, art.alternatives, art.proof, art.path = saved
             continue
+        art.path = saved[4]
+        if f.path:  # its file becomes the artifact's (gated just now, as it will be opened)
+            (Path(art_dir) / f.path).replace(Path(art_dir) / art.path)
+            f.path = None
         gated[name] = "passed"
         art.notes.append(f"measured selection: {name} ({ms[name]:.3g} ms against {ms['as exported']:.3g} ms as "
                          f"exported on this machine)" + (f"; {f.note}" if f.note else ""))

@@ -60,6 +60,39 @@ def test_openvino_int8_offers_bf16_float_parts_only_with_bf16_units(int8_export)
         assert ov["extra"]["compute_precision"] == "f32"
 
 
+def test_onnxruntime_int8_offers_gelu_in_float_and_leaves_one_file(int8_export):
+    """The demo uses GELU: the Q/DQ form without Q/DQ on GELU is built and timed (or skipped over budget,
+    said so); whichever is kept, the artifact directory holds one model file, the one the manifest hashes."""
+    from partialdeploy.verify import artifact_sha256
+
+    res, manifest = int8_export
+    ort = next(e for e in manifest["artifacts"] if e["target"] == "onnxruntime")
+    tune = ort["extra"]["tuning"]
+    assert "GELU in float" in set(tune["latency_ms"]) | set(tune["skipped"])
+    d = res.out_dir / "onnxruntime" / "int8"
+    assert sorted(p.name for p in d.iterdir()) == ["model.onnx"]
+    assert artifact_sha256(d / "model.onnx") == ort["sha256"]
+    placement = ort["extra"]["qdq_placement"]
+    assert ("GELU" in placement) == (tune["chosen"] == "GELU in float")
+
+
+def test_gelu_nodes_finds_every_exported_gelu(tmp_path):
+    import torch
+
+    from partialdeploy.exporters.onnxruntime import gelu_nodes
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.GELU(), torch.nn.Conv2d(4, 4, 1), torch.nn.GELU(),
+                              torch.nn.Conv2d(4, 2, 1), torch.nn.ReLU())
+    path = tmp_path / "g.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False, opset_version=17)
+    import onnx
+
+    ops = {n.name: n.op_type for n in onnx.load(str(path)).graph.node}
+    found = gelu_nodes(path)
+    assert sorted(ops[n] for n in found) == sorted(["Div", "Erf", "Add", "Mul", "Mul"] * 2)
+    assert not any(ops[n] in ("Conv", "Relu") for n in found)
+
+
 def test_a_faster_form_that_misses_the_gate_is_not_kept(int8_export):
     """A form that claims a precision the runtime does not compute in is refused by the gate; the
     artifact stays as exported (forced to be 'fastest' so it is gated)."""

@@ -135,6 +135,62 @@ def node_count(path: Path) -> int:
     return len(onnx.load(str(path), load_external_data=False).graph.node)
 
 
+def gelu_nodes(path: Path) -> list[str]:
+    """Names of the nodes of every exact GELU (``x * 0.5 * (1 + erf(x / sqrt 2))`` as exported:
+    Div -> Erf -> Add -> Mul -> Mul): left without Q/DQ, ONNX Runtime fuses them into one Gelu kernel."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    producer = {o: n for n in m.graph.node for o in n.output}
+    consumers: dict = {}
+    for n in m.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    out = []
+    for e in (n for n in m.graph.node if n.op_type == "Erf"):
+        group = [e]
+        d = producer.get(e.input[0])
+        if d is not None and d.op_type == "Div":
+            group.append(d)
+        node = e
+        for op in ("Add", "Mul", "Mul"):
+            nxt = [c for c in consumers.get(node.output[0], []) if c.op_type == op]
+            if len(nxt) != 1:
+                break
+            node = nxt[0]
+            group.append(node)
+        out += [n.name for n in group if n.name]
+    return out
+
+
+def gelu_float_form(ctx: ExportContext, qdq, float_blocks) -> list:
+    """The INT8 form with every GELU left in float (so ONNX Runtime fuses it), the same blocks kept in
+    float; built by partialdeploy.tuning only within the budget. None when the model has no GELU."""
+    from onnxruntime.quantization import quant_pre_process
+
+    from partialdeploy.int8fallback import float_block_nodes
+    from partialdeploy.tuning import Form
+
+    if not gelu_nodes(ctx.onnx_path):
+        return []
+    form = Form("GELU in float", {"qdq_placement": "every quantizable op but GELU (fused in float)"},
+                "Q/DQ left off every GELU so ONNX Runtime runs it as one fused float kernel")
+
+    def build(art_dir: Path) -> str:
+        pre = art_dir / "model.gelu-pre.part.onnx"
+        try:
+            with quiet():
+                quant_pre_process(str(ctx.onnx_path), str(pre), skip_symbolic_shape=True)
+            name = "model.gelu-float.part.onnx"
+            qdq(pre, art_dir / name, float_block_nodes(pre, float_blocks) + gelu_nodes(pre))
+        finally:
+            pre.unlink(missing_ok=True)
+        form.extra["nodes"] = node_count(art_dir / name)
+        return name
+    form.build = build
+    return [form]
+
+
 class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
     requires = ("onnx", "onnxruntime")
@@ -165,15 +221,17 @@ class OnnxRuntimeTarget(Target):
                        "nodes_in": node_count(ctx.onnx_path)}
         t0 = time.perf_counter()
         proof = None
+        forms: list = []  # other correct forms, timed at export (partialdeploy.tuning)
         if prec == "fp32":
             self._fp32(ctx, dst, extra, notes)
         else:
-            proof = self._int8(ctx, dst, extra, notes)
+            proof = self._int8(ctx, dst, extra, notes, forms)
         extra["convert_seconds"] = round(time.perf_counter() - t0, 3)
         extra["nodes"] = node_count(dst)
         ins, outs = io_meta(dst)
         return Artifact(target=self.name, precision=prec, path="model.onnx", files=["model.onnx"], inputs=ins,
-                        outputs=outs, runtime_version=self.version(), notes=notes, extra=extra, proof=proof)
+                        outputs=outs, runtime_version=self.version(), notes=notes, extra=extra, proof=proof,
+                        forms=forms)
 
     @staticmethod
     def _fp32(ctx: ExportContext, dst: Path, extra: dict, notes: list[str]) -> None:
@@ -204,7 +262,7 @@ class OnnxRuntimeTarget(Target):
                          "extended/layout fusions happen at session creation")
 
     @staticmethod
-    def _int8(ctx: ExportContext, dst: Path, extra: dict, notes: list[str]) -> Proof:
+    def _int8(ctx: ExportContext, dst: Path, extra: dict, notes: list[str], forms: list) -> Proof:
         """Static Q/DQ INT8 through the INT8 fallback loop. Every candidate is opened exactly as the
         artifact will be (its recorded session options), so the gate of the one kept is the artifact's
         certificate (a ``verification.Proof``: the pipeline does not run it again on the same file)."""
@@ -222,14 +280,11 @@ class OnnxRuntimeTarget(Target):
         calib = np.asarray(ctx.calib, np.float32)
         tries = [0]
 
-        def quantize(float_blocks):
-            exclude = float_block_nodes(pre, float_blocks)  # every node of the blocks kept in float
-            tries[0] += 1
-            path = dst.with_name(f"model.int8-{tries[0]}.tmp.onnx")
+        def qdq(src, path, exclude):
             try:
                 with quiet():
                     quantize_static(
-                        str(pre), str(path), CalibrationReader(ctx.input_name, calib, bs),
+                        str(src), str(path), CalibrationReader(ctx.input_name, calib, bs),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                         calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -237,6 +292,10 @@ class OnnxRuntimeTarget(Target):
             except Exception as e:
                 raise UserError(f"ONNX Runtime INT8 quantization failed: {first_line(e)}") from e
             return path
+
+        def quantize(float_blocks):
+            tries[0] += 1  # every node of the blocks kept in float is excluded
+            return qdq(pre, dst.with_name(f"model.int8-{tries[0]}.tmp.onnx"), float_block_nodes(pre, float_blocks))
 
         from partialdeploy.diff import ort_collector
         from partialdeploy.int8fallback import Backend, float_block_nodes, quantize_until_gate
@@ -277,6 +336,8 @@ class OnnxRuntimeTarget(Target):
         extra["int8_fallback"] = fb.to_dict()
         if fb.note():
             notes.append(fb.note())
+        forms.extend(gelu_float_form(ctx, qdq, fb.float_blocks))
+        extra.update(qdq_placement="every quantizable op")
         extra.update(quantization="static QDQ", weights="int8 per-channel", activations="uint8 per-tensor",
                      calibration=method, calibration_images=len(ctx.calib))
         notes.append(f"INT8 static QDQ (U8S8, per-channel weights, {method} calibration) on {len(ctx.calib)} "
