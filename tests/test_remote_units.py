@@ -4,6 +4,8 @@ Jetson's and a Raspberry Pi's /sys and /proc laid out in a temporary folder, the
 answer, and the sustained-run windows and verdict."""
 
 import ast
+import itertools
+import io
 import json
 import subprocess
 import sys
@@ -40,7 +42,7 @@ def test_host_forms():
 
 def test_zipapp_holds_the_device_side_and_nothing_of_the_export_side(tmp_path):
     p = payload.build()
-    names = set(zipfile.ZipFile(__import__("io").BytesIO(p.data)).namelist())
+    names = set(zipfile.ZipFile(io.BytesIO(p.data)).namelist())
     for need in ("__main__.py", "partialdeploy/profiling.py", "partialdeploy/runners/onnxruntime.py",
                  "partialdeploy/runners/openvino.py", "partialdeploy/runners/tensorrt.py",
                  "partialdeploy/records.py", "partialdeploy/verify.py", "partialdeploy/remote/agent.py",
@@ -52,7 +54,7 @@ def test_zipapp_holds_the_device_side_and_nothing_of_the_export_side(tmp_path):
     assert len(p.data) < 600_000 and payload.build().sha256 == p.sha256  # deterministic
     for n in names:  # the device may run Python 3.9
         if n.endswith(".py"):
-            ast.parse(zipfile.ZipFile(__import__("io").BytesIO(p.data)).read(n), n, feature_version=(3, 9))
+            ast.parse(zipfile.ZipFile(io.BytesIO(p.data)).read(n), n, feature_version=(3, 9))
 
 
 def test_zipapp_is_refused_when_changed_and_runs_alone(tmp_path):
@@ -157,7 +159,7 @@ def test_sustained_windows_and_verdict():
     assert v["verdict"] == "throttling" and v["p50_change"] == pytest.approx(0.2)
     assert sustained.verdict(w[:2])["verdict"] == "steady"
     assert sustained.verdict([{"p50_ms": 1.0}])["verdict"] == "unknown"
-    clock = iter(range(10**6))
+    clock = itertools.count()
     res = sustained.run_windows(lambda: 0.001 * (1 + next(clock) / 5000), 0.6, thermal=lambda: {"z": 40.0},
                                 clocks=lambda: [1000, 1200])
     assert len(res["windows"]) == 3 and all(x["runs"] > 0 and x["temp_max_c"] == 40.0 and x["cpu_mhz_mean"] == 1100
