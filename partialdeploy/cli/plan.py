@@ -53,8 +53,13 @@ def plan(
                                             "class): every cell's accuracy is measured on them."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="With --sweep: the sweep directory "
                                           "(cells, plan.json, plan.md, plan.html). Default: plan/."),
-    remote: Optional[str] = typer.Option(None, "--remote", help="With --sweep: profile on this device "
-                                         "(needs remote-device support)."),
+    remote: Optional[str] = typer.Option(None, "--remote", help="With --sweep: profile every cell on this device "
+                                         "over SSH (an ~/.ssh/config alias or [user@]host[:port]); accuracy is "
+                                         "measured here."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="With --remote: Python on the device."),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="With --remote: ssh_config file."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="With --remote: accept and "
+                                             "record an unknown host key (a changed one is always refused)."),
     runs: int = typer.Option(100, "--runs", help="With --sweep: timed inferences per cell."),
     min_time: float = typer.Option(1.0, "--min-time", help="With --sweep: minimum timed seconds per cell."),
 ):
@@ -67,17 +72,23 @@ def plan(
         cons = Constraints.from_flags(budget, percentile, batch, device, max_drop, min_accuracy, max_size,
                                       max_memory, objective)
         if sweep:
-            result = _sweep(inputs, cons, targets, precisions, calib, eval_dir, output or Path("plan"), remote,
-                            batch or 1, runs, min_time, quiet=as_json)
+            ssh = None
+            if remote:
+                from partialdeploy.cli.remote import ssh_options
+
+                ssh = ssh_options(ssh_config, accept_new_host_key)
+            result = _sweep(inputs, targets, precisions, quiet=as_json, calib=calib, eval_dir=eval_dir,
+                            out_dir=output or Path("plan"), batch=batch or 1, remote=remote,
+                            remote_python=remote_python, ssh=ssh, runs=runs, min_time_s=min_time)
             reports, exports = result.reports, list(exports or []) + result.export_dirs
             if not reports:
                 raise UserError(f"no cell of the sweep could be profiled ({result.summary()}): see {result.path}")
             md_out = md_out or result.out_dir / "plan.md"
             html_out = html_out or result.out_dir / "plan.html"
         else:
-            if any(v is not None for v in (calib, eval_dir, output, remote)):
-                raise UserError("--calib, --eval, -o and --remote belong to --sweep (plan from reports reads only "
-                                "what was measured)")
+            if any(v is not None for v in (calib, eval_dir, output, remote, ssh_config)):
+                raise UserError("--calib, --eval, -o, --remote and --ssh-config belong to --sweep (plan from reports "
+                                "reads only what was measured)")
             reports, exports = inputs, list(exports or [])
         result_plan = make_plan(reports, cons, exports)
         written = write_outputs(result_plan, json_path=(output or Path("plan")) / "plan.json" if sweep else None,
@@ -96,13 +107,15 @@ def plan(
         fail(VerificationError(result_plan.verdict()))
 
 
-def _sweep(ckpts, cons, targets, precisions, calib, eval_dir, out_dir, remote, batch, runs, min_time, quiet):
+def _sweep(ckpts, targets, precisions, quiet, **kw):
+    from rich.markup import escape
+
     from partialdeploy.planner.sweep import SweepRequest, run_sweep
 
-    req = SweepRequest.from_flags(ckpts, targets, precisions, calib=calib, eval_dir=eval_dir, out_dir=out_dir,
-                                  batch=batch, remote=remote, runs=runs, min_time_s=min_time)
+    req = SweepRequest.from_flags(ckpts, targets, precisions, **kw)
+    measure = req.measure()  # a --remote device is reached before any work
     if quiet:
-        return run_sweep(req)
+        return run_sweep(req, measure=measure)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -110,12 +123,12 @@ def _sweep(ckpts, cons, targets, precisions, calib, eval_dir, out_dir, remote, b
         task = bar.add_task("sweep", total=len(req.cells()))
 
         def progress(done, total, label, cell=None):
-            bar.update(task, completed=done, total=total, description=label)
+            bar.update(task, completed=done, total=total, description=escape(label))
             if cell is not None:
                 style = {"ok": "green", "reused": "cyan"}.get(cell.status, "red")
-                err.print(f"[{style}]{cell.status}[/] {cell.label}: {cell.reason}", soft_wrap=True, markup=True)
+                err.print(f"[{style}]{cell.status}[/] {escape(cell.label)}: {escape(cell.reason)}", soft_wrap=True)
 
-        return run_sweep(req, progress=progress)
+        return run_sweep(req, progress=progress, measure=measure)
 
 
 def _print(p) -> None:

@@ -2,11 +2,12 @@
 
 Each cell is its own export directory, ``OUT/cells/<checkpoint>-<sha8>/<target>-<precision>/``, made by
 the library's own functions: ``pipeline.run_export`` (parity-gated, all or nothing), the accuracy of
-its artifact on the labelled set (``accuracy.py``), and ``profiling`` (through :class:`Measure`, the seam
-where profiling on another device plugs in). A cell that cannot be built or run gets a status and a
-reason and the sweep goes on. ``cell.json`` records the cell's key — the checkpoint's sha256 and
-every option that changes the result — so a sweep run again (or resumed after Ctrl-C) reuses cells
-whose key is unchanged and whose files still match their manifest.
+its artifact on the labelled set (``accuracy.py``, always run here), and the profile through a
+:class:`Measure`: here (``profiling``) or on an edge device over SSH (:class:`RemoteMeasure`,
+``--remote``). A cell that cannot be built or run gets a status and a reason and the sweep goes on.
+``cell.json`` records the cell's key — the checkpoint's sha256 and every option that changes the
+result — so a sweep run again (or resumed after Ctrl-C) reuses cells whose key is unchanged and whose
+files still match their manifest.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ class Cell:
 
 
 class Measure:
-    """How a cell is profiled: here, with ``profiling.profile``. Profiling on another device (``--remote``)
-    is another implementation of this one method; the rest of the sweep does not change."""
+    """How a cell is profiled: here, with ``profiling.profile``. Profiling elsewhere is another
+    implementation of this one method (:class:`RemoteMeasure`); the rest of the sweep does not change."""
 
     def __init__(self, runs: int = 100, min_time_s: float = 1.0):
         self.runs, self.min_time_s = runs, min_time_s
@@ -61,9 +62,26 @@ class Measure:
         return profile(export_dir, settings, out_path=Path(export_dir) / PROFILE)
 
 
-def remote_measure(host: str) -> Measure:
-    raise UserError(f"--remote {host}: profiling on a remote device is not available in this version; sweep here, "
-                    "or profile the cells on the device and plan from its reports (partialdeploy plan …/profile.json)")
+class RemoteMeasure(Measure):
+    """Profile a cell on an edge device over SSH (``remote.profile``, as ``profile --remote`` does): the
+    artifacts are verified here, pushed, checked again and profiled there, and the device's report is
+    brought home (and validated) into the cell; nothing is left on the device."""
+
+    def __init__(self, host: str, runs: int = 100, min_time_s: float = 1.0, python: str = "python3", ssh=None):
+        super().__init__(runs, min_time_s)
+        self.host, self.python, self.ssh = host, python, ssh
+
+    def __call__(self, export_dir: Path, batch: int) -> dict:
+        from partialdeploy.profiling import Settings
+        from partialdeploy.remote.profile import RemoteRequest, profile_remote
+        from partialdeploy.remote.ssh import SSHOptions
+
+        settings = Settings(batches=(batch,), runs=self.runs, min_time_s=self.min_time_s, layers=False)
+        req = RemoteRequest(Path(export_dir), [self.host], settings, python=self.python, ssh=self.ssh or SSHOptions())
+        outcome = profile_remote(req, out_path=Path(export_dir) / PROFILE)
+        if outcome.report is None:
+            raise UserError(f"{self.host}: nothing was measured ({'; '.join(outcome.notes) or 'no report'})")
+        return outcome.report
 
 
 @dataclass
@@ -75,7 +93,9 @@ class SweepRequest:
     calib: Path | None = None
     eval_dir: Path | None = None
     batch: int = 1
-    remote: str | None = None
+    remote: str | None = None  # profile on this device over SSH (RemoteMeasure)
+    remote_python: str = "python3"
+    ssh: object = None  # remote.ssh.SSHOptions
     runs: int = 100
     min_time_s: float = 1.0
     _cells: list = field(default_factory=list, repr=False)
@@ -118,14 +138,26 @@ class SweepRequest:
 
     def _key(self, sha: str, target: str, precision: str) -> str:
         """Everything that changes a cell's result: checkpoint, target, precision, batch, the images
-        (by content), the profiling settings and the tool's version."""
+        (by content), the profiling settings, the device (``--remote``) and the tool's version."""
         from partialdeploy import __version__
 
         opts = {"checkpoint_sha256": sha, "target": target, "precision": precision, "batch": self.batch,
                 "calib": _folder_digest(self.calib) if precision == "int8" else None,
                 "eval": _folder_digest(self.eval_dir), "runs": self.runs, "min_time_s": self.min_time_s,
-                "tool": __version__}
+                "remote": self.remote, "tool": __version__}
         return hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()
+
+    def measure(self) -> Measure:
+        """Here, or on the ``--remote`` device: reached and probed once before any work (a host that
+        cannot be reached, or that has no runtime, is bad input, not one failure per cell)."""
+        if not self.remote:
+            return Measure(self.runs, self.min_time_s)
+        from partialdeploy.remote.check import check_device
+
+        res = check_device(self.remote, self.remote_python, self.ssh)
+        if res.missing:
+            raise UserError(res.missing)
+        return RemoteMeasure(self.remote, self.runs, self.min_time_s, self.remote_python, self.ssh)
 
     def export_command(self, cell: Cell) -> str:
         import shlex
@@ -184,7 +216,7 @@ def run_sweep(req: SweepRequest, progress: Progress | None = None, measure: Call
     from partialdeploy.safety import write_json_atomic
 
     say = progress or (lambda *a, **k: None)
-    measure = measure or (remote_measure(req.remote) if req.remote else Measure(req.runs, req.min_time_s))
+    measure = measure or req.measure()
     cells = req.cells()
     req.out_dir.mkdir(parents=True, exist_ok=True)
     result = SweepResult(req.out_dir, cells)
