@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-DEFAULT_BUDGET_S = 10.0
+DEFAULT_BUDGET_S = 5.0
 MIN_ROUNDS, MAX_ROUNDS = 3, 5
 BLOCK_S, BLOCK_RUNS, WARMUP = 0.05, 5, 2
 SLOWER = 1.0  # an INT8 artifact whose latency ratio to fp32 exceeds this is reported as slower

@@ -215,6 +215,9 @@ def calib_dir(tmp: Path) -> Path:
     return d
 
 
+TUNE_BUDGET_S = 30  # export's measured selection: room for every form of the big models (the default is 5 s)
+
+
 def export(ckpt: Path | None, targets, precision: str, out: Path, batch: int, calib: Path | None,
            img_size: int | None = 224):
     from partialdeploy import parity
@@ -229,7 +232,8 @@ def export(ckpt: Path | None, targets, precision: str, out: Path, batch: int, ca
     t0 = time.perf_counter()
     try:
         res = run_export(ExportRequest(checkpoint=ckpt, targets=tuple(targets), precision=precision, out_dir=out,
-                                       batch=batch, calib=calib, img_size=img_size, tolerances=tol))
+                                       batch=batch, calib=calib, img_size=img_size, tolerances=tol,
+                                       options={"tune_budget": TUNE_BUDGET_S}))
     except PartialDeployError as e:  # e.g. the memory budget on a busy machine: report, go on
         say(f"  {','.join(targets)} {precision} b{batch}: not exported: {e}")
         return {}

@@ -49,7 +49,7 @@ def export(
     tune_budget: Optional[float] = typer.Option(None, "--tune-budget", help="Seconds the export may spend timing "
                                                 "each artifact's correct forms on this machine (and INT8 against "
                                                 "fp32), keeping the fastest that passes the gate; 0 turns it off. "
-                                                "Default 10."),
+                                                "Default 5."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
 ):
     """Checkpoint -> deploy form -> ONNX -> target artifacts, each proven by a parity gate.
