@@ -70,16 +70,21 @@ class ParityResult:
         return cls(d["stage"], n, *(_number(d, k, where) for k in ("max_abs", "rel_max", "cosine_min", "top1_agree")),
                    **opt, tolerance=tol, passed=d.get("passed", True), reason=d.get("reason", ""))
 
+    @property
+    def agree_count(self) -> int:
+        """How many of the ``n`` images the top-1 class agreed on (a count, not only a percentage)."""
+        return int(round(self.top1_agree * self.n))
+
     def summary(self) -> str:
         s = (f"max|Δ|={self.max_abs:.3g} (rel {self.rel_max:.3g}), cos≥{self.cosine_min:.6f}, "
-             f"top-1 agree {100 * self.top1_agree:.1f}%")
+             f"top-1 agree {self.agree_count}/{self.n} ({100 * self.top1_agree:.1f}%)")
         if self.acc is not None and self.acc_ref is not None:
             s += f", acc {100 * self.acc_ref:.2f}%→{100 * self.acc:.2f}%"
         return s
 
     def cell(self) -> str:
         """The short form a table shows: cosine, relative max |Δ|, top-1 agreement (and accuracy)."""
-        s = f"cos {self.cosine_min:.6f}, rel {self.rel_max:.2g}, top-1 {100 * self.top1_agree:.1f}%"
+        s = f"cos {self.cosine_min:.6f}, rel {self.rel_max:.2g}, top-1 {self.agree_count}/{self.n}"
         if self.acc is not None and self.acc_ref is not None:
             s += f", acc {100 * self.acc_ref:.2f}→{100 * self.acc:.2f}%"
         return s

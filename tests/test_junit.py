@@ -74,7 +74,7 @@ def test_export_junit_and_error_suite(tmp_path):
     # a package that was never run passed no gate: skipped, not green with its source trace's numbers
     assert "no parity gate ran" in cases["coreml fp16 batch 1"].find("skipped").get("message")
     assert "12/16 < 14/16" in cases["openvino int8 batch 1"].find("failure").get("message")
-    assert "top-1 agree 93.8%" in cases["onnxruntime int8 batch 1"].find("system-out").text
+    assert "top-1 agree 15/16 (93.8%)" in cases["onnxruntime int8 batch 1"].find("system-out").text
     assert cases["coreml int8 batch 1"].find("skipped").get("message") == "predicts only on macOS"
     _cases(junit.write([junit.error_suite("export", "no such checkpoint")], tmp_path / "x.xml"))
 

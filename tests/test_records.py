@@ -73,7 +73,7 @@ def test_damaged_parity_in_a_manifest_is_refused(tmp_path):
     assert load_manifest(tmp_path / "manifest.json")["artifacts"][0]["parity"] == OLD_ENTRY["parity"]
 
 
-def _ctx(n=8, with_eval=True):
+def _ctx(n=16, with_eval=True):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((n, 3, 4, 4)).astype(np.float32)
     w = rng.standard_normal((48, 10)).astype(np.float32)
@@ -100,7 +100,7 @@ def test_one_gate_core_reports_and_raises_alike():
         return fn(v)[:, ::-1]
     bad = gate_results(ctx, broken, "s")
     assert not any(r.passed for r in bad) and "top-1 agreement" in bad[0].reason
-    with pytest.raises(VerificationError, match="parity gate 's \\(8 parity images\\)' failed"):
+    with pytest.raises(VerificationError, match="parity gate 's \\(16 parity images\\)' failed"):
         parity_gates(ctx, broken, "s")
 
 
