@@ -48,6 +48,7 @@ class ExportRequest:
     calib_count: int = 100
     calib_seed: int = 0  # the calibration subset is drawn with this seed (recorded in the manifest)
     eval_dir: Path | None = None  # ImageFolder with labels: the INT8 gate becomes an accuracy drop
+    check_images: Path | None = None  # the user's images the gates judge on (else held out of calib)
     variant: str | None = None
     act: str | None = None
     opset: int = 17
@@ -221,12 +222,13 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
     # ---- real images: parity inputs, calibration, held-out eval
     t0 = time.perf_counter()
     size = spec.img_size
-    px, calib, calib_src, calib_info, eval_x, eval_y = _images(req, spec, is_demo, calib_dir, notes)
+    px, calib, calib_src, calib_info, eval_x, eval_y, check_rec = _images(req, spec, is_demo, calib_dir, notes)
     ref = torch_logits(model, px)
     if calib is None:  # the held-out set measures the INT8 accuracy drop; parity needs only px
         eval_x = eval_y = None
     eval_ref = torch_logits(model, eval_x, batch=64) if eval_x is not None else None
-    stage("images", t0, f"{len(px)} parity images" + (f", {len(calib)} calibration images" if calib is not None else "")
+    stage("images", t0, f"{len(px)} parity images ({check_rec['described']})"
+          + (f", {len(calib)} calibration images" if calib is not None else "")
           + (f", {len(eval_x)} held-out test images" if eval_x is not None else ""))
 
     # ---- deploy form + gate
@@ -301,7 +303,7 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
 
             def write_manifest():
                 manifest = build_manifest(out_dir, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req,
-                                          calibration=calib_info, complexity=complexity)
+                                          calibration=calib_info, complexity=complexity, check_images=check_rec)
                 _write_json_atomic(manifest_path, manifest)
 
             prev = export_dir.read_previous(out_dir)
@@ -383,16 +385,18 @@ def _images(req: ExportRequest, spec, is_demo: bool, calib_dir, notes: list[str]
     """The real images of an export: parity inputs (the demo's held-out digits, else natural images),
     the seeded calibration subset with its file list and hash (INT8), and a labelled held-out set
     (the demo's, or ``--eval``). Returns (parity, calib, calib source, calibration record, eval x, eval y)."""
-    from partialdeploy import demo
-    from partialdeploy.images import load_image_folder, natural_batch
+    from partialdeploy import check_images, demo
+    from partialdeploy.images import load_image_folder
 
     size = spec.img_size
     eval_x = eval_y = None
     if is_demo:
         eval_x, eval_y = demo.eval_set(spec)
-        px = eval_x[: req.parity_images]
-    else:
-        px = natural_batch(size, spec.mean, spec.std, n=req.parity_images)
+    chk = check_images.choose(spec, check_dir=req.check_images, calib_dir=calib_dir, user_calib=req.calib is not None,
+                              is_demo=is_demo, demo_x=eval_x[: req.parity_images] if is_demo else None,
+                              stock_n=req.parity_images, seed=req.calib_seed)
+    px = chk.x
+    notes += chk.notes
     calib = None
     calib_src = None
     calib_info = None
@@ -400,7 +404,7 @@ def _images(req: ExportRequest, spec, is_demo: bool, calib_dir, notes: list[str]
         from partialdeploy.images import files_digest, image_files, load_image_files, seeded_subset
 
         bad_images: list = []
-        files = image_files(calib_dir)
+        files = chk.calib_files if chk.calib_files is not None else image_files(calib_dir)
         if not files:
             calib = load_image_folder(calib_dir, size, spec.mean, spec.std)  # raises the one-line error
         calib, used = load_image_files(seeded_subset(files, 0, req.calib_seed), size, spec.mean, spec.std,
@@ -414,10 +418,12 @@ def _images(req: ExportRequest, spec, is_demo: bool, calib_dir, notes: list[str]
         root = Path(calib_dir)
         calib_info = {"source": calib_src, "seed": req.calib_seed, "requested": req.calib_count,
                       "count": len(used), "available": len(files),
-                      "files": [f.relative_to(root).as_posix() for f in used], "sha256": files_digest(used, root)}
+                      "files": [f.relative_to(root).as_posix() for f in used], "sha256": files_digest(used, root),
+                      "held_out_for_checking": chk.record["count"] if chk.calib_files is not None else 0}
         if len(used) < req.calib_count:
-            msg = (f"only {len(used)} calibration image(s) in {calib_src}, fewer than the {req.calib_count} asked "
-                   "for (--calib-count / the profile's calib_images): INT8 scales from few images are fragile")
+            held = f" after holding {chk.record['count']} out for checking" if chk.calib_files is not None else ""
+            msg = (f"only {len(used)} calibration image(s) in {calib_src}{held}, fewer than the {req.calib_count} "
+                   "asked for (--calib-count / the profile's calib_images): INT8 scales from few images are fragile")
             notes.append(msg)
             calib_info["warning"] = msg
     if req.eval_dir is not None:
@@ -436,7 +442,7 @@ def _images(req: ExportRequest, spec, is_demo: bool, calib_dir, notes: list[str]
             calib_info["eval"] = {"dir": str(req.eval_dir), "images": len(eval_x), "classes": len(set(eval_y.tolist())),
                                   "class_order": "checkpoint labels" if spec.labels else "sorted folder names",
                                   "overlap_with_calibration": len(overlap)}
-    return px, calib, calib_src, calib_info, eval_x, eval_y
+    return px, calib, calib_src, calib_info, eval_x, eval_y, chk.record
 
 
 def _convert_one(name: str, target, ctx: ExportContext, tdir: Path, failures: list[dict],
@@ -487,7 +493,8 @@ def _kept_entries(prev: dict, out_dir: Path, new_keys) -> list[ManifestEntry]:
 
 
 def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stages, onnx_info, req,
-                   calibration: dict | None = None, complexity: dict | None = None) -> dict:
+                   calibration: dict | None = None, complexity: dict | None = None,
+                   check_images: dict | None = None) -> dict:
     import platform
 
     import torch
@@ -524,6 +531,7 @@ def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stag
                           "layout": "NCHW", "color": "RGB", "dtype": "float32"},
         "onnx": onnx_info,
         "calibration": calibration,
+        "check_images": check_images,  # what the parity gates judged on (check_images.py)
         "pipeline": [s.to_dict() for s in stages],
         "versions": versions,
         "artifacts": [e.to_dict() for e in kept + [_artifact_entry(out_dir, a, command) for a in artifacts]],

@@ -33,6 +33,9 @@ def export(
     calib_count: Optional[int] = typer.Option(None, "--calib-count", help="Max calibration images (default 100)."),
     calib_seed: int = typer.Option(0, "--calib-seed", help="Seed of the calibration subset (recorded in the "
                                    "manifest with its file list and hash)."),
+    check_images: Optional[Path] = typer.Option(None, "--check-images", help="Folder of your own (unlabelled) images "
+                                                "the parity gates judge on. Default: 1 in 5 of --calib held out of "
+                                                "calibration, else stock photos (named in the output)."),
     eval_dir: Optional[Path] = typer.Option(None, "--eval", help="INT8: labelled images, one sub-folder per class "
                                             "(ImageFolder); the gate becomes an accuracy drop (class order from the "
                                             "checkpoint's labels when present)."),
@@ -61,8 +64,8 @@ def export(
         req = ExportRequest.from_flags(
             profile=profile, fallback=fallback, checkpoint=checkpoint, targets=tuple(target or ()),
             precision=precision, out_dir=output, img_size=img_size, dynamic_batch=dynamic_batch, batch=batch,
-            calib=calib, calib_count=calib_count, calib_seed=calib_seed, eval_dir=eval_dir, variant=variant,
-            act=act, opset=opset, tune_budget=tune_budget, command=command_line())
+            calib=calib, calib_count=calib_count, calib_seed=calib_seed, eval_dir=eval_dir, check_images=check_images,
+            variant=variant, act=act, opset=opset, tune_budget=tune_budget, command=command_line())
         if as_json:
             res = run_export(req)
         else:
