@@ -8,6 +8,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+# What `make test` installs (pyproject's [all] and [dev] extras, by import name): a test that asks
+# for one of these with pytest.importorskip FAILS when it is missing — a broken install must not
+# vanish as skips. Only what cannot be here (TensorRT, CUDA, a GPU, macOS) may skip, naming it.
+REQUIRED_MODULES = {"torch", "onnx", "onnxscript", "onnxsim", "safetensors", "onnxruntime", "openvino", "nncf",
+                    "coremltools", "onnxconverter_common", "sklearn", "skimage", "pytest", "xmlschema",
+                    "hypothesis", "numpy", "typer", "rich", "yaml", "PIL"}
+_importorskip = pytest.importorskip
+
+
+def _import_required_or_skip(modname: str, *args, **kwargs):
+    if modname.split(".")[0] in REQUIRED_MODULES:
+        import importlib
+
+        return importlib.import_module(modname)  # ImportError: the test errors instead of skipping
+    return _importorskip(modname, *args, **kwargs)
+
+
+pytest.importorskip = _import_required_or_skip
+
 
 def randomize(model, seed: int = 0):
     """Non-trivial weights *and* BatchNorm statistics, so every fold is exercised (fresh BNs are

@@ -1,5 +1,7 @@
 """Train form -> deploy form -> ONNX -> ONNX Runtime parity for every variant, on real images."""
 
+import zlib
+
 import pytest
 import torch
 
@@ -30,7 +32,7 @@ def _chain(model, x, tmp_path, size, dynamic=False):
 @pytest.mark.parametrize("family,variant", VARIANTS)
 def test_every_variant_parity_at_small_resolution(family, variant, tmp_path, real_images):
     spec = variant_spec(family, variant, num_classes=100)
-    model = randomize(build_model(spec), seed=hash(variant) % 1000)
+    model = randomize(build_model(spec), seed=zlib.crc32(variant.encode()) % 1000)  # the same in every process
     x = real_images(64, 4)
     deploy, info, r1, r2 = _chain(model, x, tmp_path, 64)
     assert info.ops.get("BatchNormalization", 0) == 0

@@ -65,3 +65,32 @@ def test_accuracy_drop_clause_fails_alone():
     assert [r.passed for r in got] == [True, False] and "accuracy drop 1.00 points" in got[1].reason
     with pytest.raises(VerificationError, match="held-out.*accuracy drop 1.00 points > 0.5"):
         parity_gates(ctx, fn, "int8 candidate")
+
+
+def test_required_packages_fail_instead_of_skipping():
+    """Every distribution of pyproject's [all] and [dev] extras is in conftest's REQUIRED_MODULES (so
+    pytest.importorskip of it fails when it is missing), except the GPU-only TensorRT ones."""
+    import importlib.metadata as md
+    import re
+    import tomllib
+
+    import conftest
+
+    py = tomllib.loads((conftest.ROOT / "pyproject.toml").read_text())
+    extras = py["project"]["optional-dependencies"]
+    dists = set()
+    for name in ("torch", "onnxruntime", "openvino", "coreml", "tensorrt-export", "data", "dev"):
+        dists |= {re.split(r"[<>=\[ ;]", d)[0].lower() for d in extras[name]}
+    dists.discard("ruff")  # a command (make lint), not a module a test imports
+    to_mod = {d.lower(): m for m, ds in md.packages_distributions().items() for d in ds}
+    missing = {d for d in dists if to_mod.get(d) not in conftest.REQUIRED_MODULES
+               and d.replace("-", "_") not in conftest.REQUIRED_MODULES}
+    assert not missing, missing
+    with pytest.raises(ImportError):
+        conftest.REQUIRED_MODULES.add("no_such_module_xyz")
+        try:
+            pytest.importorskip("no_such_module_xyz")
+        finally:
+            conftest.REQUIRED_MODULES.discard("no_such_module_xyz")
+    with pytest.raises(pytest.skip.Exception):
+        pytest.importorskip("tensorrt_not_here_xyz", reason="needs an NVIDIA GPU")
