@@ -140,3 +140,27 @@ def test_html_is_self_contained_and_renders(tmp_path):
     def near(c, rgb):
         return all(abs(c[1][i] - rgb[i]) < 16 for i in range(3))
     assert any(near(c, (0xD6, 0x27, 0x28)) for c in colors) and any(near(c, (0x1F, 0x77, 0xB4)) for c in colors)
+
+
+def test_merged_report_and_hostile_names(tmp_path):
+    """A `report merge` of two devices, saved away from the exports: the manifests are found through the
+    reports it was merged from; device and model names from the files are escaped in every output."""
+    from partialdeploy import report as rp
+    from partialdeploy.planner import render, write_outputs
+
+    evil = "<img src=x onerror=alert(1)>|`"
+    m = make_export(tmp_path / "e", "net", [{"target": "onnxruntime", "precision": "fp32", "acc": 0.99},
+                                            {"target": "openvino", "precision": "int8", "acc": 0.985,
+                                             "acc_ref": 0.99}])
+    a = write_report(tmp_path / "e" / "profile.json", evil, [row(e, 1, 1.0) for e in m["artifacts"]])
+    b = write_report(tmp_path / "board" / "profile.json", "board", [row(e, 1, 3.0) for e in m["artifacts"]],
+                     source=str(tmp_path / "e"))
+    merged = rp.save(rp.merge([(str(a), rp.load(a)), (str(b), rp.load(b))]), tmp_path / "elsewhere" / "all.json")
+    p = make_plan([merged], Constraints.from_flags(budget="2ms"))
+    assert [d.device for d in p.devices] == [evil, "board"] and p.exit_code == 1
+    assert all(c.status != "excluded" for c in p.candidates)
+    assert "closest is net onnxruntime/fp32 b1" in p.verdict()  # misses as much as int8, more accurate
+    out = write_outputs(p, md_path=tmp_path / "p.md", html_path=tmp_path / "p.html")
+    for f in out:
+        assert "<img" not in f.read_text()
+    assert "&lt;img" in render.to_markdown(p) and "\\|" in render.to_markdown(p)
