@@ -21,6 +21,7 @@ the device may have only TensorRT, cuda-python and numpy.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
 from dataclasses import asdict, dataclass, is_dataclass
@@ -518,22 +519,33 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
     if blob is None:
         raise UserError(f"TensorRT failed to build the {prec} engine (see the TensorRT log above)")
     build_s = time.perf_counter() - t0
-    (bundle_dir / ENGINE).write_bytes(bytes(blob))
+    # the engine is gated before it is kept: a candidate file first, model.engine only once it passed
+    import shutil
+    import tempfile
+
+    cand_dir = Path(tempfile.mkdtemp(prefix=".engine-candidate-", dir=bundle_dir))  # no stale sidecar beside it
+    cand = cand_dir / ENGINE
+    cand.write_bytes(bytes(blob))
     tc_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     sidecar = {**dev, "tensorrt_major": major, "typing": typing, "precision": prec,
                "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "build_seconds": round(build_s, 2), "workspace_mb": ws, "dynamic_batch": b["dynamic_batch"],
                "batch": bb, "input": b["input"], "timing_cache": tc_path.name,
                "calibration_cache": CALIB_CACHE if implicit else None}
-    sidecar["parity"] = [p.to_dict() for p in verify_engine(bundle_dir, b, prec, sidecar)]
+    try:
+        sidecar["parity"] = [p.to_dict() for p in verify_engine(bundle_dir, b, prec, sidecar, engine=cand)]
+        os.replace(cand, bundle_dir / ENGINE)
+    finally:  # a failed gate (exit 1), Ctrl-C, anything: no engine of this build is kept
+        shutil.rmtree(cand_dir, ignore_errors=True)
     (bundle_dir / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
 
-def verify_engine(bundle_dir: Path, b: dict, precision: str, sidecar: dict) -> list[ParityResult]:
-    """Parity gate of the engine on the bundled reference (and held-out set for INT8): the engine is
-    opened through its runner and gated by the one gate every artifact goes through
-    (partialdeploy.verification)."""
+def verify_engine(bundle_dir: Path, b: dict, precision: str, sidecar: dict,
+                  engine: Path | None = None) -> list[ParityResult]:
+    """Parity gate of the engine (``engine``, default the bundle's model.engine) on the bundled
+    reference (and held-out set for INT8): the engine is opened through its runner and gated by the
+    one gate every artifact goes through (partialdeploy.verification)."""
     from types import SimpleNamespace
 
     from partialdeploy import parity
@@ -552,6 +564,6 @@ def verify_engine(bundle_dir: Path, b: dict, precision: str, sidecar: dict) -> l
         eval_images=np.load(bundle_dir / "eval_images.npy") if held else None,
         eval_reference=np.load(bundle_dir / "eval_reference.npy") if held else None,
         eval_labels=np.load(labels) if held and labels.exists() else None)
-    with TensorRTRunner(bundle_dir / ENGINE) as r:
+    with TensorRTRunner(engine or bundle_dir / ENGINE) as r:
         return parity_gates(ctx, runner_logits(r, 1 if b["dynamic_batch"] else b["batch"]["opt"]),
                             f"ONNX -> TensorRT {precision}")

@@ -506,3 +506,64 @@ def test_engine_compat_mismatch():
 def test_batch_range_validation(tmp_path):
     with pytest.raises(UserError, match="min <= opt <= max"):
         export("tensorrt", make_ctx("fp32", batch_range={"min": 4, "opt": 2, "max": 8}), tmp_path)
+
+
+def _fake_trt_runner(bundle_dir, miscompute: bool):
+    """A stand-in for the TensorRT runtime: it "runs the engine" by running the bundle's own
+    precision-carrying model.onnx in ONNX Runtime — or, miscomputing, with every image's logits
+    rolled by one class (what a wrong tactic or a broken fusion would do)."""
+    from partialdeploy.runners.base import Runner
+    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+
+    class FakeTensorRTRunner(Runner):
+        name = "tensorrt"
+
+        def load(self):
+            assert self.path.read_bytes() == b"engine-bytes"  # the candidate build-engine just made
+            self.ort = OnnxRuntimeRunner(bundle_dir / "model.onnx").load()
+            return self
+
+        def inputs(self):
+            return self.ort.inputs()
+
+        def outputs(self):
+            return self.ort.outputs()
+
+        def infer_impl(self, feed):
+            out = self.ort.infer_impl(feed)
+            return {k: np.roll(v, 1, axis=-1) if miscompute else v for k, v in out.items()}
+
+        def close(self):
+            self.ort.close() if hasattr(self, "ort") else None
+
+    return FakeTensorRTRunner
+
+
+@pytest.mark.parametrize("miscompute", [False, True])
+def test_build_engine_gates_before_keeping_the_engine(fp16_bundle, fake_device, tmp_path, monkeypatch, miscompute):
+    """The real gate (verify_engine -> parity_gates) on what a fake TensorRT runtime computes: an
+    engine that miscomputes fails with exit 1 and leaves no model.engine (nor a sidecar) behind,
+    so `profile` can never time it; a faithful one is kept with its parity in the sidecar."""
+    import shutil
+
+    import partialdeploy.runners.tensorrt as rt
+    import partialdeploy.tensorrt_build as tb
+    from partialdeploy.errors import VerificationError
+
+    _, src, _ = fp16_bundle
+    d = tmp_path / "b"
+    shutil.copytree(src, d)
+    real_gate = tb.verify_engine
+    fake_device(11)
+    monkeypatch.setattr(tb, "verify_engine", real_gate)  # not fake_device's stub: the real gate runs ...
+    monkeypatch.setattr(rt, "TensorRTRunner", _fake_trt_runner(d, miscompute))  # ... on the fake runtime
+    if miscompute:
+        with pytest.raises(VerificationError, match="parity gate 'ONNX -> TensorRT fp16"):
+            build_engine(d)
+        assert not (d / "model.engine").exists() and not (d / "model.engine.json").exists()
+        assert not [p for p in d.iterdir() if p.name.startswith(".engine-candidate")]
+    else:
+        side = build_engine(d)
+        assert (d / "model.engine").read_bytes() == b"engine-bytes"
+        assert side["parity"][0]["passed"] and side["parity"][0]["stage"].startswith("ONNX -> TensorRT fp16")
+        assert json.loads((d / "model.engine.json").read_text())["parity"] == side["parity"]
