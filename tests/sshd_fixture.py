@@ -61,6 +61,10 @@ class SSHServer:
                      f"  UserKnownHostsFile {kh}\n  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n")
         return p
 
+    def logins(self) -> int:
+        """How many SSH handshakes (public-key logins) the server has accepted so far."""
+        return (self.root / "sshd.log").read_text(errors="replace").count("Accepted publickey")
+
     def leftovers(self) -> list[str]:
         return sorted(p.name for p in self.remote_tmp.iterdir())
 
@@ -104,7 +108,7 @@ def start_sshd(root: Path) -> SSHServer:
     cfg.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {root / 'sshd.pid'}\n"
                    f"AuthorizedKeysFile {auth}\nPermitRootLogin prohibit-password\nPubkeyAuthentication yes\n"
                    "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-                   f"AllowUsers {user}\nPrintMotd no\nLogLevel ERROR\nSetEnv TMPDIR={remote_tmp}\n"
+                   f"AllowUsers {user}\nPrintMotd no\nLogLevel INFO\nSetEnv TMPDIR={remote_tmp}\n"
                    "MaxSessions 20\nMaxStartups 20\n")
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                             stderr=open(root / "sshd.log", "wb"))

@@ -36,7 +36,10 @@ def sshd(tmp_path_factory):
 def cfg(sshd):
     p = sshd.ssh_config()
     # an alias, as users write them in ~/.ssh/config
-    p.write_text(f"Host edgebox\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n\n" + p.read_text())
+    p.write_text(f"Host edgebox\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n\n"
+                 # through a jump host (the same server by another name: ssh refuses a literal loop)
+                 f"Host viajump\n  HostName localhost\n  HostKeyAlias [127.0.0.1]:{sshd.port}\n  Port {sshd.port}\n"
+                 f"  User {sshd.user}\n  ProxyJump {sshd.user}@127.0.0.1:{sshd.port}\n\n" + p.read_text())
     return p
 
 
@@ -66,15 +69,21 @@ def two_devices(sshd, cfg, dist, tmp_path_factory):
     """One `profile --remote` on two "devices" (the same server, by address and by alias), with the
     sustained run and a cooldown."""
     out = tmp_path_factory.mktemp("two") / "remote.json"
+    logins = sshd.logins()
     r = cli("profile", dist, "--remote", sshd.host, "--remote", "edgebox", "--ssh-config", cfg, "--remote-python", PY,
             "--target", "onnx", "--runs", "150", "--min-time", "0", "--blocks", "3", "--warmup", "5", "--no-layers",
             "--sustained", "0.6s", "--cooldown", "0.05", "-o", out)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    return json.loads(out.read_text()), r
+    return json.loads(out.read_text()), r, sshd.logins() - logins
+
+
+def test_one_handshake_per_device(two_devices):
+    """ControlMaster: probe, push, profile and clean-up ride on one connection per device."""
+    assert two_devices[2] == 2
 
 
 def test_profile_over_ssh_gives_one_report_per_device_column_with_fingerprints(two_devices, sshd):
-    rep, r = two_devices
+    rep, r, _ = two_devices
     assert_nothing_left(sshd)
     devs = list(rep["environments"])
     assert len(devs) == 2 and devs[0].startswith(sshd.host + " (") and devs[1].startswith("edgebox (")
@@ -103,7 +112,7 @@ def test_same_artifact_local_and_remote_agree_within_noise(two_devices, dist, tm
     """Same machine, same artifact: through SSH the p50 must be what it is locally, within the noise of
     a shared, loaded 2-core machine: a factor of 3 either way. A remote path that timed anything but the
     inference (an SSH round trip is milliseconds; this inference is ~0.3 ms) is off by far more."""
-    rep, _ = two_devices
+    rep = two_devices[0]
     out = tmp_path / "local.json"
     r = cli("profile", dist, "--target", "onnx", "--runs", "150", "--min-time", "0", "--blocks", "3", "--warmup", "5",
             "--no-layers", "-o", out)
@@ -135,6 +144,16 @@ def test_bare_python_says_what_to_install(sshd, cfg, dist):
         assert r.returncode == 2, r.stderr[-1500:]
         last = r.stderr.strip().splitlines()[-1]
         assert f"{BARE} -m pip install numpy" in last and "Traceback" not in r.stderr
+    assert_nothing_left(sshd)
+
+
+@pytest.mark.skipif(not os.path.exists(BARE), reason=f"needs {BARE} (a Python without numpy)")
+def test_proxyjump_from_ssh_config_is_honoured(sshd, cfg):
+    """`viajump` reaches the device through a ProxyJump host (the same server): the device answers."""
+    before = sshd.logins()
+    r = cli("remote", "check", "viajump", "--ssh-config", cfg, "--remote-python", BARE)
+    assert r.returncode == 2 and "viajump has no numpy" in r.stderr, r.stderr[-1000:]
+    assert sshd.logins() - before == 2  # the jump host, then the device through it
     assert_nothing_left(sshd)
 
 
@@ -185,6 +204,9 @@ def _start_long_profile(sshd, cfg, dist, out):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
     time.sleep(1.0)  # the first partial report reaches home
+    folder = next(sshd.remote_tmp.glob("partialdeploy.*"))
+    assert folder.stat().st_mode & 0o777 == 0o700  # mktemp -d: private
+    assert (folder / "export" / "manifest.json").is_file() and (folder / "pd.pyz").is_file()
     return proc
 
 
