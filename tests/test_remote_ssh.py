@@ -194,6 +194,27 @@ def test_connection_refused_is_one_line_exit_2(sshd, cfg):
     assert r.returncode == 2 and "connection refused" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_a_silent_device_times_out_in_one_line(tmp_path):
+    """A port that accepts and then says nothing (no SSH banner): ConnectTimeout covers the handshake."""
+    import socket
+    import threading
+
+    from partialdeploy.errors import UserError
+    from partialdeploy.remote.hosts import parse_host
+    from partialdeploy.remote.ssh import Connection, SSHOptions
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        held = []
+        threading.Thread(target=lambda: held.append(srv.accept()), daemon=True).start()
+        with pytest.raises(UserError, match="connection timed out") as e:
+            Connection(parse_host(f"127.0.0.1:{srv.getsockname()[1]}"), SSHOptions(connect_timeout=1)).open()
+        assert "\n" not in str(e.value)
+        for conn, _ in held:
+            conn.close()
+
+
 def _start_long_profile(sshd, cfg, dist, out):
     proc = subprocess.Popen([PY, "-m", "partialdeploy", "profile", str(dist), "--remote", sshd.host, "--ssh-config",
                              str(cfg), "--remote-python", PY, "--target", "onnx", "--runs", "0", "--min-time", "60",
