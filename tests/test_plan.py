@@ -64,6 +64,9 @@ def test_recommendation_per_device(tmp_path):
     assert fast.devices[0].recommended.label == "narrow openvino/int8 b1"
     small = make_plan(list(reps.values()), Constraints.from_flags(min_accuracy="99%", objective="size", device="box"))
     assert small.devices[0].recommended.label == "wide openvino/int8 b1"
+    rate = make_plan(list(reps.values()), Constraints.from_flags(budget="1500img/s", device="box"))
+    assert rate.devices[0].recommended.label == "narrow openvino/int8 b1" and rate.devices[0].runner_up is None
+    assert {c.label: c.misses for c in rate.candidates}["base openvino/int8 b1"] == ["1000 img/s < 1500 img/s budget"]
 
 
 def test_exclusions_non_finite_changed_and_reexported(tmp_path):

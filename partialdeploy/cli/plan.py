@@ -71,32 +71,42 @@ def plan(
     try:
         cons = Constraints.from_flags(budget, percentile, batch, device, max_drop, min_accuracy, max_size,
                                       max_memory, objective)
+        notes, json_out = [], None
         if sweep:
-            ssh = None
-            if remote:
-                from partialdeploy.cli.remote import ssh_options
-
-                ssh = ssh_options(ssh_config, accept_new_host_key)
             result = _sweep(inputs, targets, precisions, quiet=as_json, calib=calib, eval_dir=eval_dir,
                             out_dir=output or Path("plan"), batch=batch or 1, remote=remote,
-                            remote_python=remote_python, ssh=ssh, runs=runs, min_time_s=min_time)
-            reports, exports = result.reports, list(exports or []) + result.export_dirs
-            if not reports:
+                            remote_python=remote_python, ssh=_ssh(remote, ssh_config, accept_new_host_key),
+                            runs=runs, min_time_s=min_time)
+            if not result.reports:
                 raise UserError(f"no cell of the sweep could be profiled ({result.summary()}): see {result.path}")
-            md_out = md_out or result.out_dir / "plan.md"
-            html_out = html_out or result.out_dir / "plan.html"
+            reports, exports = result.reports, list(exports or []) + result.export_dirs
+            md_out, html_out = md_out or result.out_dir / "plan.md", html_out or result.out_dir / "plan.html"
+            json_out = result.out_dir / "plan.json"
+            notes.append(f"sweep: {result.summary()} (each cell's status and reason: {result.path})")
+        elif any(v is not None for v in (calib, eval_dir, output, remote, ssh_config)):
+            raise UserError("--calib, --eval, -o, --remote and --ssh-config belong to --sweep (plan from reports "
+                            "reads only what was measured)")
         else:
-            if any(v is not None for v in (calib, eval_dir, output, remote, ssh_config)):
-                raise UserError("--calib, --eval, -o, --remote and --ssh-config belong to --sweep (plan from reports "
-                                "reads only what was measured)")
             reports, exports = inputs, list(exports or [])
         result_plan = make_plan(reports, cons, exports)
-        written = write_outputs(result_plan, json_path=(output or Path("plan")) / "plan.json" if sweep else None,
-                                md_path=md_out, html_path=html_out)
+        result_plan.notes += notes
+        written = write_outputs(result_plan, json_path=json_out, md_path=md_out, html_path=html_out)
     except PartialDeployError as e:
         fail(e)
     except OSError as e:
         fail(UserError(f"cannot write the plan: {e}"))
+    _finish(result_plan, written, as_json)
+
+
+def _ssh(remote, ssh_config, accept_new_host_key):
+    if not remote:
+        return None
+    from partialdeploy.cli.remote import ssh_options
+
+    return ssh_options(ssh_config, accept_new_host_key)
+
+
+def _finish(result_plan, written, as_json: bool) -> None:
     if as_json:
         emit_json(result_plan.to_dict())
     else:

@@ -72,6 +72,8 @@ def scatter(d: DevicePlan, plan: Plan, width: int = 760, height: int = 380) -> s
         return top + ph * (1 - (v - ylo) / (yhi - ylo))
 
     title = f"{d.device}: {cons.percentile} latency vs accuracy"
+    if cons.budget is not None and cons.budget.kind == "throughput":
+        title += f" (budget ≥ {cons.budget.value:g} img/s: not a line on this axis)"
     body = [f'<text x="10" y="20" font-size="14" font-weight="bold">{E(title)}</text>']
     for v in _ticks(0, xmax):
         body.append(f'<line x1="{X(v):.1f}" y1="{top}" x2="{X(v):.1f}" y2="{top + ph}" stroke="#eee"/>'
