@@ -209,3 +209,24 @@ def test_device_side_runs_on_python_3_9_and_refuses_3_6(tmp_path):
     r = subprocess.run(payload.boot_command(_pythons("3.6")[0], "pd.pyz", p.sha256, "probe"), cwd=d,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == payload.EXIT_TOO_OLD and "Python 3.6 on this device is too old (need >= 3.9)" in r.stderr
+
+
+def test_an_engine_built_after_the_export_travels_with_its_bundle(tmp_path):
+    from partialdeploy.records import ManifestEntry
+    from partialdeploy.remote.profile import artifact_files
+
+    b = tmp_path / "tensorrt" / "fp16"
+    b.mkdir(parents=True)
+    for n in ("model.onnx", "bundle.json", "build_engine.sh"):
+        (b / n).write_text(n)
+    entry = ManifestEntry(target="tensorrt", precision="fp16", path="tensorrt/fp16",
+                          files=[f"tensorrt/fp16/{n}" for n in ("model.onnx", "bundle.json", "build_engine.sh")])
+    assert sorted(artifact_files(tmp_path, entry)) == sorted(entry.files)
+    (b / "model.engine").write_bytes(b"engine")
+    (b / "model.engine.json").write_text("{}")
+    assert artifact_files(tmp_path, entry)[-2:] == ["tensorrt/fp16/model.engine", "tensorrt/fp16/model.engine.json"]
+    ov = ManifestEntry(target="openvino", precision="fp32", path="ov/model.xml")  # an old manifest: no files list
+    (tmp_path / "ov").mkdir()
+    (tmp_path / "ov" / "model.xml").write_text("<xml/>")
+    (tmp_path / "ov" / "model.bin").write_bytes(b"w")
+    assert artifact_files(tmp_path, ov) == ["ov/model.xml", "ov/model.bin"]

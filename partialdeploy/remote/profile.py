@@ -24,6 +24,7 @@ from partialdeploy.remote.session import AgentRun, Session
 from partialdeploy.remote.ssh import ConnectionLost, RemoteError, SSHOptions
 
 JOB = "job.json"
+BUILT_LATER = ("model.engine", "model.engine.json")  # the device checks the engine against its sidecar
 
 
 @dataclass
@@ -83,6 +84,9 @@ def artifact_files(base: Path, entry: ManifestEntry) -> list[str]:
     for r in rels:
         p = safe_join(base, r, "artifact file")
         out += [f.relative_to(base).as_posix() for f in sorted(p.rglob("*")) if f.is_file()] if p.is_dir() else [r]
+    art = safe_join(base, entry.path, "artifact path")
+    if art.is_dir():  # a TensorRT bundle's engine is built after the export (build-engine [--remote]): it travels too
+        out += [f"{entry.path}/{n}" for n in BUILT_LATER if (art / n).is_file() and f"{entry.path}/{n}" not in out]
     return out
 
 
