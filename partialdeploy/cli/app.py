@@ -11,11 +11,37 @@ import sys
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from partialdeploy import __version__
 from partialdeploy.errors import PartialDeployError
 
+class _OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a missing argument) as one line on stderr, exit 2, like every
+    other bad input — not Click's usage box. Help asked for (or no arguments) still prints the help."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        from typer._click.exceptions import ClickException
+        from typer.exceptions import Abort
+
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                out.print(ctx.get_help(), markup=False, highlight=False)
+                sys.exit(2)
+            where = ctx.command_path.replace("python -m ", "") if ctx is not None else "partialdeploy"
+            err.print(f"error: {e.format_message()} (see `{where} --help`)", soft_wrap=True, markup=False)
+            sys.exit(e.exit_code)
+        except Abort:
+            err.print("error: aborted", markup=False)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="partialdeploy",
     help=(
         "Deploy PartialNet / PATNet / FasterNet checkpoints: deploy-form rewrite, ONNX, ONNX Runtime, "

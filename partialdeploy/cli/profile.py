@@ -116,7 +116,13 @@ def profile(
         out.print(f"{where}  (render: partialdeploy report {out_path} --html report.html)" if prof.written else where,
                   soft_wrap=True)
     if report.get("interrupted"):
-        err.print(f"interrupted: {'partial results written to ' + str(out_path) if prof.written else where}")
+        import signal
+
+        from partialdeploy import safety
+
+        msg = f"partial results written to {out_path}" if prof.written else where
+        if safety.received() in (None, signal.SIGINT):  # a SIGTERM gets its one line from main()
+            err.print(f"interrupted: {msg}", soft_wrap=True, markup=False)
         raise typer.Exit(130)
     if code == 2:
         err.print("[bold red]error:[/] nothing was measured: every case was skipped or cannot run on this machine "
