@@ -92,11 +92,14 @@ class Session:
         return self
 
     def __exit__(self, *exc) -> None:
-        try:
-            self.cleanup()
-        finally:
-            if self.conn is not None:
-                self.conn.close()
+        from partialdeploy.safety import signals_deferred
+
+        with signals_deferred():  # a second Ctrl-C waits until the device is clean
+            try:
+                self.cleanup()
+            finally:
+                if self.conn is not None:
+                    self.conn.close()
 
     def _make_workdir(self) -> None:
         r = self.conn.run(_MKDIR, stdin=self.payload.data, check=False)
@@ -213,7 +216,8 @@ class Session:
                     pass
         run.stderr_tail = tail("".join(err_lines))
         finished = any(e.get("event") in ("result", "probe", "error", "built") for e in run.events)
-        run.lost = not finished and (run.rc in (255, None) or (run.rc or 0) < 0 or not self.conn.alive())
+        run.lost = not finished and not run.interrupted and (run.rc in (255, None) or (run.rc or 0) < 0
+                                                             or not self.conn.alive())
         return run
 
     @staticmethod
