@@ -1,77 +1,81 @@
-"""Official PartialNet block names in exported graphs (no torch).
+"""Official block names in exported graphs and runtime layer names (no torch, no family knowledge).
 
-The deploy form flattens the network into ``stem``, ``body.N`` and ``head``; ``torch.onnx`` scope
-names then read ``/body/body.5/fc1/Conv``. :func:`name_onnx_blocks` renames every node to the block
-it belongs to under its official (train-form, state-dict) name — ``stages.4.blocks.1/fc1/Conv``,
-``stages.3/Conv`` (a merging layer), ``patch_embed/Conv``, ``head/fc/Gemm`` — and renames the tensor
+The deploy form of every family flattens the network into ``stem``, ``body.N`` and ``head``;
+``torch.onnx`` scope names then read ``/body/body.5/fc1/Conv``. :func:`name_onnx_blocks` renames
+every node to the block it belongs to under its official (train-form, state-dict) name — for
+PartialNet ``stages.4.blocks.1/fc1/Conv``, ``stages.3/Conv`` (a merging layer),
+``patch_embed/Conv``, ``head/fc/Gemm``; for ECA-ResNet ``layer2.1/...`` — and renames the tensor
 that leaves each block to the block's name (``stages.4.blocks.1``), so Netron, per-layer profiles,
 ``partialdeploy diff`` and the INT8 fallback all speak the names of the user's checkpoint. The
 tensor names survive ONNX Runtime quantization and OpenVINO conversion (both keep tensor names), so
-every artifact derived from this ONNX exposes the same block boundaries.
+every artifact derived from this ONNX exposes the same block boundaries; the list of boundaries is
+also stored in the ONNX metadata (``block_outputs``, kept by OpenVINO in ``rt_info["framework"]``).
+
+Which names are a family's blocks is the family's (``Family.body_names``, ``Family.block_pattern``
+in :mod:`partialdeploy.families`); this module only has the name mechanics they share.
 """
 
 from __future__ import annotations
 
 import re
 
-HEAD = "head"
-STEM = "patch_embed"
+HEAD = "head"  # every family's last boundary: the logits
 
 _BODY = re.compile(r"^/?body/body\.(\d+)(/|$)")
-_TRAIN_BLOCK = re.compile(r"^/?stages/stages\.(\d+)/blocks/blocks\.(\d+)(/|$)")
-_TRAIN_STAGE = re.compile(r"^/?stages/stages\.(\d+)(/|$)")
-_TOP = {"stem": STEM, "patch_embed": STEM, "head": HEAD, "avgpool_pre_head": HEAD}
-BOUNDARY = re.compile(r"^(patch_embed|stages\.\d+(\.blocks\.\d+)?|head)$")
+_DEPLOY_TOP = ("stem", "head")
+_PARTS = re.compile(r"\s*(?:\+|\|\||,)\s*")  # fused layer names: "a + b", "a || b", "a, b"
+_BODY_N = re.compile(r"(?:^|\.)body\.(\d+)(?=\.|$)")
 
 
-def body_names(depths) -> list[str]:
-    """Official name of each deploy-form ``body.N``: the blocks of stage 0, the merging layer
-    (``stages.1``), the blocks of stage 1 (``stages.2.blocks.*``), ..."""
-    names: list[str] = []
-    for i, d in enumerate(depths or []):
-        if i:
-            names.append(f"stages.{2 * i - 1}")
-        names += [f"stages.{2 * i}.blocks.{j}" for j in range(int(d))]
-    return names
-
-
-def boundary_names(depths) -> list[str]:
-    """Every block boundary in execution order: patch_embed, stages..., head."""
-    return [STEM, *body_names(depths), HEAD]
-
-
-def block_of_node(name: str, bodies: list[str]) -> tuple[str | None, str]:
-    """(official block, rest of the scope) for a torch.onnx node name, (None, name) if unscoped."""
+def block_of_node(name: str, bodies: list[str], stem: str = "stem") -> tuple[str | None, str]:
+    """(official block, rest of the scope) for a deploy-form torch.onnx node name, (None, name) if
+    unscoped. ``bodies``: the official name of each ``body.N``; ``stem``: the stem's."""
     m = _BODY.match(name)
     if m:
         k = int(m.group(1))
         blk = bodies[k] if k < len(bodies) else f"body.{k}"
         return blk, name[m.end():]
-    m = _TRAIN_BLOCK.match(name)
-    if m:
-        return f"stages.{m.group(1)}.blocks.{m.group(2)}", name[m.end():]
-    m = _TRAIN_STAGE.match(name)
-    if m:
-        return f"stages.{m.group(1)}", name[m.end():]
     parts = name.lstrip("/").split("/", 1)
-    if parts[0] in _TOP:
-        return _TOP[parts[0]], parts[1] if len(parts) > 1 else ""
+    if parts[0] in _DEPLOY_TOP:
+        return (stem if parts[0] == "stem" else HEAD), parts[1] if len(parts) > 1 else ""
     return None, name
 
 
-def name_onnx_blocks(model, depths, bodies: list[str] | None = None) -> list[str]:
+def normalize(name: str) -> str:
+    """A runtime's layer name as dotted lower-case tokens, repeated tokens once:
+    ``/stages/stages.0/blocks/blocks.1/mlp`` and ``node_Conv_3_stages_0_blocks_1_mlp`` both contain
+    ``stages.0.blocks.1``; ``input_abcd_/patch_embed/Conv`` contains ``patch.embed``."""
+    toks = [t for t in re.split(r"[^a-z0-9]+", name.lower()) if t]
+    return ".".join(t for i, t in enumerate(toks) if i == 0 or t != toks[i - 1])
+
+
+def find_block(name: str, pattern: re.Pattern, canonical, bodies: list[str] | None = None) -> str | None:
+    """The block a layer name belongs to: the first part of a fused name (``a + b``) in which
+    ``pattern`` (over :func:`normalize`'d names, group 1 = the block) or a deploy-form ``body.N``
+    is found; ``canonical`` turns the normalized match into the official name. None if no part maps."""
+    for part in _PARTS.split(name):
+        n = normalize(part)
+        m = pattern.search(n)
+        if m:
+            return canonical(m.group(1))
+        m = _BODY_N.search(n)
+        if m:
+            k = int(m.group(1))
+            return bodies[k] if bodies and k < len(bodies) else f"body.{k}"
+    return None
+
+
+def name_onnx_blocks(model, bodies: list[str], stem: str = "stem") -> list[str]:
     """Rename nodes and block-output tensors of an ``onnx.ModelProto`` in place (see module doc).
-    ``bodies`` (the family's official name of each ``body.N``) overrides the PartialNet naming
-    derived from ``depths``. Returns the block boundaries found, in execution order (``head`` is the
-    graph output)."""
+    ``bodies``: the family's official name of each deploy-form ``body.N``; ``stem``: its stem's name.
+    Returns the block boundaries found, in execution order (``head`` is the graph output)."""
     g = model.graph
-    bodies = bodies if bodies is not None else body_names(depths)
     graph_outputs = {o.name for o in g.output}
     last: dict[str, object] = {}  # block -> its last computing node (the graph is topologically sorted)
     order: list[str] = []
     used = {n.name for n in g.node}
     for node in g.node:
-        blk, rest = block_of_node(node.name, bodies)
+        blk, rest = block_of_node(node.name, bodies, stem)
         if blk is None:
             continue
         new = f"{blk}/{rest}" if rest else blk
@@ -88,7 +92,7 @@ def name_onnx_blocks(model, depths, bodies: list[str] | None = None) -> list[str
     existing = {t for n in g.node for t in list(n.input) + list(n.output)}
     keep = graph_outputs | {i.name for i in g.input}
     for t in existing - keep:  # intermediate tensors: /body/body.5/fc1/Conv_output_0 -> stages.4.blocks.1/...
-        blk, rest = block_of_node(t, bodies)
+        blk, rest = block_of_node(t, bodies, stem)
         if blk is not None and rest:
             rename[t] = f"{blk}/{rest}"
     taken = existing | set(rename.values())

@@ -5,12 +5,14 @@ killer minutes later or filling the disk.
 
 The estimate is deliberately simple and on the high side (no torch needed):
 
-* weights: the parameters plus, for PartialNet's PAT_sf blocks, the iRPE key bias baked as a
-  constant (heads × L × L with L = (size/32)², one per block), held about five times at once
-  (train form, deploy form, ONNX in memory, a runtime session, a converter);
-* activations: per image, the widest feature map (embed_dim × (size/4)²) times the tensors alive in
-  a block (mlp_ratio + 3), the input, and the attention scores (3 × heads × L²), for the largest
-  batch run at once (PyTorch runs the gate 8 images at a time);
+* weights: the parameters plus the constants the family's deploy form bakes in (PartialNet's and
+  the partial ConvNeXt's PAT_sf blocks: the attention bias, heads × L × L with L = (size/32)², one
+  per block), held about five times at once (train form, deploy form, ONNX in memory, a runtime
+  session, a converter);
+* activations: per image, what the family says is alive at its widest point
+  (``Family.memory``: e.g. PartialNet embed_dim × (size/4)² × (mlp_ratio + 3) plus attention
+  scores; ECA-ResNet its stem output; ECA-MobileNetV2 its widest expansion), plus the input, for
+  the largest batch run at once (PyTorch runs the gate 8 images at a time);
 * images: parity, calibration and held-out images as float32 (3 × size²), twice (the list of
   preprocessed images and the stacked batch), plus 1 GiB for the interpreter and the runtimes' code;
 * disk: the artifacts (ONNX once in staging, once per target; the TensorRT bundle also stores the
@@ -53,16 +55,12 @@ def human(n: float) -> str:
 
 def estimate(spec, n_params: int, img_size: int, batch: int = 1, targets=("onnx",), precision: str = "fp32",
              parity_images: int = 16, calib_images: int = 0, eval_images: int = 0) -> Estimate:
+    from partialdeploy import families
+
     s = int(img_size)
-    embed = int(getattr(spec, "embed_dim", 64) or 64)
-    mlp = float(getattr(spec, "mlp_ratio", 2.0) or 2.0)
-    depths = tuple(getattr(spec, "depths", ()) or ())
-    heads = int(getattr(spec, "num_heads", 0) or 0)
-    has_attn = getattr(spec, "family", "") == "partialnet" and bool(getattr(spec, "use_channel_attn", False))
-    L = (s // 32) ** 2
-    bias_const = 4 * heads * L * L * (depths[-1] if depths else 1) if has_attn else 0
-    weights = 4 * int(n_params) + bias_const
-    per_image = 4 * (embed * (s // 4) ** 2 * (mlp + 3) + 3 * s * s + (3 * heads * L * L if has_attn else 0))
+    need = families.get(spec.family).memory(spec, s)
+    weights = 4 * int(n_params) + int(need.constants)
+    per_image = int(need.per_image) + 4 * 3 * s * s
     run_batch = max(int(batch), TORCH_GATE_BATCH)
     activations = int(per_image * run_batch)
     n_img = int(parity_images) + int(calib_images) + int(eval_images)

@@ -1,15 +1,14 @@
 """``partialdeploy diff REF CAND``: run two models on the same real images with every block boundary
-exposed (patch_embed, each ``stages.N.blocks.M``, each merging layer ``stages.N``, head) and name the
-first block whose output leaves the tolerance.
+exposed (the family's: for PartialNet patch_embed, each ``stages.N.blocks.M``, each merging layer
+``stages.N``, head; for ECA-ResNet stem, ``layerN.M``, head; ...) and name the first block whose
+output leaves the tolerance.
 
-A side is a checkpoint (train form, PyTorch forward hooks), an ONNX file (ONNX Runtime, the boundary
-tensors added as graph outputs), an OpenVINO IR (``Model.add_outputs``) or an export directory
-(``manifest.json``; the artifact picked by target/precision and checked against its sha256). The
-boundary tensors carry the official block names (see :mod:`partialdeploy.blocknames`), so the same
-names are found in every artifact derived from our ONNX.
-
-The same machinery measures per-block quantization error for the INT8 fallback
-(:mod:`partialdeploy.int8fallback`).
+A side is a checkpoint (train form), a model file of any runtime with boundary taps (by suffix:
+``.onnx``, ``.xml``, ...) or an export directory (``manifest.json``; the artifact picked by
+target/precision and checked against its sha256). Each side is opened through its runtime's runner
+with ``taps=True`` (:mod:`partialdeploy.taps`): this module knows no runtime. The boundary tensors
+carry the official block names (see :mod:`partialdeploy.blocknames`), so the same names are found
+in every artifact derived from our ONNX.
 """
 
 from __future__ import annotations
@@ -21,11 +20,12 @@ from typing import Callable
 
 import numpy as np
 
-from partialdeploy.blocknames import BOUNDARY, HEAD
-from partialdeploy.errors import UserError, first_line
+from partialdeploy import parity
+from partialdeploy.blocknames import HEAD
+from partialdeploy.errors import UserError
 from partialdeploy.records import ManifestEntry
 from partialdeploy.spec import ArchSpec
-from partialdeploy.verification import pad_batch
+from partialdeploy.verify import MANIFEST
 
 CKPT_SUFFIXES = {".ckpt", ".pth", ".pt", ".bin", ".safetensors"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -116,16 +116,10 @@ def compare_block(name: str, ref: np.ndarray, out: np.ndarray, tol: dict) -> Blo
     if ref.shape != out.shape:
         raise UserError(f"block {name}: output shape {list(out.shape)} differs from the reference's "
                         f"{list(ref.shape)}; REF and CAND are different architectures or input sizes")
-    r = np.asarray(ref, np.float64).reshape(len(ref), -1)
-    o = np.asarray(out, np.float64).reshape(len(out), -1)
-    if not np.all(np.isfinite(o)):
+    if not np.all(np.isfinite(out)):
         return BlockDiff(name, list(ref.shape[1:]), -1.0, -1.0, float("inf"), float("inf"), False)
-    num = (r * o).sum(1)
-    den = np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1)
-    cos = np.where(den > 0, num / np.maximum(den, 1e-300), np.where(np.abs(r - o).max(1) == 0, 1.0, 0.0))
-    max_abs = float(np.abs(r - o).max()) if r.size else 0.0
-    rng = float(r.max() - r.min()) if r.size else 1.0
-    rel = max_abs / max(rng, 1e-12)
+    cos = parity.cosines(ref, out)
+    max_abs, rel = parity.max_abs_rel(ref, out)
     within = float(cos.min()) >= tol["cosine_min"] and rel <= tol["rel_max"]
     return BlockDiff(name, list(ref.shape[1:]), float(cos.min()), float(cos.mean()), max_abs, rel, within)
 
@@ -133,135 +127,8 @@ def compare_block(name: str, ref: np.ndarray, out: np.ndarray, tol: dict) -> Blo
 def compare_boundaries(ref: dict, cand: dict, order: list[str], tol: dict) -> tuple[list[BlockDiff], float, str | None]:
     """Per-block diffs in ``order`` (names present in both), top-1 agreement of the head, first divergent."""
     blocks = [compare_block(b, ref[b], cand[b], tol) for b in order if b in ref and b in cand]
-    top1 = float((np.asarray(ref[HEAD]).reshape(len(ref[HEAD]), -1).argmax(1)
-                  == np.asarray(cand[HEAD]).reshape(len(cand[HEAD]), -1).argmax(1)).mean())
     first = next((b.block for b in blocks if not b.within), None)
-    return blocks, top1, first
-
-
-# ---------------------------------------------------------------- collectors per runtime
-
-def torch_collector(model) -> tuple[Collector, list[str]]:
-    """Forward hooks on a train-form PartialNet: patch_embed, stages.N.blocks.M, stages.N (merging), head."""
-    import torch
-
-    from partialdeploy.models.partialnet import MLPBlock, PatchEmbed, PatchMerging
-
-    names = [n for n, m in model.named_modules() if isinstance(m, (PatchEmbed, MLPBlock, PatchMerging))]
-    mods = dict(model.named_modules())
-
-    def collect(x: np.ndarray) -> dict:
-        acc: dict[str, list] = {n: [] for n in names + [HEAD]}
-        hooks = [mods[n].register_forward_hook(lambda _m, _i, o, n=n: acc[n].append(o.detach().double().numpy()))
-                 for n in names]
-        try:
-            model.eval()
-            with torch.inference_mode():
-                for i in range(0, len(x), 8):
-                    acc[HEAD].append(model(torch.from_numpy(np.ascontiguousarray(x[i:i + 8]))).double().numpy())
-        finally:
-            for h in hooks:
-                h.remove()
-        return {k: np.concatenate(v, 0) for k, v in acc.items() if v}
-
-    return collect, names + [HEAD]
-
-
-def _padded(fn, x: np.ndarray, batch: int | None) -> list[dict]:
-    """Run ``fn(chunk) -> dict`` over ``x`` in chunks of a static ``batch`` (padding the last)."""
-    bs = batch or min(8, len(x))
-    outs = []
-    for i in range(0, len(x), bs):
-        chunk = x[i:i + bs]
-        n = len(chunk)
-        if batch:
-            chunk = pad_batch(chunk, bs)
-        outs.append({k: np.asarray(v)[:n] for k, v in fn(np.ascontiguousarray(chunk, np.float32)).items()})
-    return outs
-
-
-def _stack(outs: list[dict]) -> dict:
-    return {k: np.concatenate([o[k] for o in outs], 0) for k in outs[0]} if outs else {}
-
-
-def onnx_boundaries(model) -> list[str]:
-    """Boundary tensors of an onnx.ModelProto in execution order (head = the first graph output)."""
-    produced = [t for n in model.graph.node for t in n.output]
-    return [t for t in produced if BOUNDARY.match(t) and t != HEAD] + [HEAD]
-
-
-def ort_collector(model_or_path, threads: int | None = None) -> tuple[Collector, list[str]]:
-    """ONNX Runtime with every boundary tensor added as a graph output."""
-    import onnx
-    import onnxruntime as ort
-
-    m = model_or_path if isinstance(model_or_path, onnx.ModelProto) else onnx.load(str(model_or_path))
-    m = onnx.ModelProto.FromString(m.SerializeToString())
-    bounds = onnx_boundaries(m)
-    have = {o.name for o in m.graph.output}
-    for b in bounds[:-1]:
-        if b not in have:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(b, onnx.TensorProto.FLOAT, None))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise UserError(f"ONNX Runtime cannot load the model: {first_line(e, 200)}") from e
-    inp = sess.get_inputs()[0]
-    batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
-    outs = [o.name for o in sess.get_outputs()]
-    head = outs[0]
-
-    def run(chunk):
-        res = dict(zip(outs, sess.run(outs, {inp.name: chunk})))
-        res[HEAD] = res.pop(head)
-        return res
-
-    return (lambda x: _stack(_padded(run, x, batch))), bounds
-
-
-def ov_collector(model_or_path, threads: int | None = None, config: dict | None = None) -> tuple[Collector, list[str]]:
-    """OpenVINO CPU (f32 inference precision) with every boundary tensor added as a model output."""
-    import openvino as ov
-
-    core = ov.Core()
-    try:
-        model = core.read_model(str(model_or_path)) if isinstance(model_or_path, (str, Path)) else model_or_path.clone()
-    except Exception as e:
-        raise UserError(f"OpenVINO cannot read {model_or_path}: {first_line(e, 200)}") from e
-    head = model.outputs[0].get_any_name()
-    order = []
-    for op in model.get_ordered_ops():
-        for o in op.outputs():
-            order += [n for n in o.get_names() if BOUNDARY.match(n) and n != HEAD]
-    order = list(dict.fromkeys(order))
-    if order:
-        model.add_outputs(order)
-    cfg = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", **(config or {})}
-    if threads:
-        cfg["INFERENCE_NUM_THREADS"] = int(threads)
-    try:
-        compiled = core.compile_model(model, "CPU", cfg)
-    except Exception as e:
-        raise UserError(f"OpenVINO cannot compile the model: {first_line(e, 200)}") from e
-    req = compiled.create_infer_request()
-    ports = []
-    for p in compiled.outputs:
-        names = p.get_names()
-        name = HEAD if head in names else next((n for n in names if BOUNDARY.match(n)), p.get_any_name())
-        ports.append((name, p))
-    ps = compiled.inputs[0].get_partial_shape()
-    batch = ps[0].get_length() if ps[0].is_static else None
-
-    def run(chunk):
-        res = req.infer({0: chunk})
-        return {name: np.array(res[p]) for name, p in ports}
-
-    return (lambda x: _stack(_padded(run, x, batch))), order + [HEAD]
+    return blocks, parity.top1_agreement(ref[HEAD], cand[HEAD]), first
 
 
 # ---------------------------------------------------------------- opening a side
@@ -294,9 +161,9 @@ def _is_demo_sha(sha: str | None) -> bool:
     if not sha:
         return False
     from partialdeploy import demo
-    from partialdeploy.checkpoint import sha256_of
+    from partialdeploy.verify import file_sha256
 
-    return sha == sha256_of(demo.DEMO_CKPT)
+    return sha == file_sha256(demo.DEMO_CKPT)
 
 
 def _prep_from_manifest(man: dict, where: str) -> Preprocessing | None:
@@ -312,30 +179,43 @@ def _prep_from_manifest(man: dict, where: str) -> Preprocessing | None:
                          labels=mdl.get("labels"), source=f"{where}")
 
 
-def _find_manifest(path: Path) -> tuple[dict, Path] | None:
-    from partialdeploy.verify import load_manifest
+def _tap_runtime(entry: ManifestEntry) -> tuple[str, str | None]:
+    """(runtime that taps an artifact here, file inside the artifact to open instead, or None)."""
+    from partialdeploy import backends
 
-    for d in list(path.resolve().parents)[:4]:
-        mp = d / "manifest.json"
-        if mp.is_file():
-            return load_manifest(mp), d
-    return None
+    b = backends.find(entry.target)
+    if b is None:
+        raise UserError(f"unknown target {entry.target!r} in the manifest: re-export")
+    if not b.is_available() and b.diff_via:  # e.g. a TensorRT bundle without a GPU: its ONNX in ORT
+        return b.diff_via[1], b.diff_via[0]
+    return b.name, None
 
 
 def _pick_artifact(man: dict, root: Path, target: str | None, precision: str | None, label: str) -> ManifestEntry:
+    from partialdeploy import backends
+    from partialdeploy.runners.base import BOUNDARY_TAPS
     from partialdeploy.verify import entries
 
     every = entries(man)
     arts = [a for a in every if (target is None or a.target == target)
             and (precision is None or a.precision == precision)]
-    runnable = [a for a in arts if a.target in ("onnx", "onnxruntime", "openvino", "tensorrt")]
+
+    def tappable(a):
+        b = backends.find(a.target)
+        if b is None:
+            return False
+        rt = backends.get(_tap_runtime(a)[0])
+        return BOUNDARY_TAPS in rt.runner_class().capabilities and rt.is_available()
+
+    runnable = [a for a in arts if tappable(a)]
     if not arts:
         have = ", ".join(f"{a.target}/{a.precision}" for a in every) or "none"
         raise UserError(f"{label}: no artifact for --target {target or '*'} --precision {precision or '*'} in "
                         f"{root} (it has: {have})")
     if not runnable:
-        raise UserError(f"{label}: {arts[0].target} artifacts cannot run here (CoreML needs macOS); "
-                        "pick an onnx, onnxruntime, openvino or tensorrt artifact")
+        why = backends.get(_tap_runtime(arts[0])[0]).unavailable_reason() or "its runtime cannot expose block outputs"
+        raise UserError(f"{label}: {arts[0].target} artifacts cannot be compared here ({why}); "
+                        "pick another artifact with --target/--precision")
     if len(runnable) > 1:
         have = ", ".join(f"{a.target}/{a.precision}" for a in runnable)
         raise UserError(f"{label}: {root} has several artifacts ({have}); pick one with --target/--precision")
@@ -348,84 +228,68 @@ def open_side(arg: str | Path, target: str | None = None, precision: str | None 
     if not p.exists():
         raise UserError(f"{label} {arg} does not exist: pass a checkpoint, .onnx, .xml or an export directory")
     if p.is_dir():
-        mp = p / "manifest.json"
+        mp = p / MANIFEST
         if not mp.is_file():
-            raise UserError(f"{label} {p} is a directory without manifest.json: pass an export directory, "
+            raise UserError(f"{label} {p} is a directory without {MANIFEST}: pass an export directory, "
                             "a checkpoint, an .onnx or an .xml")
         from partialdeploy.verify import load_manifest, verify_artifact
 
         man = load_manifest(mp)
         art = _pick_artifact(man, p, target, precision, label)
-        apath = verify_artifact(p, art)  # inside the export dir, sha256 of every file (#12)
-        if art.target == "tensorrt":
-            apath = apath / "model.onnx"  # the bundle's TensorRT-ready ONNX runs in ONNX Runtime here
-        side = _open_file(apath, threads, label, config=art.extra.get("runtime_config"))
+        apath = verify_artifact(p, art)  # inside the export dir, sha256 of every file
+        runtime, inner = _tap_runtime(art)
+        side = _open_model(apath / inner if inner else apath, runtime, threads, label, art)
         side.label = f"{arg} ({art.target}/{art.precision})"
-        side.precision = art.precision
         side.prep = _prep_from_manifest(man, f"{mp}") or side.prep
         return side
-    return _open_file(p, threads, label, variant=variant)
+    if p.suffix.lower() in CKPT_SUFFIXES:
+        return _open_checkpoint(p, threads, variant)
+    from partialdeploy import backends
 
+    try:
+        runtime = backends.runtime_for_path(p)
+    except UserError:
+        raise UserError(f"{label} {p}: cannot tell what it is from '{p.suffix.lower()}'; pass a checkpoint "
+                        f"({', '.join(sorted(CKPT_SUFFIXES))}), a model file "
+                        f"({', '.join(backends.suffixes())}) or an export directory") from None
+    from partialdeploy.verify import export_of
 
-def _open_file(p: Path, threads, label: str, config: dict | None = None, variant: str | None = None) -> Side:
-    suf = p.suffix.lower()
-    if suf in (".onnx", ".xml"):
-        from partialdeploy.verify import verify_inside_export
-
-        verify_inside_export(p)  # a file of an export directory is checked against its manifest (#12)
-    if suf == ".onnx":
+    found = export_of(p)  # a file of an export directory is checked against its manifest
+    if p.suffix.lower() == ".onnx":
         from partialdeploy.onnxfile import check_external_data
 
-        check_external_data(p)
-    if suf == ".onnx":
-        from partialdeploy.lazy import installed
-
-        if not installed("onnxruntime", "onnx"):
-            raise UserError("diff on ONNX needs onnxruntime: pip install 'partialdeploy[onnxruntime]'")
-        collect, bounds = ort_collector(p, threads)
-        prec = "int8" if _has_qdq(p) else "fp32"
-        return Side(str(p), "ONNX Runtime", prec, collect, bounds, _prep_from_onnx(p))
-    if suf == ".xml":
-        from partialdeploy.lazy import installed
-
-        if not installed("openvino"):
-            raise UserError("diff on an OpenVINO IR needs openvino: pip install 'partialdeploy[openvino]'")
-        found = _find_manifest(p)
-        prep, prec = None, None
-        if found:
-            man, root = found
-            prep = _prep_from_manifest(man, str(root / "manifest.json"))
-            from partialdeploy.verify import entries
-
-            for a in entries(man):
-                if (root / a.path).resolve() == p.resolve():
-                    prec = a.precision
-                    config = config or a.extra.get("runtime_config")
-        collect, bounds = ov_collector(p, threads, config)
-        if prec is None:
-            prec = "int8" if "FakeQuantize" in p.read_text(errors="replace") else "fp32"
-        return Side(str(p), "OpenVINO", prec, collect, bounds, prep)
-    if suf in CKPT_SUFFIXES:
-        from partialdeploy import demo
-        from partialdeploy.checkpoint import load_checkpoint, load_model, resolve_spec
-
-        ckpt = load_checkpoint(p)
-        spec, _ = resolve_spec(ckpt, variant=variant)
-        model = load_model(ckpt, spec)
-        collect, bounds = torch_collector(model)
-        prep = Preprocessing(spec.img_size, tuple(spec.mean), tuple(spec.std), spec.crop_ratio,
-                             demo=demo.is_demo(ckpt.metadata), labels=list(spec.labels) if spec.labels else None,
-                             source=f"{p.name} ({spec.name})")
-        return Side(str(p), "train form (PyTorch)", "fp32", collect, bounds, prep)
-    raise UserError(f"{label} {p}: cannot tell what it is from '{suf}'; pass a checkpoint "
-                    f"({', '.join(sorted(CKPT_SUFFIXES))}), an .onnx, an OpenVINO .xml or an export directory")
+        check_external_data(p)  # external data outside the model's folder is refused before any runtime reads it
+    side = _open_model(p, runtime, threads, label, found[2] if found else None)
+    if found and found[2] is not None:
+        side.prep = _prep_from_manifest(found[0], str(found[1] / MANIFEST)) or side.prep
+    return side
 
 
-def _has_qdq(p: Path) -> bool:
-    import onnx
+def _open_model(p: Path, runtime: str, threads, label: str, entry: ManifestEntry | None) -> Side:
+    from partialdeploy import backends
+    from partialdeploy.taps import open_taps
 
-    m = onnx.load(str(p), load_external_data=False)
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
+    opts = backends.get(runtime).runner_class().artifact_options(entry) if entry is not None else {}
+    taps = open_taps(p, runtime, threads, **opts)
+    prec = entry.precision if entry is not None else ("int8" if taps.quantized else "fp32")
+    prep = _prep_from_onnx(p) if p.suffix.lower() == ".onnx" else None
+    return Side(str(p), taps.label, prec, taps.collect, taps.boundaries, prep)
+
+
+def _open_checkpoint(p: Path, threads, variant: str | None) -> Side:
+    from partialdeploy import demo
+    from partialdeploy.checkpoint import load_checkpoint, load_model, resolve_spec
+    from partialdeploy.taps import open_taps
+
+    ckpt = load_checkpoint(p)
+    spec, _ = resolve_spec(ckpt, variant=variant)
+    model = load_model(ckpt, spec)
+    taps = open_taps(None, "torch", threads, module=model,
+                     input_shape=(None, spec.in_chans, spec.img_size, spec.img_size))
+    prep = Preprocessing(spec.img_size, tuple(spec.mean), tuple(spec.std), spec.crop_ratio,
+                         demo=demo.is_demo(ckpt.metadata), labels=list(spec.labels) if spec.labels else None,
+                         source=f"{p.name} ({spec.name})")
+    return Side(str(p), "train form (PyTorch)", "fp32", taps.collect, taps.boundaries, prep)
 
 
 # ---------------------------------------------------------------- images and the whole diff

@@ -1,7 +1,7 @@
 """INT8 that holds its gate: when plain post-training quantization misses the INT8 gate, keep the
 most sensitive blocks in float and quantize again, until the gate holds (issue #10).
 
-One loop for every runtime. A runtime provides a :class:`Backend` — how to quantize with a set of
+One loop for every runtime. A runtime's target provides a :class:`Quantizer` — how to quantize with a set of
 blocks left in float (OpenVINO: NNCF ``ignored_scope``; ONNX Runtime: ``nodes_to_exclude``; the
 TensorRT bundle: layers left without Q/DQ), how to run a quantized model, how to expose its block
 boundaries and how to time it — and :func:`quantize_until_gate` does the rest:
@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from partialdeploy import parity
 from partialdeploy.blocknames import HEAD
 from partialdeploy.errors import VerificationError
 from partialdeploy.records import ParityResult
@@ -38,7 +39,9 @@ SENSITIVITY_IMAGES = 32
 
 
 @dataclass
-class Backend:
+class Quantizer:
+    """What the loop needs from a runtime's INT8 target (not a runtime backend: see ``backends``)."""
+
     name: str
     quantize: Callable[[list], Any]  # blocks kept float -> quantized model (opaque handle)
     logits: Callable[[Any], Callable[[np.ndarray], np.ndarray]]  # handle -> (images -> logits)
@@ -135,17 +138,14 @@ def added_error(ref: dict, out: dict, order: list) -> dict:
     for b in order:
         if b not in ref or b not in out:
             continue
-        r = np.asarray(ref[b], np.float64).reshape(len(ref[b]), -1)
-        o = np.asarray(out[b], np.float64).reshape(len(out[b]), -1)
-        den = np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1)
-        cos = np.where(den > 0, (r * o).sum(1) / np.maximum(den, 1e-300), 1.0)
+        cos = parity.cosines(ref[b], out[b])
         err = float(1.0 - np.nan_to_num(cos, nan=-1.0).mean())
         sens[b] = err - prev
         prev = err
     return sens
 
 
-def quantize_until_gate(ctx, backend: Backend, stage: str, enabled: bool = True,
+def quantize_until_gate(ctx, backend: Quantizer, stage: str, enabled: bool = True,
                         max_float: int | None = None, say: Callable[[str], None] | None = None) -> FallbackResult:
     """Quantize (everything, then with blocks kept float) until the INT8 gate holds. Returns the
     passing handle; raises VerificationError with every attempt's numbers when no mix holds (or

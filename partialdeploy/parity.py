@@ -50,23 +50,43 @@ def agreement_lower_bound(agree: int, n: int, z: float = 1.645) -> float:
     return float(max(0.0, centre - margin))
 
 
+# ---- the metrics (one place: parity gates, `diff`'s per-block comparison, the INT8 fallback's ranking)
+
+def flat(a) -> np.ndarray:
+    """(N, ...) -> (N, features) float64."""
+    return np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+
+
+def cosines(ref, out) -> np.ndarray:
+    """Per-sample cosine similarity of flattened outputs; two zero vectors agree (1), a zero
+    vector against a non-zero one does not (0)."""
+    r, o = flat(ref), flat(out)
+    den = np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1)
+    same = np.abs(r - o).max(1, initial=0.0) == 0
+    return np.where(den > 0, (r * o).sum(1) / np.maximum(den, 1e-300), np.where(same, 1.0, 0.0))
+
+
+def max_abs_rel(ref, out) -> tuple[float, float]:
+    """(max |Δ|, max |Δ| relative to the range of the reference)."""
+    r, o = flat(ref), flat(out)
+    max_abs = float(np.abs(r - o).max()) if r.size else 0.0
+    rng = float(r.max() - r.min()) if r.size else 1.0
+    return max_abs, max_abs / max(rng, 1e-12)
+
+
+def top1_agreement(ref, out) -> float:
+    return float((flat(ref).argmax(1) == flat(out).argmax(1)).mean())
+
+
 def compare(ref: np.ndarray, out: np.ndarray, stage: str = "", labels: np.ndarray | None = None) -> ParityResult:
-    ref = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
-    out = np.asarray(out, dtype=np.float64).reshape(len(out), -1)
+    ref, out = flat(ref), flat(out)
     if ref.shape != out.shape:
         raise VerificationError(f"{stage}: output shape {out.shape} differs from reference {ref.shape}")
     if not np.all(np.isfinite(out)):
         return ParityResult(stage, len(ref), float("inf"), float("inf"), -1.0, 0.0, passed=False,
                             reason="non-finite outputs")
-    diff = np.abs(ref - out)
-    max_abs = float(diff.max()) if diff.size else 0.0
-    rng = float(ref.max() - ref.min()) if ref.size else 1.0
-    rel = max_abs / max(rng, 1e-12)
-    num = (ref * out).sum(1)
-    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    cos = np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)
-    top1 = float((ref.argmax(1) == out.argmax(1)).mean())
-    res = ParityResult(stage, len(ref), max_abs, rel, float(cos.min()), top1)
+    max_abs, rel = max_abs_rel(ref, out)
+    res = ParityResult(stage, len(ref), max_abs, rel, float(cosines(ref, out).min()), top1_agreement(ref, out))
     if labels is not None and len(labels) == len(ref):
         res.acc_ref = float((ref.argmax(1) == labels).mean())
         res.acc = float((out.argmax(1) == labels).mean())

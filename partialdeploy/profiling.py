@@ -12,7 +12,7 @@ How a number is made (docs/architecture.md, "Measuring"):
 * statistics: p50/p90/p99, mean, std, min, max, coefficient of variation (a warning above the
   threshold, as trtexec does), throughput, median of block medians;
 * per-layer times come from a separate pass with the runtime's profiler switched on (profiling
-  slows inference, so it never touches the timed runs), mapped to PartialNet block names.
+  slows inference, so it never touches the timed runs), mapped to the model family's block names.
 
 The report is written (atomically) after every block round, so Ctrl-C keeps what was measured.
 """
@@ -31,7 +31,6 @@ from typing import Callable
 
 import numpy as np
 
-from partialdeploy.blocknames import body_names as official_body_names
 from partialdeploy.errors import PartialDeployError, RuntimeUnavailable, UserError, first_line
 from partialdeploy.records import ManifestEntry, ProfileResult
 
@@ -107,41 +106,22 @@ def summarize(samples_s, batch: int, wall_s: float | None = None) -> dict:
     }
 
 
-# ---------------------------------------------------------------- layer names -> PartialNet blocks
+# ---------------------------------------------------------------- layer names -> the family's blocks
 
-_STAGE = re.compile(r"(?:^|\.)(stages|layers)(?:\.\1)*\.(\d+)(?:\.(?:blocks\.)+(\d+))?(?=\.|$)")
-_TOP = re.compile(r"(?:^|\.)(patch\.embed|stem|avgpool\.pre\.head|head|classifier|downsample)(?=\.|$)")
-_BODY = re.compile(r"(?:^|\.)body(?:\.body)*\.(\d+)(?=\.|$)")
+def block_of(name: str, model=None) -> str:
+    """Map an ONNX / OpenVINO / TensorRT layer name to the official block it came from, as the
+    model's family names it (``model``: an ArchSpec or a manifest's ``model`` dict; without one,
+    whichever family recognises the name). ``/stages/stages.0/blocks/blocks.1/mlp/mlp.0/Conv`` ->
+    ``stages.0.blocks.1``; ``node_Conv_12_layer2_1_conv1`` -> ``layer2.1``; deploy-form
+    ``/body/body.5/fc1/Conv`` -> that body block's official name; anything else -> ``other``. Fused
+    layers (``a + b``) take the first name that maps."""
+    from partialdeploy import families
 
-
-def block_of(name: str, body_names: list[str] | None = None) -> str:
-    """Map an ONNX / OpenVINO / TensorRT layer name to the PartialNet module it came from.
-
-    ``/stages/stages.0/blocks/blocks.1/mlp/mlp.0/Conv`` -> ``stages.0.blocks.1``;
-    ``node_Conv_12_stages_2_blocks_0_mlp_0`` -> ``stages.2.blocks.0``;
-    ``/stages/stages.1/reduction/Conv`` -> ``stages.1``; ``/patch_embed/proj/Conv`` -> ``patch_embed``;
-    deploy form: ``/body/body.5/fc1/Conv`` -> ``stages.4.blocks.1`` given the body names from
-    :func:`official_body_names` (else ``body.5``); ``/stem/Conv`` -> ``patch_embed``;
-    anything else -> ``other``. Fused layers (``a + b``) take the first name that maps."""
-    for part in re.split(r"\s*(?:\+|\|\||,)\s*", name):
-        n = re.sub(r"[^A-Za-z0-9]+", ".", part).strip(".").lower()
-        m = _STAGE.search(n)
-        if m:
-            kind, s, b = m.groups()
-            return f"{kind}.{s}.blocks.{b}" if b is not None else f"{kind}.{s}"
-        m = _BODY.search(n)
-        if m:
-            k = int(m.group(1))
-            return body_names[k] if body_names and k < len(body_names) else f"body.{k}"
-        m = _TOP.search(n)
-        if m:
-            t = m.group(1).replace(".", "_")
-            return "patch_embed" if t == "stem" else t
-    return "other"
+    return families.block_of_layer(name, model)
 
 
-def layer_breakdown(rows: list[dict], top: int = 10, depths=None) -> dict:
-    """Top-N layers, time per PartialNet block and per op type. ``rows`` come in execution order:
+def layer_breakdown(rows: list[dict], top: int = 10, model=None) -> dict:
+    """Top-N layers, time per block (``model``: see :func:`block_of`) and per op type. ``rows`` come in execution order:
     a layer whose name does not map (fused or renamed by the runtime, e.g. ``Gelu``) is counted in
     the block of the layer before it and flagged ``block_inferred``."""
     rows = [dict(r) for r in rows if r.get("time_ms", 0) > 0]
@@ -149,9 +129,12 @@ def layer_breakdown(rows: list[dict], top: int = 10, depths=None) -> dict:
     blocks: dict[str, float] = {}
     ops: dict[str, float] = {}
     prev = None
-    body_names = official_body_names(depths)
+    from partialdeploy import families
+
+    fam = families.family_of(model) if model is not None else None
+    spec = families.spec_of(model) if fam is not None else None
     for r in rows:
-        b = block_of(r["name"], body_names)
+        b = (fam.block_of_layer(r["name"], spec) or "other") if fam is not None else block_of(r["name"])
         if b == "other" and prev is not None:
             b, r["block_inferred"] = prev, True
         r["block"] = prev = b
@@ -551,7 +534,7 @@ class Profiler:
         c.async_lat.append(len(lat))
         if lat:
             c.block_medians.append(float(np.median(lat)))
-        c.result.requests_in_flight = int(runner.options.get("nireq") or runner.optimal_requests())
+        c.result.requests_in_flight = runner.requests_in_flight()
 
     # -- phase 3: per-layer pass with the profiler on
     def _layers(self, cases: list[_Case]) -> None:
@@ -584,7 +567,7 @@ class Profiler:
                     c.result.layers_error = first_line(e, 200)
                     continue
             if rows:
-                lb = layer_breakdown(rows, s.top, (self.header.get("model") or {}).get("depths"))
+                lb = layer_breakdown(rows, s.top, self.header.get("model") or None)
                 lb.update({"batch": c.batch, "runs": s.layer_runs, "source": cls.layer_source or tgt})
                 c.result.layers = lb
 

@@ -36,13 +36,18 @@ def pad_batch(x: np.ndarray, batch: int) -> np.ndarray:
     return x if n >= batch else np.concatenate([x, np.repeat(x[-1:], batch - n, 0)], 0)
 
 
-def run_padded(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int) -> np.ndarray:
+def run_padded(fn: Callable[[np.ndarray], np.ndarray | dict], x: np.ndarray, batch: int):
     """Run ``fn`` over ``x`` in chunks of exactly ``batch`` (a static-batch model); the last chunk is
-    padded by repeating its last image and the padding is dropped from the result."""
+    padded by repeating its last image and the padding is dropped from the result. ``fn`` returns an
+    array, or a dict of arrays (then so does this, each concatenated)."""
     outs = []
     for i in range(0, len(x), batch):
         chunk = x[i:i + batch]
-        outs.append(np.asarray(fn(np.ascontiguousarray(pad_batch(chunk, batch))))[:len(chunk)])
+        y = fn(np.ascontiguousarray(pad_batch(chunk, batch)))
+        outs.append({k: np.asarray(v)[:len(chunk)] for k, v in y.items()} if isinstance(y, dict)
+                    else np.asarray(y)[:len(chunk)])
+    if outs and isinstance(outs[0], dict):
+        return {k: np.concatenate([o[k] for o in outs], 0) for k in outs[0]}
     return np.concatenate(outs, 0)
 
 

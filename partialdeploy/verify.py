@@ -175,9 +175,10 @@ def verified_export(source: Path, targets=None) -> tuple[dict, Path, list[Manife
     return m, mp.parent, arts
 
 
-def verify_inside_export(path: Path, max_up: int = 3) -> ManifestEntry | None:
-    """Verify the manifest entry of the export that holds ``path`` (an artifact or its directory).
-    Returns that entry, or None when no manifest above ``path`` lists it."""
+def export_of(path: Path, max_up: int = 3) -> tuple[dict, Path, ManifestEntry | None] | None:
+    """The export that holds ``path`` (an artifact or a file inside one): (manifest, export dir, the
+    entry listing ``path`` or None), looking up to ``max_up`` folders up; None without a manifest.
+    The one manifest lookup up the folders; the entry found is verified (sha256) before it is returned."""
     target = Path(path).resolve()
     d = target if target.is_dir() else target.parent
     for _ in range(max_up + 1):
@@ -191,12 +192,19 @@ def verify_inside_export(path: Path, max_up: int = 3) -> ManifestEntry | None:
                     continue
                 if full == target or (full.is_dir() and full in target.parents):
                     verify_artifact(d, a)
-                    return a
-            return None
+                    return m, d, a
+            return m, d, None
         if d.parent == d:
             break
         d = d.parent
     return None
+
+
+def verify_inside_export(path: Path, max_up: int = 3) -> ManifestEntry | None:
+    """Verify the manifest entry of the export that holds ``path`` (an artifact or its directory).
+    Returns that entry, or None when no manifest above ``path`` lists it."""
+    found = export_of(path, max_up)
+    return found[2] if found else None
 
 
 def verify_profiled_artifacts(report: dict, report_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 import partialdeploy
 from partialdeploy.errors import UserError
 from partialdeploy.runners import runner_for
-from partialdeploy.runners.base import ASYNC_QUEUE, LAYER_TIMES, Runner, TensorMeta
+from partialdeploy.runners.base import ASYNC_QUEUE, BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
 from profile_fixtures import SIZE, shared_export_dir
 
 PKG = pathlib.Path(partialdeploy.__file__).parent
@@ -120,9 +120,11 @@ def test_tensorrt_runner_times_with_cuda_events():
 
 
 def test_declared_capabilities():
-    assert runner_for("openvino").capabilities == {ASYNC_QUEUE, LAYER_TIMES}
+    assert runner_for("openvino").capabilities == {ASYNC_QUEUE, LAYER_TIMES, BOUNDARY_TAPS}
     assert not runner_for("onnxruntime")("m.onnx").can(ASYNC_QUEUE)
-    assert runner_for("onnxruntime").capabilities == {LAYER_TIMES}
+    assert runner_for("onnxruntime").capabilities == {LAYER_TIMES, BOUNDARY_TAPS}
+    assert runner_for("torch").capabilities == {LAYER_TIMES, BOUNDARY_TAPS}
+    assert BOUNDARY_TAPS not in runner_for("tensorrt").capabilities | runner_for("coreml").capabilities
 
 
 def test_onnxruntime_close_releases_the_session(tmp_path_factory):

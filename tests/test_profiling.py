@@ -202,13 +202,16 @@ def test_honesty_vs_benchmark_app(tmp_path):
 
 
 def test_deploy_form_body_names():
-    from partialdeploy.blocknames import body_names as deploy_body_names
+    from partialdeploy import families
+    from partialdeploy.spec import variant_spec
 
-    names = deploy_body_names([1, 1, 2, 1])
+    spec = variant_spec("partialnet", "t0", depths=(1, 1, 2, 1))
+    names = families.get("partialnet").body_names(spec)
     assert names == ["stages.0.blocks.0", "stages.1", "stages.2.blocks.0", "stages.3", "stages.4.blocks.0",
                      "stages.4.blocks.1", "stages.5", "stages.6.blocks.0"]
-    assert block_of("/body/body.5/fc1/Conv_output_0_nchwc", names) == "stages.4.blocks.1"
-    assert block_of("/body/body.9/fc1/Conv", names) == "body.9" and block_of("/stem/Conv") == "patch_embed"
+    assert block_of("/body/body.5/fc1/Conv_output_0_nchwc", spec) == "stages.4.blocks.1"
+    assert block_of("/body/body.9/fc1/Conv", spec) == "body.9" and block_of("/stem/Conv", spec) == "patch_embed"
+    assert block_of("/body/body.5/fc1/Conv", spec.to_dict()) == "stages.4.blocks.1"  # a manifest's model dict
 
 
 def test_end_to_end_export_then_profile(tmp_path):

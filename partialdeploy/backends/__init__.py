@@ -38,6 +38,8 @@ class Backend:
     # "onnxruntime" for onnxruntime-gpu too), and others its runner needs, reported under their own names
     dists: tuple[str, ...] = ()
     helper_dists: tuple[str, ...] = ()
+    # when this runtime cannot run here: (file inside its artifact, runtime) that `diff` compares instead
+    diff_via: tuple[str, str] | None = None
 
     def runner_class(self):
         return _load(self.runner)

@@ -29,5 +29,6 @@ BACKEND = Backend(
              "int8_quantization": ((str,), "TensorRT INT8: explicit (Q/DQ in the ONNX, default) or implicit "
                                    "(TensorRT 10 only)", ("explicit", "implicit"))},
     check_options=_check,
+    diff_via=("model.onnx", "onnxruntime"),  # without a GPU, `diff` compares the bundle's ONNX in ONNX Runtime
     summary="TensorRT bundle (engine built on the device): fp32, fp16, INT8 (Q/DQ)",
 )

@@ -77,12 +77,12 @@ def export_onnx(model, path: Path, img_size: int, dynamic_batch: bool = False, b
     from partialdeploy.blocknames import name_onnx_blocks
 
     spec = getattr(model, "spec", None)
-    bodies = None
-    if spec is not None:
+    blocks: list[str] = []
+    if spec is not None:  # official block names (stages.N.blocks.M, layer2.1, ...), the family's
         from partialdeploy import families
 
-        bodies = families.get(spec.family).body_names(spec)
-    blocks = name_onnx_blocks(m, getattr(spec, "depths", None), bodies)  # official block names (stages.N.blocks.M)
+        fam = families.get(spec.family)
+        blocks = name_onnx_blocks(m, fam.body_names(spec) or [], fam.stem_name)
     try:
         onnx.checker.check_model(m, full_check=False)
         m = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)

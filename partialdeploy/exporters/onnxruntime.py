@@ -297,9 +297,9 @@ class OnnxRuntimeTarget(Target):
             tries[0] += 1  # every node of the blocks kept in float is excluded
             return qdq(pre, dst.with_name(f"model.int8-{tries[0]}.tmp.onnx"), float_block_nodes(pre, float_blocks))
 
-        from partialdeploy.diff import ort_collector
-        from partialdeploy.int8fallback import Backend, float_block_nodes, quantize_until_gate
+        from partialdeploy.int8fallback import Quantizer, float_block_nodes, quantize_until_gate
         from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+        from partialdeploy.taps import collector
 
         threads = ctx.options.get("threads")
         opts = open_options(OnnxRuntimeRunner, ctx, "onnxruntime", "int8", extra)
@@ -315,11 +315,11 @@ class OnnxRuntimeTarget(Target):
         try:
             with quiet():
                 quant_pre_process(str(ctx.onnx_path), str(pre), skip_symbolic_shape=True)
-            backend = Backend(name="onnxruntime", quantize=quantize, logits=logits,
-                              boundaries=lambda path: ort_collector(path, threads)[0],
-                              reference=ort_collector(ctx.onnx_path, threads)[0], timer=timer,
-                              release=lambda path: path.unlink(missing_ok=True))
-            fb = quantize_until_gate(ctx, backend, stage_name("onnxruntime", "int8"),
+            quantizer = Quantizer(name="onnxruntime", quantize=quantize, logits=logits,
+                                  boundaries=lambda path: collector(path, "onnxruntime", threads),
+                                  reference=collector(ctx.onnx_path, "onnxruntime", threads), timer=timer,
+                                  release=lambda path: path.unlink(missing_ok=True))
+            fb = quantize_until_gate(ctx, quantizer, stage_name("onnxruntime", "int8"),
                                      enabled=bool(ctx.options.get("int8_fallback", True)))
             proof = Proof.of(ctx, fb.handle, opts, fb.attempts[-1].results)  # the kept file, as it was gated
             fb.handle.replace(dst)

@@ -124,8 +124,8 @@ class OpenVINOTarget(Target):
         until the gate holds (partialdeploy.int8fallback)."""
         import openvino as ov
 
-        from partialdeploy.diff import ov_collector
-        from partialdeploy.int8fallback import Backend, quantize_until_gate
+        from partialdeploy.int8fallback import Quantizer, quantize_until_gate
+        from partialdeploy.taps import collector
 
         threads = ctx.options.get("threads")
         cfg = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
@@ -144,14 +144,14 @@ class OpenVINOTarget(Target):
             x = np.ascontiguousarray(ctx.parity_inputs[:1].repeat(bs, 0), np.float32)
             return lambda: req.infer({0: x})
 
-        backend = Backend(
+        quantizer = Quantizer(
             name="openvino",
             quantize=lambda floats: self._quantize(ctx, model.clone(), extra, floats),
             logits=logits,
-            boundaries=lambda q: ov_collector(q, threads)[0],
-            reference=ov_collector(model, threads)[0],
+            boundaries=lambda q: collector(None, "openvino", threads, model=q),
+            reference=collector(None, "openvino", threads, model=model),
             timer=timer)
-        fb = quantize_until_gate(ctx, backend, "ONNX -> OpenVINO int8 (CPU)",
+        fb = quantize_until_gate(ctx, quantizer, "ONNX -> OpenVINO int8 (CPU)",
                                  enabled=bool(ctx.options.get("int8_fallback", True)))
         extra["int8_fallback"] = fb.to_dict()
         if fb.note():

@@ -276,9 +276,9 @@ class TensorRTTarget(Target):
         quantization error are left without Q/DQ (TensorRT then runs them in float: strong typing
         keeps them fp32) until the gate holds. Returns (Q/DQ summary of the kept model, FallbackResult);
         VerificationError (exit 1) with every attempt's numbers when no mix holds."""
-        from partialdeploy.diff import ort_collector
-        from partialdeploy.int8fallback import Backend, quantize_until_gate
+        from partialdeploy.int8fallback import Quantizer, quantize_until_gate
         from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+        from partialdeploy.taps import collector
 
         opts = ctx.options
         base = [str(b) for b in opts.get("int8_exclude") or ()]  # blocks asked to stay float
@@ -311,10 +311,10 @@ class TensorRTTarget(Target):
             runners.pop(path, None)
             path.unlink(missing_ok=True)
 
-        backend = Backend(name="tensorrt", quantize=quantize, logits=logits,
-                          boundaries=lambda path: ort_collector(path, threads)[0],
-                          reference=ort_collector(ctx.onnx_path, threads)[0], timer=timer, release=release)
-        fb = quantize_until_gate(ctx, backend, "TensorRT-ready int8 ONNX in ONNX Runtime (CPU)",
+        quantizer = Quantizer(name="tensorrt", quantize=quantize, logits=logits,
+                          boundaries=lambda path: collector(path, "onnxruntime", threads),
+                          reference=collector(ctx.onnx_path, "onnxruntime", threads), timer=timer, release=release)
+        fb = quantize_until_gate(ctx, quantizer, "TensorRT-ready int8 ONNX in ONNX Runtime (CPU)",
                                  enabled=bool(opts.get("int8_fallback", True)))
         runners.clear()
         if fb.latency_ms:  # no GPU here: the cost is timed where the Q/DQ ONNX is proven

@@ -2,8 +2,13 @@
 
 A :class:`Family` says how to recognise its weights (``recognise``), how to read its architecture
 from them and from a Lightning ``hyper_parameters`` dict (``infer``), how to build the training
-form with the official state-dict layout (``build``), how to count its FLOPs (``flop_rules``) and
-the official name of each deploy-form body block (``body_names``, for ONNX node names). The deploy
+form with the official state-dict layout (``build``), how to count its FLOPs (``flop_rules``), and
+everything the analysis needs to speak its names: the official name of each deploy-form body block
+(``body_names``, for ONNX node names) and its stem (``stem_name``), its block boundaries in
+execution order (``boundaries``: what ``diff`` compares and the INT8 fallback ranks), the train-form
+modules whose outputs are those boundaries (``tap_modules``), how a runtime's layer name maps to a
+block (``block_pattern`` / ``block_of_layer``, per-layer profiles) and what it needs in memory
+(``memory``, the resource budget). The deploy
 conversion is not here: the built model's blocks convert themselves and say what they fold
 (:mod:`partialdeploy.models.protocol`). The loader, the pipeline and the CLI only talk to this
 registry: adding a family adds a module here (and its model in ``partialdeploy.models``), not a
@@ -16,9 +21,20 @@ haiduo/PartialNet).
 
 from __future__ import annotations
 
+import re
+from typing import NamedTuple
+
+from partialdeploy.blocknames import HEAD, find_block
 from partialdeploy.errors import UserError
 
 FAMILIES: dict[str, "Family"] = {}
+
+
+class Memory(NamedTuple):
+    """What a model needs in memory beyond its parameters (bytes, float32; deliberately high)."""
+
+    constants: int  # tensors baked into the deploy form that are not parameters (attention biases)
+    per_image: int  # activations alive at once for one image (the widest point of the network)
 
 
 class Family:
@@ -67,6 +83,49 @@ class Family:
     def body_names(self, spec) -> list[str] | None:
         """Official (train-form) name of each deploy-form ``body.N``; None: keep the exporter's names."""
         return None
+
+    # --- analysis: block names and boundaries, taps, layer -> block, memory (no torch unless said)
+    stem_name: str = "stem"  # what the deploy form's ``stem`` is called in this family's graphs
+    # block names inside normalized layer names (blocknames.normalize: dotted lower-case tokens);
+    # group 1 is the block, which ``canonical`` turns into its official name
+    block_pattern: str = r"(?:^|\.)(stem|head)(?=\.|$)"
+    canonical_names: dict = {}  # normalized match -> official name ("patch.embed" -> "patch_embed")
+    tap_aliases: dict = {}  # boundary -> train-form module whose output it is, when the names differ
+
+    def canonical(self, match: str) -> str:
+        return self.canonical_names.get(match, match)
+
+    def boundaries(self, spec) -> list[str]:
+        """Every block boundary in execution order: the stem, each body block, ``head`` (the logits)."""
+        return [self.stem_name, *(self.body_names(spec) or []), HEAD]
+
+    def block_of_layer(self, name: str, spec=None) -> str | None:
+        """The block a runtime's layer name belongs to (ONNX node, OpenVINO layer, TensorRT layer,
+        deploy-form ``body.N`` given ``spec``); None if it names none of this family's blocks."""
+        bodies = self.body_names(spec) if spec is not None else None
+        return find_block(name, _compiled(self.block_pattern), self.canonical, bodies)
+
+    def is_boundary(self, tensor: str) -> bool:
+        """Is a tensor name one of this family's block outputs (as ``name_onnx_blocks`` names them)?"""
+        return tensor != HEAD and "/" not in tensor and self.block_of_layer(tensor) == tensor
+
+    def tap_modules(self, model) -> dict:
+        """{boundary: train-form module whose output it is} in execution order, ``head`` excluded
+        (the model's output). Needs the built model (torch), asks nothing else of it."""
+        mods = dict(model.named_modules())
+        out = {}
+        for b in self.boundaries(model.spec)[:-1]:
+            m = mods.get(self.tap_aliases.get(b, b))
+            if m is not None:
+                out[b] = m
+        return out
+
+    def memory(self, spec, img_size: int) -> Memory:
+        """Constants and per-image activations (bytes, the input image not counted) at ``img_size``;
+        the default assumes a stride-4 stem of ``embed_dim`` channels and blocks holding
+        ``mlp_ratio + 3`` maps of that size."""
+        s = int(img_size)
+        return Memory(0, 4 * int((spec.embed_dim or 64) * (s // 4) ** 2 * ((spec.mlp_ratio or 2.0) + 3)))
 
 
 def register(family: Family) -> Family:
@@ -148,6 +207,53 @@ def choose(sd: dict, hp: dict, requested: Family | None, notes: list[str]) -> Fa
     if name and not hinted and any(any(h in name for h in f.hp_model_names) for f in all_families()):
         notes.append(f"hyper_parameters.model_name is {name!r} but the weights are {chosen.title}: the weights win")
     return chosen
+
+
+def _compiled(pattern: str) -> re.Pattern:
+    c = _PATTERNS.get(pattern)
+    if c is None:
+        c = _PATTERNS[pattern] = re.compile(pattern)
+    return c
+
+
+_PATTERNS: dict[str, re.Pattern] = {}
+
+
+def family_of(model_info) -> "Family | None":
+    """The family of an ArchSpec, a manifest's ``model`` dict or a family name; None if not known."""
+    name = model_info if isinstance(model_info, str) else (
+        model_info.get("family") if isinstance(model_info, dict) else getattr(model_info, "family", None))
+    _load()
+    return FAMILIES.get(name) if name else None
+
+
+def block_of_layer(name: str, spec=None) -> str:
+    """A runtime layer name -> its official block. With a spec (or a manifest's ``model`` dict) its
+    family decides; without one, the longest block any family finds (a bare model file). ``other``
+    when nothing maps."""
+    fam = family_of(spec) if spec is not None else None
+    if fam is not None:
+        return fam.block_of_layer(name, spec_of(spec)) or "other"
+    hits = [b for f in all_families() if (b := f.block_of_layer(name))]
+    return max(hits, key=len) if hits else "other"
+
+
+def is_boundary(tensor: str) -> bool:
+    """Is a tensor name a block output of any family (files without a ``block_outputs`` list)?"""
+    return any(f.is_boundary(tensor) for f in all_families())
+
+
+def spec_of(model_info):
+    """An ArchSpec from an ArchSpec or a manifest's ``model`` dict; None when it cannot be read (an
+    old or damaged manifest: layer names still map by pattern, ``body.N`` stays as it is)."""
+    if not isinstance(model_info, dict):
+        return model_info if hasattr(model_info, "depths") else None
+    from partialdeploy.spec import ArchSpec
+
+    try:
+        return ArchSpec.from_dict(model_info)
+    except Exception:
+        return None
 
 
 _LOADED = False

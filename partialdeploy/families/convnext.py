@@ -144,6 +144,22 @@ class ConvNeXtFamily(Family):
 
         return {RPEAttention: attn, PartialSelfAttnD: attn}
 
+    # stem, stages.N.downsample (N ≥ 1), stages.N.blocks.M, head — the official module names
+    stem_name = "stem"
+    block_pattern = r"(?:^|\.)(stem|stages\.\d+\.(?:downsample|blocks\.\d+)|head)(?=\.|$)"
+
+    def memory(self, spec, img_size):
+        """Stage 1's maps (dims[0] × (size/4)², mlp_ratio + 3 alive); the partial variant's last
+        stage (PAT_sf) bakes an attention bias (heads × L × L, L = (size/32)²) per block and holds 3
+        score maps of that size per image."""
+        from partialdeploy.families import Memory
+
+        s = int(img_size)
+        dims = spec.arch.get("dims") or [spec.embed_dim]
+        heads, L = (int(spec.num_heads or 0), (s // 32) ** 2) if spec.use_channel_attn else (0, 0)
+        maps = int(dims[0]) * (s // 4) ** 2 * ((spec.mlp_ratio or 4.0) + 3)
+        return Memory(4 * heads * L * L * int(spec.depths[-1]), 4 * int(maps + 3 * heads * L * L))
+
     def body_names(self, spec):
         names = []
         for i, n in enumerate(spec.depths):

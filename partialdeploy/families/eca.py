@@ -24,6 +24,19 @@ RESNET_VARIANTS = {
 PAPER_K = (3, 5, 5, 7)
 
 
+# the official inverted-residual setting (t, c, n, s) of ECA-MobileNetV2; strides come from here (they
+# are not in the weights). Plain data, used by the family (widths, memory) and the model.
+MBV2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1))
+_MBV2_LAST = sum(n for _, _, n, _ in MBV2_SETTING) + 1  # features.18: the last 1×1 conv, part of the head
+
+
+
+def mbv2_strides() -> list[int]:
+    """The stride of each inverted-residual block, by its position in the official setting."""
+    return [s if i == 0 else 1 for _, _, n, s in MBV2_SETTING for i in range(n)]
+
+
 _RES_BLOCK = re.compile(r"^layer(\d+)\.(\d+)\.")
 _MB_FEAT = re.compile(r"^features\.(\d+)\.")
 
@@ -118,6 +131,22 @@ class ECAResNetFamily(Family):
     def body_names(self, spec):
         return [f"layer{i + 1}.{j}" for i, n in enumerate(spec.depths) for j in range(n)]
 
+    # the official stem is four root modules (conv1, bn1, relu, maxpool): its boundary is "stem",
+    # tapped after maxpool; the classifier (avgpool, fc) is the head
+    stem_name = "stem"
+    tap_aliases = {"stem": "maxpool"}
+    block_pattern = r"(?:^|\.)(stem|layer\d+\.\d+|head|conv1|bn1|maxpool|avgpool|fc)(?=\.|$)"
+    canonical_names = {"conv1": "stem", "bn1": "stem", "maxpool": "stem", "avgpool": "head", "fc": "head"}
+
+    def memory(self, spec, img_size):
+        """The stem's 7×7/2 output (embed × (size/2)²) and a block's widest map (bottleneck: 4 ×
+        planes × (size/4)²), about four such maps alive at once."""
+        from partialdeploy.families import Memory
+
+        s, e = int(img_size), int(spec.embed_dim or 64)
+        widest = max(e * (s // 2) ** 2, e * (4 if spec.arch.get("block") == "bottleneck" else 1) * (s // 4) ** 2)
+        return Memory(0, 4 * 4 * widest)
+
 
 def _mb_features(sd):
     return sorted({int(m.group(1)) for k in sd if (m := _MB_FEAT.match(k))})
@@ -143,7 +172,7 @@ class ECAMobileNetV2Family(Family):
         stem = int(32 * width_mult)
         outs, hiddens, ks = [], [], []
         inp = stem
-        for t, c, n, _ in __import__("partialdeploy.models.eca", fromlist=["MBV2_SETTING"]).MBV2_SETTING:
+        for t, c, n, _ in MBV2_SETTING:
             for _i in range(n):
                 outs.append(int(c * width_mult))
                 hiddens.append(int(round(inp * t)))
@@ -164,7 +193,7 @@ class ECAMobileNetV2Family(Family):
     def _spec(self, arch, num_classes=1000, in_chans=3, variant=None):
         from partialdeploy.spec import ArchSpec
 
-        depths = tuple(n for _, _, n, _ in __import__("partialdeploy.models.eca", fromlist=["x"]).MBV2_SETTING)
+        depths = tuple(n for _, _, n, _ in MBV2_SETTING)
         return ArchSpec(family=self.name, variant=variant, embed_dim=arch["stem"], depths=depths, act="RELU6",
                         num_classes=num_classes, in_chans=in_chans, n_div=1, mlp_ratio=6.0, use_channel_attn=False,
                         num_heads=0, feature_dim=arch["last_channel"], arch=arch)
@@ -178,8 +207,6 @@ class ECAMobileNetV2Family(Family):
         return spec.replace(**overrides) if overrides else spec
 
     def infer(self, sd, hp, variant, act, notes):
-        from partialdeploy.models.eca import MBV2_SETTING
-
         feats = _mb_features(sd)
         n_blocks = sum(n for _, _, n, _ in MBV2_SETTING)
         if feats != list(range(n_blocks + 2)):
@@ -231,10 +258,30 @@ class ECAMobileNetV2Family(Family):
     def build(self, spec):
         from partialdeploy.models.eca import ECAMobileNetV2
 
-        return ECAMobileNetV2(spec)
+        return ECAMobileNetV2(spec, mbv2_strides())
 
     def body_names(self, spec):
         return [f"features.{i}" for i in range(1, len(spec.arch["outs"]) + 1)]
+
+    # features.0 is the stem, features.1..17 the inverted residuals; the last 1×1 conv
+    # (features.18) and the classifier are the deploy form's head
+    stem_name = "features.0"
+    block_pattern = r"(?:^|\.)(features\.\d+|stem|head|classifier)(?=\.|$)"
+
+    canonical_names = {"stem": "features.0", "classifier": "head", f"features.{_MBV2_LAST}": "head"}
+
+    def memory(self, spec, img_size):
+        """The widest expanded map: each block's hidden channels at its input size (the expansion
+        comes before the stride-2 depthwise conv); three such maps alive at once."""
+        from partialdeploy.families import Memory
+
+        a, s = spec.arch, int(img_size)
+        strides = mbv2_strides()
+        res, widest = s // 2, int(a["stem"]) * (s // 2) ** 2
+        for hidden, st in zip(a["hiddens"], strides):
+            widest = max(widest, int(hidden) * res * res)
+            res = max(1, res // st)
+        return Memory(0, 4 * 3 * widest)
 
 
 ECA_RESNET = register(ECAResNetFamily())

@@ -30,6 +30,17 @@ FASTERNET_VARIANTS = {
 _BLOCK = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
 
 
+def body_names(depths) -> list[str]:
+    """Official name of each deploy-form ``body.N``: the blocks of stage 0, the merging layer
+    (``stages.1``), the blocks of stage 1 (``stages.2.blocks.*``), ..."""
+    names: list[str] = []
+    for i, d in enumerate(depths or []):
+        if i:
+            names.append(f"stages.{2 * i - 1}")
+        names += [f"stages.{2 * i}.blocks.{j}" for j in range(int(d))]
+    return names
+
+
 def is_skeleton(sd: dict) -> bool:
     return "patch_embed.proj.weight" in sd and any(_BLOCK.match(k) for k in sd)
 
@@ -194,9 +205,25 @@ class _PartialNetLike(Family):
         return {DPConv: dpconv, RPEAttention: attn, SelfAttnD: attn}
 
     def body_names(self, spec) -> list[str]:
-        from partialdeploy.blocknames import body_names
-
         return body_names(spec.depths)
+
+    # patch_embed, stages.N (a merging layer), stages.N.blocks.M, head; the train form's
+    # avgpool_pre_head is reported as itself, the deploy form's stem as patch_embed
+    stem_name = "patch_embed"
+    block_pattern = r"(?:^|\.)(patch\.embed|stem|stages\.\d+(?:\.blocks\.\d+)?|avgpool\.pre\.head|head)(?=\.|$)"
+    canonical_names = {"patch.embed": "patch_embed", "stem": "patch_embed", "avgpool.pre.head": "avgpool_pre_head"}
+
+    def memory(self, spec, img_size):
+        """PAT_sf blocks (last stage) bake the iRPE key bias as a constant (heads × L × L, L =
+        (size/32)²) and hold 3 attention-score maps of that size per image."""
+        from partialdeploy.families import Memory
+
+        s = int(img_size)
+        attn = self.name == "partialnet" and bool(spec.use_channel_attn)
+        heads, L = (int(spec.num_heads or 0), (s // 32) ** 2) if attn else (0, 0)
+        depths = tuple(spec.depths or (1,))
+        maps = (spec.embed_dim or 64) * (s // 4) ** 2 * ((spec.mlp_ratio or 2.0) + 3)
+        return Memory(4 * heads * L * L * depths[-1], 4 * int(maps + 3 * heads * L * L))
 
 
 class PartialNetFamily(_PartialNetLike):

@@ -168,9 +168,6 @@ class ECAResNet(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # ECA-MobileNetV2
 
-# the official inverted-residual setting (t, c, n, s); strides come from here (they are not in weights)
-MBV2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                (6, 320, 1, 1))
 
 
 class ConvBNReLU(nn.Sequential):
@@ -209,9 +206,9 @@ class InvertedResidual(nn.Module):
         return DeployResult(InvertedResidualD(convs, gate.module, self.use_res_connect), [self.FOLDS, *gate.folds])
 
 
-def mbv2_blocks(stem: int, outs: list[int], hiddens: list[int], k_sizes: list[int]) -> list[tuple]:
-    """(inp, oup, hidden, stride, k) per block; strides by position in the official setting."""
-    strides = [s if i == 0 else 1 for _, _, n, s in MBV2_SETTING for i in range(n)]
+def mbv2_blocks(stem: int, outs: list[int], hiddens: list[int], k_sizes: list[int], strides: list[int]) -> list[tuple]:
+    """(inp, oup, hidden, stride, k) per block; ``strides``: one per block (the official setting's,
+    which the family knows: they are not in the weights)."""
     blocks, inp = [], stem
     for i, (o, h, k) in enumerate(zip(outs, hiddens, k_sizes)):
         blocks.append((inp, o, h, strides[i], k))
@@ -226,12 +223,12 @@ class ECAMobileNetV2(nn.Module):
     STEM = Fold("MBV2Stem", "3×3 conv -> BN folded (rewrite 1)", "ReLU6 (Clip)")
     HEAD = ECAResNet.HEAD
 
-    def __init__(self, spec: ArchSpec):
+    def __init__(self, spec: ArchSpec, strides: list[int]):
         super().__init__()
         self.spec = spec
         a = spec.arch
         feats: list[nn.Module] = [ConvBNReLU(spec.in_chans, a["stem"], stride=2)]
-        for inp, oup, hidden, stride, k in mbv2_blocks(a["stem"], a["outs"], a["hiddens"], a["k_sizes"]):
+        for inp, oup, hidden, stride, k in mbv2_blocks(a["stem"], a["outs"], a["hiddens"], a["k_sizes"], strides):
             feats.append(InvertedResidual(inp, oup, hidden, stride, k))
         feats.append(ConvBNReLU(a["outs"][-1], a["last_channel"], kernel_size=1))
         self.features = nn.Sequential(*feats)

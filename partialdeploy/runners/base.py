@@ -23,6 +23,10 @@ class TensorMeta:
 # capabilities a runner declares (the profiler asks ``runner.can(...)``, never probes attributes)
 ASYNC_QUEUE = "async_queue"  # run_async(feed, count, min_time_s, should_stop, on_done) -> (wall_s, latencies_s)
 LAYER_TIMES = "layer_times"  # layer_times() / reset_layer_times() with profile_layers=True
+# created with ``taps=True`` the runner exposes every block boundary of the model as an output:
+# ``boundaries()`` names them (official block names, execution order) and ``infer`` returns them,
+# keyed by those names, after the model's own outputs (what ``diff`` and the INT8 fallback use)
+BOUNDARY_TAPS = "boundary_taps"
 
 
 class Runner(ABC):
@@ -33,7 +37,7 @@ class Runner(ABC):
     returns the outputs and the seconds the runner itself reports (its own clock: wall time by
     default, CUDA events for TensorRT; named by ``clock``)."""
 
-    name: str = "runner"  # target name: onnxruntime, openvino, tensorrt, coreml, torch
+    name: str = "runner"  # the runtime: onnxruntime, openvino, tensorrt, coreml, torch
     load_time_s: float | None = None
 
     def __init__(self, path: str | Path | None = None, threads: int | None = None, **options):
@@ -61,7 +65,7 @@ class Runner(ABC):
         """One line saying why this runtime cannot run here (None when it can)."""
         return None if cls.is_available() else f"the {cls.name} runtime is not installed"
 
-    capabilities: frozenset[str] = frozenset()  # of ASYNC_QUEUE, LAYER_TIMES
+    capabilities: frozenset[str] = frozenset()  # of ASYNC_QUEUE, LAYER_TIMES, BOUNDARY_TAPS
     clock: str = "perf_counter"  # what timed_infer measures with
 
     layer_source: str = ""  # where per-layer times come from, for reports (e.g. "OpenVINO PERF_COUNT")
@@ -86,6 +90,19 @@ class Runner(ABC):
 
     def reset_layer_times(self) -> None:
         """Forget the per-layer counters gathered so far (e.g. those of warm-up runs)."""
+
+    def boundaries(self) -> list[str]:
+        """The block boundaries exposed as outputs (loaded with ``taps=True``), execution order."""
+        return []
+
+    def quantized(self) -> bool | None:
+        """Does the loaded model carry INT8 quantization (Q/DQ, FakeQuantize)? None: cannot tell."""
+        return None
+
+    def requests_in_flight(self) -> int:
+        """How many requests throughput mode keeps in flight (``nireq`` or the runtime's optimum);
+        1 for runners without ASYNC_QUEUE."""
+        return 1
 
     def device_time_s(self) -> float | None:
         """The runner's own time of the last ``infer`` when it has a better clock than the host's

@@ -8,13 +8,16 @@ import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
 from partialdeploy.records import ManifestEntry
-from partialdeploy.runners.base import LAYER_TIMES, Runner, TensorMeta
+from partialdeploy.runners.base import BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
 
 
 class OnnxRuntimeRunner(Runner):
+    """Options besides the session's: ``model`` (an ``onnx.ModelProto`` or its bytes instead of a
+    file), ``taps`` (every block boundary as an extra output, see ``BOUNDARY_TAPS``)."""
+
     name = "onnxruntime"
     requires = ("onnxruntime",)
     dist = "onnxruntime"
@@ -30,8 +33,10 @@ class OnnxRuntimeRunner(Runner):
         if isinstance(extra.get("session_config"), dict):
             opts["session_config"] = dict(extra["session_config"])
         return opts
-    capabilities = frozenset({LAYER_TIMES})
+    capabilities = frozenset({LAYER_TIMES, BOUNDARY_TAPS})
     session = None
+    _bounds: list = []
+    _qdq = None
 
     def load(self) -> "OnnxRuntimeRunner":
         try:
@@ -63,13 +68,47 @@ class OnnxRuntimeRunner(Runner):
         if self.path is not None:
             check_external_data(self.path)  # data outside the model's folder: one clear line, exit 2
         t0 = time.perf_counter()
+        source = self._source()
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=self.options.get(
+            self.session = ort.InferenceSession(source, so, providers=self.options.get(
                 "providers", ["CPUExecutionProvider"]))
         except Exception as e:  # onnxruntime raises its own exception types
-            raise UserError(f"ONNX Runtime cannot load {self.path}: {first_line(e, 200)}") from e
+            raise UserError(f"ONNX Runtime cannot load {self.path or 'the model'}: {first_line(e, 200)}") from e
         self.load_time_s = time.perf_counter() - t0
         return self
+
+    def _source(self):
+        """What the session opens: the file, or the model in memory (with its boundaries as outputs)."""
+        model = self.options.get("model")
+        if model is None and not self.options.get("taps"):
+            return str(self.path)
+        import onnx
+
+        if model is None:
+            if self.path is None or not self.path.is_file():
+                raise UserError(f"ONNX Runtime: no model file {self.path}")
+            model = onnx.load(str(self.path))
+        elif isinstance(model, (bytes, bytearray)):
+            model = onnx.ModelProto.FromString(bytes(model))
+        self._qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+        if self.options.get("taps"):
+            model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's model stays as it was
+            self._bounds = onnx_boundaries(model)
+            have = {o.name for o in model.graph.output}
+            model.graph.output.extend(onnx.helper.make_tensor_value_info(b, onnx.TensorProto.FLOAT, None)
+                                      for b in self._bounds if b not in have)
+        return model.SerializeToString()
+
+    def boundaries(self) -> list[str]:
+        return list(self._bounds)
+
+    def quantized(self) -> bool | None:
+        if self._qdq is None and self.path is not None and self.path.is_file():
+            import onnx
+
+            m = onnx.load(str(self.path), load_external_data=False)
+            self._qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
+        return self._qdq
 
     def _meta(self, items) -> list[TensorMeta]:
         return [TensorMeta(i.name, tuple(d if isinstance(d, int) else (d or None) for d in i.shape),
@@ -117,6 +156,23 @@ class OnnxRuntimeRunner(Runner):
 
     def close(self) -> None:
         self.session = None
+
+
+def onnx_boundaries(model) -> list[str]:
+    """Block-output tensors of an ``onnx.ModelProto`` in execution order: the ``block_outputs`` its
+    export recorded, else every produced tensor a model family names as one of its blocks."""
+    import json
+
+    from partialdeploy import families
+    from partialdeploy.blocknames import HEAD
+
+    produced = [t for n in model.graph.node for t in n.output]
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        listed = set(json.loads(meta["block_outputs"]))
+    except (KeyError, ValueError, TypeError):
+        listed = None
+    return [t for t in produced if t != HEAD and (t in listed if listed is not None else families.is_boundary(t))]
 
 
 def parse_ort_profile(events: list[dict]) -> list[dict]:

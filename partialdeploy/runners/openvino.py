@@ -3,7 +3,10 @@ otherwise pick bf16.
 
 Options: ``device`` (CPU), ``inference_precision`` (f32), ``performance_hint`` (LATENCY or
 THROUGHPUT), ``nireq`` (async requests for throughput mode; default: what the plugin says is
-optimal), ``profile_layers`` (PERF_COUNT on: ``layer_times()`` averages the per-node counters)."""
+optimal), ``profile_layers`` (PERF_COUNT on: ``layer_times()`` averages the per-node counters),
+``config`` (compile properties that win, e.g. an artifact's recorded ``runtime_config``), ``model``
+(an ``openvino.Model`` in memory instead of a file), ``taps`` (every block boundary as an extra
+output, see ``BOUNDARY_TAPS``)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
 from partialdeploy.records import ManifestEntry
-from partialdeploy.runners.base import ASYNC_QUEUE, LAYER_TIMES, Runner, TensorMeta
+from partialdeploy.runners.base import ASYNC_QUEUE, BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
 
 
 def hint_name(value) -> str:
@@ -25,9 +28,38 @@ def hint_name(value) -> str:
     return s
 
 
+def ov_boundaries(model) -> list[str]:
+    """Block-output tensors of an ``openvino.Model`` in execution order: the ``block_outputs`` the
+    ONNX export recorded (kept in ``rt_info["framework"]``), else every tensor a model family names
+    as one of its blocks."""
+    import json
+
+    from partialdeploy import families
+    from partialdeploy.blocknames import HEAD
+
+    listed = None
+    try:
+        if model.has_rt_info(["framework", "block_outputs"]):
+            listed = set(json.loads(model.get_rt_info(["framework", "block_outputs"]).astype(str)))
+    except Exception:  # an IR without (readable) framework metadata: names decide
+        listed = None
+    head = set(model.outputs[0].get_names())
+    order: list[str] = []
+    for op in model.get_ordered_ops():
+        for o in op.outputs():
+            names = o.get_names()
+            if names & head:
+                continue
+            order += [n for n in names
+                      if n != HEAD and (n in listed if listed is not None else families.is_boundary(n))]
+    return list(dict.fromkeys(order))
+
+
 class OpenVINORunner(Runner):
     name = "openvino"
-    capabilities = frozenset({ASYNC_QUEUE, LAYER_TIMES})
+    capabilities = frozenset({ASYNC_QUEUE, LAYER_TIMES, BOUNDARY_TAPS})
+    _bounds: list = []
+    _quantized = None
     requires = ("openvino",)
     dist = "openvino"
     layer_source = "OpenVINO PERF_COUNT (real time per node)"
@@ -56,15 +88,33 @@ class OpenVINORunner(Runner):
         config.update(self.options.get("config") or {})  # e.g. an artifact's recorded runtime_config
         t0 = time.perf_counter()
         try:
-            model = self.core.read_model(str(self.path))
+            model = self.options.get("model")
+            model = self.core.read_model(str(self.path)) if model is None else model.clone()
+            self._quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+            if self.options.get("taps"):
+                self._bounds = ov_boundaries(model)
+                if self._bounds:
+                    model.add_outputs(self._bounds)
             self.compiled = self.core.compile_model(model, device, config)
         except Exception as e:
-            raise UserError(f"OpenVINO cannot load {self.path}: {first_line(e, 200)}") from e
+            raise UserError(f"OpenVINO cannot load {self.path or 'the model'}: {first_line(e, 200)}") from e
         self.load_time_s = time.perf_counter() - t0
+        bset = set(self._bounds)
+        # output name per port: a boundary port by its block name (a tensor may carry several names)
+        self._names = [next((n for n in p.get_names() if n in bset), p.get_any_name()) for p in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
         self._layer_acc: dict = {}
         self._layer_runs = 0
         return self
+
+    def boundaries(self) -> list[str]:
+        return list(self._bounds)
+
+    def quantized(self) -> bool | None:
+        return self._quantized
+
+    def requests_in_flight(self) -> int:
+        return int(self.options.get("nireq") or self.optimal_requests())
 
     @staticmethod
     def _meta(ports) -> list[TensorMeta]:
@@ -91,7 +141,7 @@ class OpenVINORunner(Runner):
         res = self.request.infer(feed, share_inputs=True)  # no input copy (synchronous call)
         if self.options.get("profile_layers"):
             self._accumulate(self.request)
-        return {p.get_any_name(): np.array(res[p]) for p in self.compiled.outputs}
+        return {n: np.array(res[p]) for n, p in zip(self._names, self.compiled.outputs)}
 
     # ---- throughput mode: an AsyncInferQueue keeps several requests in flight
 
@@ -107,7 +157,7 @@ class OpenVINORunner(Runner):
         ``min_time_s`` elapsed. Returns (wall seconds, per-request latencies in seconds)."""
         import openvino as ov
 
-        nireq = int(self.options.get("nireq") or self.optimal_requests())
+        nireq = self.requests_in_flight()
         queue = ov.AsyncInferQueue(self.compiled, nireq)
         lat: list[float] = []
 

@@ -6,7 +6,8 @@ TorchScript file, so eager PyTorch can be profiled next to the exported artifact
 
 Options: ``module``, ``input_shape`` (default (None, 3, 224, 224): batch dynamic),
 ``input_name`` ("input"), ``output_name`` ("logits"), ``profile_layers`` (per-block times via
-forward hooks on modules named like ``stages.N.blocks.M``).
+forward hooks on modules named like ``stages.N.blocks.M``), ``taps`` (every block boundary as an
+extra output: forward hooks on the modules the model's family names, ``Family.tap_modules``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
-from partialdeploy.runners.base import LAYER_TIMES, Runner, TensorMeta
+from partialdeploy.runners.base import BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
 
 _BLOCKISH = re.compile(r"^(stages|layers|features)\.\d+(\.blocks\.\d+)?$|^(patch_embed|stem|head|avgpool_pre_head|"
                        r"classifier)$")
@@ -26,7 +27,8 @@ _BLOCKISH = re.compile(r"^(stages|layers|features)\.\d+(\.blocks\.\d+)?$|^(patch
 class TorchRunner(Runner):
     name = "torch"
     layer_source = "forward hooks"
-    capabilities = frozenset({LAYER_TIMES})
+    capabilities = frozenset({LAYER_TIMES, BOUNDARY_TAPS})
+    _taps: dict = {}
     requires = ("torch",)
     dist = "torch"
 
@@ -60,7 +62,25 @@ class TorchRunner(Runner):
         self._runs = 0
         if self.options.get("profile_layers"):
             self._install_hooks()
+        if self.options.get("taps"):
+            self._install_taps()
         return self
+
+    def _install_taps(self) -> None:
+        spec = getattr(self.module, "spec", None)
+        if spec is None:
+            raise UserError("boundary taps need a model built by partialdeploy (its family names the blocks)")
+        from partialdeploy import families
+
+        self._taps, self._tapped = families.get(spec.family).tap_modules(self.module), {}
+        for name, m in self._taps.items():
+            def keep(_m, _i, out, name=name):
+                self._tapped[name] = out.detach().clone().numpy()
+
+            self._hooks.append(m.register_forward_hook(keep))
+
+    def boundaries(self) -> list[str]:
+        return list(self._taps)
 
     def _install_hooks(self) -> None:
         starts: dict[str, float] = {}
@@ -93,8 +113,13 @@ class TorchRunner(Runner):
         self._runs += 1
         if isinstance(y, (tuple, list)):
             names = [o.name for o in self.outputs()]
-            return {names[i] if i < len(names) else f"output_{i}": t.numpy() for i, t in enumerate(y)}
-        return {self.outputs()[0].name: y.numpy()}
+            out = {names[i] if i < len(names) else f"output_{i}": t.numpy() for i, t in enumerate(y)}
+        else:
+            out = {self.outputs()[0].name: y.numpy()}
+        if self._taps:
+            out.update(self._tapped)
+            self._tapped = {}
+        return out
 
     def layer_times(self) -> list[dict] | None:
         if not self._acc or not self._runs:
