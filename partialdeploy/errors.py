@@ -27,5 +27,16 @@ class VerificationError(PartialDeployError):
     exit_code = 1
 
 
+class ParityError(VerificationError):
+    """A parity gate failed. Exit code 1. ``parity`` holds the numbers of the failed gate(s)
+    (``records.ParityResult``, or the API's ``ParityNumbers``); ``result`` what was exported anyway
+    (the API's ExportResult), when anything was."""
+
+    def __init__(self, message: str, parity=(), result=None):
+        super().__init__(message)
+        self.parity = tuple(parity)
+        self.result = result
+
+
 class RuntimeUnavailable(UserError):
     """The runtime a target needs is not installed (or needs hardware this machine lacks)."""

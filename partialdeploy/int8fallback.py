@@ -10,7 +10,7 @@ boundaries and how to time it — and :func:`quantize_until_gate` does the rest:
    used for calibration, plus the accuracy drop where labels exist — the same gate as everywhere);
 2. if it fails, measure each block's sensitivity: the quantization error it *adds* at its output
    boundary (1 − cosine against the fp32 deploy-form ONNX at that block, minus the same at the block
-   before) on the calibration images, via the block boundaries that :mod:`partialdeploy.diff` exposes;
+   before) on the calibration images, via the block boundaries that :mod:`partialdeploy.taps` exposes;
 3. keep the most sensitive block still quantized in float, quantize again, gate again; re-rank after
    every step (the error moves once a block is in float);
 4. stop when the gate holds, or when no block is left to try / the limit is reached: then a

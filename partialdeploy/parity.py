@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from partialdeploy.errors import VerificationError
+from partialdeploy.errors import ParityError, VerificationError
 from partialdeploy.records import ParityResult  # noqa: F401  (made here, stored everywhere: one serializer)
 
 
@@ -135,4 +135,4 @@ def require(*results: ParityResult) -> None:
     """VerificationError (exit 1) with the numbers of the first result that did not pass."""
     for res in results:
         if not res.passed:
-            raise VerificationError(f"parity gate '{res.stage}' failed: {res.reason} ({res.summary()})")
+            raise ParityError(f"parity gate '{res.stage}' failed: {res.reason} ({res.summary()})", (res,))

@@ -456,7 +456,8 @@ def _convert_one(name: str, target, ctx: ExportContext, tdir: Path, failures: li
         if is_disk_full(e):
             raise
         kind = "verification" if isinstance(e, VerificationError) else "error"
-        failures.append({"target": name, "precision": ctx.precision, "kind": kind, "error": str(e)})
+        failures.append({"target": name, "precision": ctx.precision, "kind": kind, "error": str(e),
+                         **({"parity": [p.to_dict() for p in e.parity]} if getattr(e, "parity", ()) else {})})
         say(name, f"FAILED: {e}")
     except Exception as e:  # a converter crashed: report it as this target's failure, go on
         if is_disk_full(e):

@@ -126,7 +126,7 @@ def test_onnx_metadata_architecture_reads_back(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from partialdeploy.diff import _prep_from_onnx
+    from partialdeploy.blockdiff import _prep_from_onnx
     from partialdeploy.spec import ArchSpec, variant_spec
 
     spec = variant_spec("partialnet", "t0").replace(img_size=64, mean=(0.5, 0.5, 0.5), labels=("a", "b"))

@@ -40,7 +40,7 @@ def diff_cmd(
     the tolerance.
 
     Exit codes: 0 they agree, 1 they part, 2 bad input."""
-    from partialdeploy.diff import run_diff
+    from partialdeploy.blockdiff import run_diff
 
     try:
         res = run_diff(ref, cand, images=images, count=count, target=target, precision=precision,
