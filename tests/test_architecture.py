@@ -244,6 +244,86 @@ def test_cli_help_lists_registered_backends(fake_backend):
     assert "fakert" in r.stdout and "onnxruntime" in r.stdout, r.stdout + r.stderr
 
 
+TAPPING_BACKEND = '''
+"""A runtime that exists only in this test and computes for real (it hands the ONNX to ONNX Runtime
+under its own name), with boundary taps: export, verify, profile and diff reach it through the registry."""
+import shutil
+from pathlib import Path
+
+from partialdeploy.backends import Backend
+from partialdeploy.exporters.base import Artifact, Target
+from partialdeploy.runners.base import BOUNDARY_TAPS, Runner
+from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+
+
+class TapRunner(Runner):
+    name = "taprt"
+    capabilities = frozenset({BOUNDARY_TAPS})
+
+    def load(self):
+        self.inner = OnnxRuntimeRunner(self.path, threads=self.threads, **self.options).load()
+        self.load_time_s = self.inner.load_time_s
+        return self
+
+    def inputs(self):
+        return self.inner.inputs()
+
+    def outputs(self):
+        return self.inner.outputs()
+
+    def infer_impl(self, feed):
+        return self.inner.infer_impl(feed)
+
+    def boundaries(self):
+        return self.inner.boundaries()
+
+    def quantized(self):
+        return self.inner.quantized()
+
+
+class TapTarget(Target):
+    name = "taprt"
+    precisions = ("fp32",)
+
+    def export(self, ctx, out_dir):
+        shutil.copyfile(ctx.onnx_path, Path(out_dir) / "model.tap")
+        return Artifact(self.name, ctx.precision, "model.tap", files=["model.tap"])
+
+
+BACKEND = Backend(name="taprt", label="TapRT", runner=f"{__name__}:TapRunner",
+                  targets={"taprt": f"{__name__}:TapTarget"}, suffixes=(".tap",))
+'''
+
+
+def test_a_runtime_with_boundary_taps_works_through_export_verify_profile_and_diff(tmp_path, monkeypatch):
+    """One module registers a runtime; nothing else knows it: the export gates its artifact, verify
+    checks it, profile times it, and diff compares its block outputs with the train form's."""
+    from partialdeploy import backends, demo
+    from partialdeploy.blockdiff import run_diff
+    from partialdeploy.pipeline import ExportRequest, run_export
+    from partialdeploy.profiling import Settings, profile
+    from partialdeploy.verify import verified_export
+
+    (tmp_path / "taprt_backend.py").write_text(TAPPING_BACKEND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import taprt_backend
+
+    backends.register(taprt_backend.BACKEND)
+    try:
+        dist = tmp_path / "dist"
+        res = run_export(ExportRequest(targets=("taprt",), out_dir=dist, parity_images=4))
+        assert res.exit_code == 0 and res.artifacts[0].verified == "parity", res.failures
+        _, _, arts = verified_export(dist)
+        assert [a.target for a in arts] == ["taprt"]
+        rep = profile(dist, Settings(runs=3, min_time_s=None, warmup=1, blocks=1, layers=False))
+        assert rep["results"][0]["status"] == "ok" and rep["results"][0]["runtime"] == "taprt"
+        d = run_diff(demo.DEMO_CKPT, dist, target="taprt", count=4)
+        assert d.cand["runtime"] == "TapRT" and d.agree
+        assert [b.block for b in d.blocks][:2] == ["patch_embed", "stages.0.blocks.0"] and len(d.blocks) > 5
+    finally:
+        backends.unregister("taprt")
+
+
 # ---- verification in one place: targets convert, the pipeline opens and gates
 
 def test_pipeline_gates_what_a_target_converted(fake_backend, tmp_path):
