@@ -106,16 +106,16 @@ def test_one_gate_core_reports_and_raises_alike():
 
 def test_int8_fallback_gates_through_the_core():
     """The INT8 fallback loop uses the same core: a damaged quantization fails with its numbers."""
-    from partialdeploy.int8fallback import Backend, quantize_until_gate
+    from partialdeploy.int8fallback import Quantizer, quantize_until_gate
 
     ctx, fn = _ctx()
     ctx.options = {}
-    backend = Backend(name="fake", quantize=lambda floats: "q", logits=lambda h: (lambda v: -fn(v)),
-                      boundaries=lambda h: (lambda v: {}), reference=lambda v: {})
+    quantizer = Quantizer(name="fake", quantize=lambda floats: "q", logits=lambda h: (lambda v: -fn(v)),
+                          boundaries=lambda h: (lambda v: {}), reference=lambda v: {})
     with pytest.raises(VerificationError, match="INT8 gate"):
-        quantize_until_gate(ctx, backend, "fake int8", enabled=False)
-    ok = Backend(name="fake", quantize=lambda floats: "q", logits=lambda h: fn,
-                 boundaries=lambda h: (lambda v: {}), reference=lambda v: {})
+        quantize_until_gate(ctx, quantizer, "fake int8", enabled=False)
+    ok = Quantizer(name="fake", quantize=lambda floats: "q", logits=lambda h: fn,
+                   boundaries=lambda h: (lambda v: {}), reference=lambda v: {})
     res = quantize_until_gate(ctx, ok, "fake int8")
     assert isinstance(res.attempts[0].results[0], ParityResult) and res.to_dict()["after"]["passed"]
 
