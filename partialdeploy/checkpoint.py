@@ -9,7 +9,6 @@ Loading never executes code from the file: pickles go through ``torch.load(weigh
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from partialdeploy.errors import UserError, first_line
 from partialdeploy import families
 from partialdeploy.families.partialnet import infer_from_weights  # noqa: F401  (re-exported)
 from partialdeploy.spec import ArchSpec
+from partialdeploy.verify import file_sha256
 from partialdeploy.weights import check_against_model, check_tensors
 
 
@@ -42,14 +42,6 @@ class Checkpoint:
     metadata: dict = field(default_factory=dict)  # safetensors metadata
     sha256: str = ""
     dropped_prefixes: list[str] = field(default_factory=list)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _torch_load(path: Path) -> Any:
@@ -165,7 +157,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not _is_tensor_dict(sd):
         raise UserError(f"{p.name} has no tensors under the expected keys; is it a PartialNet/FasterNet checkpoint?")
     check_tensors(sd, p.name)  # dtype, layout, finite, BatchNorm variances: before anything is built
-    return Checkpoint(p, fmt, sd, hp, meta, sha256_of(p), dropped)
+    return Checkpoint(p, fmt, sd, hp, meta, file_sha256(p), dropped)
 
 
 def _normalize_keys(sd: dict) -> tuple[dict, list[str]]:

@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 
 from partialdeploy.errors import UserError
+from partialdeploy.verify import MANIFEST
 
-MANIFEST = "manifest.json"
 SCHEMA_PREFIX = "partialdeploy.manifest/"
 MAX_MANIFEST_BYTES = 64 << 20
 

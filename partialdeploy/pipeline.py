@@ -30,8 +30,8 @@ from partialdeploy.safety import commit, is_disk_full
 from partialdeploy.images import calib_folder_error
 from partialdeploy.spec import ArchSpec
 from partialdeploy.verification import convert_and_verify
+from partialdeploy.verify import MANIFEST
 
-MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "partialdeploy.manifest/1"
 
 

@@ -33,9 +33,9 @@ import numpy as np
 
 from partialdeploy.errors import PartialDeployError, RuntimeUnavailable, UserError, first_line
 from partialdeploy.records import ManifestEntry, ProfileResult
+from partialdeploy.verify import MANIFEST
 
 SCHEMA = "partialdeploy.profile/1"
-MANIFEST = "manifest.json"
 MODES = ("latency", "throughput")
 
 

@@ -2,7 +2,7 @@
 
 ``reparameterize(model, img_size)`` runs the one generic walker of
 :mod:`partialdeploy.models.protocol`: every block converts itself (``to_deploy``, timm-style) and
-says what it folded; ``verify`` compares train form and deploy form on real images and fails closed.
+says what it folded (the pipeline gates train form against deploy form with ``parity.gate``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from partialdeploy import parity
 from partialdeploy.models.protocol import DeployResult, convert
 
 
@@ -31,10 +30,3 @@ def torch_logits(model: nn.Module, x: np.ndarray, batch: int = 8) -> np.ndarray:
     outs = [model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))).double().numpy()
             for i in range(0, len(x), batch)]
     return np.concatenate(outs, 0)
-
-
-def verify(train: nn.Module, deploy: nn.Module, x: np.ndarray, reference: np.ndarray | None = None,
-           tol: parity.Tolerance | str = "fp32") -> parity.ParityResult:
-    """Parity gate train form -> deploy form on ``x`` (raises VerificationError on a breach)."""
-    ref = torch_logits(train, x) if reference is None else reference
-    return parity.gate(ref, torch_logits(deploy, x), "train form -> deploy form (PyTorch)", tol)

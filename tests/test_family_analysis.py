@@ -101,7 +101,6 @@ def test_per_layer_profile_maps_every_layer_to_a_block(exported, name, tmp_path)
     assert "other" not in blocks and not any(b.startswith("body.") for b in blocks), blocks
     assert blocks <= set(families.get(name).boundaries(spec))
     assert {families.get(name).stem_name, "head"} <= blocks
-    assert not [r for r in lb["top"] if r.get("block_inferred") and r["time_ms"] > 0.5 * lb["total_ms"]]
 
 
 @pytest.mark.parametrize("name,layer,block", [

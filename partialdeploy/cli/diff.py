@@ -35,15 +35,15 @@ def diff_cmd(
     variant: Optional[str] = typer.Option(None, "--variant", help="For checkpoints: what the weights cannot tell."),
     as_json: bool = typer.Option(False, "--json", help='{"first_divergent": ..., "blocks": [...]} on stdout.'),
 ):
-    """Run REF and CAND on the same real images with every block boundary exposed (patch_embed,
-    stages.N.blocks.M, merging layers stages.N, head) and name the first block whose output leaves
-    the tolerance.
+    """Run REF and CAND on the same real images with every block boundary of the model's family
+    exposed (PartialNet: patch_embed, stages.N.blocks.M, merging layers stages.N; ECA-ResNet: stem,
+    layerN.M; ...; head) and name the first block whose output leaves the tolerance.
 
     Exit codes: 0 they agree, 1 they part, 2 bad input."""
-    from partialdeploy.blockdiff import run_diff
+    from partialdeploy import api
 
     try:
-        res = run_diff(ref, cand, images=images, count=count, target=target, precision=precision,
+        res = api.diff(ref, cand, images=images, count=count, target=target, precision=precision,
                        ref_target=ref_target, ref_precision=ref_precision, cosine_min=cosine, rel_max=rel,
                        threads=threads, variant=variant)
     except PartialDeployError as e:

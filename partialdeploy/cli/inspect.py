@@ -29,10 +29,10 @@ def inspect(
 ):
     """What is inside a checkpoint: architecture, what folds and what stays (and why), params/FLOPs
     before → after the deploy rewrite."""
-    from partialdeploy.analysis import inspect_checkpoint
+    from partialdeploy import api
 
     try:
-        r = inspect_checkpoint(checkpoint, variant=variant, act=act, img_size=img_size)
+        r = api.inspect(checkpoint, variant=variant, act=act, img_size=img_size).data
     except PartialDeployError as e:
         fail(e)
     if as_json:

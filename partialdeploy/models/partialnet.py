@@ -512,7 +512,3 @@ def _init_weights(m):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-
-
-def build_model(spec: ArchSpec) -> PartialNet:
-    return PartialNet(spec)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from partialdeploy.errors import UserError
 from partialdeploy.records import ManifestEntry, ProfileResult
+from partialdeploy.verify import MANIFEST
 
-MANIFEST = "manifest.json"
 ACCURACY = "accuracy.json"
 ACCURACY_SCHEMA = "partialdeploy.accuracy/1"
 MAX_JSON_BYTES = 64 << 20
