@@ -131,3 +131,20 @@ def test_memory_estimate_is_the_familys():
     assert mem["eca_resnet"].per_image == 4 * 4 * 64 * 112 * 112  # four maps of the stem's output
     assert mem["eca_mobilenetv2"].per_image == 4 * 3 * 96 * 112 * 112  # the first expansion, before its stride
     assert budget.estimate(er, 25_000_000, 224).activations > budget.estimate(pn, 25_000_000, 224).activations
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_torch_per_block_times_cover_every_boundary(exported, name):
+    """Eager PyTorch's per-layer pass: one time per boundary of the family, in its names."""
+    from partialdeploy.runners.torch import TorchRunner
+
+    spec, model, _ = exported[name]
+    r = TorchRunner(module=model, input_shape=(None, 3, SIZE, SIZE), profile_layers=True).load()
+    for _ in range(2):
+        r.run(np.zeros((1, 3, SIZE, SIZE), np.float32))
+    rows = r.layer_times()
+    r.close()
+    assert [row["name"] for row in rows] == families.get(name).boundaries(spec)
+    assert all(row["time_ms"] > 0 for row in rows)
+    lb = layer_breakdown(rows, model=spec)
+    assert {b["block"] for b in lb["blocks"]} == set(families.get(name).boundaries(spec))

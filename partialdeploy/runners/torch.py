@@ -5,8 +5,9 @@ TorchScript file, so eager PyTorch can be profiled next to the exported artifact
     open_runner("model.ts", target="torch")  # torch.jit.load
 
 Options: ``module``, ``input_shape`` (default (None, 3, 224, 224): batch dynamic),
-``input_name`` ("input"), ``output_name`` ("logits"), ``profile_layers`` (per-block times via
-forward hooks on modules named like ``stages.N.blocks.M``), ``taps`` (every block boundary as an
+``input_name`` ("input"), ``output_name`` ("logits"), ``profile_layers`` (per-block times: for a
+model built here, between the boundaries its family names; else forward hooks on modules named like
+``stages.N.blocks.M``), ``taps`` (every block boundary as an
 extra output: forward hooks on the modules the model's family names, ``Family.tap_modules``).
 """
 
@@ -61,10 +62,37 @@ class TorchRunner(Runner):
         self._acc: dict[str, float] = {}
         self._runs = 0
         if self.options.get("profile_layers"):
-            self._install_hooks()
+            if getattr(self.module, "spec", None) is not None:
+                self._install_block_clock()
+            else:
+                self._install_hooks()
         if self.options.get("taps"):
             self._install_taps()
         return self
+
+    def _install_block_clock(self) -> None:
+        """Per-block times of a model built here: a clock read when the forward starts and when each
+        boundary the model's family names is reached; a block's time is the time since the boundary
+        before it (the head: until the forward returns), so every layer of every family is counted."""
+        from partialdeploy import families
+        from partialdeploy.blocknames import HEAD
+
+        marks: list[tuple[str, float]] = []
+
+        def start(_m, _i):
+            marks.clear()
+            marks.append(("", time.perf_counter()))
+
+        def done(_m, _i, _o):
+            marks.append((HEAD, time.perf_counter()))
+            for (_, t0), (name, t1) in zip(marks, marks[1:]):
+                self._acc[name] = self._acc.get(name, 0.0) + (t1 - t0)
+
+        self._hooks.append(self.module.register_forward_pre_hook(start))
+        for name, m in families.get(self.module.spec.family).tap_modules(self.module).items():
+            self._hooks.append(m.register_forward_hook(lambda _m, _i, _o, name=name: marks.append(
+                (name, time.perf_counter()))))
+        self._hooks.append(self.module.register_forward_hook(done))
 
     def _install_taps(self) -> None:
         spec = getattr(self.module, "spec", None)
