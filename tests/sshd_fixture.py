@@ -103,12 +103,16 @@ def start_sshd(root: Path) -> SSHServer:
     user = getpass.getuser()
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
+    # a chatty device: something prints on stdout and stderr before every command (as shell start-up
+    # files and banners do); what we read back must not be fooled by it
+    chatty = ("ForceCommand echo 'Welcome to the device (start-up output)'; echo 'start-up note' >&2; "
+              'eval "$SSH_ORIGINAL_COMMAND"\n')
     port = free_port()
     cfg = root / "sshd_config"
     cfg.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {root / 'sshd.pid'}\n"
                    f"AuthorizedKeysFile {auth}\nPermitRootLogin prohibit-password\nPubkeyAuthentication yes\n"
                    "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-                   f"AllowUsers {user}\nPrintMotd no\nLogLevel INFO\nSetEnv TMPDIR={remote_tmp}\n"
+                   f"AllowUsers {user}\nPrintMotd no\nLogLevel INFO\nSetEnv TMPDIR={remote_tmp}\n" + chatty +
                    "MaxSessions 20\nMaxStartups 20\n")
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                             stderr=open(root / "sshd.log", "wb"))

@@ -32,6 +32,7 @@ from partialdeploy.remote.ssh import Connection, ConnectionLost, RemoteError, SS
 MAX_ANSWER_BYTES = 32 << 20  # one line from the device (a report); more is refused
 STOP_GRACE_S = 20.0  # after Ctrl-C: how long the agent may take to stop and send what it measured
 ZIPAPP = "pd.pyz"
+_DATA_MARK = "@@partialdeploy-data"
 _WORKDIR = re.compile(r"^/[A-Za-z0-9._/+-]*/partialdeploy\.[A-Za-z0-9]{10}$")
 
 # make the folder, print it, receive the zipapp on stdin; a failed write removes the folder again
@@ -103,9 +104,10 @@ class Session:
 
     def _make_workdir(self) -> None:
         r = self.conn.run(_MKDIR, stdin=self.payload.data, check=False)
-        first = r.stdout.decode(errors="replace").splitlines()[:1]
-        if first and _WORKDIR.match(first[0]):
-            self.workdir = first[0]
+        # the device's shell start-up files may print first: take our line, wherever it is
+        ours = [ln.strip() for ln in r.stdout.decode(errors="replace").splitlines() if _WORKDIR.match(ln.strip())]
+        if ours:
+            self.workdir = ours[-1]
         if r.returncode != 0 or self.workdir is None:
             err = r.stderr.decode(errors="replace")
             if _no_space(err):
@@ -153,10 +155,15 @@ class Session:
 
     def fetch_to(self, rel: str, dest: Path, max_bytes: int) -> int:
         """Copy a file of the job's folder to ``dest`` (streamed); more than ``max_bytes`` is refused."""
-        proc = self.conn.popen(["cat", "--", f"{self.workdir}/{rel}"], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # a marker line first: whatever the device's shell start-up files print comes before it
+        cmd = f"printf '%s\\n' {_DATA_MARK} && exec cat -- {shlex.quote(f'{self.workdir}/{rel}')}"
+        proc = self.conn.popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         n = 0
         try:
+            for _ in range(10000):
+                line = proc.stdout.readline(1 << 16)
+                if not line or line.rstrip(b"\n") == _DATA_MARK.encode():
+                    break
             with open(dest, "wb") as f:
                 for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
                     n += len(chunk)
