@@ -603,6 +603,8 @@ def main():
     ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
                     help="the peers beside naive ONNX Runtime: naive in OpenVINO (f32 and default hints), NNCF "
                          "and ONNX Runtime static INT8 of the naive file")
+    ap.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True,
+                    help="the INT8 accuracy gate on the trained demo (with --int8)")
     ap.add_argument("--batch8", action=argparse.BooleanOptionalAction, default=True, help="batch 8 throughput")
     ap.add_argument("--json", type=Path, help="also write the measurements here")
     ap.add_argument("--families", default="eca-resnet50,eca-mobilenetv2",
@@ -637,7 +639,7 @@ def main():
     t0 = time.perf_counter()
     results = []
     with tempfile.TemporaryDirectory() as d:
-        if args.int8:
+        if args.int8 and args.demo:
             demo_int8(Path(d))
         for v in variants:
             results.append(bench_variant(v, args, Path(d), bf16_ok))
