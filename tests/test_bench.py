@@ -128,13 +128,18 @@ def test_goal_table_judges_only_what_the_cpu_can_run(peers):
     assert peers.cpu_class({"avx512f", "amx_bf16"}) == "AMX"
     j = peers.judgeable(avx2)
     assert j["fp32"] is None and "bf16" in j["bf16"] and "VNNI" in j["int8"]
-    rows = {"naive ORT": {"ms": 10.0, "computes": "f32"}, "naive OV f32": {"ms": 9.0, "computes": "f32"},
-            "naive OV default": {"ms": 9.0, "computes": "f32"}, "ours ORT": {"ms": 9.4, "computes": "f32"},
-            "OV f32": {"ms": 7.0, "computes": "f32"}, "naive ORT QDQ": {"ms": 6.0, "computes": "i8+f32"},
+    rows = {"naive ORT": {"ms": 10.0, "computes": "f32", "cpu_ms": 18.0},
+            "naive OV f32": {"ms": 9.0, "computes": "f32", "cpu_ms": 20.0},
+            "naive OV default": {"ms": 9.0, "computes": "f32"},
+            "ours ORT": {"ms": 9.4, "computes": "f32", "cpu_ms": 16.0},
+            "OV f32": {"ms": 7.0, "computes": "f32", "cpu_ms": 13.5},
+            "naive ORT QDQ": {"ms": 6.0, "computes": "i8+f32"},
             "OV int8": {"ms": 5.7, "computes": "i8+f32"}}
     goals = {g["class"]: g for g in peers.peer_goals("s", 8, rows, {}, avx2)}
     assert goals["fp32"]["peer"] in ("naive OV f32", "naive OV default")  # default hints ran f32: an fp32 peer
     assert goals["fp32"]["ratio"] == pytest.approx(7 / 9) and goals["fp32"]["verdict"] == "met"
+    assert goals["fp32"]["cpu_ratio"] == pytest.approx(13.5 / 18)  # least CPU time of ours over the peers'
+    assert goals["ONNX in ORT"]["cpu_ratio"] == pytest.approx(16 / 18)
     assert goals["bf16"]["verdict"] == "not on this CPU" and not goals["bf16"]["judged"]
     assert goals["int8"]["verdict"] == "MISS (not judged here)"
     assert goals["ONNX in ORT"]["ratio"] == pytest.approx(0.94) and goals["ONNX in ORT"]["verdict"] == "met"
