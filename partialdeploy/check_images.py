@@ -29,9 +29,23 @@ class CheckImages:
     record: dict  # stored in the manifest (its "described" is ``source``)
     calib_files: list[Path] | None = None  # what is left of --calib for calibration (None: all of it)
     notes: list[str] = field(default_factory=list)
+    files: list[Path] | None = None  # the user's image files behind ``x``, in order
 
     def __post_init__(self):
         self.record["described"] = self.source
+
+    def raw_samples(self, n: int = 8) -> list[np.ndarray]:
+        """The first ``n`` check images as decoded (uint8), before preprocessing: what ``x[:n]`` was made
+        from (a TensorRT bundle carries them for its device example to reproduce the reference)."""
+        from partialdeploy import demo
+        from partialdeploy.images import natural_raw, open_image_bounded
+
+        kind = self.record.get("source")
+        if self.files is not None:
+            return [open_image_bounded(f) for f in self.files[:n]]
+        if kind == "demo held-out digits":
+            return demo.eval_raw(min(n, len(self.x)))
+        return natural_raw(min(n, len(self.x)))
 
 
 def _user_images(files: list[Path], root: Path, spec, source: str, kind: str) -> CheckImages:
@@ -45,7 +59,7 @@ def _user_images(files: list[Path], root: Path, spec, source: str, kind: str) ->
                         "give a folder with readable images")
     rec = {"source": kind, "dir": str(root), "count": len(used),
            "files": [f.relative_to(root).as_posix() for f in used], "sha256": files_digest(used, root)}
-    return CheckImages(x, source, rec)
+    return CheckImages(x, source, rec, files=list(used))
 
 
 def choose(spec, *, check_dir: Path | None, calib_dir: Path | None, user_calib: bool, is_demo: bool,
@@ -83,7 +97,7 @@ def choose(spec, *, check_dir: Path | None, calib_dir: Path | None, user_calib: 
         return CheckImages(x, f"{len(x)} held-out demo digits", {"source": "demo held-out digits", "count": len(x)})
     else:
         note = ""
-    x = natural_batch(spec.img_size, spec.mean, spec.std, n=stock_n)
+    x = natural_batch(spec.img_size, spec.mean, spec.std, n=stock_n, crop_ratio=spec.crop_ratio)
     ci = CheckImages(x, f"{len(x)} crops of the {STOCK} (fallback)",
                      {"source": "stock photographs (fallback)", "count": len(x)})
     ci.notes.append(note + f"parity is checked on {len(x)} crops of the {STOCK}, not on your images: "

@@ -30,6 +30,12 @@ def eval_size() -> int:
         return int(d["labels"].shape[0])
 
 
+def eval_raw(n: int | None = None) -> list[np.ndarray]:
+    """The first ``n`` held-out test images as stored (uint8 grey), before preprocessing."""
+    with np.load(DEMO_EVAL) as d:
+        return [np.asarray(im) for im in d["images"][:n]]
+
+
 def eval_set(spec) -> tuple[np.ndarray, np.ndarray]:
     """Held-out real test images (preprocessed for ``spec``) and their labels."""
     from partialdeploy.images import preprocess

@@ -17,26 +17,25 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".p
 
 
 def preprocess(img: np.ndarray, size: int, mean, std, crop_ratio: float = 0.875) -> np.ndarray:
-    """uint8 HWC (RGB or grey) -> float32 CHW."""
-    from PIL import Image
+    """uint8 HWC (RGB or grey) -> float32 CHW. The code is the TensorRT bundle's device example's
+    (``bundle_infer.preprocess_image``, copied into every bundle as infer.py): one preprocessing path."""
+    from partialdeploy.bundle_infer import preprocess_image
 
-    if img.ndim == 2:
-        img = np.stack([img] * 3, -1)
-    if img.shape[-1] == 4:
-        img = img[..., :3]
-    if img.dtype != np.uint8:
-        img = np.clip(img * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    im = Image.fromarray(img)
-    short = max(size, int(round(size / crop_ratio)))
-    w, h = im.size
-    s = short / min(w, h)
-    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-    w, h = im.size
-    left, top = (w - size) // 2, (h - size) // 2
-    im = im.crop((left, top, left + size, top + size))
-    x = np.asarray(im, dtype=np.float32) / 255.0
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return preprocess_image(img, size, resize_shorter_side(size, crop_ratio), mean, std)
+
+
+def resize_shorter_side(size: int, crop_ratio: float = 0.875) -> int:
+    """What the shorter side is resized to before the centre crop."""
+    return max(size, int(round(size / crop_ratio)))
+
+
+def preprocessing_record(spec) -> dict:
+    """The preprocessing contract of a model (ArchSpec), as manifests and TensorRT bundles record it and
+    the bundle's device example (infer.py) reads it."""
+    size = int(spec.img_size)
+    return {"mean": list(spec.mean), "std": list(spec.std), "size": [size, size],
+            "resize_shorter_side_to": resize_shorter_side(size, spec.crop_ratio), "crop": "center",
+            "interpolation": "bicubic", "scale": "1/255", "layout": "NCHW", "color": "RGB", "dtype": "float32"}
 
 
 MAX_PIXELS = 64_000_000  # per image (a 12-megapixel photo is 12 M); larger ones are skipped as bombs
@@ -199,9 +198,9 @@ def natural_images() -> list[np.ndarray]:
     return imgs
 
 
-def natural_batch(size: int, mean, std, n: int = 16, seed: int = 0) -> np.ndarray:
-    """n preprocessed crops of real photographs (several crops/flips per photo when n is larger
-    than the number of photos)."""
+def natural_raw(n: int = 16, seed: int = 0) -> list[np.ndarray]:
+    """n real photographs as decoded (uint8 HWC RGB): several random crops/flips per photo when n is
+    larger than the number of photos. What :func:`natural_batch` preprocesses."""
     base = natural_images()
     rng = np.random.default_rng(seed)
     out = []
@@ -214,5 +213,10 @@ def natural_batch(size: int, mean, std, n: int = 16, seed: int = 0) -> np.ndarra
             img = img[y:y + ch, x:x + cw]
             if rng.random() < 0.5:
                 img = img[:, ::-1]
-        out.append(preprocess(np.ascontiguousarray(img), size, mean, std))
-    return np.stack(out).astype(np.float32)
+        out.append(np.ascontiguousarray(img))
+    return out
+
+
+def natural_batch(size: int, mean, std, n: int = 16, seed: int = 0, crop_ratio: float = 0.875) -> np.ndarray:
+    """n preprocessed crops of real photographs (:func:`natural_raw`)."""
+    return np.stack([preprocess(img, size, mean, std, crop_ratio) for img in natural_raw(n, seed)]).astype(np.float32)

@@ -25,6 +25,7 @@ from partialdeploy import __version__, budget, export_dir, parity
 from partialdeploy.errors import PartialDeployError, UserError, VerificationError, first_line
 from partialdeploy.backends import target_names
 from partialdeploy.exporters.base import PRECISIONS, Artifact, ExportContext, get_target
+from partialdeploy.images import preprocessing_record
 from partialdeploy.records import ManifestEntry, ParityResult
 from partialdeploy.safety import commit, is_disk_full
 from partialdeploy.images import calib_folder_error
@@ -222,7 +223,8 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
     # ---- real images: parity inputs, calibration, held-out eval
     t0 = time.perf_counter()
     size = spec.img_size
-    px, calib, calib_src, calib_info, eval_x, eval_y, check_rec = _images(req, spec, is_demo, calib_dir, notes)
+    px, calib, calib_src, calib_info, eval_x, eval_y, chk = _images(req, spec, is_demo, calib_dir, notes)
+    check_rec = chk.record
     ref = torch_logits(model, px)
     if calib is None:  # the held-out set measures the INT8 accuracy drop; parity needs only px
         eval_x = eval_y = None
@@ -261,6 +263,7 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
                           input_name="input", output_name="logits", parity_inputs=px, reference=ref,
                           calib=calib, calib_source=calib_src, eval_images=eval_x, eval_labels=eval_y,
                           eval_reference=eval_ref, deploy_model=deploy,
+                          parity_raw=chk.raw_samples() if "tensorrt" in targets else None,
                           options={**req.options, "batch": req.batch},
                           tolerances=req.tolerances)
         # ---- targets
@@ -442,7 +445,7 @@ def _images(req: ExportRequest, spec, is_demo: bool, calib_dir, notes: list[str]
             calib_info["eval"] = {"dir": str(req.eval_dir), "images": len(eval_x), "classes": len(set(eval_y.tolist())),
                                   "class_order": "checkpoint labels" if spec.labels else "sorted folder names",
                                   "overlap_with_calibration": len(overlap)}
-    return px, calib, calib_src, calib_info, eval_x, eval_y, chk.record
+    return px, calib, calib_src, calib_info, eval_x, eval_y, chk
 
 
 def _convert_one(name: str, target, ctx: ExportContext, tdir: Path, failures: list[dict],
@@ -526,10 +529,7 @@ def build_manifest(out_dir: Path, spec, ckpt, artifacts, failures, skipped, stag
         "command": command,
         "model": {**spec.to_dict(), "checkpoint": ckpt.path.name, "checkpoint_format": ckpt.format,
                   "checkpoint_sha256": ckpt.sha256, **(complexity or {})},
-        "preprocessing": {"mean": list(spec.mean), "std": list(spec.std), "size": [spec.img_size, spec.img_size],
-                          "resize_shorter_side_to": int(round(spec.img_size / spec.crop_ratio)),
-                          "crop": "center", "interpolation": "bicubic", "scale": "1/255",
-                          "layout": "NCHW", "color": "RGB", "dtype": "float32"},
+        "preprocessing": preprocessing_record(spec),
         "onnx": onnx_info,
         "calibration": calibration,
         "check_images": check_images,  # what the parity gates judged on (check_images.py)

@@ -48,7 +48,15 @@ def make_ctx(precision: str, dynamic: bool = True, batch: int = 1, with_eval: bo
         precision=precision, input_name="input", output_name="logits", parity_inputs=ex[:16], reference=ref[:16],
         calib=calib, calib_source="bundled demo calibration images",
         eval_images=ex if with_eval else None, eval_labels=ey if with_eval else None,
-        eval_reference=ref if with_eval else None, deploy_model=deploy, options={"batch": batch, **options})
+        eval_reference=ref if with_eval else None, deploy_model=deploy, parity_raw=_raw(),
+        options={"batch": batch, **options})
+
+
+@functools.lru_cache(maxsize=None)
+def _raw() -> list:
+    from partialdeploy import demo
+
+    return demo.eval_raw(16)  # the parity images as stored, before preprocessing
 
 
 def export(target: str, ctx: ExportContext, out_dir: Path):

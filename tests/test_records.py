@@ -148,7 +148,7 @@ def test_onnx_metadata_architecture_reads_back(tmp_path):
 
 def test_bundle_spec_writes_the_bundle(tmp_path):
     """write_bundle takes one BundleSpec (built by the TensorRT target from the export context)."""
-    from partialdeploy.tensorrt_build import BundleImages, BundleSpec, write_bundle
+    from partialdeploy.tensorrt_bundle import BundleImages, BundleSpec, write_bundle
 
     (tmp_path / "src.onnx").write_bytes(b"onnx bytes")
     out = tmp_path / "b"
@@ -162,7 +162,7 @@ def test_bundle_spec_writes_the_bundle(tmp_path):
     b = write_bundle(out, spec)
     assert (out / "model.onnx").read_bytes() == b"onnx bytes"
     assert set(b["files"]) == {p.name for p in out.iterdir()} >= {"eval_images.npy", "eval_labels.npy"}
-    assert b["input"] == {"name": "input", "shape": [2, 3, 32, 32], "dtype": "float32"}
+    assert b["input"] == {"name": "input", "shape": [2, 3, 32, 32], "dtype": "float32", "layout": "NCHW"}
     assert b["trtexec"]["10"] == b["trtexec"]["11"][:3] + ["--stronglyTyped"] + b["trtexec"]["11"][3:]
     assert "--memPoolSize=workspace:256M" in b["trtexec"]["11"] and b["tensorrt"]["expected"] == 11
     assert json.loads((out / "bundle.json").read_text())["trtexec_line"] == b["trtexec_line"]

@@ -60,7 +60,7 @@ def test_fp16_bundle_is_strongly_typed_and_proven(fp16_bundle):
     assert art.verified == "bundle (build the engine on the device)"
     assert sorted(art.files) == sorted(p.name for p in d.iterdir())
     assert {"model.onnx", "build_engine.sh", "bundle.json", "README.txt", "parity_inputs.npy",
-            "reference_logits.npy"} == set(art.files)
+            "reference_logits.npy", "infer.py"} | {f"sample_{i}.png" for i in range(8)} == set(art.files)
     m = onnx.load(str(d / "model.onnx"))
     # precision in the ONNX: fp32 I/O, fp16 weights, Casts; the channel-gate sums of squares stay fp32
     assert m.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
@@ -81,10 +81,16 @@ def test_fp16_bundle_is_strongly_typed_and_proven(fp16_bundle):
     l10 = ("trtexec --onnx=model.onnx --saveEngine=model.engine --stronglyTyped --minShapes=input:1x3x64x64 "
            "--optShapes=input:4x3x64x64 --maxShapes=input:16x3x64x64 --memPoolSize=workspace:512M "
            "--timingCacheFile=timing.cache")
-    assert b["trtexec_line"] == {"10": l10, "11": l10.replace(" --stronglyTyped", "")}
-    assert b["tensorrt"]["expected"] is None and b["tensorrt"]["builds_with"] == [10, 11]
+    keep = info["kept_fp32"]  # TensorRT 8: --fp16 builder flag, the fp32 nodes pinned by precision constraints
+    l8 = l10.replace("--stronglyTyped", "--fp16 --precisionConstraints=obey --layerPrecisions="
+                     + ",".join(f"{n}:fp32" for n in keep) + " --layerOutputTypes="
+                     + ",".join(f"{n}:fp32" for n in keep)).replace("workspace:512M", "workspace:512")
+    assert b["trtexec_line"] == {"8": l8, "10": l10, "11": l10.replace(" --stronglyTyped", "")}
+    assert b["tensorrt"]["expected"] is None and b["tensorrt"]["builds_with"] == [8, 10, 11]
     assert os.access(d / "build_engine.sh", os.X_OK)
-    assert b["onnx_check"]["unsupported"] == [] and set(b["onnx_check"]["by_generation"]) == {"10", "11"}
+    assert b["onnx_check"]["unsupported"] == [] and set(b["onnx_check"]["by_generation"]) == {"8", "10", "11"}
+    assert b["onnx_check"]["by_generation"]["8"]["needs_8_6"] == ["LayerNormalization"]  # the demo's head
+    assert any("TensorRT 8.5 (JetPack 5) cannot parse LayerNormalization" in n for n in art.notes)
     np.testing.assert_array_equal(np.load(d / "parity_inputs.npy"), ctx.parity_inputs)
     assert "partialdeploy build-engine" in (d / "README.txt").read_text()
 
@@ -124,8 +130,10 @@ def test_int8_bundle_is_explicit_qdq_and_proven(int8_bundle):
     assert (out.argmax(1) == ctx.eval_labels).mean() >= (ctx.eval_reference.argmax(1) == ctx.eval_labels).mean() - 0.005
     b = json.loads((d / "bundle.json").read_text())
     # made for TensorRT 11 (the profile); the Q/DQ ONNX builds with 10 too, on request (--any-tensorrt)
-    assert b["tensorrt"] == {"expected": 11, "profile": "tensorrt-server-int8", "builds_with": [10, 11],
+    assert b["tensorrt"] == {"expected": 11, "profile": "tensorrt-server-int8", "builds_with": [8, 10, 11],
                              "typing": "strong", "int8_quantization": "explicit"}
+    # TensorRT 8: the same Q/DQ ONNX with the INT8 builder flag (explicit quantization), no fp16 flag
+    assert b["trtexec"]["8"][3] == "--int8" and "--fp16" not in b["trtexec"]["8"]
     assert not any(a in ("--int8", "--fp16", "--stronglyTyped") or "--calib" in a for a in b["trtexec"]["11"])
     assert b["trtexec"]["10"] == b["trtexec"]["11"][:3] + ["--stronglyTyped"] + b["trtexec"]["11"][3:]
     assert b["calibration"] is None
@@ -151,9 +159,9 @@ def test_int8_exclude_leaves_blocks_without_qdq(tmp_path):
 
 
 def test_implicit_int8_only_for_tensorrt_10(tmp_path):
-    with pytest.raises(UserError, match="only in TensorRT 10"):
+    with pytest.raises(UserError, match="only in TensorRT 8 and 10"):
         _export(tmp_path, "int8", int8_quantization="implicit")
-    with pytest.raises(UserError, match="only in TensorRT 10"):
+    with pytest.raises(UserError, match="only in TensorRT 8 and 10"):
         _export(tmp_path, "int8", int8_quantization="implicit", tensorrt=11)
     art, d, _ = _export(tmp_path, "int8", dynamic=False, batch=1, int8_quantization="implicit", tensorrt=10)
     calib = np.load(d / "calib.npy")
@@ -167,51 +175,102 @@ def test_implicit_int8_only_for_tensorrt_10(tmp_path):
     assert r.returncode == 2 and "partialdeploy build-engine" in r.stderr  # never calibrates with dummy scales
 
 
-@pytest.mark.parametrize("gen", [10, 11])
+@pytest.mark.parametrize("gen", [8, 10, 11])
 @pytest.mark.parametrize("prec", ["fp32", "fp16", "int8"])
 @pytest.mark.parametrize("dynamic", [True, False])
 def test_trtexec_line(gen, prec, dynamic):
-    a = trtexec_args(prec, "input", [3, 224, 224], dynamic, {"min": 1, "opt": 8, "max": 32}, 2048, gen)
+    a = trtexec_args(prec, "input", [3, 224, 224], dynamic, {"min": 1, "opt": 8, "max": 32}, 2048, gen,
+                     fp32_layers=["b0/ReduceSum", "b0/Sqrt"])
     assert a[:3] == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine"]
     assert ("--stronglyTyped" in a) == (gen == 10)
-    assert not {"--fp16", "--int8", "--best"} & set(a) and not any(x.startswith("--calib") for x in a)
+    # the precision is in the ONNX: 10 and 11 take no precision flag; 8 (no strong typing) the builder flag
+    flags = {"fp32": [], "fp16": ["--fp16", "--precisionConstraints=obey", "--layerPrecisions=b0/ReduceSum:fp32,"
+                                  "b0/Sqrt:fp32", "--layerOutputTypes=b0/ReduceSum:fp32,b0/Sqrt:fp32"],
+             "int8": ["--int8"]}[prec] if gen == 8 else []
+    assert a[3:3 + len(flags)] == flags and not {"--fp16", "--int8", "--best"} & set(a[3 + len(flags):])
+    assert not any(x.startswith("--calib") for x in a)
     shapes = ["--minShapes=input:1x3x224x224", "--optShapes=input:8x3x224x224", "--maxShapes=input:32x3x224x224"]
     assert all((s in a) == dynamic for s in shapes)
-    assert a[-2:] == ["--memPoolSize=workspace:2048M", "--timingCacheFile=timing.cache"]
+    # trtexec 8.5 reads MiB without a unit suffix
+    assert a[-2:] == [f"--memPoolSize=workspace:2048{'' if gen == 8 else 'M'}", "--timingCacheFile=timing.cache"]
+
+
+def test_implicit_int8_line_on_tensorrt_8():
+    a = trtexec_args("int8", "input", [3, 64, 64], False, {"min": 1, "opt": 1, "max": 1}, 1024, 8, "implicit")
+    assert a[3:6] == ["--int8", "--fp16", "--calib=calib.cache"] and a[-2] == "--memPoolSize=workspace:1024"
 
 
 def test_trtexec_rejects_bad_requests():
     with pytest.raises(UserError, match="fp32, fp16 or int8"):
         trtexec_args("bf16", "input", [3, 64, 64], False, {"min": 1, "opt": 1, "max": 1})
-    with pytest.raises(UserError, match="only in TensorRT 10"):
+    with pytest.raises(UserError, match="only in TensorRT 8 and 10"):
         trtexec_args("int8", "input", [3, 64, 64], False, {"min": 1, "opt": 1, "max": 1}, 1024, 11, "implicit")
     with pytest.raises(UserError, match="not supported"):
         trtexec_args("fp16", "input", [3, 64, 64], False, {"min": 1, "opt": 1, "max": 1}, 1024, 9)
 
 
-def _fake_trtexec(tmp_path, version):
-    """A trtexec on PATH that prints TensorRT's banner and records its arguments."""
+def _fake_trtexec(tmp_path, version, banner=None, on_path=True):
+    """A trtexec that prints TensorRT's banner (``[TensorRT v<version>]`` unless ``banner`` is given) and
+    records its arguments; on PATH (default) or only in its own directory (returned as env["FAKE_BIN"])."""
     bindir = tmp_path / f"bin{version}"
     bindir.mkdir()
     f = bindir / "trtexec"
-    f.write_text(f'#!/bin/sh\necho "&&&& RUNNING TensorRT.trtexec [TensorRT v{version}] # trtexec $*"\n'
+    banner = banner or f"&&&& RUNNING TensorRT.trtexec [TensorRT v{version}] # trtexec $*"
+    f.write_text(f'#!/bin/sh\necho "{banner}"\n'
                  f'[ "$1" = "--help" ] && exit 0\necho "$@" > "{tmp_path}/args{version}"\n')
     f.chmod(0o755)
     # no python3 with tensorrt on this PATH: the banner decides
-    env = {**os.environ, "PATH": f"{bindir}:/usr/bin:/bin"}
-    env.pop("TRT_MAJOR", None)
+    env = {**os.environ, "PATH": f"{bindir}:/usr/bin:/bin" if on_path else "/usr/bin:/bin", "FAKE_BIN": str(f)}
+    for k in ("TRT_MAJOR", "TRTEXEC", "ANY_TENSORRT"):
+        env.pop(k, None)
     return env
 
 
-@pytest.mark.parametrize("version,gen", [("100300", 10), ("110400", 11)])
-def test_build_engine_sh_picks_flags_for_installed_tensorrt(fp16_bundle, tmp_path, version, gen):
+@pytest.mark.parametrize("version,gen,banner", [
+    ("8502", 8, None), ("8602", 8, None), ("100300", 10, None), ("110400", 11, None),
+    ("861", 8, "[11/26/2026-12:00:00] [I] TensorRT version: 8.6.1")])  # older trtexec: a version line, no tag
+def test_build_engine_sh_picks_flags_for_installed_tensorrt(fp16_bundle, tmp_path, version, gen, banner):
     _, d, _ = fp16_bundle
-    env = _fake_trtexec(tmp_path, version)
+    env = _fake_trtexec(tmp_path, version, banner)
     r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     args = (tmp_path / f"args{version}").read_text().split()
     b = json.loads((d / "bundle.json").read_text())
     assert args == b["trtexec"][str(gen)][1:] and ("--stronglyTyped" in args) == (gen == 10)
+    assert ("--fp16" in args) == (gen == 8)  # TensorRT 8 has no strong typing: the builder flag
+
+
+def test_build_engine_sh_finds_trtexec(fp16_bundle, tmp_path):
+    """trtexec: TRTEXEC= first, then PATH, then JetPack's /usr/src/tensorrt/bin; none: one line, exit 2."""
+    _, d, _ = fp16_bundle
+    b = json.loads((d / "bundle.json").read_text())
+    env = _fake_trtexec(tmp_path, "8602", on_path=False)
+    r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True,
+                       env={**env, "TRTEXEC": env["FAKE_BIN"]})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "args8602").read_text().split() == b["trtexec"]["8"][1:]
+    # the Python module tells the version (TRT_MAJOR stands in for it) but trtexec is nowhere: not "exit 127"
+    r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True,
+                       env={**env, "TRT_MAJOR": "8"})
+    assert r.returncode == 2 and "trtexec not found" in r.stderr and "TRTEXEC=/path/to/trtexec" in r.stderr
+    assert "partialdeploy build-engine ." in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_build_engine_sh_finds_jetpack_trtexec(fp16_bundle, tmp_path):
+    """JetPack keeps trtexec in /usr/src/tensorrt/bin, off PATH: placed there in a private mount namespace."""
+    import shutil
+
+    _, d, _ = fp16_bundle
+    env = _fake_trtexec(tmp_path, "8502", on_path=False)
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("needs a private mount namespace (unshare -m, root) to place a fake trtexec in "
+                    "/usr/src/tensorrt/bin")
+    script = (f"mount -t tmpfs none /usr/src && mkdir -p /usr/src/tensorrt/bin && "
+              f"cp {env['FAKE_BIN']} /usr/src/tensorrt/bin/trtexec && sh {d / 'build_engine.sh'}")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    b = json.loads((d / "bundle.json").read_text())
+    assert (tmp_path / "args8502").read_text().split() == b["trtexec"]["8"][1:]
 
 
 def test_build_engine_sh_generation_mismatch(int8_bundle, tmp_path):
@@ -226,10 +285,23 @@ def test_build_engine_sh_generation_mismatch(int8_bundle, tmp_path):
     assert r.returncode == 0, r.stderr  # the override builds with TensorRT 10's line (--stronglyTyped)
     assert (tmp_path / "any" / "args100300").read_text().split() == json.loads(
         (d / "bundle.json").read_text())["trtexec"]["10"][1:]
+    # a Jetson on JetPack 6.0 (TensorRT 8.6): the hint names the profiles that build for it, and the
+    # bundle builds with 8 (the same Q/DQ ONNX, --int8) on request
+    (tmp_path / "jp6").mkdir()
+    env8 = _fake_trtexec(tmp_path / "jp6", "8602")
+    r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True, env=env8)
+    assert r.returncode == 2 and "device has TensorRT 8" in r.stderr
+    assert "--profile tensorrt-jetson-orin-trt8-fp16" in r.stderr and "ANY_TENSORRT=1" in r.stderr
+    r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True,
+                       env={**env8, "ANY_TENSORRT": "1"})
+    assert r.returncode == 0 and (tmp_path / "jp6" / "args8602").read_text().split()[2] == "--int8"
     env = {**_fake_trtexec(tmp_path, "090000"), "TRT_MAJOR": ""}
     r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True,
                        env={**env, "PATH": "/usr/bin:/bin"})
-    assert r.returncode == 2 and "found no TensorRT" in r.stderr
+    assert r.returncode == 2 and "found no TensorRT" in r.stderr and "comes with JetPack" in r.stderr
+    r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True,
+                       env={**_fake_trtexec(tmp_path / "any", "090000"), "ANY_TENSORRT": "1"})  # TensorRT 9: none
+    assert r.returncode == 2 and "builds with TensorRT 8/10/11; this device has TensorRT 9" in r.stderr
 
 
 # --- build-engine's two call paths against fakes of the TensorRT 10 and 11 Python API surfaces ---
@@ -237,10 +309,12 @@ def test_build_engine_sh_generation_mismatch(int8_bundle, tmp_path):
 def _fake_tensorrt(major: int):
     """The subset of the tensorrt module build_engine uses. TensorRT 11's fake has no BuilderFlag.FP16 /
     INT8, no int8_calibrator, no calibration profile, no STRONGLY_TYPED use allowed (it is ignored there):
-    touching them raises AttributeError, as the removed APIs do."""
+    touching them raises AttributeError, as the removed APIs do. TensorRT 8's has no STRONGLY_TYPED (strong
+    typing came with 9/10) but EXPLICIT_BATCH, the builder flags and layer precision constraints."""
     calls = {"network_flags": None, "flags": [], "calibrator": None, "profiles": 0}
     trt = types.ModuleType("tensorrt")
-    trt.__version__ = {10: "10.3.0.26", 11: "11.4.0.7"}[major]
+    trt.__version__ = {8: "8.6.2.3", 10: "10.3.0.26", 11: "11.4.0.7"}[major]
+    trt.float32 = "float32"
     trt.calls = calls
 
     class Logger:
@@ -253,7 +327,7 @@ def _fake_tensorrt(major: int):
         def serialize(self):
             return b"timing"
 
-    slots = ("profiling_verbosity", "_cache") + (("int8_calibrator",) if major == 10 else ())
+    slots = ("profiling_verbosity", "_cache") + (("int8_calibrator",) if major in (8, 10) else ())
 
     class Config:
         __slots__ = slots
@@ -273,7 +347,7 @@ def _fake_tensorrt(major: int):
         def add_optimization_profile(self, p):
             calls["profiles"] += 1
 
-    if major == 10:
+    if major in (8, 10):
         def set_flag(self, flag):
             calls["flags"].append(flag)
 
@@ -287,13 +361,31 @@ def _fake_tensorrt(major: int):
         def set_shape(self, name, mn, opt, mx):
             calls["shapes"] = (name, mn, opt, mx)
 
+    class Layer:
+        def __init__(self, name, num_outputs):
+            self.name, self.num_outputs, self.precision, self.output_types = name, num_outputs, None, {}
+
+        def set_output_type(self, i, dtype):
+            self.output_types[i] = dtype
+
+    class Network:
+        layers: list = []
+
+        @property
+        def num_layers(self):
+            return len(self.layers)
+
+        def get_layer(self, i):
+            return self.layers[i]
+
     class Builder:
         def __init__(self, logger):
             pass
 
         def create_network(self, flags):
             calls["network_flags"] = flags
-            return object()
+            calls["network"] = Network()
+            return calls["network"]
 
         def create_builder_config(self):
             return Config()
@@ -302,7 +394,7 @@ def _fake_tensorrt(major: int):
             return Profile()
 
         def build_serialized_network(self, network, config):
-            if major == 10:
+            if major in (8, 10):
                 calls["calibrator"] = getattr(config, "int8_calibrator", None)
             return b"engine-bytes"
 
@@ -310,16 +402,22 @@ def _fake_tensorrt(major: int):
         num_errors = 0
 
         def __init__(self, network, logger):
-            pass
+            self.network = network
 
-        def parse_from_file(self, path):
+        def parse_from_file(self, path):  # one layer per ONNX node, named after it (what TensorRT's parser does)
+            import onnx
+
             calls["parsed"] = path
+            self.network.layers = [Layer(n.name, len(n.output)) for n in onnx.load(path).graph.node]
             return True
 
     trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, OnnxParser
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
     trt.ProfilingVerbosity = types.SimpleNamespace(DETAILED="detailed")
-    if major == 10:
+    if major == 8:  # no strong typing yet; explicit batch must be asked for
+        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+        trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8", OBEY_PRECISION_CONSTRAINTS="OBEY")
+    elif major == 10:
         trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
         trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8")
     else:
@@ -345,9 +443,8 @@ def fake_device(monkeypatch):
     return install
 
 
-@pytest.mark.parametrize("major,network_flags", [(10, 1 << 1), (11, 0)])
-def test_build_engine_strongly_typed_on_both_generations(fp16_bundle, fake_device, tmp_path, major,
-                                                         network_flags):
+@pytest.mark.parametrize("major,network_flags", [(8, 1 << 0), (10, 1 << 1), (11, 0)])
+def test_build_engine_on_each_generation(fp16_bundle, fake_device, tmp_path, major, network_flags):
     import shutil
 
     _, src, _ = fp16_bundle
@@ -356,12 +453,35 @@ def test_build_engine_strongly_typed_on_both_generations(fp16_bundle, fake_devic
     trt = fake_device(major)
     side = build_engine(d)
     c = trt.calls
-    assert c["network_flags"] == network_flags  # 10: 1 << STRONGLY_TYPED; 11: nothing (always strong)
-    assert c["flags"] == [] and c["calibrator"] is None  # no precision flags: the precision is in the ONNX
+    # 8: 1 << EXPLICIT_BATCH; 10: 1 << STRONGLY_TYPED; 11: nothing (always strong)
+    assert c["network_flags"] == network_flags and c["calibrator"] is None
     assert c["parsed"].endswith("model.onnx") and c["profiles"] == 1 and c["shapes"][2] == (4, 3, 64, 64)
     assert (d / "model.engine").read_bytes() == b"engine-bytes" and (d / "timing.cache").read_bytes() == b"timing"
-    assert side["tensorrt_major"] == major and side["typing"] == "strongly typed"
-    assert json.loads((d / "model.engine.json").read_text())["precision"] == "fp16"
+    assert side["tensorrt_major"] == major and json.loads((d / "model.engine.json").read_text())["precision"] == "fp16"
+    keep = set(json.loads((d / "bundle.json").read_text())["onnx_precision"]["kept_fp32"])
+    pinned = {la.name for la in c["network"].layers if la.precision == "float32"}
+    if major == 8:  # no strong typing: the fp16 builder flag, the ONNX's fp32 nodes pinned (precision + outputs)
+        assert c["flags"] == ["FP16", "OBEY"] and side["typing"].startswith("weak")
+        assert pinned == keep and all(la.output_types == {0: "float32"} for la in c["network"].layers
+                                      if la.name in keep)
+    else:  # no precision flags: the precision is in the ONNX
+        assert c["flags"] == [] and pinned == set() and side["typing"] == "strongly typed"
+
+
+def test_build_engine_int8_on_tensorrt_8(int8_bundle, fake_device, tmp_path):
+    """The same Q/DQ ONNX on TensorRT 8 (JetPack 5/6.0): the INT8 builder flag turns explicit quantization
+    on; no calibrator, no fp16 flag (the float layers stay fp32 as proven)."""
+    import shutil
+
+    _, src, _ = int8_bundle
+    d = tmp_path / "b"
+    shutil.copytree(src, d)
+    trt = fake_device(8)
+    with pytest.raises(UserError, match=r"exported for TensorRT 11 .* --profile tensorrt-jetson-orin-trt8-fp16.*"
+                                        r"--any-tensorrt"):
+        build_engine(d)
+    side = build_engine(d, any_tensorrt=True)
+    assert trt.calls["flags"] == ["INT8"] and trt.calls["calibrator"] is None and side["tensorrt_major"] == 8
 
 
 def test_build_engine_generation_mismatch(int8_bundle, fake_device, tmp_path):
@@ -384,7 +504,7 @@ def test_build_engine_generation_mismatch(int8_bundle, fake_device, tmp_path):
 def test_build_engine_profile_mismatch_and_override(tmp_path, fake_device):
     art, d, _ = _export(tmp_path, "fp16", tensorrt=10, profile="tensorrt-jetson-orin-fp16")
     b = json.loads((d / "bundle.json").read_text())
-    assert b["tensorrt"]["expected"] == 10 and b["tensorrt"]["builds_with"] == [10, 11]  # made for Jetson
+    assert b["tensorrt"]["expected"] == 10 and b["tensorrt"]["builds_with"] == [8, 10, 11]  # made for Jetson
     fake_device(11)
     with pytest.raises(UserError, match=r"exported for TensorRT 10 \(profile tensorrt-jetson-orin-fp16\).*"
                                         r"--any-tensorrt"):
@@ -405,7 +525,7 @@ def test_build_engine_implicit_int8_on_tensorrt_10(tmp_path, fake_device, monkey
     assert c["network_flags"] == 0 and c["flags"] == ["FP16", "INT8"] and c["calibrator"].batch == 8
     assert freed == [True] and side["calibration_cache"] == "calib.cache" and side["typing"].startswith("weak")
     fake_device(11)
-    with pytest.raises(UserError, match="implicit calibration, removed in 11"):
+    with pytest.raises(UserError, match="implicit calibration, which 11 removed.*--profile tensorrt-server-int8"):
         build_engine(d)
 
 
@@ -458,10 +578,15 @@ def test_profiles_say_which_tensorrt(tmp_path):
     from partialdeploy.profiles import load_profile, validate
 
     assert load_profile("tensorrt-jetson-orin-fp16")["tensorrt"] == 10
+    # JetPack 5.x / 6.0 ship TensorRT 8.5 / 8.6: Orin on either, Xavier (JetPack 5 is its last)
+    for name in ("tensorrt-jetson-orin-trt8-fp16", "tensorrt-jetson-xavier-fp16"):
+        p = load_profile(name)
+        assert p["tensorrt"] == 8 and p["precision"] == "fp16" and p["target"] == "tensorrt"
+    assert validate({"target": "tensorrt", "tensorrt": 8, "int8_quantization": "implicit"})["tensorrt"] == 8
     assert load_profile("tensorrt-server-int8")["tensorrt"] == 11
-    with pytest.raises(UserError, match="choose 10 .* or 11"):
+    with pytest.raises(UserError, match=r"choose 8 \(8.5/8.6: JetPack 5.x and 6.0\), 10 .* or 11"):
         validate({"target": "tensorrt", "tensorrt": 12})
-    with pytest.raises(UserError, match="implicit needs tensorrt: 10"):
+    with pytest.raises(UserError, match="implicit needs tensorrt: 8 or 10"):
         validate({"target": "tensorrt", "tensorrt": 11, "int8_quantization": "implicit"})
     assert validate({"tensorrt": 10, "int8_quantization": "IMPLICIT"})["int8_quantization"] == "implicit"
 

@@ -39,6 +39,7 @@ class ExportContext:
     eval_images: np.ndarray | None = None  # held-out real test images (preprocessed) for INT8 accuracy
     eval_labels: np.ndarray | None = None
     eval_reference: np.ndarray | None = None  # train-form logits on eval_images
+    parity_raw: list | None = None  # the parity images as decoded (uint8), before preprocessing
     deploy_model: Any = None  # deploy-form torch.nn.Module (CoreML converts from it); None without torch
     options: dict = field(default_factory=dict)  # target-profile fields: threads, workspace_mb, batch ranges...
     tolerances: dict = field(default_factory=dict)  # precision -> parity.Tolerance overrides

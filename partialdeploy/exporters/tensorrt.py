@@ -1,7 +1,9 @@
 """TensorRT target.
 
-The precision travels in the ONNX, so one bundle builds with TensorRT 10 (``--stronglyTyped``) and
-TensorRT 11 (strong typing always on; ``--fp16/--int8/--calib`` and the calibrators are gone):
+The precision travels in the ONNX, so one bundle builds with TensorRT 11 (strong typing always on;
+``--fp16/--int8/--calib`` and the calibrators are gone), 10 (``--stronglyTyped``) and 8.5/8.6 (JetPack 5.x
+and 6.0: no strong typing, so the builder flag ``--fp16`` with the fp32 nodes pinned, or ``--int8``,
+which turns the Q/DQ nodes on):
 
 fp32: the verified deploy ONNX.
 fp16: a strongly typed mixed-precision ONNX (onnxconverter-common ``convert_float_to_float16``, inputs
@@ -13,8 +15,8 @@ int8: an explicit-quantization ONNX: Q/DQ nodes from ``onnxruntime.quantization.
       here (min-max by default, ``ort_calibration`` picks entropy / percentile); Conv/MatMul/Gemm outputs
       are not quantized, so the float residual adds and gates stay float. No calibrator and no
       calibration cache on the device. Nodes of blocks kept in float (the
-      INT8 fallback) get no Q/DQ. TensorRT 10's implicit quantization (IInt8EntropyCalibrator2 on the
-      device) stays available on request, only for bundles that target TensorRT 10
+      INT8 fallback) get no Q/DQ. The implicit quantization of TensorRT 8 and 10 (IInt8EntropyCalibrator2
+      on the device) stays available on request, only for bundles that target one of them
       (``int8_quantization: implicit``).
 
 These ONNX files run in ONNX Runtime on CPU here and pass their parity gates (fp16 cosine; INT8
@@ -36,9 +38,10 @@ from partialdeploy.exporters._common import (first_line, quiet, runner_logits,
 from partialdeploy.exporters.base import Artifact, CalibrationReader, ExportContext, Target
 from partialdeploy.records import ParityResult, parity_list
 from partialdeploy.verification import verify_file
+from partialdeploy.images import preprocessing_record
 from partialdeploy.tensorrt_build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, GENERATIONS, SIDECAR,
-                                          batch_range, build_engine, check_generation, onnx_ops_report,
-                                          BundleImages, BundleSpec, write_bundle)
+                                          batch_range, build_engine, check_generation, onnx_ops_report)
+from partialdeploy.tensorrt_bundle import BundleImages, BundleSpec, write_bundle
 
 BUNDLE_VERIFIED = "bundle (build the engine on the device)"
 INSTALL = "pip install 'partialdeploy[tensorrt-export]'"
@@ -163,6 +166,35 @@ def to_qdq_int8(src: Path, dst: Path, calib: np.ndarray, input_name: str, exclud
                        + (f"; left without Q/DQ (float): {', '.join(map(str, exclude))}" if exclude else "")}
 
 
+def _buildable(rep: dict, gens, generation, onnx_name: str, notes: list[str]) -> list[int]:
+    """The generations of ``gens`` whose ONNX parser takes the model (``rep``: onnx_ops_report). A problem
+    with the profile's ``generation`` — or with every generation — is a UserError; with another one, a note."""
+    builds, problems = [], []
+    for g in gens:
+        r = rep["by_generation"][str(g)]
+        problem = None
+        if r["unsupported"]:
+            problem = (f"TensorRT {g}'s ONNX parser does not support {', '.join(r['unsupported'])} in "
+                       f"{onnx_name}: re-export without them (or extend TensorRT with a plugin)")
+        elif not r["opset_supported"]:
+            lo, hi = r["opsets"]
+            problem = (f"ONNX opset {rep['opset']} is outside TensorRT {g}'s {lo}-{hi}: "
+                       f"re-export with --opset {min(hi, 17)}")
+        if problem and generation == g:
+            raise UserError(problem)
+        if problem:
+            problems.append(problem)
+            notes.append(f"not buildable with TensorRT {g}: {problem.split(':')[0]}")
+        else:
+            builds.append(g)
+        if g == 8 and not problem and r.get("needs_8_6"):
+            notes.append(f"TensorRT 8.5 (JetPack 5) cannot parse {', '.join(r['needs_8_6'])} (added in 8.6, JetPack "
+                         "6.0): for 8.5 re-export with --opset 16, which writes it as basic operators")
+    if not builds:
+        raise UserError(problems[0])
+    return builds
+
+
 class TensorRTTarget(Target):
     name = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
@@ -189,7 +221,7 @@ class TensorRTTarget(Target):
         implicit = prec == "int8" and quant == "implicit"
         # the precision is in the ONNX, so an explicit bundle builds with either generation whose parser takes
         # it; the profile's generation is recorded as the one expected (the other builds only on request)
-        gens = [10] if implicit else list(GENERATIONS)
+        gens = [generation] if implicit else list(GENERATIONS)
         static_b = int(opts.get("batch") or 1)
         brange = batch_range(opts, ctx.dynamic_batch, static_b)
         ws = int(opts.get("workspace_mb") or DEFAULT_WORKSPACE_MB)
@@ -205,27 +237,11 @@ class TensorRTTarget(Target):
                 info, fb = self._qdq_until_gate(ctx, work)
             else:
                 info = {"precision": prec, "summary": "fp32" if prec == "fp32" else
-                        "fp32 ONNX; INT8 by TensorRT 10's implicit calibration on the device"}
+                        f"fp32 ONNX; INT8 by TensorRT {generation}'s implicit calibration on the device"}
             onnx_file = work if work.exists() else Path(ctx.onnx_path)
             info["convert_seconds"] = round(time.perf_counter() - t0, 3)
             rep = onnx_ops_report(onnx_file, gens)
-            builds = []
-            for g in gens:
-                r = rep["by_generation"][str(g)]
-                problem = None
-                if r["unsupported"]:
-                    problem = (f"TensorRT {g}'s ONNX parser does not support {', '.join(r['unsupported'])} in "
-                               f"{ctx.onnx_path.name}: re-export without them (or extend TensorRT with a plugin)")
-                elif not r["opset_supported"]:
-                    lo, hi = r["opsets"]
-                    problem = (f"ONNX opset {rep['opset']} is outside TensorRT {g}'s {lo}-{hi}: "
-                               "re-export with --opset 17")
-                if problem and generation in (None, g):
-                    raise UserError(problem)
-                if problem:
-                    notes.append(f"not buildable with TensorRT {g}: {problem.split(':')[0]}")
-                else:
-                    builds.append(g)
+            builds = _buildable(rep, gens, generation, ctx.onnx_path.name, notes)
             parity = []
             if fb is not None:  # the Q/DQ ONNX already passed the INT8 gate in ONNX Runtime (CPU)
                 parity = list(fb.attempts[-1].results)
@@ -236,7 +252,9 @@ class TensorRTTarget(Target):
                 chw=[int(ctx.spec.in_chans or 3), ctx.img_size, ctx.img_size], batch=brange,
                 dynamic=ctx.dynamic_batch, input_name=ctx.input_name, output_name=ctx.output_name, workspace_mb=ws,
                 tolerance=ctx.tolerances.get(prec), ops_report=rep, model_name=ctx.spec.name, generation=generation,
-                quantization=quant, onnx_precision=info, profile=opts.get("profile"), builds_with=builds))
+                quantization=quant, onnx_precision=info, profile=opts.get("profile"), builds_with=builds,
+                preprocessing=preprocessing_record(ctx.spec), labels=ctx.spec.labels,
+                num_classes=ctx.spec.num_classes, wheel=opts.get("bundle_wheel")))
         finally:
             work.unlink(missing_ok=True)
             for f in out_dir.glob("model.int8-*.part.onnx"):  # fallback attempts
@@ -253,9 +271,9 @@ class TensorRTTarget(Target):
             if fb.note():
                 notes.append(fb.note())
         if implicit:
-            notes.append("INT8 by TensorRT 10's implicit quantization (IInt8EntropyCalibrator2, deprecated in 10, "
-                         "removed in 11); trtexec needs the calib.cache that build-engine writes")
-        gen_note = (f"TensorRT {generation}" if generation else "TensorRT 10 or 11")
+            notes.append(f"INT8 by TensorRT {generation}'s implicit quantization (IInt8EntropyCalibrator2, deprecated "
+                         "in 10, removed in 11); trtexec needs the calib.cache that build-engine writes")
+        gen_note = f"TensorRT {generation or '/'.join(map(str, bundle['tensorrt']['builds_with']))}"
         if self.can_build_here():
             side = build_engine(out_dir, prec, ws)
             files += [ENGINE, SIDECAR, "timing.cache"] + ([CALIB_CACHE] if implicit else [])

@@ -1,4 +1,5 @@
-"""TensorRT runner: a serialized engine run through the TensorRT 10 Python API, device buffers and
+"""TensorRT runner: a serialized engine run through the TensorRT Python API (the name-based tensor API of
+8.5+, 10 and 11), device buffers and
 CUDA-event timing through cuda-python (``cuda.bindings.runtime``, or the older ``cuda.cudart``).
 No torch, no pycuda.
 
@@ -21,8 +22,9 @@ from partialdeploy.cuda_env import SIDECAR, check, cudart, load_sidecar_checked,
 from partialdeploy.errors import RuntimeUnavailable, UserError
 from partialdeploy.runners.base import LAYER_TIMES, Runner, TensorMeta
 
-UNAVAILABLE = ("needs an NVIDIA GPU with TensorRT 10 and cuda-python (pip install tensorrt cuda-python on the "
-               "device); {why}")
+UNAVAILABLE = ("needs an NVIDIA GPU with TensorRT 8.5+, 10 or 11 and cuda-python (on a Jetson TensorRT comes "
+               "with JetPack, not pip: sudo apt install nvidia-jetpack, then pip install cuda-python for its CUDA; "
+               "elsewhere pip install tensorrt cuda-python); {why}")
 
 
 def engine_path(path: Path) -> Path:
