@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from partialdeploy.errors import UserError
+from partialdeploy.safety import share_per_umask
 
 
 def measured_count(report: dict) -> int:
@@ -64,6 +65,7 @@ def write(report: dict, path: str | Path) -> bool:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(report, f, indent=1, default=str)
+        share_per_umask(Path(tmp))  # mkstemp makes it 0600; the report is for others to read too
         os.replace(tmp, p)
     except BaseException:
         try:

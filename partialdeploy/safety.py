@@ -26,6 +26,7 @@ import fcntl
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -247,13 +248,48 @@ def export_guard(out_dir: Path):
 
 # ------------------------------------------------------------------------------------------ commit
 
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than the call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_per_umask(path: Path) -> None:
+    """Give ``path`` (a file, or a directory and everything under it) the modes a plain ``mkdir`` /
+    ``open`` would have given it under the current umask: staging is private (``mkdtemp`` 0700,
+    ``mkstemp`` 0600), what is committed is readable as the user's umask says (a model server running
+    as another user reads it). Executable files keep their execute bits (as the umask allows);
+    symlinks are left alone."""
+    mask = current_umask()
+
+    def fix(p: Path) -> None:
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode):
+            return
+        if stat.S_ISDIR(st.st_mode):
+            os.chmod(p, 0o777 & ~mask)
+        elif stat.S_ISREG(st.st_mode):
+            os.chmod(p, (0o777 if st.st_mode & stat.S_IXUSR else 0o666) & ~mask)
+
+    path = Path(path)
+    fix(path)
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                fix(Path(root) / name)
+
+
 def commit(out_dir: Path, staging: Path, moves: list[tuple[Path, Path]], finish: Callable[[], None]) -> None:
     """Move each staged ``src`` to ``out_dir / rel`` (an existing one is moved aside into ``staging``),
-    then ``finish()`` (writes the manifest). All or nothing (see the module doc)."""
+    then ``finish()`` (writes the manifest). All or nothing (see the module doc). Each moved item gets
+    the modes the umask gives (``share_per_umask``): staging is private, the committed export is not."""
     done: list[tuple[Path, Path | None, Path]] = []
     made: list[Path] = []
     with signals_deferred():
         try:
+            for src, _ in moves:
+                share_per_umask(Path(src))
             for i, (src, rel) in enumerate(moves):
                 dst = Path(out_dir) / rel
                 for d in reversed([q for q in [dst.parent, *dst.parent.parents] if not q.exists()]):
@@ -289,9 +325,7 @@ def write_json_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
