@@ -235,6 +235,20 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[Mani
 
 # ---------------------------------------------------------------- the measurement
 
+def mode_refusal(runner_cls, mode: str) -> str | None:
+    """Why ``runner_cls`` cannot measure ``mode`` (None: it can). Throughput keeps several requests in
+    flight, which needs the runner's declared ASYNC_QUEUE; it is never silently measured as latency."""
+    from partialdeploy import backends
+    from partialdeploy.runners.base import ASYNC_QUEUE
+
+    if mode != "throughput" or ASYNC_QUEUE in runner_cls.capabilities:
+        return None
+    able = sorted(b.name for b in backends.all_backends() if ASYNC_QUEUE in b.runner_class().capabilities)
+    return (f"--mode throughput needs several requests in flight (an async infer queue), which the "
+            f"{runner_cls.name} runner does not have (it runs one request at a time; {', '.join(able) or 'none'} "
+            f"can): profile it with --mode latency")
+
+
 @dataclass
 class _Case:
     key: int  # artifact index
@@ -408,6 +422,9 @@ class Profiler:
         why = cls.unavailable_reason()
         if why:
             return every_batch("not_run", f"not run here: {why}")
+        refused = mode_refusal(cls, s.mode)
+        if refused:
+            return every_batch("skipped", refused)
         if not path.exists():
             return every_batch("error", f"artifact missing: {path}")
         self.progress(i, len(self.artifacts), f"loading {art.target}/{art.precision}")

@@ -162,7 +162,8 @@ def to_markdown(report: dict) -> str:
           f"per block · {s.get('blocks', '?')} blocks cycled across artifacts · ≥{s.get('runs')} runs and ≥{s.get('min_time_s')} s"
           + (" · **interrupted: partial results**" if report.get("interrupted") else ""), ""]
     cols = (["device"] if multi else []) + ["target", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms",
-                                            "min ms", "max ms", "img/s", "load s", "first ms", "peak RSS MB", "runs"]
+                                            "min ms", "max ms", "img/s", "load s", "first ms", "peak RSS MB", "runs",
+                                            "mode"]
     L.append("| " + " | ".join(cols) + " |")
     L.append("|" + "|".join("---" if c in ("device", "target", "precision") else "---:" for c in cols) + "|")
     for r in ok_results(report):
@@ -172,7 +173,7 @@ def to_markdown(report: dict) -> str:
             str(r.target), precision_cell(r), str(r.batch), fmt(lat["p50"]), fmt(lat["p90"]),
             fmt(lat["p99"]), f"{fmt(lat['mean'])} ± {fmt(lat['std'])}", fmt(lat["min"]), fmt(lat["max"]),
             fmt(r.throughput_ips, 1), fmt(r.load_time_s, 3), fmt(r.first_inference_ms), fmt(mem, 1),
-            str(r.runs)]
+            str(r.runs), str(r.mode)]
         L.append("| " + " | ".join(row) + " |")
     others = [r for r in results(report) if r.status != "ok"]
     if others:

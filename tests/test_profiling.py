@@ -131,6 +131,21 @@ def test_throughput_mode_openvino(dist):
     assert r["runs"] >= 40 and r["throughput_ips"] > 0
 
 
+def test_throughput_refused_where_the_runtime_cannot(dist):
+    """ONNX Runtime runs one request at a time: --mode throughput is refused with the reason, never
+    measured as latency under the throughput label; every row records its mode."""
+    from partialdeploy.report import to_markdown
+
+    rep = profile(dist / "onnx/model.onnx", Settings(mode="throughput", layers=False, **FAST))
+    rows = rep["results"]
+    assert rows and all(r["status"] == "skipped" and r["mode"] == "throughput" for r in rows)
+    assert "does not have (it runs one request at a time; openvino can)" in \
+        rows[0]["reason"] and rows[0]["reason"].endswith("profile it with --mode latency")
+    rep = profile(dist / "onnx/model.onnx", Settings(layers=False, **FAST))
+    assert rep["results"][0]["status"] == "ok" and rep["results"][0]["mode"] == "latency"
+    assert "| runs | mode |" in to_markdown(rep) and " | latency |" in to_markdown(rep)
+
+
 def test_cli_profile_dir_and_errors(dist, tmp_path):
     out = tmp_path / "p.json"
     r = run_cli("profile", dist, "--batch", "1,2", "--threads", "1", "--runs", "10", "--min-time", "0",

@@ -19,7 +19,9 @@ def profile_table(report: dict):
               title=f"{report.get('model', {}).get('name', '?')} on "
               f"{report.get('device') or ', '.join(report.get('environments') or {}) or '?'}"
               + (" [yellow](interrupted: partial)[/]" if report.get("interrupted") else ""), title_justify="left")
-    cols = (["device"] if multi else []) + ["target", "prec", "b", "p50", "p90", "p99", "img/s", "load", "1st", "MB"]
+    modes = any(r.mode != "latency" for r in rows)  # each row says what it measured when it is not latency
+    cols = ((["device"] if multi else []) + ["target", "prec", "b", "p50", "p90", "p99", "img/s", "load", "1st", "MB"]
+            + (["mode"] if modes else []))
     t.caption = "latency p50/p90/p99 and first inference (1st) in ms, load in s, peak RSS in MB"
     t.caption_justify = "left"
     for c in cols:
@@ -39,7 +41,8 @@ def profile_table(report: dict):
             t.add_row(*([str(r.device)] if multi else []), str(r.target),
                       precision_cell(r), str(r.batch), fmt(lat["p50"], 3), fmt(lat["p90"], 3), fmt(lat["p99"], 3),
                       fmt(r.throughput_ips, 1), f"{r.load_time_s or 0:.2f}",
-                      fmt(r.first_inference_ms, 1), fmt((r.memory or {}).get("peak_rss_mb"), 0))
+                      fmt(r.first_inference_ms, 1), fmt((r.memory or {}).get("peak_rss_mb"), 0),
+                      *([str(r.mode)] if modes else []))
         else:
             missing.setdefault((lab, r.status, str(r.reason or "")), []).append(str(r.batch))
     for (lab, status, reason), bs in missing.items():
