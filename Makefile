@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_CKPTS := $(addprefix partialdeploy/data/,demo_narrow.safetensors demo.safetensors demo_wide.safetensors)
 
-.PHONY: install test test-slow demo bench lint clean
+.PHONY: install test test-slow demo bench lint dist clean
 
 install: $(STAMP)
 
@@ -28,6 +28,12 @@ demo: install
 
 bench: install
 	$(BIN)/python scripts/bench.py --int8 --int8-fallback
+
+# A wheel of this checkout in dist/ (pip builds it in isolation with setuptools + wheel from PyPI). On a device:
+#   pip install 'dist/partialdeploy-<version>-py3-none-any.whl[tensorrt]'   (or [onnxruntime]); no torch.
+dist: install
+	$(BIN)/pip wheel -q --no-deps -w dist .
+	@ls dist/*.whl
 
 lint: install
 	$(BIN)/ruff check partialdeploy tests scripts

@@ -118,7 +118,8 @@ def readme(b: dict) -> str:
     files = "\n".join(f"  {f:<24}{h}" for f, h in b["sha256"].items())
     wheel = b.get("wheel")
     install = (f"  pip install './{wheel}[tensorrt]'   # the partialdeploy wheel carried in this bundle"
-               if wheel else "  pip install 'partialdeploy[tensorrt] @ <the repository URL or a wheel from make dist>'")
+               if wheel else "  pip install 'partialdeploy-<version>-py3-none-any.whl[tensorrt]'  # a wheel from make dist "
+               "(export --bundle-wheel puts it here)")
     batch = (f"dynamic, optimization profile min/opt/max = {bb['min']}/{bb['opt']}/{bb['max']}" if b["dynamic_batch"]
              else f"static {bb['opt']}")
     return f"""TensorRT build bundle ({b['model']}, {b['precision']}) from {b['tool']}, for {gen}

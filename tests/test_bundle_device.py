@@ -107,3 +107,30 @@ def test_infer_py_tensorrt_needs_jetpack_message(bundle):
     r = subprocess.run([sys.executable, "infer.py", "--runtime", "tensorrt"], cwd=d, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 1 and "comes with JetPack" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bundle_carries_a_wheel(tmp_path):
+    """export --bundle-wheel: the bundle carries the partialdeploy wheel, hashed, and its README says how
+    to install it on the device; anything but a wheel file is refused."""
+    from types import SimpleNamespace
+
+    from partialdeploy.errors import UserError
+    from partialdeploy.tensorrt_bundle import BundleImages, BundleSpec, write_bundle
+
+    (tmp_path / "src.onnx").write_bytes(b"onnx")
+    whl = tmp_path / "partialdeploy-0.1.0-py3-none-any.whl"
+    whl.write_bytes(b"PK wheel")
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    ctx = SimpleNamespace(parity_inputs=x, reference=np.ones((1, 10), np.float32), calib=None, calib_source=None,
+                          eval_images=None, eval_labels=None, eval_reference=None)
+    spec = BundleSpec(onnx_path=tmp_path / "src.onnx", precision="fp32", images=BundleImages.of(ctx), chw=[3, 32, 32],
+                      batch={"min": 1, "opt": 1, "max": 1}, wheel=whl)
+    out = tmp_path / "b"
+    out.mkdir()
+    b = write_bundle(out, spec)
+    assert b["wheel"] == whl.name and (out / whl.name).read_bytes() == b"PK wheel" and whl.name in b["sha256"]
+    assert f"pip install './{whl.name}[tensorrt]'" in (out / "README.txt").read_text()
+    spec.wheel = tmp_path / "src.onnx"
+    (tmp_path / "c").mkdir()
+    with pytest.raises(UserError, match="not a wheel file: build one with `make dist`"):
+        write_bundle(tmp_path / "c", spec)

@@ -47,6 +47,9 @@ def export(
     opset: int = typer.Option(17, "--opset", help="ONNX opset (13-20)."),
     fallback: bool = typer.Option(True, "--fallback/--no-fallback", help="INT8: when plain quantization misses "
                                   "the gate, keep the most sensitive blocks in float until it holds (default)."),
+    bundle_wheel: Optional[Path] = typer.Option(None, "--bundle-wheel", exists=True, dir_okay=False,
+                                                help="TensorRT: carry this partialdeploy wheel (make dist) in the "
+                                                "bundle, to pip install on the device."),
     junit_out: Optional[Path] = typer.Option(None, "--junit", help="Write the parity gates as JUnit XML for CI "
                                              "test reporters (one test case per target x precision x batch)."),
     tune_budget: Optional[float] = typer.Option(None, "--tune-budget", help="Seconds the export may spend timing "
@@ -66,6 +69,8 @@ def export(
             precision=precision, out_dir=output, img_size=img_size, dynamic_batch=dynamic_batch, batch=batch,
             calib=calib, calib_count=calib_count, calib_seed=calib_seed, eval_dir=eval_dir, check_images=check_images,
             variant=variant, act=act, opset=opset, tune_budget=tune_budget, command=command_line())
+        if bundle_wheel is not None:
+            req.options["bundle_wheel"] = str(bundle_wheel)
         if as_json:
             res = run_export(req)
         else:
