@@ -134,3 +134,119 @@ def test_bundle_carries_a_wheel(tmp_path):
     (tmp_path / "c").mkdir()
     with pytest.raises(UserError, match="not a wheel file: build one with `make dist`"):
         write_bundle(tmp_path / "c", spec)
+
+
+def _fake_trt_and_cuda(onnx_path):
+    """Fakes of the documented APIs infer.py's TensorRTEngine uses: tensorrt's name-based tensor API
+    (8.5+, 10, 11: num_io_tensors, get_tensor_name/mode/shape/dtype, set_input_shape, set_tensor_address,
+    execute_async_v3) and cuda-python's runtime (cudaMalloc/cudaMemcpy/cudaFree/stream). "Device" memory
+    is host memory; the "engine" runs model.onnx in ONNX Runtime between the copies."""
+    import ctypes
+    import types
+
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    in_name, out_name = sess.get_inputs()[0].name, sess.get_outputs()[0].name
+    static = sess.get_inputs()[0].shape
+    bufs = {}
+    rt = types.ModuleType("cuda.bindings.runtime")
+    rt.cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+
+    def malloc(n):
+        b = ctypes.create_string_buffer(int(n))
+        bufs[ctypes.addressof(b)] = b
+        return 0, ctypes.addressof(b)
+
+    rt.cudaMalloc = malloc
+    rt.cudaFree = lambda p: (bufs.pop(int(p), None), 0)[1]
+    rt.cudaMemcpy = lambda dst, src, n, kind: (ctypes.memmove(int(dst), int(src), int(n)), (0,))[1]
+    rt.cudaStreamCreate = lambda: (0, 7)
+    rt.cudaStreamSynchronize = lambda s: (0,)
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "8.6.2.3"
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
+    trt.nptype = lambda dt: np.float32
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, sev: None})
+
+    class Context:
+        def __init__(self):
+            self.shape, self.addr = None, {}
+
+        def set_input_shape(self, name, shape):
+            assert name == in_name
+            self.shape = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            return (self.shape[0], 10)
+
+        def set_tensor_address(self, name, ptr):
+            self.addr[name] = int(ptr)
+
+        def execute_async_v3(self, stream):
+            n = int(np.prod(self.shape))
+            x = np.frombuffer((ctypes.c_float * n).from_address(self.addr[in_name]), np.float32).reshape(self.shape)
+            y = np.ascontiguousarray(sess.run(None, {in_name: x.copy()})[0], np.float32)
+            ctypes.memmove(self.addr[out_name], y.ctypes.data, y.nbytes)
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return [in_name, out_name][i]
+
+        def get_tensor_mode(self, name):
+            return trt.TensorIOMode.INPUT if name == in_name else trt.TensorIOMode.OUTPUT
+
+        def get_tensor_shape(self, name):
+            return tuple(d if isinstance(d, int) else -1 for d in static)
+
+        def get_tensor_dtype(self, name):
+            return "float32"
+
+        def create_execution_context(self):
+            return Context()
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, blob):
+            return Engine() if blob == b"fake engine" else None
+
+    trt.Runtime = Runtime
+    cuda = types.ModuleType("cuda")
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = rt
+    cuda.bindings = bindings
+    return {"tensorrt": trt, "cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": rt}, bufs
+
+
+def test_infer_py_tensorrt_engine_against_fake_apis(bundle, tmp_path, monkeypatch):
+    """infer.py's TensorRT path (what runs on the device) against fakes of TensorRT's name-based tensor API
+    and cuda-python: the same preprocessing and static-batch chunking, device buffers freed, the reference
+    reproduced; auto picks TensorRT once model.engine exists."""
+    import importlib.util
+
+    _, src, _ = bundle
+    d = tmp_path / "b"
+    shutil.copytree(src, d)
+    (d / "model.engine").write_bytes(b"fake engine")
+    mods, bufs = _fake_trt_and_cuda(d / "model.onnx")
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    spec = importlib.util.spec_from_file_location("bundle_infer_copy", d / "infer.py")
+    infer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer)
+    b = json.loads((d / "bundle.json").read_text())
+    engine = infer.open_engine(d, b)  # auto: tensorrt imports and model.engine exists
+    assert engine.name == "tensorrt" and engine.batch == 3
+    res = infer.check(d, b, engine)
+    assert res["passed"] and res["runtime"] == "tensorrt" and res["preprocessing_max_abs_diff"] == 0.0
+    assert res["cosine_min"] > 0.9995 and bufs == {}  # every device buffer freed
+    (d / "model.engine").write_bytes(b"from another TensorRT")
+    with pytest.raises(SystemExit, match="cannot load .* rebuild it on this device"):
+        infer.open_engine(d, b, "tensorrt")

@@ -256,6 +256,22 @@ def test_build_engine_sh_finds_trtexec(fp16_bundle, tmp_path):
     assert "partialdeploy build-engine ." in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_build_engine_sh_reads_the_python_module_version(fp16_bundle, tmp_path):
+    """With Python's tensorrt importable (JetPack's python3-libnvinfer) its version decides, before any
+    banner: a fake module says 8.6.2, the trtexec prints no version at all."""
+    import shutil
+
+    if shutil.which("python3", path="/usr/bin:/bin") is None:
+        pytest.skip("needs a python3 in /usr/bin or /bin for build_engine.sh's version probe")
+    _, d, _ = fp16_bundle
+    (tmp_path / "py" / "tensorrt").mkdir(parents=True)
+    (tmp_path / "py" / "tensorrt" / "__init__.py").write_text('__version__ = "8.6.2.3"\n')
+    env = {**_fake_trtexec(tmp_path, "0", banner="usage: trtexec [options]"), "PYTHONPATH": str(tmp_path / "py")}
+    r = subprocess.run(["sh", str(d / "build_engine.sh")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "args0").read_text().split() == json.loads((d / "bundle.json").read_text())["trtexec"]["8"][1:]
+
+
 def test_build_engine_sh_finds_jetpack_trtexec(fp16_bundle, tmp_path):
     """JetPack keeps trtexec in /usr/src/tensorrt/bin, off PATH: placed there in a private mount namespace."""
     import shutil
@@ -692,3 +708,18 @@ def test_build_engine_gates_before_keeping_the_engine(fp16_bundle, fake_device, 
         assert (d / "model.engine").read_bytes() == b"engine-bytes"
         assert side["parity"][0]["passed"] and side["parity"][0]["stage"].startswith("ONNX -> TensorRT fp16")
         assert json.loads((d / "model.engine.json").read_text())["parity"] == side["parity"]
+
+
+@pytest.mark.slow
+def test_opset_16_hint_builds_on_tensorrt_8_5(tmp_path):
+    """The export's note for TensorRT 8.5 (JetPack 5) says --opset 16: that ONNX has no LayerNormalization
+    (written as basic operators) and passes every generation's operator check."""
+    from targets_common import _demo
+
+    from partialdeploy.exporters.onnx import export_onnx
+
+    spec, deploy, *_ = _demo()
+    export_onnx(deploy, tmp_path / "m.onnx", spec.img_size, dynamic_batch=True, batch=1, opset=16)
+    rep = onnx_ops_report(tmp_path / "m.onnx")
+    assert "LayerNormalization" not in rep["ops"] and rep["by_generation"]["8"]["needs_8_6"] == []
+    assert rep["unsupported"] == [] and rep["opset_supported"]
