@@ -120,6 +120,9 @@ def readme(b: dict) -> str:
     install = (f"  pip install './{wheel}[tensorrt]'   # the partialdeploy wheel carried in this bundle"
                if wheel else "  pip install 'partialdeploy-<version>-py3-none-any.whl[tensorrt]'  # a wheel from make dist "
                "(export --bundle-wheel puts it here)")
+    need86 = (((b.get("onnx_check") or {}).get("by_generation") or {}).get("8") or {}).get("needs_8_6") or []
+    caveat = (f"TensorRT 8.5 (JetPack 5) cannot parse {', '.join(need86)} (8.6, JetPack 6.0, can): for 8.5 export "
+              "with --opset 16.\n" if need86 and 8 in t["builds_with"] else "")
     batch = (f"dynamic, optimization profile min/opt/max = {bb['min']}/{bb['opt']}/{bb['max']}" if b["dynamic_batch"]
              else f"static {bb['opt']}")
     return f"""TensorRT build bundle ({b['model']}, {b['precision']}) from {b['tool']}, for {gen}
@@ -128,7 +131,7 @@ TensorRT engines only run on the GPU model and TensorRT version that built them,
 on the device from this bundle. Precision recipe: {recipe}; already proven in ONNX Runtime on CPU.
 Builds with TensorRT {gens}: 11 as is, 10 with --stronglyTyped, 8.5/8.6 (JetPack 5.x / 6.0) with the
 --fp16/--int8 builder flag.
-
+{caveat}
 Feeding the model (all of it in bundle.json):
 {_feed(b)}
 Files (sha256; README.txt and bundle.json are hashed in the export's manifest.json):

@@ -66,7 +66,8 @@ def test_bundle_json_describes_how_to_feed_the_model(bundle):
     readme = (d / "README.txt").read_text()
     for text in ("input   'input' 3x3x64x64 float32, layout NCHW", "resize the shorter side to",
                  f"subtract mean {p['mean']}", "10 classes: 0=0, 1=1", "python3 infer.py",
-                 "TensorRT 8:", "comes with JetPack", b["sha256"]["model.onnx"]):
+                 "TensorRT 8:", "comes with JetPack", b["sha256"]["model.onnx"],
+                 "TensorRT 8.5 (JetPack 5) cannot parse LayerNormalization"):
         assert text in readme, text
 
 
@@ -250,3 +251,31 @@ def test_infer_py_tensorrt_engine_against_fake_apis(bundle, tmp_path, monkeypatc
     (d / "model.engine").write_bytes(b"from another TensorRT")
     with pytest.raises(SystemExit, match="cannot load .* rebuild it on this device"):
         infer.open_engine(d, b, "tensorrt")
+
+
+@pytest.mark.parametrize("source", ["check_dir", "stock"])
+def test_raw_samples_are_what_the_check_images_were_made_from(tmp_path, source):
+    """The raw images a bundle carries preprocess to exactly the check images the gates used, whichever
+    source chose them (the user's --check-images folder, or the stock-photo fallback with a crop ratio
+    of the checkpoint's own)."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from partialdeploy import check_images
+    from partialdeploy.images import preprocess
+
+    spec = SimpleNamespace(img_size=32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), crop_ratio=0.9)
+    check_dir = None
+    if source == "check_dir":
+        check_dir = tmp_path / "mine"
+        check_dir.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 255, (40 + 7 * i, 50, 3), dtype=np.uint8)).save(check_dir / f"{i}.png")
+    chk = check_images.choose(spec, check_dir=check_dir, calib_dir=None, user_calib=False, is_demo=False,
+                              demo_x=None, stock_n=4)
+    raw = chk.raw_samples(3)
+    assert len(raw) == 3 and all(r.dtype == np.uint8 for r in raw)
+    x = np.stack([preprocess(r, 32, spec.mean, spec.std, spec.crop_ratio) for r in raw])
+    np.testing.assert_array_equal(x, chk.x[:3])

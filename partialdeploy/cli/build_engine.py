@@ -32,10 +32,11 @@ def build_engine_cmd(
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="Accept and record an unknown "
                                              "host key (a changed one is always refused)."),
 ):
-    """Build the TensorRT engine of a bundle on this GPU (TensorRT 10 or 11 Python API; the precision is
-    in model.onnx: strongly typed fp16 / Q/DQ INT8, built with STRONGLY_TYPED on 10, as is on 11; timing
-    cache reused), prove it by parity against the bundled reference and write model.engine +
-    model.engine.json. Needs TensorRT + an NVIDIA GPU, not torch.
+    """Build the TensorRT engine of a bundle on this GPU (TensorRT 8.5/8.6, 10 or 11 Python API; the
+    precision is in model.onnx: strongly typed fp16 / Q/DQ INT8, built as is on 11, with STRONGLY_TYPED on
+    10, with the FP16/INT8 builder flag on 8; timing cache reused), prove it by parity against the bundled
+    reference and write model.engine + model.engine.json. Needs TensorRT (on a Jetson: from JetPack) + an
+    NVIDIA GPU, not torch.
 
     Exit codes: 0 ok, 1 the parity gate failed, 2 bad bundle / no TensorRT or GPU here."""
     if remote:
