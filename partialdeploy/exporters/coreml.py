@@ -27,7 +27,7 @@ from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationErro
 from partialdeploy.exporters._common import first_line, parity_gates, quiet, run_padded
 from partialdeploy.exporters.base import Artifact, ExportContext, Target
 
-INSTALL = "pip install 'partialdeploy[coreml]'"
+INSTALL = "pip install coremltools"
 DEFAULT_TARGET = "iOS16"
 SPEC_CHECKED = "spec-checked (running needs macOS)"
 # ML program specification versions per minimum deployment target (CoreML's own numbering)
@@ -79,7 +79,7 @@ class CoreMLTarget(Target):
             raise UserError(f"coreml does not support {prec}; choose {', '.join(self.precisions)}")
         if ctx.deploy_model is None:
             raise UserError("the CoreML target converts from the PyTorch deploy model: install torch "
-                            "(pip install 'partialdeploy[torch]') and export from the checkpoint")
+                            "(pip install torch) and export from the checkpoint")
         ct = _ct()
         tname, tgt = deployment_target(ct, ctx.options.get("minimum_deployment_target"))
         if prec == "int8" and tgt < ct.target.iOS16:

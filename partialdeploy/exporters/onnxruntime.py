@@ -30,7 +30,7 @@ from partialdeploy.exporters.onnx import io_meta
 from partialdeploy.exporters.base import Artifact, CalibrationReader, ExportContext, Target
 from partialdeploy.verification import Proof, open_options, stage_name
 
-INSTALL = "pip install 'partialdeploy[onnxruntime]'"
+INSTALL = "pip install onnxruntime onnx"
 FP16_MESSAGE = ("onnxruntime (CPU) does not support fp16: most operators have no fp16 CPU kernel; "
                 "use --target openvino or --target tensorrt for fp16, or fp32/int8 here")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")

@@ -29,7 +29,7 @@ from partialdeploy.exporters.base import Artifact, ExportContext, Target
 from partialdeploy.runners.openvino import hint_name  # noqa: F401  (re-exported: the read-back lives with the runner)
 from partialdeploy.verification import Alternative, pad_batch
 
-INSTALL = "pip install 'partialdeploy[openvino]'"
+INSTALL = "pip install openvino nncf"
 # CPU compile config that turns off the snippets (MHA) fusion; see OpenVINOTarget.export
 RUNTIME_FALLBACK = {"SNIPPETS_MODE": "DISABLE"}
 # OpenVINO element-type names of INFERENCE_PRECISION_HINT per artifact precision

@@ -44,7 +44,7 @@ from partialdeploy.tensorrt_build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENG
 from partialdeploy.tensorrt_bundle import BundleImages, BundleSpec, write_bundle
 
 BUNDLE_VERIFIED = "bundle (build the engine on the device)"
-INSTALL = "pip install 'partialdeploy[tensorrt-export]'"
+INSTALL = "pip install onnx onnxruntime onnxconverter-common"
 # ops whose values can leave fp16's range: sums of squares and what follows them up to the square root
 FP16_KEEP_FP32_OPS = ("ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "Pow", "Sqrt")
 QDQ_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # where TensorRT fuses Q/DQ into int8 kernels
@@ -125,7 +125,7 @@ def to_qdq_int8(src: Path, dst: Path, calib: np.ndarray, input_name: str, exclud
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     except ImportError as e:
         raise UserError("TensorRT INT8 needs onnxruntime's quantization tools: "
-                        "pip install 'partialdeploy[onnxruntime]'") from e
+                        "pip install onnxruntime onnx") from e
     if calib is None or len(calib) == 0:
         raise UserError("INT8 needs calibration images: pass --calib DIR (100-500 representative images)")
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -203,7 +203,7 @@ class TensorRTTarget(Target):
 
     @classmethod
     def check_env(cls) -> str | None:
-        return None if cls.is_available() else "onnx is not installed: pip install 'partialdeploy[torch]'"
+        return None if cls.is_available() else "onnx is not installed: pip install onnx"
 
     @staticmethod
     def can_build_here() -> bool:

@@ -27,7 +27,7 @@ def _why_unavailable() -> str | None:
     try:
         import coremltools  # noqa: F401
     except ImportError:
-        return "coremltools is not installed: pip install 'partialdeploy[coreml]'"
+        return "coremltools is not installed: pip install coremltools"
     return None
 
 

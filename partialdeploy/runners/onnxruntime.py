@@ -42,7 +42,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise RuntimeUnavailable("onnxruntime is not installed: pip install 'partialdeploy[onnxruntime]'") from e
+            raise RuntimeUnavailable("onnxruntime is not installed: pip install onnxruntime onnx") from e
         so = ort.SessionOptions()
         if self.threads:
             so.intra_op_num_threads = int(self.threads)

@@ -76,7 +76,7 @@ class OpenVINORunner(Runner):
         try:
             import openvino as ov
         except ImportError as e:
-            raise RuntimeUnavailable("openvino is not installed: pip install 'partialdeploy[openvino]'") from e
+            raise RuntimeUnavailable("openvino is not installed: pip install openvino nncf") from e
         self.core = ov.Core()
         device = self.options.get("device", "CPU")
         config = {"INFERENCE_PRECISION_HINT": self.options.get("inference_precision", "f32"),

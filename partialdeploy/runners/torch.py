@@ -37,7 +37,7 @@ class TorchRunner(Runner):
         try:
             import torch
         except ImportError as e:
-            raise RuntimeUnavailable("the PyTorch runner needs torch: pip install 'partialdeploy[torch]'") from e
+            raise RuntimeUnavailable("the PyTorch runner needs torch: pip install torch") from e
         t0 = time.perf_counter()
         module = self.options.get("module")
         if module is None:
