@@ -2,8 +2,9 @@
 package, and a bootstrap that checks the zipapp's sha256 before running it.
 
 The zipapp holds ``partialdeploy.remote.agent`` and every ``partialdeploy`` module it can reach
-(imports at any depth, and the runners the backends name as ``"module:Class"``): profiling,
-runners, records, verify, the TensorRT build — no exporters, no torch, no data files. It is built in
+(imports at any depth, and the runners the backends name as ``"module:Class"``) short of the export
+side (``NOT_SHIPPED``): profiling, runners, records, verify, the TensorRT build — no exporters, no
+torch, no data files. It is built in
 memory with fixed timestamps, so the same installed package gives the same sha256.
 """
 
@@ -24,6 +25,12 @@ PKG = Path(partialdeploy.__file__).resolve().parent
 ROOTS = ("partialdeploy.remote.agent", "partialdeploy.tensorrt_build")
 _RUNNER_REF = re.compile(r"^(partialdeploy\.runners\.[a-z_]+):[A-Za-z_]+$")
 MIN_PYTHON = (3, 9)
+# The export side, never needed to profile or build an exported artifact: the closure does not follow
+# lazy imports into it (the package's PEP 562 API facade, checkpoints' families and models, the torch
+# runner, the pipeline, exporters, planner, diff, CLI). The device-side tests run the real thing.
+NOT_SHIPPED = ("partialdeploy.api", "partialdeploy.runners.torch", "partialdeploy.families", "partialdeploy.models",
+               "partialdeploy.pipeline", "partialdeploy.exporters", "partialdeploy.planner", "partialdeploy.cli",
+               "partialdeploy.blockdiff", "partialdeploy.diff", "partialdeploy.taps")
 
 MAIN = "from partialdeploy.remote.agent import main\nmain()\n"
 
@@ -80,7 +87,7 @@ def modules() -> list[str]:
     seen: set[str] = set()
     while todo:
         m = todo.pop()
-        if m in seen:
+        if m in seen or any(m == n or m.startswith(n + ".") for n in NOT_SHIPPED):
             continue
         f = _file_of(m)
         if f is None:
