@@ -106,6 +106,12 @@ def test_profile_over_ssh_gives_one_report_per_device_column_with_fingerprints(t
     assert all(d.split(" (")[0] in md for d in devs) and "| device |" in md
     assert md.count("## Sustained: ") == len(ok) and "| window | end s | runs | p50 ms |" in md
     assert to_html(rep).count("<tr>") >= 5
+    # the gate compares per device: the same report against itself passes, one row per device x case
+    path = Path(r.args[r.args.index("-o") + 1])
+    cmp = cli("report", "compare", path, path, "--max-regression", "10%", "--md", path.with_suffix(".md"))
+    assert cmp.returncode == 0, cmp.stdout[-1500:] + cmp.stderr[-1500:]
+    table = path.with_suffix(".md").read_text()
+    assert all(table.count(f"| {d.split(' (')[0]}") == 2 for d in devs), table
 
 
 def test_same_artifact_local_and_remote_agree_within_noise(two_devices, dist, tmp_path):
