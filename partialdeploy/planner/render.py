@@ -7,7 +7,7 @@ from partialdeploy.planner.constraints import human_bytes
 from partialdeploy.planner.decide import Plan, sort_key
 
 COLUMNS = ("device", "variant", "target", "prec", "b", "LAT ms", "img/s", "accuracy", "drop pt", "size", "mem MB",
-           "params", "status", "misses / reason")
+           "params", "FLOPs", "status", "misses / reason")
 MARKS = {"recommended": "★ recommended", "runner-up": "runner-up", "closest": "closest"}
 
 
@@ -27,6 +27,16 @@ def ordered(plan: Plan) -> list[Candidate]:
 
 def _num(v, fmt: str) -> str:
     return "–" if v is None else format(v, fmt)
+
+
+def _si(v) -> str:
+    """FLOPs per image as 6.98M / 1.2G."""
+    if v is None:
+        return "–"
+    for unit, f in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= f:
+            return f"{v / f:.3g}{unit}"
+    return str(v)
 
 
 def accuracy_cell(c: Candidate) -> str:
@@ -52,7 +62,8 @@ def row(c: Candidate, percentile: str) -> dict:
     return {"device": c.device, "variant": c.variant or c.model or "?", "target": c.target or "?", "prec": prec,
             "b": _num(c.batch, "d"), "LAT ms": _num(lat, ".3f"), "img/s": _num(c.throughput_ips, ",.0f"),
             "accuracy": accuracy_cell(c), "drop pt": _num(c.drop_points, ".2f"), "size": human_bytes(c.size_bytes),
-            "mem MB": _num(c.peak_memory_mb, ".0f"), "params": _num(c.params, ",d"), "status": status_cell(c),
+            "mem MB": _num(c.peak_memory_mb, ".0f"), "params": _num(c.params, ",d"), "FLOPs": _si(c.flops),
+            "status": status_cell(c),
             "misses / reason": why or ""}
 
 
@@ -91,11 +102,9 @@ def to_markdown(plan: Plan) -> str:
         if d.pareto:
             L += ["Pareto front (latency vs accuracy): " + ", ".join(_md(c.label) for c in d.pareto), ""]
     cols = columns(plan)
-    L += ["## Candidates", "", "| " + " | ".join(cols) + " |", "|" + "|".join("---:" if c in ("b", "img/s", "params")
-                                                                             or " ms" in c or c in ("accuracy",
-                                                                                                    "drop pt",
-                                                                                                    "mem MB")
-                                                                             else "---" for c in cols) + "|"]
+    right = {"b", "img/s", "params", "FLOPs", "accuracy", "drop pt", "mem MB"}
+    L += ["## Candidates", "", "| " + " | ".join(cols) + " |",
+          "|" + "|".join("---:" if c in right or c.endswith(" ms") else "---" for c in cols) + "|"]
     L += ["| " + " | ".join(_md(v) for v in r) + " |" for r in rows(plan)]
     L += [""] + [f"- {_md(n)}" for n in footnotes(plan)]
     L += ["", "## Lineage", "", "| candidate | checkpoint sha256 | manifest | profile | export command |",

@@ -49,17 +49,30 @@ class Cell:
 
 
 class Measure:
-    """How a cell is profiled: here, with ``profiling.profile``. Profiling elsewhere is another
-    implementation of this one method (:class:`RemoteMeasure`); the rest of the sweep does not change."""
+    """How a cell is profiled: here, by ``partialdeploy profile`` in a process of its own, so that the
+    cell's peak memory and timings are not those of the process that exported it (torch, the train form).
+    Profiling elsewhere is another implementation of this one method (:class:`RemoteMeasure`); the rest
+    of the sweep does not change."""
 
     def __init__(self, runs: int = 100, min_time_s: float = 1.0):
         self.runs, self.min_time_s = runs, min_time_s
 
     def __call__(self, export_dir: Path, batch: int) -> dict:
-        from partialdeploy.profiling import Settings, profile
+        import subprocess
+        import sys
 
-        settings = Settings(batches=(batch,), runs=self.runs, min_time_s=self.min_time_s, layers=False)
-        return profile(export_dir, settings, out_path=Path(export_dir) / PROFILE)
+        out = Path(export_dir) / PROFILE
+        cmd = [sys.executable, "-m", "partialdeploy", "profile", str(export_dir), "--batch", str(batch), "--runs",
+               str(self.runs), "--min-time", str(self.min_time_s), "--no-layers", "-o", str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode == 130:
+            raise KeyboardInterrupt
+        if r.returncode not in (0, 1) or not out.is_file():  # 1: an artifact failed (its row says why)
+            lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+            raise UserError(lines[-1].removeprefix("error: ") if lines else f"profile exited {r.returncode}")
+        from partialdeploy.report import validate
+
+        return validate(json.loads(out.read_text()), str(out))
 
 
 class RemoteMeasure(Measure):
@@ -144,7 +157,7 @@ class SweepRequest:
         opts = {"checkpoint_sha256": sha, "target": target, "precision": precision, "batch": self.batch,
                 "calib": _folder_digest(self.calib) if precision == "int8" else None,
                 "eval": _folder_digest(self.eval_dir), "runs": self.runs, "min_time_s": self.min_time_s,
-                "remote": self.remote, "tool": __version__}
+                "remote": self.remote, "profiled_in": "own process", "tool": __version__}
         return hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()
 
     def measure(self) -> Measure:
