@@ -232,11 +232,11 @@ def open_side(arg: str | Path, target: str | None = None, precision: str | None 
         if not mp.is_file():
             raise UserError(f"{label} {p} is a directory without {MANIFEST}: pass an export directory, "
                             "a checkpoint, an .onnx or an .xml")
-        from partialdeploy.verify import load_manifest, verify_artifact
+        from partialdeploy.verify import load_manifest, check_artifact_files
 
         man = load_manifest(mp)
         art = _pick_artifact(man, p, target, precision, label)
-        apath = verify_artifact(p, art)  # inside the export dir, sha256 of every file
+        apath = check_artifact_files(p, art)  # inside the export dir, sha256 of every file
         runtime, inner = _tap_runtime(art)
         side = _open_model(apath / inner if inner else apath, runtime, threads, label, art)
         side.label = f"{arg} ({art.target}/{art.precision})"

@@ -19,7 +19,6 @@ The report is written (atomically) after every block round, so Ctrl-C keeps what
 
 from __future__ import annotations
 
-import os
 import re
 import resource
 import sys
@@ -202,7 +201,7 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[Mani
         raise UserError(f"no such file or directory: {src}")
     manifest_path = src / MANIFEST if src.is_dir() else src if src.name == MANIFEST else None
     if manifest_path is not None and manifest_path.exists():
-        from partialdeploy.verify import entries, load_manifest, verify_artifact
+        from partialdeploy.verify import entries, load_manifest, check_artifact_files
 
         m = load_manifest(manifest_path)
         arts = [a for a in entries(m) if a.path]
@@ -212,7 +211,7 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[Mani
         if not arts:
             raise UserError(f"{manifest_path} lists no artifacts" + (f" for target {target}" if target else ""))
         for a in arts:  # every artifact is checked against its sha256 before anything is loaded
-            verify_artifact(manifest_path.parent, a)
+            check_artifact_files(manifest_path.parent, a)
         header = {"model": m.get("model", {}), "preprocessing": m.get("preprocessing", {}),
                   "manifest": str(manifest_path), "manifest_tool": m.get("tool")}
         return header, arts, manifest_path.parent
@@ -283,7 +282,7 @@ def _runner_options(cls, settings: Settings, layers: bool, tmp: str | None, art:
     if layers:
         opts["profile_layers"] = True
         if tmp:
-            opts["profile_prefix"] = os.path.join(tmp, "ort_profile")
+            opts["scratch_dir"] = tmp  # where a runtime's profiler may write its files
     return opts
 
 

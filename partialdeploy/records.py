@@ -102,7 +102,7 @@ def parity_list(items) -> list[ParityResult]:
 @dataclass
 class ManifestEntry:
     """One artifact of ``manifest.json``. The integrity fields (``path``, ``files``, ``sha256``,
-    ``files_sha256``) are kept exactly as read — ``verify.verify_artifact`` judges them — so a damaged
+    ``files_sha256``) are kept exactly as read — ``verify.check_artifact_files`` judges them — so a damaged
     value is refused there, never silently replaced by a default here."""
 
     target: str

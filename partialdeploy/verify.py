@@ -5,7 +5,7 @@ Every command that loads something from an export directory calls one of:
 * :func:`verified_export` ``(dir or manifest.json) -> (manifest, base_dir, artifact entries)``: reads
   ``manifest.json`` as untrusted JSON (bounded size, schema checked) and verifies every listed
   artifact (or those of one target) before anything is loaded;
-* :func:`verify_artifact` ``(base_dir, entry) -> Path``: one manifest entry: its paths stay inside the
+* :func:`check_artifact_files` ``(base_dir, entry) -> Path``: one manifest entry: its paths stay inside the
   export directory (no absolute paths, no ``..``, no symlink leading out) and its sha256 (per file
   when the manifest has ``files_sha256``, else the artifact's own) matches what is on disk;
 * :func:`verify_inside_export` ``(path)``: for a path inside an export (a TensorRT bundle directory):
@@ -14,6 +14,8 @@ Every command that loads something from an export directory calls one of:
 * :func:`safe_join` ``(base, relative)``: a relative path from an untrusted file, kept inside ``base``.
 
 A changed or missing file, or a path leaving the directory, is a UserError (exit 2) naming the file.
+This module checks that files are what the manifest recorded; whether an artifact computes what the
+train form does is :mod:`partialdeploy.verification` (``verify_artifact``, the parity gate).
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def entries(m: dict) -> list[ManifestEntry]:
     return [ManifestEntry.from_dict(a) for a in m.get("artifacts", [])]
 
 
-def verify_artifact(base: Path, entry: ManifestEntry | dict) -> Path:
+def check_artifact_files(base: Path, entry: ManifestEntry | dict) -> Path:
     """Check one manifest entry against the files on disk; returns the artifact's path."""
     base = Path(base)
     if not isinstance(entry, ManifestEntry):
@@ -171,7 +173,7 @@ def verified_export(source: Path, targets=None) -> tuple[dict, Path, list[Manife
     m = load_manifest(mp)
     arts = [a for a in entries(m) if targets is None or a.target in targets]
     for a in arts:
-        verify_artifact(mp.parent, a)
+        check_artifact_files(mp.parent, a)
     return m, mp.parent, arts
 
 
@@ -191,7 +193,7 @@ def export_of(path: Path, max_up: int = 3) -> tuple[dict, Path, ManifestEntry | 
                 except UserError:
                     continue
                 if full == target or (full.is_dir() and full in target.parents):
-                    verify_artifact(d, a)
+                    check_artifact_files(d, a)
                     return m, d, a
             return m, d, None
         if d.parent == d:
@@ -222,4 +224,4 @@ def verify_profiled_artifacts(report: dict, report_path: Path) -> None:
         if entry is None or entry.sha256 != r["sha256"]:
             raise UserError(f"{report_path} measured {r['artifact']} (sha256 {r['sha256'][:12]}…), which is not what "
                             f"{mp} lists now: re-run `partialdeploy profile`")
-        verify_artifact(mp.parent, entry)
+        check_artifact_files(mp.parent, entry)

@@ -90,7 +90,7 @@ def test_per_layer_profile_maps_every_layer_to_a_block(exported, name, tmp_path)
     from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
 
     spec, _, path = exported[name]
-    r = OnnxRuntimeRunner(path, profile_layers=True, profile_prefix=str(tmp_path / "p")).load()
+    r = OnnxRuntimeRunner(path, profile_layers=True, scratch_dir=str(tmp_path)).load()
     x = np.zeros((1, 3, SIZE, SIZE), np.float32)
     for _ in range(3):
         r.run(x)
@@ -101,6 +101,25 @@ def test_per_layer_profile_maps_every_layer_to_a_block(exported, name, tmp_path)
     assert "other" not in blocks and not any(b.startswith("body.") for b in blocks), blocks
     assert blocks <= set(families.get(name).boundaries(spec))
     assert {families.get(name).stem_name, "head"} <= blocks
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_openvino_per_layer_profile_maps_every_layer_to_a_block(exported, name, tmp_path):
+    ov = pytest.importorskip("openvino")
+    from partialdeploy.runners.openvino import OpenVINORunner
+
+    spec, _, path = exported[name]
+    ov.save_model(ov.convert_model(str(path)), str(tmp_path / "m.xml"))
+    r = OpenVINORunner(tmp_path / "m.xml", profile_layers=True).load()
+    for _ in range(2):
+        r.run(np.zeros((1, 3, SIZE, SIZE), np.float32))
+    rows = r.layer_times()
+    r.close()
+    lb = layer_breakdown(rows, model=spec.to_dict())
+    blocks = {b["block"] for b in lb["blocks"]}
+    assert "other" not in blocks and blocks <= set(families.get(name).boundaries(spec)), blocks
+    named = [row for row in rows if families.get(name).block_of_layer(row["name"], spec)]
+    assert len(named) >= len(rows) // 2  # most layers carry their block's name; the rest follow the one before
 
 
 @pytest.mark.parametrize("name,layer,block", [

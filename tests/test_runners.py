@@ -3,6 +3,8 @@ ORT per-node profiling, OpenVINO async queue and perf counters."""
 
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -148,14 +150,15 @@ def test_ort_profile_parser_averages_per_run():
 
 def test_ort_layer_times_real(dist, tmp_path):
     r = runner_for("onnx")(dist / "onnx/model.onnx", threads=1, profile_layers=True,
-                           profile_prefix=str(tmp_path / "p")).load()
+                           scratch_dir=str(tmp_path)).load()
     x = np.zeros((1, 3, SIZE, SIZE), np.float32)
     for _ in range(3):
         r.run(x)
     rows = r.layer_times()
     assert rows and all(row["time_ms"] >= 0 for row in rows)
     assert any("stages.0" in row["name"] for row in rows)
-    assert not list(tmp_path.glob("p*.json"))  # the profiler's file is cleaned up
+    assert not list(tmp_path.glob("*.json"))  # the profiler's file is cleaned up
+    assert not list(Path.cwd().glob("ort_profile*.json"))  # and it was written in scratch_dir, not here
 
 
 def test_openvino_async_queue_and_perf_counters(dist):

@@ -143,12 +143,12 @@ class Manifests:
 
     def problem(self, d: Path, entry: ManifestEntry) -> str | None:
         """Why the artifact of ``entry`` cannot be trusted now (None: its files match the manifest)."""
-        from partialdeploy.verify import verify_artifact
+        from partialdeploy.verify import check_artifact_files
 
         key = (Path(d).resolve(), entry.path)
         if key not in self._verified:
             try:
-                verify_artifact(d, entry)
+                check_artifact_files(d, entry)
                 self._verified[key] = None
             except UserError as e:
                 self._verified[key] = str(e)

@@ -22,7 +22,8 @@ class TensorMeta:
 
 # capabilities a runner declares (the profiler asks ``runner.can(...)``, never probes attributes)
 ASYNC_QUEUE = "async_queue"  # run_async(feed, count, min_time_s, should_stop, on_done) -> (wall_s, latencies_s)
-LAYER_TIMES = "layer_times"  # layer_times() / reset_layer_times() with profile_layers=True
+LAYER_TIMES = "layer_times"  # layer_times() / reset_layer_times() with profile_layers=True (and
+# scratch_dir=DIR: where the runtime's profiler may write its files, removed by the caller)
 # created with ``taps=True`` the runner exposes every block boundary of the model as an output:
 # ``boundaries()`` names them (official block names, execution order) and ``infer`` returns them,
 # keyed by those names, after the model's own outputs (what ``diff`` and the INT8 fallback use)

@@ -55,7 +55,9 @@ class OnnxRuntimeRunner(Runner):
             so.add_session_config_entry(str(k), str(v))
         if self.options.get("profile_layers"):
             so.enable_profiling = True
-            so.profile_file_prefix = str(self.options.get("profile_prefix", "ort_profile"))
+            import os
+
+            so.profile_file_prefix = os.path.join(str(self.options.get("scratch_dir") or "."), "ort_profile")
         level = self.options.get("graph_optimization", "all")
         so.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
