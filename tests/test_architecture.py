@@ -370,3 +370,25 @@ def test_the_base_class_checks_every_feed(tmp_path_factory):
             r.infer({name: np.zeros((1, 3, SIZE), np.float32)})
         with pytest.raises(UserError, match="expects float32"):
             r.infer({name: good.astype(np.float64)})
+
+
+def test_architecture_doc_names_files_and_functions_that_exist():
+    """docs/architecture.md stays true: every file it names exists, and every `module.name` it names
+    for a module of the package is defined there (top level, read with ast: nothing imported)."""
+    import re
+
+    doc = (PKG.parent / "docs" / "architecture.md").read_text()
+    files = {f for f in re.findall(r"`([\w/]+\.py)`", doc)}
+    assert files and not [f for f in files if not (PKG / f).exists() and not (PKG.parent / f).exists()]
+    missing = []
+    for mod, name in set(re.findall(r"`(\w+)\.(\w+)[`(]", doc)):
+        path = PKG / f"{mod}.py" if (PKG / f"{mod}.py").exists() else PKG / mod / "__init__.py"
+        if name == "py" or not path.exists() or (PKG / mod / f"{name}.py").exists():
+            continue  # a class attribute (Family.boundaries), a file suffix, a submodule (remote.agent)
+        tree = ast.parse(path.read_text())
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+        defined |= {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+        if name not in defined:
+            missing.append(f"{mod}.{name}")
+    assert not missing, missing

@@ -63,6 +63,20 @@ def test_every_family_names_its_boundaries():
     assert families.get("eca_mobilenetv2").boundaries(tiny_spec("eca_mobilenetv2"))[-2] == "features.17"
 
 
+def test_every_registered_family_implements_its_analysis():
+    """The extension point "a new model family" (docs/architecture.md): a family that does not name
+    its blocks, or whose names do not map back to themselves, fails here."""
+    assert sorted(f.name for f in families.all_families()) == sorted(FAMILIES)
+    for fam in families.all_families():
+        spec = tiny_spec(fam.name)
+        b = fam.boundaries(spec)
+        assert fam.body_names(spec) and b[0] == fam.stem_name and b[-1] == HEAD and len(set(b)) == len(b)
+        assert all(fam.block_of_layer(x, spec) == x for x in b), fam.name
+        assert all(fam.is_boundary(x) for x in b[:-1]) and not fam.is_boundary(HEAD)
+        assert families.block_of_layer(f"{b[1]}/Conv", spec.to_dict()) == b[1]
+        assert fam.memory(spec, SIZE).per_image > 0
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_onnx_and_train_form_expose_every_boundary(exported, name, real_images):
     import onnx
