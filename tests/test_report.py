@@ -153,3 +153,23 @@ def test_github_actions_example_uses_real_commands():
         r = run_cli(*sub)
         assert r.returncode == 0, sub
     assert any("upload-artifact" in s.get("uses", "") for s in wf["jobs"]["export-and-profile"]["steps"])
+
+
+def test_profile_table_prints_a_row_marked_ok_without_numbers():
+    """A row that says ok but carries no latency (a partial remote report) is listed as a note, not a
+    rich-markup crash, and its status text is shown as written."""
+    from rich.console import Console
+
+    from partialdeploy.cli.render import profile_table
+
+    report = {"model": {"name": "m"}, "device": "d", "results": [
+        {"target": "onnxruntime", "precision": "fp32", "batch": 1, "status": "ok", "reason": "cut short"},
+        {"target": "openvino", "precision": "fp32", "batch": 1, "status": "[bold]odd", "reason": "x"}]}
+    t, notes = profile_table(report)
+    con = Console(record=True, width=200)
+    con.print(t)
+    for n in notes:
+        con.print(n)
+    text = con.export_text()
+    assert "ok onnxruntime" in text and "cut short" in text
+    assert "[bold]odd openvino" in text

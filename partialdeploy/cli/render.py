@@ -46,8 +46,8 @@ def profile_table(report: dict):
         else:
             missing.setdefault((lab, r.status, str(r.reason or "")), []).append(str(r.batch))
     for (lab, status, reason), bs in missing.items():
-        style = {"skipped": "yellow", "not_run": "dim", "error": "red", "interrupted": "yellow"}.get(status, "")
-        notes.append(f"[{style}]{status}[/] {escape(lab)} batch {','.join(bs)}: {escape(reason)}")
+        style = {"skipped": "yellow", "not_run": "dim", "error": "red", "interrupted": "yellow"}.get(status, "yellow")
+        notes.append(f"[{style}]{escape(str(status))}[/] {escape(lab)} batch {','.join(bs)}: {escape(reason)}")
     return t, notes
 
 
