@@ -26,8 +26,8 @@ def _tensors(graph):
 
 
 def check_external_data(path: str | Path) -> None:
-    """UserError when a tensor of the ONNX model at ``path`` keeps its data outside the model's folder
-    or in a file that is missing. A file ``onnx`` cannot parse is left to the runtime to report."""
+    """UserError when the file at ``path`` is not a readable ONNX model, or a tensor of it keeps its
+    data outside the model's folder or in a file that is missing."""
     try:
         import onnx
         from google.protobuf.message import DecodeError
@@ -36,8 +36,11 @@ def check_external_data(path: str | Path) -> None:
     p = Path(path)
     try:
         model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, OSError, ValueError, RuntimeError):
-        return
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{p} is not a readable ONNX model ({type(e).__name__}: {str(e)[:120]}): re-export it "
+                        "or check the path") from None
+    except OSError as e:
+        raise UserError(f"cannot read {p}: {e.strerror}") from None
     base = p.resolve().parent
     for t in _tensors(model.graph):
         if t.data_location != onnx.TensorProto.EXTERNAL:

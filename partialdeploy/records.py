@@ -215,6 +215,9 @@ class ProfileResult:
         b = d.get("batch")
         if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
             raise ValueError(f"batch {str(b)[:20]!r} is not a positive integer")
+        for k in ("target", "runtime", "precision", "mode", "status", "device", "artifact"):  # they key rows
+            if d.get(k) is not None and not isinstance(d.get(k), str):
+                raise ValueError(f"{k} {str(d.get(k))[:20]!r} is not text")
         lat = d.get("latency_ms")
         if lat is not None and (not isinstance(lat, dict) or not all(_finite(lat.get(k), False) for k in cls._STATS)):
             raise ValueError("latency_ms is not a set of numbers")

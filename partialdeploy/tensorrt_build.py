@@ -148,6 +148,11 @@ def load_bundle(bundle_dir: Path) -> dict:
     if not isinstance(b, dict) or b.get("schema") != BUNDLE_SCHEMA:
         schema = b.get("schema") if isinstance(b, dict) else None
         raise UserError(f"{p} has schema {schema!r}, expected {BUNDLE_SCHEMA}; re-export the bundle")
+    from partialdeploy.bundlecheck import problem
+
+    why = problem(b)
+    if why:
+        raise UserError(f"{p} is damaged ({why}); re-export the bundle")
     return b
 
 
