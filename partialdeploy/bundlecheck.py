@@ -19,7 +19,7 @@ def problem(b: dict) -> str | None:
         ("timing_cache", isinstance(b.get("timing_cache", "timing.cache"), str), "a file name"),
         ("dynamic_batch", isinstance(b.get("dynamic_batch"), bool), "true or false"),
         ("parity", isinstance(b.get("parity"), dict)
-         and isinstance(b["parity"].get("tolerance") or {}, dict), "a mapping with a tolerance mapping"),
+         and isinstance(b["parity"].get("tolerance") or {}, (dict, str)), "a mapping with a tolerance"),
     ]
     inp, bat = b.get("input"), b.get("batch")
     checks.append(("input", isinstance(inp, dict) and isinstance(inp.get("name"), str)

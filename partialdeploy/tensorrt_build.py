@@ -148,11 +148,6 @@ def load_bundle(bundle_dir: Path) -> dict:
     if not isinstance(b, dict) or b.get("schema") != BUNDLE_SCHEMA:
         schema = b.get("schema") if isinstance(b, dict) else None
         raise UserError(f"{p} has schema {schema!r}, expected {BUNDLE_SCHEMA}; re-export the bundle")
-    from partialdeploy.bundlecheck import problem
-
-    why = problem(b)
-    if why:
-        raise UserError(f"{p} is damaged ({why}); re-export the bundle")
     return b
 
 
@@ -259,6 +254,11 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
     bundle_dir = Path(bundle_dir)
     b = load_bundle(bundle_dir)
     verify_inside_export(bundle_dir)  # the bundle's files against the export's manifest.json, when it has one
+    from partialdeploy.bundlecheck import problem
+
+    why = problem(b)  # every field the build reads, type-checked before it is used
+    if why:
+        raise UserError(f"{bundle_dir / 'bundle.json'} is damaged ({why}); re-export the bundle")
     onnx_file = safe_join(bundle_dir, b.get("onnx"), "bundle ONNX path")
     prec = str(precision or b.get("precision") or "").lower()
     if prec not in ("fp32", "fp16", "int8"):
