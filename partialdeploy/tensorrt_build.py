@@ -123,6 +123,10 @@ def trtexec_args(precision: str, input_name: str, chw, dynamic: bool, batch: dic
                   "--layerOutputTypes=" + ",".join(f"{n}:fp32" for n in fp32_layers)]
     elif generation == 8 and precision == "int8":
         a.append("--int8")
+    if precision == "fp32" and generation in (8, 10):
+        # TF32 is on by default there: Ampere+ GPUs (Orin included) would run the fp32 convolutions with a
+        # 10-bit mantissa, far outside the fp32 gate (relative 1e-4)
+        a.append("--noTF32")
     if dynamic:
         a += [f"--minShapes={input_name}:{_dims(batch['min'], chw)}",
               f"--optShapes={input_name}:{_dims(batch['opt'], chw)}",
@@ -285,6 +289,8 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, ws << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer names for per-layer profiles
+    if prec == "fp32" and hasattr(trt.BuilderFlag, "TF32"):  # fp32 means fp32, not TF32 (on by default)
+        config.clear_flag(trt.BuilderFlag.TF32)
     tc_path = bundle_dir / b.get("timing_cache", TIMING_CACHE)
     cache = config.create_timing_cache(tc_path.read_bytes() if tc_path.exists() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)

@@ -188,6 +188,7 @@ def test_trtexec_line(gen, prec, dynamic):
                                   "b0/Sqrt:fp32", "--layerOutputTypes=b0/ReduceSum:fp32,b0/Sqrt:fp32"],
              "int8": ["--int8"]}[prec] if gen == 8 else []
     assert a[3:3 + len(flags)] == flags and not {"--fp16", "--int8", "--best"} & set(a[3 + len(flags):])
+    assert ("--noTF32" in a) == (prec == "fp32" and gen in (8, 10))  # fp32 is not TF32 on Ampere/Orin
     assert not any(x.startswith("--calib") for x in a)
     shapes = ["--minShapes=input:1x3x224x224", "--optShapes=input:8x3x224x224", "--maxShapes=input:32x3x224x224"]
     assert all((s in a) == dynamic for s in shapes)
@@ -363,6 +364,9 @@ def _fake_tensorrt(major: int):
         def add_optimization_profile(self, p):
             calls["profiles"] += 1
 
+        def clear_flag(self, flag):
+            calls.setdefault("cleared", []).append(flag)
+
     if major in (8, 10):
         def set_flag(self, flag):
             calls["flags"].append(flag)
@@ -432,10 +436,11 @@ def _fake_tensorrt(major: int):
     trt.ProfilingVerbosity = types.SimpleNamespace(DETAILED="detailed")
     if major == 8:  # no strong typing yet; explicit batch must be asked for
         trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
-        trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8", OBEY_PRECISION_CONSTRAINTS="OBEY")
+        trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8", OBEY_PRECISION_CONSTRAINTS="OBEY",
+                                                TF32="TF32")
     elif major == 10:
         trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
-        trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8")
+        trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32")
     else:
         trt.NetworkDefinitionCreationFlag = types.SimpleNamespace()  # STRONGLY_TYPED: deprecated, ignored
         trt.BuilderFlag = types.SimpleNamespace()  # FP16/INT8 removed
@@ -482,6 +487,17 @@ def test_build_engine_on_each_generation(fp16_bundle, fake_device, tmp_path, maj
                                       if la.name in keep)
     else:  # no precision flags: the precision is in the ONNX
         assert c["flags"] == [] and pinned == set() and side["typing"] == "strongly typed"
+
+
+@pytest.mark.parametrize("major", [8, 10])
+def test_build_engine_fp32_turns_tf32_off(tmp_path, fake_device, major):
+    """TF32 is on by default in TensorRT 8 and 10: an fp32 bundle's engine clears it (and its trtexec
+    line says --noTF32), so Ampere/Orin compute fp32 as fp32 and the fp32 gate can hold."""
+    art, d, _ = _export(tmp_path, "fp32")
+    trt = fake_device(major)
+    build_engine(d)
+    assert trt.calls["cleared"] == ["TF32"] and trt.calls["flags"] == []
+    assert "--noTF32" in json.loads((d / "bundle.json").read_text())["trtexec"][str(major)]
 
 
 def test_build_engine_int8_on_tensorrt_8(int8_bundle, fake_device, tmp_path):
