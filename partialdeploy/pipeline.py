@@ -286,9 +286,9 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
             if art is None:
                 continue
             if art.verified == "parity":  # measured selection among its forms; INT8 timed against fp32
-                from partialdeploy.tuning import tune
+                from partialdeploy.tuning import tune_or_record
 
-                tune(ctx, art, tdir, notes)
+                tune_or_record(ctx, art, tdir, notes)
             staged.append((tdir, Path(name) / req.precision))
             artifacts.append(art)
             say(name, f"{art.verified}: {art.path}")

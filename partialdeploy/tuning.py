@@ -175,6 +175,20 @@ def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
         _int8_speed(art, ms[chosen], ms["fp32"], run_notes)
 
 
+def tune_or_record(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
+    """:func:`tune`, where a runtime failing while timing (not the artifact: it passed its gate) is
+    recorded in ``extra.tuning`` and a note instead of failing the export."""
+    from partialdeploy.errors import first_line
+
+    try:
+        tune(ctx, art, art_dir, run_notes)
+    except Exception as e:  # a runtime's own exception type while timing
+        why = f"{type(e).__name__}: {first_line(e, 200)}"
+        art.extra["tuning"] = {"budget_s": budget_of(ctx.options), "timed": False, "why": why}
+        art.notes.append(f"measured selection not done (kept as exported): {why}"
+                         + ("; INT8 speed against fp32 not measured" if art.precision == "int8" else ""))
+
+
 def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict) -> tuple[str, dict]:
     """Gate the forms faster than the recorded one, fastest first; the first that passes is kept
     (its extra merged, its note added). Returns (kept form name, {form: passed})."""

@@ -259,7 +259,7 @@ def bench_variant(v: str, args, tmp: Path, bf16_ok: bool) -> dict:
     model = build_model(spec).eval()
     ckpt = tmp / f"{v}.pth"
     torch.save(model.state_dict(), ckpt)
-    batches = [1] + ([8] if args.batch8 else [])
+    batches = [b for b in args.batches if b != 8 or args.batch8]
     result = {"variant": v, "batches": {}}
     for b in batches:
         say(f"{v.upper()} batch {b}: exporting")
@@ -606,6 +606,8 @@ def main():
     ap.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True,
                     help="the INT8 accuracy gate on the trained demo (with --int8)")
     ap.add_argument("--batch8", action=argparse.BooleanOptionalAction, default=True, help="batch 8 throughput")
+    ap.add_argument("--batches", type=lambda t: [int(b) for b in t.split(",") if b.strip()], default=[1, 8],
+                    help="batch sizes to time, e.g. 8 (default 1,8)")
     ap.add_argument("--json", type=Path, help="also write the measurements here")
     ap.add_argument("--families", default="eca-resnet50,eca-mobilenetv2",
                     help="other families next to PartialNet (naive export vs ours); '' for none")

@@ -157,3 +157,17 @@ def test_cli_refuses_a_negative_budget_in_one_line(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "--tune-budget" in lines[0]
     assert not (tmp_path / "d").exists()
+
+
+def test_a_runtime_failing_while_timing_is_recorded_not_fatal(tmp_path, monkeypatch):
+    from partialdeploy.exporters.base import Artifact
+    from targets_common import make_ctx
+
+    def boom(*a, **k):
+        raise RuntimeError("device lost\nsecond line")
+
+    monkeypatch.setattr(tuning, "tune", boom)
+    art = Artifact("openvino", "int8", "model.xml")
+    tuning.tune_or_record(make_ctx("int8", tune_budget=2), art, tmp_path)
+    assert art.extra["tuning"] == {"budget_s": 2.0, "timed": False, "why": "RuntimeError: device lost"}
+    assert any("not measured" in n and "device lost" in n for n in art.notes)
