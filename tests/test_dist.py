@@ -2,6 +2,7 @@
 needs no torch, and the installed wheel (not this checkout) builds/profiles bundles without it. Slow:
 the wheel is built by pip in an isolated environment (setuptools + wheel from PyPI)."""
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -65,8 +66,10 @@ def test_installed_wheel_runs_the_device_commands_without_torch(wheel, tmp_path)
     assert r.returncode == 0, r.stderr
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    (bundle / "bundle.json").write_text('{"schema": "partialdeploy.tensorrt-bundle/2", "onnx": "model.onnx", '
-                                        '"precision": "fp16", "tensorrt": {}}')
+    (bundle / "bundle.json").write_text(json.dumps({
+        "schema": "partialdeploy.tensorrt-bundle/2", "onnx": "model.onnx", "precision": "fp16", "tensorrt": {},
+        "dynamic_batch": False, "parity": {"tolerance": "fp16"}, "input": {"name": "input", "shape": [1, 3, 32, 32]},
+        "batch": {"min": 1, "opt": 1, "max": 1}}))
     (bundle / "model.onnx").write_bytes(b"")
     code = (BLOCK_TORCH + f"sys.path.insert(0, {str(site)!r})\nimport partialdeploy\n"
             f"assert partialdeploy.__file__.startswith({str(site)!r}), partialdeploy.__file__\n"
