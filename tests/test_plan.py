@@ -60,7 +60,7 @@ def test_recommendation_per_device(tmp_path):
     assert miss["wide onnxruntime/fp32 b1"] == ["p90 16.8 ms > 5 ms budget"]
     assert all(c.manifest and c.checkpoint_sha256 and c.params for c in p.candidates)
     # objective latency: the fastest that keeps the drop; size: the smallest
-    fast = make_plan(list(reps.values()), Constraints.from_flags(budget="5ms", objective="latency", device="box"))
+    fast = make_plan(list(reps.values()), Constraints.from_flags(budget="5ms", objective="latency", device="BOX"))
     assert fast.devices[0].recommended.label == "narrow openvino/int8 b1"
     small = make_plan(list(reps.values()), Constraints.from_flags(min_accuracy="99%", objective="size", device="box"))
     assert small.devices[0].recommended.label == "wide openvino/int8 b1"
@@ -114,7 +114,8 @@ def test_cli_exit_codes_and_outputs(tmp_path):
     r = run_cli("plan", *args, "--budget", "1ms", "--device", "board")
     assert r.returncode == 1 and "nothing meets p90 ≤ 1 ms on board" in r.stderr
     assert "closest is narrow openvino/int8 b1" in r.stderr and "p90 2.4 ms > 1 ms budget" in r.stderr
-    for bad, msg in ((["--device", "orin"], "the reports have device(s) board, box"), (["--batch", "4"], "batch(es) 1"),
+    for bad, msg in ((["--device", "orin"], "the reports have device(s) board, box"), (["--device", "b"], "several"),
+                     (["--batch", "4"], "batch(es) 1"),
                      (["--budget", "5"], "--budget takes"), (["--max-size", "big"], "--max-size")):
         r = run_cli("plan", *args, *bad)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (bad, r.stderr)
@@ -167,3 +168,18 @@ def test_merged_report_and_hostile_names(tmp_path):
     for f in out:
         assert "<img" not in f.read_text()
     assert "&lt;img" in render.to_markdown(p) and "\\|" in render.to_markdown(p)
+
+
+def test_planning_from_reports_imports_no_heavy_runtime(tmp_path):
+    """Planning reads what was measured: no torch, no runtime, not even numpy (a device-side Python
+    with the reports can plan)."""
+    import subprocess
+    import sys
+
+    reps = three_variants(tmp_path)
+    code = ("import sys; from partialdeploy.planner import Constraints, make_plan, write_outputs; "
+            f"p = make_plan({[str(r) for r in reps.values()]!r}, Constraints.from_flags(budget='5ms')); "
+            f"write_outputs(p, md_path={str(tmp_path / 'p.md')!r}, html_path={str(tmp_path / 'p.html')!r}); "
+            "print([m for m in ('torch', 'onnxruntime', 'openvino', 'onnx', 'numpy') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr[-500:]

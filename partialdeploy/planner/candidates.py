@@ -251,7 +251,7 @@ def _candidate(raw, i: int, path: Path, report: dict, found, manifests: Manifest
     if entry is not None:
         _describe(c, *entry, manifests)
     if not r.measured:
-        return _exclude(c, f"not measured: {r.status}" + (f" ({str(r.reason)[:160]})" if r.reason else ""))
+        return _exclude(c, f"not measured: {r.status}" + (f" ({str(r.reason)[:400]})" if r.reason else ""))
     c.latency_ms, c.throughput_ips = r.latency_ms, r.throughput_ips
     c.peak_memory_mb = (r.memory or {}).get("peak_rss_mb")
     if c.throughput_ips is not None and c.throughput_ips <= 0:

@@ -95,10 +95,8 @@ def _filter(cands: list[Candidate], cons: Constraints) -> tuple[list[Candidate],
     keep = cands
     if cons.devices:
         have = sorted({c.device for c in cands})
-        unknown = [d for d in cons.devices if d not in have]
-        if unknown:
-            raise UserError(f"--device {', '.join(unknown)}: the reports have device(s) {', '.join(have) or 'none'}")
-        keep = [c for c in keep if c.device in cons.devices]
+        wanted = {_device(name, have) for name in cons.devices}
+        keep = [c for c in keep if c.device in wanted]
     if cons.batch is not None:
         have = sorted({c.batch for c in keep if c.batch is not None})
         if cons.batch not in have:
@@ -108,6 +106,19 @@ def _filter(cands: list[Candidate], cons: Constraints) -> tuple[list[Candidate],
         if dropped:
             notes.append(f"{dropped} row(s) of other batches not considered (--batch {cons.batch})")
     return keep, notes
+
+
+def _device(name: str, have: list[str]) -> str:
+    """The device ``--device name`` means: its exact label, else the one label that contains it (any
+    case: ``orin`` for ``jetson (NVIDIA Jetson AGX Orin)``); bad input when none or several do."""
+    if name in have:
+        return name
+    hits = [d for d in have if name.lower() in d.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise UserError(f"--device {name}: matches several devices ({', '.join(hits)}): give more of the name")
+    raise UserError(f"--device {name}: the reports have device(s) {', '.join(have) or 'none'}")
 
 
 def decide(cands: list[Candidate], cons: Constraints) -> Plan:

@@ -80,7 +80,9 @@ def footnotes(plan: Plan) -> list[str]:
     notes = ["◆ on the latency-vs-accuracy Pareto front of its device"]
     if any(c.accuracy_kind == "agreement" for c in plan.candidates):
         notes.append("* top-1 agreement with the fp32 model of the same checkpoint (no labelled accuracy was "
-                     "measured for that artifact); other accuracies were measured on a labelled held-out set")
+                     "measured for that artifact)" + ("; the others are accuracies on a labelled held-out set"
+                                                     if any(c.accuracy_kind == "accuracy" for c in plan.candidates)
+                                                     else ""))
     sets = sorted({c.accuracy_set for c in plan.candidates if c.accuracy_kind == "accuracy" and c.accuracy_set})
     if sets:
         notes.append("accuracy measured on: " + "; ".join(sets))
