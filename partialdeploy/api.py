@@ -199,11 +199,10 @@ def profile(source: str | Path, *, target: str | None = None, batches: Iterable[
         if on_event else None
     rep = run_profile(source, s, target, path, progress=progress, device=device)
     results = tuple(ProfileResult.from_dict(r) for r in rep.get("results", []))
-    if exit_code(rep):
+    if exit_code(rep):  # a runtime that is missing raised RuntimeUnavailable above (or skipped its artifact)
         bad = next(r for r in results if r.status == "error")
-        raise RuntimeUnavailable(f"{bad.target}/{bad.precision} failed to run: {bad.reason}") \
-            if bad.reason and "not installed" in bad.reason else UserError(
-                f"{bad.target}/{bad.precision} batch {bad.batch} failed to run: {bad.reason}")
+        raise UserError(f"{bad.target}/{bad.precision} batch {bad.batch} failed to run: {bad.reason} "
+                        f"(the report so far: {path})")
     return ProfileReport(path, str(rep.get("device", "")), bool(rep.get("complete")), results, rep)
 
 

@@ -32,7 +32,6 @@ class Backend:
     bundle_files: tuple[str, ...] = ()  # files that make a directory one of its artifacts
     options: dict[str, tuple] = field(default_factory=dict)  # profile field -> (types, description[, choices])
     check_options: Callable[[dict, str], None] | None = None  # cross-field profile checks (UserError)
-    summary: str = ""  # one line for help texts
     label: str = ""  # how people write the runtime's name ("ONNX Runtime"), for stage names
     # distributions that provide the runtime (the first installed is reported, under the first name:
     # "onnxruntime" for onnxruntime-gpu too), and others its runner needs, reported under their own names

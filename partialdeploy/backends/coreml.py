@@ -25,5 +25,4 @@ BACKEND = Backend(
              "compute_units": ((str,), "CoreML: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE",
                                ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"))},
     check_options=_check,
-    summary="CoreML ML program: fp32, fp16, INT8 weights (predict needs macOS)",
 )

@@ -14,5 +14,4 @@ BACKEND = Backend(
     suffixes=(".onnx",),
     options={"ort_calibration": ((str,), "ONNX Runtime INT8 calibration: minmax, entropy or percentile",
                                  ("minmax", "entropy", "percentile"))},
-    summary="ONNX Runtime (CPU): fp32 and INT8 (QDQ)",
 )

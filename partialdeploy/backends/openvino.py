@@ -12,5 +12,4 @@ BACKEND = Backend(
     suffixes=(".xml",),
     options={"openvino_preset": ((str,), "OpenVINO INT8 NNCF preset: mixed or performance",
                                  ("mixed", "performance"))},
-    summary="OpenVINO IR: fp32, fp16, bf16, INT8 (NNCF)",
 )

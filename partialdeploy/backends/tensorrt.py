@@ -33,5 +33,4 @@ BACKEND = Backend(
              "bundle_wheel": ((str,), "a partialdeploy wheel (make dist) the bundle carries for the device")},
     check_options=_check,
     diff_via=("model.onnx", "onnxruntime"),  # without a GPU, `diff` compares the bundle's ONNX in ONNX Runtime
-    summary="TensorRT bundle (engine built on the device): fp32, fp16, INT8 (Q/DQ)",
 )

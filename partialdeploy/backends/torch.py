@@ -8,5 +8,4 @@ BACKEND = Backend(
     runner="partialdeploy.runners.torch:TorchRunner",
     dists=("torch",),
     aliases=("pytorch",),
-    summary="PyTorch (reference runs, not an export target)",
 )
