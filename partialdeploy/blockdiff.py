@@ -14,7 +14,7 @@ in every artifact derived from our ONNX.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +39,7 @@ TOLERANCES = {
     "int8": {"cosine_min": 0.98, "rel_max": 0.5, "top1_min": 0.9},
 }
 
+_TOL_FIELDS = {f.name for f in fields(parity.Tolerance)}
 Collector = Callable[[np.ndarray], dict]  # images (N,C,H,W) -> {boundary name: (N, ...) array}
 
 
@@ -62,6 +63,8 @@ class Side:
     boundaries: list[str]
     prep: Preprocessing | None
     notes: list[str] = field(default_factory=list)
+    certificate: dict | None = None  # the tolerance its export gate passed (manifest), when known
+    float_blocks: list[str] = field(default_factory=list)  # INT8 fallback: blocks kept in float
 
     def describe(self) -> dict:
         return {"input": self.label, "runtime": self.kind, "precision": self.precision,
@@ -94,10 +97,19 @@ class DiffResult:
     first_divergent: str | None
     missing: dict
     notes: list[str]
+    gate: object = None  # parity.ParityResult of the logits under the export gate's tolerance
+    strict: bool = False  # told stricter (--cosine-min/--rel-max/--top1-min): every block decides
+    float_blocks: list[str] = field(default_factory=list)
 
     @property
     def agree(self) -> bool:
-        return self.first_divergent is None and self.top1_agreement >= self.tolerance["top1_min"]
+        """Every block within the per-block tolerance, or — unless told stricter — the logits within the
+        tolerance CAND's export gate passed (one tolerance source, parity.py): diff never fails what the
+        export certified; the per-block tolerance then only locates where the two drift."""
+        blocks_agree = self.first_divergent is None and self.top1_agreement >= self.tolerance["top1_min"]
+        if self.strict or self.gate is None:
+            return blocks_agree
+        return blocks_agree or self.gate.passed
 
     @property
     def exit_code(self) -> int:
@@ -107,7 +119,9 @@ class DiffResult:
         return {"agree": self.agree, "first_divergent": self.first_divergent,
                 "top1_agreement": self.top1_agreement, "images": self.images, "image_source": self.image_source,
                 "tolerance": self.tolerance, "ref": self.ref, "cand": self.cand,
-                "blocks": [b.to_dict() for b in self.blocks], "missing": self.missing, "notes": self.notes}
+                "blocks": [b.to_dict() for b in self.blocks], "missing": self.missing, "notes": self.notes,
+                "gate": self.gate.to_dict() if self.gate is not None else None, "strict": self.strict,
+                "float_blocks": self.float_blocks}
 
 
 # ---------------------------------------------------------------- comparing boundary outputs
@@ -273,7 +287,12 @@ def _open_model(p: Path, runtime: str, threads, label: str, entry: ManifestEntry
     taps = open_taps(p, runtime, threads, **opts)
     prec = entry.precision if entry is not None else ("int8" if taps.quantized else "fp32")
     prep = _prep_from_onnx(p) if p.suffix.lower() == ".onnx" else None
-    return Side(str(p), taps.label, prec, taps.collect, taps.boundaries, prep)
+    side = Side(str(p), taps.label, prec, taps.collect, taps.boundaries, prep)
+    if entry is not None and entry.parity:
+        side.certificate = entry.parity[-1].tolerance
+    fb = (entry.extra or {}).get("int8_fallback") if entry is not None else None
+    side.float_blocks = [str(b) for b in (fb or {}).get("float_blocks") or []] if isinstance(fb, dict) else []
+    return side
 
 
 def _open_checkpoint(p: Path, threads, variant: str | None) -> Side:
@@ -337,8 +356,16 @@ def run_diff(ref_arg, cand_arg, images: Path | None = None, count: int = 16, tar
     r, c = ref.collect(x), cand.collect(x)
     order = [b for b in ref.boundaries if b in c] if HEAD in c else []
     blocks, top1, first = compare_boundaries(r, c, order, tol)
+    # the verdict: the logits under the tolerance CAND's export gate passed (its manifest, else the
+    # precision's default in parity.py) — the same source as the certificate
+    cert = cand.certificate or asdict(parity.DEFAULT_TOLERANCES.get(cand.precision or "fp32",
+                                                                    parity.DEFAULT_TOLERANCES["fp32"]))
+    gate = parity.check(parity.compare(r[HEAD], c[HEAD], "REF -> CAND logits"),
+                        parity.Tolerance(**{k: v for k, v in cert.items() if k in _TOL_FIELDS}))
     missing = {"ref": [b for b in cand.boundaries if b not in r], "cand": [b for b in ref.boundaries if b not in c]}
     if missing["cand"] and len(blocks) <= 1:
         notes.append("CAND exposes no block boundaries (exported before official block names?): only the "
                      "logits are compared; re-export to see per-block numbers")
-    return DiffResult(ref.describe(), cand.describe(), len(x), src, tol, blocks, top1, first, missing, notes)
+    strict = any(v is not None for v in (cosine_min, rel_max, top1_min))
+    return DiffResult(ref.describe(), cand.describe(), len(x), src, tol, blocks, top1, first, missing, notes,
+                      gate, strict, cand.float_blocks)

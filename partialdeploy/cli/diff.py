@@ -61,18 +61,29 @@ def diff_cmd(
               f"({res.cand['runtime']}, {res.cand['precision']}) on {escape(res.image_source)}",
               title_justify="left")
     for c in ("block", "cosine min", "cosine mean", "rel max|Δ|", ""):
-        t.add_column(c)
+        t.add_column(c, no_wrap=c == "block")
+    flt = set(res.float_blocks)
     for b in res.blocks:
-        mark = "" if b.within else ("[red]← first to leave tolerance[/]" if b.block == res.first_divergent
-                                    else "[red]out[/]")
-        t.add_row(b.block, f"{b.cosine_min:.6f}", f"{b.cosine_mean:.6f}", f"{b.rel_max:.3g}", mark)
+        mark = "" if b.within else ("[red]← first to leave the per-block tolerance[/]"
+                                    if b.block == res.first_divergent else "[red]out[/]")
+        name = f"{b.block} [cyan](float)[/]" if b.block in flt else b.block  # kept in float by the INT8 fallback
+        t.add_row(name, f"{b.cosine_min:.6f}", f"{b.cosine_mean:.6f}", f"{b.rel_max:.3g}", mark)
     out.print(t)
-    out.print(f"top-1 agreement of the logits: {100 * res.top1_agreement:.1f}%  (tolerance: cosine ≥ "
-              f"{tol['cosine_min']:g}, rel max|Δ| ≤ {tol['rel_max']:g}, top-1 ≥ {100 * tol['top1_min']:.0f}%)")
+    if flt:
+        out.print(f"(float) = kept in float by the INT8 fallback: {', '.join(sorted(flt))}")
+    out.print(f"per block: cosine ≥ {tol['cosine_min']:g}, rel max|Δ| ≤ {tol['rel_max']:g}"
+              + (" (told stricter: every block decides)" if res.strict else " (locates where they part)"))
+    g = res.gate
+    if g is not None:
+        out.print(f"logits under the export gate's tolerance: {escape(g.cell())} — "
+                  + ("[green]within[/]" if g.passed else f"[{'yellow' if res.agree else 'red'}]{escape(g.reason)}[/]"),
+                  soft_wrap=True)
     if res.agree:
-        out.print("[green]they agree[/] at every block boundary")
+        out.print("[green]they agree[/]" + (" at every block boundary" if res.strict or not res.first_divergent
+                                            else f" within the export gate (blocks drift from "
+                                            f"{res.first_divergent} on, within what the gate allows)"))
     elif res.first_divergent:
         out.print(f"[red]they part at {res.first_divergent}[/]")
     else:
-        out.print("[red]they part[/]: every block within tolerance but top-1 agreement is below it")
+        out.print("[red]they part[/]: every block within tolerance but the logits miss the gate")
     raise typer.Exit(res.exit_code)
