@@ -181,3 +181,25 @@ def test_torch_per_block_times_cover_every_boundary(exported, name):
     assert all(row["time_ms"] > 0 for row in rows)
     lb = layer_breakdown(rows, model=spec)
     assert {b["block"] for b in lb["blocks"]} == set(families.get(name).boundaries(spec))
+
+
+@pytest.mark.parametrize("name", ["eca_resnet", pytest.param("convnext", marks=pytest.mark.slow)])
+def test_cli_diff_of_a_checkpoint_and_its_export_names_every_block(exported, name, tmp_path):
+    """What a user of these families runs: export a checkpoint, then `diff` it against the export.
+    Before the family owned its analysis, only the logits of these families were compared."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from conftest import run_cli
+
+    spec, model, _ = exported[name]
+    ckpt = tmp_path / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    r = run_cli("export", ckpt, "--target", "onnx", "-o", tmp_path / "dist")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("diff", ckpt, tmp_path / "dist", "--count", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    want = families.get(name).boundaries(spec)
+    assert [b["block"] for b in res["blocks"]] == want and res["agree"] and not res["missing"]["cand"]
