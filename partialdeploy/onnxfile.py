@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from partialdeploy.errors import UserError
+from partialdeploy.errors import UserError, first_line
 
 
 def _tensors(graph):
@@ -37,7 +37,7 @@ def check_external_data(path: str | Path) -> None:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError) as e:
-        raise UserError(f"{p} is not a readable ONNX model ({type(e).__name__}: {str(e)[:120]}): re-export it "
+        raise UserError(f"cannot load {p}: not a readable ONNX model ({first_line(e, 120)}); re-export it "
                         "or check the path") from None
     except OSError as e:
         raise UserError(f"cannot read {p}: {e.strerror}") from None
