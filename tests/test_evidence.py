@@ -94,3 +94,14 @@ def test_required_packages_fail_instead_of_skipping():
             conftest.REQUIRED_MODULES.discard("no_such_module_xyz")
     with pytest.raises(pytest.skip.Exception):
         pytest.importorskip("tensorrt_not_here_xyz", reason="needs an NVIDIA GPU")
+
+
+def test_build_engine_lines_carry_counts(capsys):
+    from partialdeploy.cli.render import print_parity
+    from partialdeploy.records import ParityResult
+
+    ok = ParityResult("ONNX -> TensorRT int8 (16 parity images)", 16, 0.1, 0.02, 0.95, 15 / 16)
+    print_parity([ok.to_dict(), {"stage": 3}])
+    text = capsys.readouterr().out
+    assert "ONNX -> TensorRT int8 (16 parity images): cos 0.950000, rel 0.02, top-1 15/16" in text
+    assert "parity record unreadable" in text

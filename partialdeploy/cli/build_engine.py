@@ -55,10 +55,10 @@ def build_engine_cmd(
     if as_json:
         emit_json(side)
         return
-    for p in side.get("parity", []):
-        out.print(f"{p['stage']}: cos {p['cosine_min']:.6f}, rel {p['rel_max']:.2g}, "
-                  f"top-1 {100 * p['top1_agree']:.1f}%",
-                  soft_wrap=True, markup=False)
+    from partialdeploy.cli.render import print_parity
+
+    print_parity(side.get("parity", []))
     out.print(f"engine: {bundle / 'model.engine'} (TensorRT {side['tensorrt_version']}, {side['gpu']}, "
               f"sm {side['compute_capability']}, {side['precision']}, built in {side['build_seconds']} s)",
               soft_wrap=True, markup=False)
+

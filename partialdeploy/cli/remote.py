@@ -145,9 +145,9 @@ def build_engine_remote_cmd(bundle: Path, host: str, remote_python: str, ssh_con
     if as_json:
         emit_json(side)
         return
-    for p in side.get("parity", []):
-        out.print(f"{p.get('stage')}: cos {p.get('cosine_min')}, rel {p.get('rel_max')}, top-1 {p.get('top1_agree')}",
-                  soft_wrap=True, markup=False)
+    from partialdeploy.cli.render import print_parity
+
+    print_parity(side.get("parity", []))
     out.print(f"engine: {Path(bundle) / 'model.engine'} built on {side['built_on']['device']} (TensorRT "
               f"{side.get('tensorrt_version')}, {side.get('gpu')}, sm {side.get('compute_capability')}): it runs there "
               "only", soft_wrap=True, markup=False)

@@ -56,3 +56,16 @@ def print_profile(report: dict) -> None:
     out.print(t)
     for n in notes:
         out.print(n, soft_wrap=True)
+
+
+def print_parity(records: list) -> None:
+    """One line per gate of a sidecar: its numbers with n and the top-1 agreement as a count."""
+    from partialdeploy.records import ParityResult
+
+    for d in records:
+        try:
+            p = ParityResult.from_dict(d)
+        except ValueError as e:
+            out.print(f"parity record unreadable: {e}", soft_wrap=True, markup=False)
+            continue
+        out.print(f"{p.stage}: {p.cell()}" + ("" if p.passed else f" — {p.reason}"), soft_wrap=True, markup=False)
