@@ -176,3 +176,18 @@ def export_suite(res, batch: int | None = None) -> Suite:
 def error_suite(name: str, message: str) -> Suite:
     """A command that stopped before any gate (bad input, missing runtime) still shows in CI."""
     return Suite(name, [Case("input", "partialdeploy", "error", message=message)])
+
+
+def suite_markdown(suite: Suite) -> str:
+    """A suite as a Markdown table for a CI job summary: every case with its outcome and its numbers
+    (text from reports and manifests is made inert: no HTML, no table breaks)."""
+    from partialdeploy.report import md_safe
+
+    icon = {"passed": "passed", "failure": "**FAILED**", "error": "**ERROR**", "skipped": "skipped"}
+    bad = suite.count("failure") + suite.count("error")
+    L = [f"**{md_safe(suite.name)}: {'FAILED' if bad else 'passed'}** ({len(suite.cases)} case(s), "
+         f"{bad} failed, {suite.count('skipped')} skipped)", "", "| case | result | numbers |", "|---|---|---|"]
+    for c in suite.cases:
+        text = c.message if c.outcome != "passed" else (c.details.splitlines() or [""])[-1]
+        L.append(f"| {md_safe(c.name)} | {icon[c.outcome]} | {md_safe(text)[:300]} |")
+    return "\n".join(L) + "\n"

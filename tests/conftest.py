@@ -78,13 +78,14 @@ def run_cli(*args, env=None, cwd=None, timeout=600):
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
-    """The demo exported once per session by the CLI (onnx fp32), with its JUnit file beside it as
-    ``export.xml``; tests copy it before changing anything."""
+    """The demo exported once per session by the CLI (onnx fp32), with its JUnit file and Markdown
+    summary beside it (``export.xml``, ``export.md``); tests copy it before changing anything."""
     from typer.testing import CliRunner
 
     from partialdeploy.cli import app
 
     d = tmp_path_factory.mktemp("demo-export") / "demo"
-    r = CliRunner().invoke(app, ["export", "-o", str(d), "--junit", str(d.parent / "export.xml")])
+    r = CliRunner().invoke(app, ["export", "-o", str(d), "--junit", str(d.parent / "export.xml"),
+                                 "--md", str(d.parent / "export.md")])
     assert r.exit_code == 0, r.output
     return d

@@ -83,3 +83,10 @@ def test_export_cli_writes_junit(demo_dir):
     root, cases = _cases(demo_dir.parent / "export.xml")
     assert set(cases) == {"deploy form", "onnx export", "onnx fp32 batch 1"} and root.get("failures") == "0"
     assert "16 parity images" in cases["onnx fp32 batch 1"].find("system-out").text
+
+
+def test_export_cli_writes_a_markdown_summary(demo_dir):
+    md = (demo_dir.parent / "export.md").read_text()
+    assert md.startswith("**parity gates: PartialNet-custom") and ": passed** (3 case(s), 0 failed" in md
+    assert "| onnx fp32 batch 1 | passed | ONNX -&gt; ONNX Runtime fp32 (16 parity images): " in md  # inert text
+    assert "top-1 agree 16/16" in md

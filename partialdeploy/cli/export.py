@@ -50,6 +50,8 @@ def export(
     bundle_wheel: Optional[Path] = typer.Option(None, "--bundle-wheel", exists=True, dir_okay=False,
                                                 help="TensorRT: carry this partialdeploy wheel (make dist) in the "
                                                 "bundle, to pip install on the device."),
+    md_out: Optional[Path] = typer.Option(None, "--md", help="Write the parity gates as a Markdown table (e.g. "
+                                          "$GITHUB_STEP_SUMMARY)."),
     junit_out: Optional[Path] = typer.Option(None, "--junit", help="Write the parity gates as JUnit XML for CI "
                                              "test reporters (one test case per target x precision x batch)."),
     tune_budget: Optional[float] = typer.Option(None, "--tune-budget", help="Seconds the export may spend timing "
@@ -90,6 +92,16 @@ def export(
         fail(e)
     if junit_out:
         _junit(junit_out, lambda j: j.export_suite(res, None if req.dynamic_batch else req.batch))
+    if md_out:
+        from partialdeploy import junit
+
+        try:
+            md_out.write_text(junit.suite_markdown(junit.export_suite(res, None if req.dynamic_batch else req.batch)),
+                              encoding="utf-8")
+        except OSError as e:
+            from partialdeploy.errors import UserError
+
+            fail(UserError(f"cannot write {md_out}: {e.strerror}"))
     if as_json:
         emit_json({"exit_code": res.exit_code, "model": res.spec.to_dict(), "notes": res.notes,
                    "stages": [{**vars(s), "parity": s.parity.to_dict() if s.parity else None} for s in res.stages],
