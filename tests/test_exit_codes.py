@@ -114,7 +114,7 @@ def _cases():
         ("build-engine", "bad input", lambda t, d: ["build-engine", d], None, 2, "bundle"),
         ("diff", "bad input", lambda t, d: ["diff", t / "nope.onnx", d / "onnx/fp32/model.onnx"], None, 2, "nope"),
         ("diff", "missing runtime", lambda t, d: ["diff", d / "onnx/fp32/model.onnx", t / "m.xml"],
-         no_openvino_module, 2, "needs openvino"),
+         no_openvino_module, 2, "openvino runtime is not installed here: pip install openvino"),
         ("diff", "gate breach", lambda t, d: ["diff", d / "onnx/fp32/model.onnx", _perturbed_onnx(d, t)], None, 1,
          None),
         ("plan", "bad input", lambda t, d: ["plan", t / "nope.json"], None, 2, "nope"),

@@ -64,7 +64,10 @@ class Runner(ABC):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         """One line saying why this runtime cannot run here (None when it can)."""
-        return None if cls.is_available() else f"the {cls.name} runtime is not installed"
+        if cls.is_available():
+            return None
+        fix = f": pip install {cls.dist}" if getattr(cls, "dist", None) else ""
+        return f"the {cls.name} runtime is not installed here{fix}"
 
     capabilities: frozenset[str] = frozenset()  # of ASYNC_QUEUE, LAYER_TIMES, BOUNDARY_TAPS
     clock: str = "perf_counter"  # what timed_infer measures with
