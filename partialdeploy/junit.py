@@ -8,12 +8,12 @@ atomically. The shape follows the JUnit schema the reporters read (``tests/fixtu
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from partialdeploy.safety import write_atomic
 
 _CONTROL = dict.fromkeys(c for c in range(32) if c not in (9, 10, 13))
 
@@ -84,17 +84,7 @@ def write(suites: list[Suite], path: str | Path) -> Path:
     """Write the XML atomically (a CI step never reads half a file)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".junit-", suffix=".xml", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(to_xml(suites))
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(p, to_xml(suites), prefix=".junit-")
     return p
 
 

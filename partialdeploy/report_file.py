@@ -12,11 +12,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from partialdeploy.errors import UserError
-from partialdeploy.safety import share_per_umask
+from partialdeploy.safety import write_atomic
 
 
 def measured_count(report: dict) -> int:
@@ -61,16 +60,5 @@ def write(report: dict, path: str | Path) -> bool:
     if measured_count(report) == 0 and p.exists():
         return False
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".json", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=1, default=str)
-        share_per_umask(Path(tmp))  # mkstemp makes it 0600; the report is for others to read too
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(p, json.dumps(report, indent=1, default=str), prefix=".profile-")
     return True

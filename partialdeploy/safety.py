@@ -316,13 +316,14 @@ def commit(out_dir: Path, staging: Path, moves: list[tuple[Path, Path]], finish:
             raise
 
 
-def write_json_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file + rename; on failure (disk full) the
-    temporary file is removed and ``path`` is untouched."""
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=Path(path).parent)
+def write_atomic(path: Path, data: str | bytes, prefix: str = ".write-") -> None:
+    """Write ``data`` (text or bytes) to ``path`` through a temporary file + rename, with the modes the
+    umask gives; on failure (disk full, interrupt) the temporary file is removed and ``path`` is
+    untouched. The one atomic writer: manifests, profile reports, JUnit files, plans, sidecars."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=Path(path).parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
@@ -333,3 +334,6 @@ def write_json_atomic(path: Path, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+write_json_atomic = write_atomic  # the name its JSON callers use
