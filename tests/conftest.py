@@ -5,6 +5,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Prepended to a `python -c` program: torch cannot be imported in it (what a device without torch sees).
+BLOCK_TORCH = r"""
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("No module named 'torch' (blocked by test)")
+        return None
+sys.meta_path.insert(0, _NoTorch())
+"""
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 

@@ -9,19 +9,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import BLOCK_TORCH
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-BLOCK_TORCH = r"""
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("No module named 'torch' (blocked by test)")
-        return None
-sys.meta_path.insert(0, _NoTorch())
-"""
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,7 @@ import time
 import pytest
 
 from profile_fixtures import shared_export_dir
-
-BLOCK_TORCH = r"""
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("No module named 'torch' (blocked by test)")
-        return None
-sys.meta_path.insert(0, _NoTorch())
-"""
+from conftest import BLOCK_TORCH
 
 
 @pytest.fixture(scope="module")
