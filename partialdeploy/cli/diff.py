@@ -36,8 +36,8 @@ def diff_cmd(
     as_json: bool = typer.Option(False, "--json", help='{"first_divergent": ..., "blocks": [...]} on stdout.'),
 ):
     """Run REF and CAND on the same real images with every block boundary of the model's family
-    exposed (PartialNet: patch_embed, stages.N.blocks.M, merging layers stages.N; ECA-ResNet: stem,
-    layerN.M; ...; head) and name the first block whose output leaves the tolerance.
+    exposed (the checkpoint's own names, e.g. patch_embed, stages.N.blocks.M, layerN.M, head) and name
+    the first block whose output leaves the tolerance.
 
     Exit codes: 0 they agree, 1 they part, 2 bad input."""
     from partialdeploy import api
