@@ -78,16 +78,17 @@ def _structure_problem(data: dict) -> str | None:
     return None
 
 
-def parse_threshold(text: str | float) -> float:
-    """'10%' -> 0.10, '0.1' -> 0.10, '10' -> 0.10 (numbers above 1 are percents)."""
+def parse_threshold(text: str | float, flag: str = "--max-regression") -> float:
+    """'10%' -> 0.10, '0.1' -> 0.10, '10' -> 0.10 (numbers above 1 are percents). ``flag`` is the option
+    the value came from, named in the error."""
     s = str(text).strip()
     try:
         v = float(s.rstrip("%"))
     except ValueError:
-        raise UserError(f"--max-regression takes a percentage like 10% or a fraction like 0.1, got {text!r}") from None
+        raise UserError(f"{flag} takes a percentage like 10% or a fraction like 0.1, got {text!r}") from None
     v = v / 100 if s.endswith("%") or v > 1 else v
     if not 0 <= v < 100:
-        raise UserError(f"--max-regression must be >= 0, got {text!r}")
+        raise UserError(f"{flag} must be >= 0, got {text!r}")
     return v
 
 

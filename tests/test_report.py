@@ -173,3 +173,12 @@ def test_profile_table_prints_a_row_marked_ok_without_numbers():
     text = con.export_text()
     assert "ok onnxruntime" in text and "cut short" in text
     assert "[bold]odd openvino" in text
+
+
+def test_a_bad_cv_threshold_names_its_own_flag(tmp_path):
+    """`profile --cv-threshold ten` blames --cv-threshold, not --max-regression (one line, exit 2)."""
+    from conftest import run_cli
+
+    r = run_cli("profile", tmp_path, "--cv-threshold", "ten")
+    assert r.returncode == 2, r.stderr
+    assert "--cv-threshold takes a percentage" in r.stderr and "--max-regression" not in r.stderr, r.stderr

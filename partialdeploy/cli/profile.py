@@ -13,12 +13,6 @@ from partialdeploy.cli.render import print_profile
 from partialdeploy.errors import PartialDeployError, UserError
 
 
-def _pct_or_fraction(text: str) -> float:
-    from partialdeploy.report import parse_threshold
-
-    return parse_threshold(text)
-
-
 @app.command(epilog="Examples:\n\n  partialdeploy profile dist/ --batch 1,8,32 --threads 4\n\n"
              "  partialdeploy profile model.xml --target openvino --mode throughput\n\n"
              "  partialdeploy profile dist/ --runs 500 --min-time 10 --blocks 5 -o baseline.json\n\n"
@@ -72,12 +66,13 @@ def profile(
     Exit codes: 0 ok, 1 an artifact failed to load or run, 2 bad input / runtime unavailable / nothing
     measured (an existing report is then kept), 130 interrupted."""
     from partialdeploy.profiling import Profiler, Settings, default_report_path, exit_code, parse_batches
+    from partialdeploy.report import parse_threshold
 
     try:
         settings = Settings(batches=parse_batches(batch), threads=threads, mode=mode.lower(), warmup=warmup,
                             warmup_time_s=warmup_time or None, runs=runs or None, min_time_s=min_time or None,
                             max_time_s=max_time or None, blocks=blocks, layers=layers, top=top,
-                            cv_threshold=_pct_or_fraction(cv_threshold))
+                            cv_threshold=parse_threshold(cv_threshold, "--cv-threshold"))
         if not remote and (sustained or cooldown or ssh_config or accept_new_host_key):
             raise UserError("--sustained, --cooldown, --ssh-config and --accept-new-host-key go with --remote HOST")
     except PartialDeployError as e:
