@@ -11,7 +11,6 @@ reference logits from raw pixels. No torch here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from partialdeploy.verify import file_sha256
 from partialdeploy.cuda_env import SIDECAR
 from partialdeploy.errors import UserError
 from partialdeploy.tensorrt_build import (BUNDLE_SCHEMA, CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, GENERATIONS,
@@ -52,14 +52,6 @@ def _gate(tol, precision: str) -> dict:
     if d is None or isinstance(d, str):
         d = _tol_dict(DEFAULT_TOLERANCES[d or precision])
     return d
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -219,7 +211,7 @@ def write_bundle(out_dir: Path, spec: BundleSpec) -> dict:
     (out_dir / "build_engine.sh").write_text(build_script(bundle))
     (out_dir / "build_engine.sh").chmod(0o755)
     files.append("build_engine.sh")
-    bundle["sha256"] = {f: sha256_file(out_dir / f) for f in files}  # README.txt and bundle.json: the manifest's
+    bundle["sha256"] = {f: file_sha256(out_dir / f) for f in files}  # README.txt and bundle.json: the manifest's
     (out_dir / "README.txt").write_text(readme(bundle))
     files += ["README.txt", "bundle.json"]
     bundle["files"] = files

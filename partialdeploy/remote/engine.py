@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from partialdeploy.verify import file_sha256
 from partialdeploy.errors import UserError, VerificationError
 from partialdeploy.remote import probe as probes
 from partialdeploy.remote.hosts import check_remote_python, parse_host
@@ -25,14 +26,6 @@ from partialdeploy.remote.ssh import ConnectionLost, RemoteError, SSHOptions
 ENGINE, SIDECAR = "model.engine", "model.engine.json"
 MAX_ENGINE_BYTES = 8 << 30
 JOB = "job.json"
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def bundle_files(bundle: Path) -> list[tuple[Path, str]]:
@@ -77,7 +70,7 @@ def build_engine_remote(bundle: Path, host: str, python: str = "python3", option
             raise UserError(why)
         label = device_label(h, p)
         pushed = [(f, f"bundle/{rel}") for f, rel in files]
-        job = {"bundle": "bundle", "device": label, "files": {rel: _sha(f) for f, rel in pushed},
+        job = {"bundle": "bundle", "device": label, "files": {rel: file_sha256(f) for f, rel in pushed},
                "options": {"precision": precision, "workspace_mb": workspace_mb, "any_tensorrt": any_tensorrt}}
         jbytes = json.dumps(job).encode()
         say(f"{h.text}: pushing the bundle ({sum(f.stat().st_size for f, _ in pushed) >> 10} KiB)")
@@ -99,7 +92,7 @@ def build_engine_remote(bundle: Path, host: str, python: str = "python3", option
         os.close(fd)
         try:
             s.fetch_to(f"export/bundle/{ENGINE}", Path(tmp), MAX_ENGINE_BYTES)
-            if not isinstance(want, str) or _sha(Path(tmp)) != want:
+            if not isinstance(want, str) or file_sha256(Path(tmp)) != want:
                 raise RemoteError(f"{h.text}: the engine arrived changed (sha256 differs from the device's): refused")
             os.replace(tmp, bundle / ENGINE)
         finally:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from partialdeploy.verify import file_sha256
 from partialdeploy.errors import UserError
 from partialdeploy.records import ManifestEntry, ProfileResult
 from partialdeploy.remote import probe as probes
@@ -58,14 +59,6 @@ class RemoteOutcome:
     exit_code: int
     notes: list = field(default_factory=list)
     written: bool = False  # whether the report file was written (an empty run keeps an existing one)
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def artifact_files(base: Path, entry: ManifestEntry) -> list[str]:
@@ -133,7 +126,7 @@ def _job(req: RemoteRequest, manifest: dict, base: Path, arts: list[ManifestEntr
     mbytes = json.dumps(trimmed, indent=1).encode()
     job = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(req.settings).items()},
            "target": None, "device": label, "sustained_s": req.sustained_s, "cooldown_s": req.cooldown_s,
-           "files": {rel: _sha(p) for p, rel in files}}
+           "files": {rel: file_sha256(p) for p, rel in files}}
     job["files"]["manifest.json"] = hashlib.sha256(mbytes).hexdigest()
     jbytes = json.dumps(job).encode()
     return files, {"export/manifest.json": mbytes, JOB: jbytes}, hashlib.sha256(jbytes).hexdigest()
