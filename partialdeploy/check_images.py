@@ -62,15 +62,20 @@ def _user_images(files: list[Path], root: Path, spec, source: str, kind: str) ->
     return CheckImages(x, source, rec, files=list(used))
 
 
+def require_folder(check_dir: Path) -> None:
+    """``--check-images`` must name a folder (checked before any work, and again when choosing)."""
+    if not Path(check_dir).is_dir():
+        raise UserError(f"--check-images {check_dir} is not a folder: pass a folder of your own images "
+                        "(unlabelled; not the calibration images)")
+
+
 def choose(spec, *, check_dir: Path | None, calib_dir: Path | None, user_calib: bool, is_demo: bool,
            demo_x: np.ndarray | None, stock_n: int, seed: int = 0) -> CheckImages:
     """The check images of one export (see the module doc)."""
     from partialdeploy.images import image_files, natural_batch, seeded_subset
 
     if check_dir is not None:
-        if not Path(check_dir).is_dir():
-            raise UserError(f"--check-images {check_dir} is not a folder: pass a folder of your own images "
-                            "(unlabelled; not the calibration images)")
+        require_folder(check_dir)
         files = image_files(check_dir)
         if not files:
             raise UserError(f"--check-images {check_dir} holds no images (.jpg, .png, ...)")

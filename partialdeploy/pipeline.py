@@ -183,6 +183,10 @@ def check_request(req: ExportRequest) -> tuple[str, ...]:
     from partialdeploy.tuning import budget_of
 
     budget_of(req.options)  # a bad --tune-budget is refused before any work
+    if req.check_images is not None:
+        from partialdeploy.check_images import require_folder
+
+        require_folder(req.check_images)  # refused before any work
     if req.out_dir.exists() and not req.out_dir.is_dir():
         raise UserError(f"output {req.out_dir} exists and is not a directory: choose another -o")
     export_dir.check_owned(req.out_dir, targets, req.precision)  # never write into a folder that is not ours
