@@ -16,7 +16,7 @@ import pytest
 from conftest import run_cli
 from partialdeploy.errors import UserError
 from partialdeploy.profiling import (SCHEMA, Settings, block_of, exit_code, layer_breakdown, parse_batches,
-                                     profile, summarize)
+                                     plan, profile, summarize)
 from profile_fixtures import export_onnx, export_openvino, shared_export_dir
 
 FAST = dict(runs=20, min_time_s=None, warmup=2, blocks=2, layer_runs=3)
@@ -181,17 +181,49 @@ def test_ctrl_c_keeps_partial_results(dist, tmp_path):
 
 
 BENCH_TOLERANCE = 0.25  # |ours - benchmark_app| / benchmark_app on medians; noisy 2-core machines
+# the compiled-model properties that decide how OpenVINO runs a latency case
+RUN_PROPERTIES = ("NUM_STREAMS", "INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT",
+                  "EXECUTION_MODE_HINT", "ENABLE_CPU_PINNING", "ENABLE_HYPER_THREADING", "SCHEDULING_CORE_TYPE",
+                  "CPU_DENORMALS_OPTIMIZATION", "PERF_COUNT")
 
 
+def _benchmark_app() -> str:
+    bench = Path(sys.executable).parent / "benchmark_app"
+    found = str(bench) if bench.exists() else shutil.which("benchmark_app")
+    assert found, "benchmark_app (from the openvino wheel) not found"
+    return found
+
+
+def test_openvino_runs_as_benchmark_app(tmp_path):
+    """Not a timing: the profiler compiles an IR exactly as OpenVINO's own benchmark_app does with the
+    same flags (2 threads, one stream / one request, f32), compared property by property as each side
+    reads them back from its compiled model (benchmark_app prints its own under "Model:")."""
+    from partialdeploy.runners import runner_for
+
+    xml = export_openvino(export_onnx(tmp_path / "m.onnx", dynamic=False, size=32), tmp_path / "m.xml")
+    r = subprocess.run([_benchmark_app(), "-m", str(xml), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq",
+                        "1", "-nthreads", "2", "-niter", "3", "-infer_precision", "f32"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    block = r.stdout.split("[ INFO ] Model:", 1)[1].split("[Step", 1)[0]
+    theirs = dict(ln.split("]", 1)[1].strip().split(": ", 1) for ln in block.splitlines() if ": " in ln)
+    _, arts, base = plan(xml)  # what `profile m.xml` opens, with the options it passes
+    cls = runner_for(arts[0].target)
+    runner = cls(base / arts[0].path, threads=2, **cls.artifact_options(arts[0], "latency")).load()
+    try:
+        ours = {k: str(runner.compiled.get_property(k)) for k in RUN_PROPERTIES}
+    finally:
+        runner.close()
+    assert {k: theirs.get(k) for k in RUN_PROPERTIES} == ours
+
+
+@pytest.mark.slow
 def test_honesty_vs_benchmark_app(tmp_path):
     """Same IR, same threads (2), batch 1, one stream / one request, f32, 300 iterations: our median
     must agree with OpenVINO's benchmark_app within BENCH_TOLERANCE (median over 5 back-to-back rounds
     of ours/theirs). Ours includes the Python call
     (feed dict + output copy, ~0.03-0.1 ms), so the model is made big enough (≈1-2 ms) to matter little."""
-    bench = Path(sys.executable).parent / "benchmark_app"
-    if not bench.exists():
-        bench = shutil.which("benchmark_app")
-    assert bench, "benchmark_app (from the openvino wheel) not found"
+    bench = _benchmark_app()
     xml = export_openvino(export_onnx(tmp_path / "m.onnx", dynamic=False, size=288), tmp_path / "m.xml")
     ours_l, theirs_l = [], []
     # alternate the two tools back to back; the machine is shared and noisy (docs/architecture.md, "Measuring")
