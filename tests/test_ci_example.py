@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -33,6 +34,7 @@ def _expand(script: str, combo: dict) -> str:
     return script
 
 
+@pytest.mark.slow  # two INT8 exports, profiles and gates: `make test-slow`
 def test_device_matrix_example_runs_on_the_demo(tmp_path):
     import xmlschema
 

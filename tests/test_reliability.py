@@ -328,6 +328,7 @@ def test_pth_pickle_payload_still_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # a whole export at 512 px in a subprocess, to read its peak RSS
 def test_budget_estimate_covers_the_measured_peak(tmp_path):
     """The estimate is on the high side of what an export really uses (peak RSS of the process)."""
     import os
