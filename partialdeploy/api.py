@@ -188,8 +188,10 @@ def profile(source: str | Path, *, target: str | None = None, batches: Iterable[
             on_event: Event | None = None) -> ProfileReport:
     """Time every artifact of an export directory (or one model file) the way ``partialdeploy
     profile`` does, and write the JSON report (``out``; default beside the source)."""
-    from partialdeploy.profiling import Settings, default_report_path, exit_code
-    from partialdeploy.profiling import profile as run_profile
+    from partialdeploy.profiling.profiler import exit_code
+    from partialdeploy.profiling.profiler import profile as run_profile
+    from partialdeploy.profiling.settings import Settings
+    from partialdeploy.profiling.source import default_report_path
     from partialdeploy.records import ProfileResult
 
     s = Settings(batches=tuple(int(b) for b in batches), threads=threads, mode=mode, runs=runs,

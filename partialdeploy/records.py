@@ -159,7 +159,7 @@ def _finite(v, none_ok: bool = True) -> bool:
 
 @dataclass
 class ProfileResult:
-    """One (artifact, batch) row of a profile report (``profiling.Profiler`` makes them, ``report``
+    """One (artifact, batch) row of a profile report (``profiling.profiler.Profiler`` makes them, ``report``
     renders, compares and merges them). Values that are only printed are kept as read; the numbers
     that are computed with are checked by :meth:`from_dict`."""
 
@@ -191,7 +191,7 @@ class ProfileResult:
     median_of_block_medians_ms: float | None = None
     warnings: list | None = None
     samples_ms: list | None = None
-    layers: dict | None = None  # per-layer breakdown (profiling.layer_breakdown)
+    layers: dict | None = None  # per-layer breakdown (profiling.layers.layer_breakdown)
     layers_error: str | None = None
     device: str | None = None  # set when reports of several devices are merged
     other: dict = field(default_factory=dict)  # keys this version does not know, written back unchanged

@@ -225,7 +225,8 @@ def test_a_registered_backend_appears_everywhere(fake_backend):
 
 def test_profile_uses_the_runners_own_clock(fake_backend):
     """The profiler reports what the runner's clock says (TensorRT: CUDA events), not host wall time."""
-    from partialdeploy.profiling import Settings, profile
+    from partialdeploy.profiling.profiler import profile
+    from partialdeploy.profiling.settings import Settings
 
     (fake_backend / "m.fake").write_bytes(b"fake")
     rep = profile(fake_backend / "m.fake", Settings(runs=20, min_time_s=None, warmup=1, blocks=2, layers=False))
@@ -301,7 +302,8 @@ def test_a_runtime_with_boundary_taps_works_through_export_verify_profile_and_di
     from partialdeploy import backends, demo
     from partialdeploy.blockdiff import run_diff
     from partialdeploy.pipeline import ExportRequest, run_export
-    from partialdeploy.profiling import Settings, profile
+    from partialdeploy.profiling.profiler import profile
+    from partialdeploy.profiling.settings import Settings
     from partialdeploy.verify import verified_export
 
     (tmp_path / "taprt_backend.py").write_text(TAPPING_BACKEND)
@@ -385,14 +387,21 @@ def test_architecture_doc_names_files_and_functions_that_exist():
     assert files and not [f for f in files if not (PKG / f).exists() and not (PKG.parent / f).exists()
                           and f'"{f}"' not in sources]
     missing = []
-    for mod, name in set(re.findall(r"`(\w+)\.(\w+)[`(]", doc)):
-        path = PKG / f"{mod}.py" if (PKG / f"{mod}.py").exists() else PKG / mod / "__init__.py"
-        if name == "py" or not path.exists() or (PKG / mod / f"{name}.py").exists():
-            continue  # a class attribute (Family.boundaries), a file suffix, a submodule (remote.agent)
+    for dotted in set(re.findall(r"`((?:\w+\.)+\w+)[`(]", doc)):
+        *parts, name = dotted.split(".")
+        while parts and not (PKG.joinpath(*parts).with_suffix(".py").exists()
+                             or (PKG.joinpath(*parts) / "__init__.py").exists()):
+            parts = parts[1:]  # `a.b.c`: the module is the longest dotted tail that names one
+        if not parts:
+            continue  # a class attribute (Family.boundaries), a file suffix
+        mod_path = PKG.joinpath(*parts)
+        path = mod_path.with_suffix(".py") if mod_path.with_suffix(".py").exists() else mod_path / "__init__.py"
+        if name == "py" or (mod_path / f"{name}.py").exists() or (mod_path / name / "__init__.py").exists():
+            continue  # a file suffix, a submodule (remote.agent)
         tree = ast.parse(path.read_text())
         defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
         defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
         defined |= {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
         if name not in defined:
-            missing.append(f"{mod}.{name}")
+            missing.append(dotted)
     assert not missing, missing

@@ -73,7 +73,8 @@ def test_not_certified_when_the_read_back_is_not_bf16(tmp_path, monkeypatch):
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units (no avx512_bf16/AMX): bf16 cannot run here")
 def test_bf16_artifact_and_profile(tmp_path):
     from partialdeploy.pipeline import ExportRequest, run_export
-    from partialdeploy.profiling import Settings, profile
+    from partialdeploy.profiling.profiler import profile
+    from partialdeploy.profiling.settings import Settings
 
     art = export("openvino", make_ctx("bf16", dynamic=False), tmp_path / "t")
     assert art.precision == "bf16" and art.extra["compute_precision"] == "bf16"

@@ -42,7 +42,7 @@ def test_onnx_nodes_and_block_outputs_carry_official_names(demo_onnx):
     assert set(DEMO_BOUNDARIES[:-1]) <= produced  # each block's output tensor is named after the block
     blk = next(n for n in m.graph.node if n.output[0] == "stages.4.blocks.1")
     assert blk.op_type == "Add" and blk.name == "stages.4.blocks.1/Add"  # the residual add closes the block
-    from partialdeploy.profiling import block_of
+    from partialdeploy.profiling.layers import block_of
 
     assert block_of("stages.4.blocks.1/fc1/Conv") == "stages.4.blocks.1"
     assert block_of("patch_embed/Conv") == "patch_embed" and block_of("stages.3/Conv") == "stages.3"

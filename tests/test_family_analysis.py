@@ -10,7 +10,7 @@ import pytest
 from conftest import randomize
 from partialdeploy import budget, families
 from partialdeploy.blocknames import HEAD
-from partialdeploy.profiling import layer_breakdown
+from partialdeploy.profiling.layers import layer_breakdown
 
 pytest.importorskip("onnxruntime")
 

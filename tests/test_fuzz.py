@@ -246,7 +246,7 @@ def test_fuzz_export_folders(export_dir, tmp_path):
     """Verification before use: profile's planning (which verifies every artifact) either refuses
     with exit 2 or accepts, and it may accept only when every artifact file is byte-identical to what
     was exported."""
-    from partialdeploy.profiling import plan
+    from partialdeploy.profiling.source import plan
 
     rng = random.Random(SEED + 1)
     original = _artifact_bytes(export_dir)

@@ -98,7 +98,8 @@ def test_regression_markdown_says_the_verdict():
 # ---------------------------------------------------------------- profile
 
 def test_profile_that_measured_nothing_keeps_the_report_and_fails(demo_dir, tmp_path):
-    from partialdeploy.profiling import Settings, exit_code, profile
+    from partialdeploy.profiling.profiler import exit_code, profile
+    from partialdeploy.profiling.settings import Settings
 
     d = tmp_path / "d"
     shutil.copytree(demo_dir, d)
@@ -115,7 +116,8 @@ def test_profile_that_measured_nothing_keeps_the_report_and_fails(demo_dir, tmp_
 
 
 def test_second_profile_on_one_report_is_refused(demo_dir, tmp_path):
-    from partialdeploy.profiling import Settings, profile
+    from partialdeploy.profiling.profiler import profile
+    from partialdeploy.profiling.settings import Settings
     from partialdeploy.report_file import ReportLock
 
     out = tmp_path / "profile.json"

@@ -15,8 +15,11 @@ import pytest
 
 from conftest import run_cli
 from partialdeploy.errors import UserError
-from partialdeploy.profiling import (SCHEMA, Settings, block_of, exit_code, layer_breakdown, parse_batches,
-                                     plan, profile, summarize)
+from partialdeploy.profiling.layers import block_of, layer_breakdown
+from partialdeploy.profiling.profiler import exit_code, profile
+from partialdeploy.profiling.results import summarize
+from partialdeploy.profiling.settings import SCHEMA, Settings, parse_batches
+from partialdeploy.profiling.source import plan
 from profile_fixtures import export_onnx, export_openvino, shared_export_dir
 
 FAST = dict(runs=20, min_time_s=None, warmup=2, blocks=2, layer_runs=3)

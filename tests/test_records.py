@@ -171,7 +171,7 @@ def test_bundle_spec_writes_the_bundle(tmp_path):
 def test_runtime_versions_come_from_the_backends():
     """The environment fingerprint lists each backend's declared distributions (no separate list)."""
     from partialdeploy import backends
-    from partialdeploy.envinfo import runtime_versions
+    from partialdeploy.profiling.envinfo import runtime_versions
 
     dists = backends.distributions()
     assert dists["onnxruntime-gpu"] == "onnxruntime" and dists["cuda-python"] == "cuda-python"

@@ -43,7 +43,7 @@ def test_host_forms():
 def test_zipapp_holds_the_device_side_and_nothing_of_the_export_side(tmp_path):
     p = payload.build()
     names = set(zipfile.ZipFile(io.BytesIO(p.data)).namelist())
-    for need in ("__main__.py", "partialdeploy/profiling.py", "partialdeploy/runners/onnxruntime.py",
+    for need in ("__main__.py", "partialdeploy/profiling/profiler.py", "partialdeploy/runners/onnxruntime.py",
                  "partialdeploy/runners/openvino.py", "partialdeploy/runners/tensorrt.py",
                  "partialdeploy/records.py", "partialdeploy/verify.py", "partialdeploy/remote/agent.py",
                  "partialdeploy/remote/device_profile.py", "partialdeploy/tensorrt_build.py"):

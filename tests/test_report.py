@@ -10,7 +10,8 @@ import pytest
 from conftest import run_cli
 from partialdeploy import report as rp
 from partialdeploy.errors import UserError, VerificationError
-from partialdeploy.profiling import Settings, profile
+from partialdeploy.profiling.profiler import profile
+from partialdeploy.profiling.settings import Settings
 from profile_fixtures import shared_export_dir
 
 

@@ -44,7 +44,8 @@ def shared_dir():
 
 def test_export_and_profile_are_readable_by_another_user(shared_dir):
     from partialdeploy.pipeline import ExportRequest, run_export
-    from partialdeploy.profiling import Profiler, Settings
+    from partialdeploy.profiling.profiler import Profiler
+    from partialdeploy.profiling.settings import Settings
 
     out = shared_dir / "dist"
     res = run_export(ExportRequest(targets=("onnx", "tensorrt"), out_dir=out, parity_images=4))

@@ -65,7 +65,9 @@ def profile(
 
     Exit codes: 0 ok, 1 an artifact failed to load or run, 2 bad input / runtime unavailable / nothing
     measured (an existing report is then kept), 130 interrupted."""
-    from partialdeploy.profiling import Profiler, Settings, default_report_path, exit_code, parse_batches
+    from partialdeploy.profiling.profiler import Profiler, exit_code
+    from partialdeploy.profiling.settings import Settings, parse_batches
+    from partialdeploy.profiling.source import default_report_path
     from partialdeploy.report import parse_threshold
 
     try:

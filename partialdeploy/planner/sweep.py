@@ -85,7 +85,7 @@ class RemoteMeasure(Measure):
         self.host, self.python, self.ssh = host, python, ssh
 
     def __call__(self, export_dir: Path, batch: int) -> dict:
-        from partialdeploy.profiling import Settings
+        from partialdeploy.profiling.settings import Settings
         from partialdeploy.remote.profile import RemoteRequest, profile_remote
         from partialdeploy.remote.ssh import SSHOptions
 

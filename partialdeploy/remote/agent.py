@@ -4,7 +4,7 @@
 the agent checks the job file's, then every file the job lists, before anything is loaded. Commands:
 
 * ``probe`` — what the device has (``probe.probe``) and who it is; stdlib only (a bare python3 answers);
-* ``profile`` — ``profiling.Profiler`` on the pushed export, with the device fingerprint, thermal
+* ``profile`` — ``profiling.profiler.Profiler`` on the pushed export, with the device fingerprint, thermal
   zones before/after each case, ``--cooldown`` pauses and ``--sustained`` windows;
 * ``build-engine`` — ``tensorrt_build.build_engine`` on the pushed bundle.
 

@@ -1,7 +1,7 @@
 """Device side of ``profile --remote`` and ``build-engine --remote`` (inside the zipapp; numpy and
 the runtimes are imported here, never by the agent's probe).
 
-The measurement is ``profiling.Profiler``'s, unchanged; :class:`DeviceProfiler` adds what an edge
+The measurement is ``profiling.profiler.Profiler``'s, unchanged; :class:`DeviceProfiler` adds what an edge
 device needs around it: thermal zones read before and after each case's blocks, ``--cooldown``
 pauses after each block, partial reports streamed home after every round (a lost connection keeps
 them), the device fingerprint, governor / temperature-rise warnings, and ``--sustained`` windows.
@@ -14,7 +14,8 @@ import os
 import sys
 import time
 
-from partialdeploy.profiling import Profiler, Settings
+from partialdeploy.profiling.profiler import Profiler
+from partialdeploy.profiling.settings import Settings
 from partialdeploy.records import ProfileResult
 from partialdeploy.remote import device
 from partialdeploy.remote.channel import EXPORT_DIR, STOP, emit

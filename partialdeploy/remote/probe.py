@@ -105,7 +105,7 @@ def probe(workdir: str = ".", runtimes=RUNTIMES) -> dict:
 
 def identity() -> dict:
     """Who the device is, in short (the rest of the fingerprint comes with a profile)."""
-    from partialdeploy.envinfo import cpu_info
+    from partialdeploy.profiling.envinfo import cpu_info
     from partialdeploy.remote.device import board_model
 
     cpu = cpu_info()

@@ -32,7 +32,7 @@ BUILT_LATER = ("model.engine", "model.engine.json")  # the device checks the eng
 class RemoteRequest:
     source: Path
     hosts: list  # the --remote arguments, as written
-    settings: object  # profiling.Settings
+    settings: object  # profiling.settings.Settings
     target: str | None = None
     python: str = "python3"
     ssh: SSHOptions = field(default_factory=SSHOptions)
@@ -181,7 +181,7 @@ def profile_one(req: RemoteRequest, host: Host, progress=None, note=None) -> tup
         if run.interrupted:
             rep["interrupted"] = True
             return rep, 130
-        from partialdeploy.profiling import exit_code
+        from partialdeploy.profiling.profiler import exit_code
 
         return rep, exit_code(rep)  # 1: an artifact failed; 2: nothing could be measured there
 
