@@ -478,7 +478,7 @@ def bench_eca_forms(spec, model, deploy, x, rounds, threads, tmp: Path):
     import torch.nn.functional as F
 
     from partialdeploy.exporters.onnx import export_onnx
-    from partialdeploy.models.eca import ECAGateD
+    from partialdeploy.models.eca_deploy import ECAGateD
 
     class Transposed(torch.nn.Module):
         def __init__(self, g):

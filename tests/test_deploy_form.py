@@ -99,7 +99,7 @@ def test_fold_is_exact_against_bn_identity_trap(real_images):
 
 
 def test_irpe_bias_is_a_constant_of_the_export_size():
-    from partialdeploy.models.partialnet import irpe_bucket_ids
+    from partialdeploy.models.pat import irpe_bucket_ids
 
     ids7 = irpe_bucket_ids(7, 7)
     assert ids7.shape == (49, 49) and int(ids7.min()) == 40 and int(ids7.max()) == 40 + 8

@@ -10,7 +10,7 @@ from conftest import randomize
 from partialdeploy import families
 from partialdeploy.models import build_model
 from partialdeploy.models.fold import fold_conv_bn
-from partialdeploy.models.partialnet import PATSpatial
+from partialdeploy.models.pat import PATSpatial
 from partialdeploy.models.protocol import DeployResult, Fold, convert, fold_table
 from partialdeploy.spec import ArchSpec
 

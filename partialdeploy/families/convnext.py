@@ -133,16 +133,16 @@ class ConvNeXtFamily(Family):
         return ConvNeXt(spec)
 
     def flop_rules(self) -> dict:
-        from partialdeploy.models.deploy import PartialSelfAttnD
-        from partialdeploy.models.partialnet import RPEAttention
+        from partialdeploy.models.pat import RPEAttention
+        from partialdeploy.models.pat_deploy import SelfAttnD
 
         def attn(m, inp, out):
             x = inp[0]
             n = x.shape[2] * x.shape[3]
-            c = m.c2 if isinstance(m, PartialSelfAttnD) else x.shape[1]
+            c = m.c2 if isinstance(m, SelfAttnD) else x.shape[1]
             return "attention", 2 * n * n * c
 
-        return {RPEAttention: attn, PartialSelfAttnD: attn}
+        return {RPEAttention: attn, SelfAttnD: attn}
 
     # stem, stages.N.downsample (N ≥ 1), stages.N.blocks.M, head — the official module names
     stem_name = "stem"

@@ -189,8 +189,9 @@ class _PartialNetLike(Family):
         return PartialNet(spec)
 
     def flop_rules(self) -> dict:
-        from partialdeploy.models.deploy import SelfAttnD
-        from partialdeploy.models.partialnet import DPConv, RPEAttention
+        from partialdeploy.models.partialnet import DPConv
+        from partialdeploy.models.pat import RPEAttention
+        from partialdeploy.models.pat_deploy import SelfAttnD
 
         def dpconv(m, inp, out):  # DPConv calls F.conv2d on a slice of its weight
             c1 = m.split

@@ -14,7 +14,8 @@ layer scale ``gamma`` folds into fc2 (or the PAT_sp composition); the SRM gate's
 itself (input dependent), the stem LayerNorm's affine (the next op is a padded 7×7 conv, where a
 folded bias would be wrong at the borders) and the BN after the SRM gate (it meets a LayerNorm).
 Each block converts itself (``to_deploy``, :mod:`partialdeploy.models.protocol`) and says what it
-folds; the deploy-form modules live in :mod:`partialdeploy.models.deploy`.
+folds; its deploy-form modules live in :mod:`partialdeploy.models.convnext_deploy`, those of its PAT
+layers (shared with PartialNet) in :mod:`partialdeploy.models.pat_deploy`.
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from partialdeploy.models.deploy import (AffineD, ConvLND, ConvNeXtBlockD, DeployNet, HeadD, LN2dD, PartialGateD,
-                                         PartialSelfAttnD)
+from partialdeploy.models.convnext_deploy import AffineD, ConvLND, ConvNeXtBlockD, HeadD, LN2dD
 from partialdeploy.models.fold import bn_affine, conv_with, copy_conv, linear_with
-from partialdeploy.models.partialnet import SRM, LayerNorm2d, PATSpatial, RPEAttention
-from partialdeploy.models.protocol import DeployResult, Fold
+from partialdeploy.models.pat import LN_EPS, SRM, LayerNorm2d, PATSpatial, RPEAttention
+from partialdeploy.models.pat_deploy import ChannelGateD
+from partialdeploy.models.protocol import DeployNet, DeployResult, Fold
 from partialdeploy.spec import ArchSpec
-
-LN_EPS = 1e-6
 
 
 class LayerNormCL(nn.LayerNorm):
@@ -78,18 +77,11 @@ class PartialConvNeXt(nn.Module):
         hw = ctx.hw(self)
         conv = copy_conv(self.partial_conv)
         if self.channel_type == "self":
-            a, c = self.attn, self.dim_untouched
-            w = a.qkv.weight.double()
-            b = w @ self.norm.bias.double()
-            w = w * self.norm.weight.double().view(1, -1)
-            w[:c] *= a.scale
-            b[:c] *= a.scale
-            q, k, v = (linear_with(w[i * c:(i + 1) * c], b[i * c:(i + 1) * c]) for i in range(3))
-            proj = linear_with(a.proj.weight.double(), a.proj.bias.double())
-            return DeployResult(PartialSelfAttnD(conv, self.dim, q, k, v, proj, a.rpe_k.bias(*hw).detach().clone(),
-                                                 a.num_heads, self.norm.eps, hw), [self.FOLDS_SELF])
+            mixing = self.attn.deploy_mixing(conv, self.dim, self.norm, hw, residual=False)
+            return DeployResult(mixing, [self.FOLDS_SELF])
         s, t = bn_affine(self.norm)
-        return DeployResult(PartialGateD(conv, self.dim, self.attn.deploy_gate(), s, t, hw), [self.FOLDS_SE])
+        return DeployResult(ChannelGateD(conv, self.dim, self.attn.deploy_gate(), hw, out_affine=(s, t)),
+                            [self.FOLDS_SE])
 
 
 class ConvNeXtBlock(nn.Module):

@@ -3,7 +3,7 @@ BangguWu/ECANet (``models/eca_resnet.py``, ``models/eca_mobilenetv2.py``, ``mode
 ECA-ResNet-18/34/50/101/152 and ECA-MobileNetV2. Official checkpoints load with ``strict=True`` and
 give the same eval-mode logits. Each block owns its deploy conversion (``to_deploy``, the protocol of
 :mod:`partialdeploy.models.protocol`) and says what it folds; the deploy-form modules live in
-:mod:`partialdeploy.models.deploy`.
+:mod:`partialdeploy.models.eca_deploy`.
 
 ECA: global average pool -> 1-D conv across channels (kernel k, zero padding, no bias) -> sigmoid
 -> scale. Its deploy form (:class:`ECAGateD`) is chosen per kernel size, see there.
@@ -14,10 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from partialdeploy.models.deploy import (ConvActD, DeployNet, ECAGateD, InvertedResidualD, PoolFcHeadD, ResBlockD,
-                                         ResStemD)
+from partialdeploy.models.eca_deploy import ConvActD, ECAGateD, InvertedResidualD, PoolFcHeadD, ResBlockD, ResStemD
 from partialdeploy.models.fold import fold_conv_bn
-from partialdeploy.models.protocol import DeployResult, Fold
+from partialdeploy.models.protocol import DeployNet, DeployResult, Fold
 from partialdeploy.spec import ArchSpec
 
 # ----------------------------------------------------------------------------------------------

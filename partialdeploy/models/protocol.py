@@ -42,6 +42,20 @@ class DeployResult:
     affine: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
+class DeployNet(nn.Module):
+    """The deploy form of a whole network, every family's: a flat chain ``stem``, ``body.N``, ``head``
+    (each family names the ``body.N``: ``Family.body_names``)."""
+
+    def __init__(self, stem: nn.Module, body: list[nn.Module], head: nn.Module):
+        super().__init__()
+        self.stem = stem
+        self.body = nn.Sequential(*body)
+        self.head = head
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)))
+
+
 class DeployContext:
     """Handed to every ``to_deploy``: the export size, the input size of any module (from one lazy
     shape-only forward of the whole model) and :meth:`convert` for the module's parts."""
