@@ -1,8 +1,9 @@
 """Every family owns its analysis: block names and boundaries, the train-form modules to tap, the
 runtime layer -> block mapping, the memory estimate. Checked on tiny models of all five families:
 the exported ONNX lists the family's boundaries, ``diff`` exposes all of them in the train form and
-in ONNX Runtime, a per-layer profile maps every layer to one of them (nothing is ``other``), and the
-resource budget differs by family."""
+in ONNX Runtime and names the first block that differs, the INT8 fallback ranks them, a per-layer
+profile maps every layer to one of them (nothing is ``other``), and the resource budget differs by
+family. (Outlier channels injected into one block, with the whole fallback loop: test_family_int8.py.)"""
 
 import numpy as np
 import pytest
@@ -134,6 +135,60 @@ def test_openvino_per_layer_profile_maps_every_layer_to_a_block(exported, name, 
     assert "other" not in blocks and blocks <= set(families.get(name).boundaries(spec)), blocks
     named = [row for row in rows if families.get(name).block_of_layer(row["name"], spec)]
     assert len(named) >= len(rows) // 2  # most layers carry their block's name; the rest follow the one before
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_diff_names_the_first_divergent_block(exported, name, tmp_path):
+    """`diff` between a model and a copy whose one block changed names that block, in every family:
+    the blocks before it agree, it and the logits do not."""
+    import copy
+
+    import torch
+
+    from partialdeploy.blockdiff import run_diff
+    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.reparam import reparameterize
+
+    spec, model, path = exported[name]
+    fam = families.get(name)
+    block = list(fam.tap_modules(model))[len(fam.boundaries(spec)) // 2]  # a body block mid-network
+    changed = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in fam.tap_modules(changed)[block].parameters():
+            p.mul_(1.0 + torch.randn(p.shape, generator=g))
+    cand = tmp_path / "changed.onnx"
+    export_onnx(reparameterize(changed, SIZE), cand, SIZE, metadata={"architecture": spec.to_json()})
+    res = run_diff(path, cand, count=4)
+    names = [b.block for b in res.blocks]
+    assert names == fam.boundaries(spec) and res.first_divergent == block and res.exit_code == 1, (block, names)
+    assert all(b.within for b in res.blocks[:names.index(block)])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_int8_fallback_ranks_the_familys_blocks(exported, name, tmp_path, real_images):
+    """What the INT8 fallback ranks, in every family: the error each block adds in a Q/DQ INT8 model
+    (ONNX Runtime), keyed by the family's block names; the top one's nodes are found by its name and,
+    kept in float, it adds less."""
+    from partialdeploy.exporters.tensorrt import to_qdq_int8
+    from partialdeploy.int8fallback import added_error, float_block_nodes
+    from partialdeploy.taps import collector
+
+    spec, _, path = exported[name]
+    x = real_images(SIZE, 8)
+    ref = collector(path, "onnxruntime")(x)
+    order = [b for b in ref if b != HEAD] + [HEAD]  # as the loop orders them
+
+    def sensitivity(float_blocks):
+        q = tmp_path / f"q{len(float_blocks)}.onnx"
+        to_qdq_int8(path, q, x, "input", exclude=float_blocks)
+        return added_error(ref, collector(q, "onnxruntime")(x), order)
+
+    sens = sensitivity([])
+    assert list(sens) == families.get(name).boundaries(spec)
+    top = max(sens, key=sens.get)
+    assert sens[top] > 0 and float_block_nodes(path, [top])
+    assert sensitivity([top])[top] < sens[top]
 
 
 @pytest.mark.parametrize("name,layer,block", [
