@@ -207,7 +207,7 @@ def _tap_runtime(entry: ManifestEntry) -> tuple[str, str | None]:
 
 def _pick_artifact(man: dict, root: Path, target: str | None, precision: str | None, label: str) -> ManifestEntry:
     from partialdeploy import backends
-    from partialdeploy.runners.base import BOUNDARY_TAPS
+    from partialdeploy.backends.runner import BOUNDARY_TAPS
     from partialdeploy.verify import entries
 
     every = entries(man)

@@ -19,7 +19,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".p
 def preprocess(img: np.ndarray, size: int, mean, std, crop_ratio: float = 0.875) -> np.ndarray:
     """uint8 HWC (RGB or grey) -> float32 CHW. The code is the TensorRT bundle's device example's
     (``bundle_infer.preprocess_image``, copied into every bundle as infer.py): one preprocessing path."""
-    from partialdeploy.bundle_infer import preprocess_image
+    from partialdeploy.backends.tensorrt.bundle_infer import preprocess_image
 
     return preprocess_image(img, size, resize_shorter_side(size, crop_ratio), mean, std)
 

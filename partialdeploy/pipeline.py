@@ -23,8 +23,8 @@ from typing import Callable
 
 from partialdeploy import __version__, budget, export_dir, parity
 from partialdeploy.errors import PartialDeployError, UserError, VerificationError, first_line
-from partialdeploy.backends import target_names
-from partialdeploy.exporters.base import PRECISIONS, Artifact, ExportContext, get_target
+from partialdeploy.backends import get_target, target_names
+from partialdeploy.backends.target import Artifact, ExportContext
 from partialdeploy.images import preprocessing_record
 from partialdeploy.records import ManifestEntry, ParityResult
 from partialdeploy.safety import commit, is_disk_full
@@ -173,8 +173,8 @@ def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportRe
 
 def check_request(req: ExportRequest) -> tuple[str, ...]:
     """Bad input is refused before any work (one line, exit 2); returns the expanded target list."""
-    if req.precision not in PRECISIONS:
-        raise UserError(f"--precision {req.precision!r} is not supported; choose {', '.join(PRECISIONS)}")
+    if req.precision not in parity.PRECISIONS:
+        raise UserError(f"--precision {req.precision!r} is not supported; choose {', '.join(parity.PRECISIONS)}")
     targets = expand_targets(req.targets)
     if req.batch < 1:
         raise UserError("--batch must be ≥ 1")
@@ -370,7 +370,7 @@ def _load(req: ExportRequest, targets: tuple[str, ...]):
 def _onnx(req: ExportRequest, spec, ckpt, deploy, px, ref, staging: Path):
     """The deploy-form ONNX (with the preprocessing in its metadata) and its gate in ONNX Runtime."""
     from partialdeploy.exporters.onnx import export_onnx
-    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+    from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
     from partialdeploy.verification import runner_logits
 
     size = spec.img_size

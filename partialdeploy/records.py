@@ -3,7 +3,7 @@
 * :class:`ParityResult` — one parity gate's numbers (``parity.gate`` makes them; the manifest, the
   TensorRT bundle and the engine sidecar store them);
 * :class:`ManifestEntry` — one artifact in ``manifest.json`` (written by ``pipeline``, read by
-  ``verify``, ``profiling``, ``diff``, ``tensorrt_build``);
+  ``verify``, ``profiling``, ``diff``, ``backends.tensorrt.build``);
 * :class:`ProfileResult` — one (artifact, batch) row of a profile report (written by ``profiling``,
   read by ``report`` and the CLI's table);
 

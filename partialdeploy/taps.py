@@ -54,7 +54,7 @@ def open_taps(path, runtime: str, threads: int | None = None, **options) -> Taps
     PyTorch, ``model=`` for ONNX Runtime / OpenVINO) with its boundaries exposed. UserError when
     the runtime cannot tap boundaries or is not installed."""
     from partialdeploy import backends
-    from partialdeploy.runners.base import BOUNDARY_TAPS
+    from partialdeploy.backends.runner import BOUNDARY_TAPS
 
     b = backends.get(runtime)
     cls = b.runner_class()

@@ -345,7 +345,7 @@ def naive_export_b(model, path: Path, batch: int, naive_export) -> Path:
     """naive_export at batch ``batch`` (the train form, no folding, no simplification)."""
     import torch
 
-    from partialdeploy.exporters._common import quiet
+    from partialdeploy.backends.target import quiet
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if batch == 1:
@@ -626,7 +626,7 @@ def main():
     import openvino
     import torch
 
-    from partialdeploy.exporters.openvino import bf16_error, cpu_capabilities
+    from partialdeploy.backends.openvino.target import bf16_error, cpu_capabilities
 
     torch.set_num_threads(args.threads)
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()

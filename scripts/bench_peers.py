@@ -87,7 +87,7 @@ def ov_compiled(path, threads: int, config: dict | None = None):
     says otherwise. Returns (fn, the precision the compiled model computes in, read back)."""
     import openvino as ov
 
-    from partialdeploy.runners.openvino import hint_name
+    from partialdeploy.backends.openvino.runner import hint_name
 
     cfg = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
            **(config or {})}
@@ -104,7 +104,7 @@ def ov_default(path, threads: int):
     Returns (fn, precision the plugin computes in, read back)."""
     import openvino as ov
 
-    from partialdeploy.runners.openvino import hint_name
+    from partialdeploy.backends.openvino.runner import hint_name
 
     c = ov.Core().compile_model(str(path) if not hasattr(path, "get_ops") else path, "CPU",
                                 {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
@@ -149,7 +149,7 @@ def ort_qdq_peer(path, calib, out: Path, threads: int):
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, quant_pre_process, quantize_static
 
-    from partialdeploy.exporters._common import quiet
+    from partialdeploy.backends.target import quiet
 
     inp = onnx.load(str(path), load_external_data=False).graph.input[0]
     name, bs = inp.name, inp.type.tensor_type.shape.dim[0].dim_value or 1

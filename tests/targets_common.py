@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partialdeploy.exporters.base import ExportContext
+from partialdeploy.backends.target import ExportContext
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,7 +61,7 @@ def _raw() -> list:
 
 def export(target: str, ctx: ExportContext, out_dir: Path):
     """What the pipeline does per target: convert, then open the artifact in its runtime and gate it."""
-    from partialdeploy.exporters.base import get_target
+    from partialdeploy.backends import get_target
     from partialdeploy.verification import convert_and_verify
 
     return convert_and_verify(get_target(target), ctx, Path(out_dir))

@@ -12,8 +12,8 @@ import pytest
 
 import partialdeploy
 from partialdeploy.errors import UserError
-from partialdeploy.runners import runner_for
-from partialdeploy.runners.base import ASYNC_QUEUE, BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
+from partialdeploy.backends.runner import runner_for
+from partialdeploy.backends.runner import ASYNC_QUEUE, BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
 from profile_fixtures import SIZE, shared_export_dir
 
 PKG = pathlib.Path(partialdeploy.__file__).parent
@@ -77,8 +77,7 @@ def test_no_import_cycles_between_modules():
     # the package __init__ files re-export their modules; a cycle through them is not a real one
     for start in graph:
         walk(start, [start], {start})
-    real = [c for c in cycles if not any(m.count(".") == 0 or m.endswith(("runners", "exporters", "families",
-                                                                           "models")) for m in c)]
+    real = [c for c in cycles if not any(m.count(".") == 0 or m.endswith(("families", "models")) for m in c)]
     assert not real, real[:3]
 
 
@@ -156,8 +155,8 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.backends import Backend
-from partialdeploy.exporters.base import Artifact, Target
-from partialdeploy.runners.base import Runner, TensorMeta
+from partialdeploy.backends.target import Artifact, Target
+from partialdeploy.backends.runner import Runner, TensorMeta
 
 
 class FakeRunner(Runner):
@@ -209,14 +208,14 @@ def fake_backend(tmp_path, monkeypatch):
 
 
 def test_a_registered_backend_appears_everywhere(fake_backend):
-    from partialdeploy.exporters.base import get_target
+    from partialdeploy.backends import get_target
     from partialdeploy.pipeline import expand_targets
     from partialdeploy.profiles import validate
-    from partialdeploy.runners.base import canonical_target, target_for_path
+    from partialdeploy.backends import canonical, runtime_for_path
 
     assert "fakert" in expand_targets(["all"]) and expand_targets(["fakert"]) == ("fakert",)
     assert get_target("fakert").name == "fakert" and get_target("fakert").version() is None
-    assert target_for_path(fake_backend / "m.fake") == "fakert" and canonical_target("fk") == "fakert"
+    assert runtime_for_path(fake_backend / "m.fake") == "fakert" and canonical("fk") == "fakert"
     assert runner_for("fk").clock == "fake_device"
     assert validate({"target": "fakert", "fake_knob": "B"})["fake_knob"] == "b"
     with pytest.raises(UserError, match="fake_knob"):
@@ -252,9 +251,9 @@ import shutil
 from pathlib import Path
 
 from partialdeploy.backends import Backend
-from partialdeploy.exporters.base import Artifact, Target
-from partialdeploy.runners.base import BOUNDARY_TAPS, Runner
-from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+from partialdeploy.backends.target import Artifact, Target
+from partialdeploy.backends.runner import BOUNDARY_TAPS, Runner
+from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
 
 class TapRunner(Runner):
@@ -347,7 +346,7 @@ def test_verification_never_certifies_another_precision(tmp_path):
     pytest.importorskip("openvino")
     from targets_common import make_ctx
 
-    from partialdeploy.exporters.base import get_target
+    from partialdeploy.backends import get_target
     from partialdeploy.verification import verify_artifact
 
     ctx = make_ctx("fp32", with_eval=False)

@@ -82,7 +82,7 @@ def test_cycle_pauses_after_every_block(bench, monkeypatch):
 def test_peers_build_run_and_read_their_precision_back(peers, tmp_path):
     """Every peer a user would pick builds from the naive file and runs; the precision each computes in
     is read back from the runtime (OpenVINO's default hints: bf16 where the CPU has bf16 units)."""
-    from partialdeploy.exporters.openvino import bf16_error
+    from partialdeploy.backends.openvino.target import bf16_error
 
     naive = _tiny_onnx(tmp_path / "naive.onnx")
     calib = np.random.default_rng(2).random((8, 3, 32, 32), dtype=np.float32)

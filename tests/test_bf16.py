@@ -10,8 +10,9 @@ pytest.importorskip("openvino")
 from targets_common import export, make_ctx  # noqa: E402
 
 from partialdeploy.errors import UserError  # noqa: E402
-from partialdeploy.exporters import openvino as ovt  # noqa: E402
-from partialdeploy.exporters.base import get_target  # noqa: E402
+from partialdeploy.backends.openvino import runner as ovr  # noqa: E402
+from partialdeploy.backends.openvino import target as ovt  # noqa: E402
+from partialdeploy.backends import get_target  # noqa: E402
 
 REAL_CAPS = ovt.cpu_capabilities()
 HAS_BF16 = "BF16" in REAL_CAPS
@@ -20,8 +21,8 @@ HAS_BF16 = "BF16" in REAL_CAPS
 def test_hint_name_normalizes_read_back_values():
     import openvino as ov
 
-    assert ovt.hint_name(ov.Type.bf16) == "bf16" and ovt.hint_name(ov.Type.f32) == "f32"
-    assert ovt.hint_name("bf16") == "bf16" and ovt.hint_name(ov.Type.f16) == "f16"
+    assert ovr.hint_name(ov.Type.bf16) == "bf16" and ovr.hint_name(ov.Type.f32) == "f32"
+    assert ovr.hint_name("bf16") == "bf16" and ovr.hint_name(ov.Type.f16) == "f16"
 
 
 def test_refused_without_bf16_units(tmp_path, monkeypatch):
@@ -62,7 +63,7 @@ def test_not_certified_when_runtime_computes_f32(tmp_path, monkeypatch):
 
 def test_not_certified_when_the_read_back_is_not_bf16(tmp_path, monkeypatch):
     """On every CPU (bf16 units or not): when the compiled model reports f32, the artifact is refused."""
-    from partialdeploy.runners.openvino import OpenVINORunner
+    from partialdeploy.backends.openvino.runner import OpenVINORunner
 
     monkeypatch.setattr(ovt, "cpu_capabilities", lambda: ["FP32", "INT8", "BF16"])
     monkeypatch.setattr(OpenVINORunner, "compute_precision", lambda self: "f32")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from targets_common import export, make_ctx
 
-from partialdeploy.exporters.base import get_target
+from partialdeploy.backends import get_target
 
 pytestmark = pytest.mark.skipif(get_target("tensorrt").can_build_here(), reason="a GPU is present: builds run")
 
@@ -116,7 +116,7 @@ def test_bundle_carries_a_wheel(tmp_path):
     from types import SimpleNamespace
 
     from partialdeploy.errors import UserError
-    from partialdeploy.tensorrt_bundle import BundleImages, BundleSpec, write_bundle
+    from partialdeploy.backends.tensorrt.bundle import BundleImages, BundleSpec, write_bundle
 
     (tmp_path / "src.onnx").write_bytes(b"onnx")
     whl = tmp_path / "partialdeploy-0.1.0-py3-none-any.whl"

@@ -10,7 +10,7 @@ from partialdeploy import parity
 from partialdeploy.exporters.onnx import export_onnx, naive_export
 from partialdeploy.models import build_model
 from partialdeploy.reparam import reparameterize, torch_logits
-from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 from partialdeploy.spec import ArchSpec, variant_spec
 
 # M and L are S's blocks, only wider and deeper (~110 s of the default run on 2 cores): `make test-slow`

@@ -33,7 +33,8 @@ def test_wheel_extras_for_devices_need_no_torch(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         meta = next(z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
-    assert {"partialdeploy/bundle_infer.py", "partialdeploy/profiles_data/tensorrt-jetson-xavier-fp16.yaml",
+    assert {"partialdeploy/backends/tensorrt/bundle_infer.py",
+            "partialdeploy/profiles_data/tensorrt-jetson-xavier-fp16.yaml",
             "partialdeploy/profiles_data/tensorrt-jetson-orin-trt8-fp16.yaml"} <= names
     reqs = [Requirement(line.split(":", 1)[1].strip()) for line in meta.splitlines()
             if line.startswith("Requires-Dist:")]

@@ -69,11 +69,11 @@ def _perturbed_onnx(demo_dir, tmp_path):
 def _cases():
     """(command, failure class, args(tmp, demo) , patch(monkeypatch) or None, exit code, words in the line)"""
     def no_openvino_target(mp):
-        from partialdeploy.exporters.openvino import OpenVINOTarget
+        from partialdeploy.backends.openvino.target import OpenVINOTarget
         mp.setattr(OpenVINOTarget, "requires", ("openvino_is_not_here",))
 
     def no_openvino_runner(mp):
-        from partialdeploy.runners.openvino import OpenVINORunner
+        from partialdeploy.backends.openvino.runner import OpenVINORunner
         mp.setattr(OpenVINORunner, "unavailable_reason", classmethod(lambda cls: "openvino is not installed"))
 
     def no_openvino_module(mp):
@@ -83,7 +83,7 @@ def _cases():
 
     def broken_gate(mp):
         from partialdeploy.errors import VerificationError
-        from partialdeploy.exporters.onnxruntime import OnnxRuntimeTarget
+        from partialdeploy.backends.onnxruntime.target import OnnxRuntimeTarget
 
         def export(self, ctx, out_dir):
             raise VerificationError("parity gate 'ONNX -> ONNX Runtime fp32' failed: cosine 0.5 < 0.99999")

@@ -72,7 +72,7 @@ def test_layout_identical_to_official_and_architecture_found(path):
 def test_official_weights_strict_official_logits_deploy_and_onnx(name, tmp_path):
     from partialdeploy.exporters.onnx import export_onnx
     from partialdeploy.reparam import reparameterize, torch_logits
-    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+    from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
     meta, sd = _official(name)
     spec, _ = resolve_spec(Checkpoint(None, "state_dict", sd))

@@ -82,7 +82,7 @@ def test_every_registered_family_implements_its_analysis():
 def test_onnx_and_train_form_expose_every_boundary(exported, name, real_images):
     import onnx
 
-    from partialdeploy.runners.onnxruntime import onnx_boundaries
+    from partialdeploy.backends.onnxruntime.runner import onnx_boundaries
     from partialdeploy.taps import open_taps
 
     spec, model, path = exported[name]
@@ -102,7 +102,7 @@ def test_onnx_and_train_form_expose_every_boundary(exported, name, real_images):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_per_layer_profile_maps_every_layer_to_a_block(exported, name, tmp_path):
-    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+    from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
     spec, _, path = exported[name]
     r = OnnxRuntimeRunner(path, profile_layers=True, scratch_dir=str(tmp_path)).load()
@@ -121,7 +121,7 @@ def test_per_layer_profile_maps_every_layer_to_a_block(exported, name, tmp_path)
 @pytest.mark.parametrize("name", FAMILIES)
 def test_openvino_per_layer_profile_maps_every_layer_to_a_block(exported, name, tmp_path):
     ov = pytest.importorskip("openvino")
-    from partialdeploy.runners.openvino import OpenVINORunner
+    from partialdeploy.backends.openvino.runner import OpenVINORunner
 
     spec, _, path = exported[name]
     ov.save_model(ov.convert_model(str(path)), str(tmp_path / "m.xml"))
@@ -224,7 +224,7 @@ def test_memory_estimate_is_the_familys():
 @pytest.mark.parametrize("name", FAMILIES)
 def test_torch_per_block_times_cover_every_boundary(exported, name):
     """Eager PyTorch's per-layer pass: one time per boundary of the family, in its names."""
-    from partialdeploy.runners.torch import TorchRunner
+    from partialdeploy.backends.torch.runner import TorchRunner
 
     spec, model, _ = exported[name]
     r = TorchRunner(module=model, input_shape=(None, 3, SIZE, SIZE), profile_layers=True).load()

@@ -60,7 +60,8 @@ def outliers(request, tmp_path_factory):
 
 
 def _export_int8(case, out_dir, tolerances=None, **options):
-    from partialdeploy.exporters.base import ExportContext, get_target
+    from partialdeploy.backends import get_target
+    from partialdeploy.backends.target import ExportContext
     from partialdeploy.verification import convert_and_verify
 
     _, _, spec, path, x, ref, deploy = case

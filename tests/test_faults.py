@@ -141,7 +141,7 @@ def test_crashing_converter_then_kill9_leftovers_are_cleaned(previous, tmp_path)
     process down (a segfault, kill -9) leaves its staging folder, which the next run removes."""
     out, before, manifest = previous
     code = ("import os, signal, sys\n"
-            "from partialdeploy.exporters import onnxruntime as m\n"
+            "from partialdeploy.backends.onnxruntime import target as m\n"
             "def crash(self, ctx, d):\n"
             "    (d / 'half.onnx').write_bytes(b'x' * 1000)\n"
             "    os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -161,7 +161,7 @@ def test_crashing_converter_then_kill9_leftovers_are_cleaned(previous, tmp_path)
 
 
 def test_converter_exception_claims_nothing_for_that_target(previous, monkeypatch):
-    from partialdeploy.exporters import onnxruntime as m
+    from partialdeploy.backends.onnxruntime import target as m
 
     out, before, manifest = previous
 

@@ -47,7 +47,7 @@ BUNDLE = {"schema": "partialdeploy.tensorrt_bundle/1", "onnx": "model.onnx", "pr
 @SETTINGS
 @given(data=st.data())
 def test_fuzz_bundles(cli, demo_dir, tmp_path_factory, data):  # noqa: F811
-    from partialdeploy.tensorrt_build import BUNDLE_SCHEMA
+    from partialdeploy.backends.tensorrt.build import BUNDLE_SCHEMA
 
     d = tmp_path_factory.mktemp("bundle")
     shutil.copy(demo_dir / "onnx/fp32/model.onnx", d / "model.onnx")

@@ -23,7 +23,7 @@ def outlier_ctx_factory(tmp_path_factory):
 
     from partialdeploy import demo
     from partialdeploy.checkpoint import load_checkpoint, load_model
-    from partialdeploy.exporters.base import ExportContext
+    from partialdeploy.backends.target import ExportContext
     from partialdeploy.exporters.onnx import export_onnx
     from partialdeploy.models.outliers import inject_activation_outliers
     from partialdeploy.reparam import reparameterize, torch_logits
@@ -119,7 +119,7 @@ def test_diff_names_the_outlier_block_in_plain_qdq(outlier_ctx_factory, tmp_path
     """`diff` between the fp32 ONNX and the plain-PTQ Q/DQ ONNX of the TensorRT bundle (what
     --no-fallback would ship) names the first outlier block: the block the fallback keeps in float."""
     from partialdeploy.blockdiff import run_diff
-    from partialdeploy.exporters.tensorrt import to_qdq_int8
+    from partialdeploy.backends.tensorrt.target import to_qdq_int8
 
     ctx = outlier_ctx_factory()
     to_qdq_int8(ctx.onnx_path, tmp_path / "plain.onnx", ctx.calib, "input")

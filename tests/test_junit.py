@@ -54,7 +54,7 @@ def test_hostile_text_stays_text(tmp_path):
 def test_export_junit_and_error_suite(tmp_path):
     from types import SimpleNamespace as NS
 
-    from partialdeploy.exporters.base import Artifact
+    from partialdeploy.backends.target import Artifact
     from partialdeploy.records import ParityResult
 
     trace = ParityResult("train form -> traced deploy model (CoreML converter input)", 16, 0, 0, 1.0, 1.0)

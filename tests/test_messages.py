@@ -82,9 +82,9 @@ def test_external_data_outside_the_folder(demo_dir, tmp_path):
 
 
 def test_a_package_never_run_has_no_gate():
-    from partialdeploy.exporters.base import Artifact
-    from partialdeploy.exporters.coreml import SPEC_CHECKED, CoreMLTarget
-    from partialdeploy.exporters.onnxruntime import OnnxRuntimeTarget
+    from partialdeploy.backends.target import Artifact
+    from partialdeploy.backends.coreml.target import SPEC_CHECKED, CoreMLTarget
+    from partialdeploy.backends.onnxruntime.target import OnnxRuntimeTarget
     from partialdeploy.records import ParityResult
 
     trace = ParityResult("train form -> traced deploy model (CoreML converter input)", 16, 0, 0, 1.0, 1.0)

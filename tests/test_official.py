@@ -87,7 +87,7 @@ def test_architecture_inferred_from_official_weights(name):
 def test_official_logits_survive_deploy_form_and_onnx(name, tmp_path):
     from partialdeploy.exporters.onnx import export_onnx
     from partialdeploy.reparam import reparameterize, torch_logits
-    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+    from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
     meta, sd, extra = _load(name)
     model = build_model(spec_from_official(meta["family"], meta["config"])).eval()

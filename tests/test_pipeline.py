@@ -14,7 +14,7 @@ def _manifest(out):
 
 
 def test_all_goes_on_past_an_unavailable_runtime(tmp_path, monkeypatch):
-    from partialdeploy.exporters.openvino import OpenVINOTarget
+    from partialdeploy.backends.openvino.target import OpenVINOTarget
 
     monkeypatch.setattr(OpenVINOTarget, "requires", ("openvino_not_installed_here",))
     out = tmp_path / "d"
@@ -32,7 +32,7 @@ def test_all_goes_on_past_an_unavailable_runtime(tmp_path, monkeypatch):
 
 def test_failed_target_claims_nothing_others_land_exit_1(tmp_path, monkeypatch):
     from partialdeploy.errors import VerificationError
-    from partialdeploy.exporters.openvino import OpenVINOTarget
+    from partialdeploy.backends.openvino.target import OpenVINOTarget
 
     def broken(self, ctx, out_dir):
         (out_dir / "model.xml").write_text("half-written")
@@ -96,7 +96,7 @@ def test_partialnet_s_at_224_int8_openvino_and_onnxruntime(tmp_path, real_images
 def test_runtime_errors_with_empty_messages_still_give_one_line(tmp_path):
     """Runtimes raise exceptions with multi-line or empty messages; quoting them must never crash."""
     from partialdeploy.errors import UserError, first_line
-    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+    from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
     assert first_line(RuntimeError("")) == "RuntimeError"
     assert first_line(RuntimeError("a\nb"), 1) == "a"

@@ -201,7 +201,7 @@ def test_openvino_runs_as_benchmark_app(tmp_path):
     """Not a timing: the profiler compiles an IR exactly as OpenVINO's own benchmark_app does with the
     same flags (2 threads, one stream / one request, f32), compared property by property as each side
     reads them back from its compiled model (benchmark_app prints its own under "Model:")."""
-    from partialdeploy.runners import runner_for
+    from partialdeploy.backends.runner import runner_for
 
     xml = export_openvino(export_onnx(tmp_path / "m.onnx", dynamic=False, size=32), tmp_path / "m.xml")
     r = subprocess.run([_benchmark_app(), "-m", str(xml), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq",

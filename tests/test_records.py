@@ -148,7 +148,7 @@ def test_onnx_metadata_architecture_reads_back(tmp_path):
 
 def test_bundle_spec_writes_the_bundle(tmp_path):
     """write_bundle takes one BundleSpec (built by the TensorRT target from the export context)."""
-    from partialdeploy.tensorrt_bundle import BundleImages, BundleSpec, write_bundle
+    from partialdeploy.backends.tensorrt.bundle import BundleImages, BundleSpec, write_bundle
 
     (tmp_path / "src.onnx").write_bytes(b"onnx bytes")
     out = tmp_path / "b"

@@ -292,7 +292,7 @@ def test_build_engine_verifies_the_bundle_before_needing_a_gpu(tmp_path):
     assert "reference_logits.npy was changed after export" in line, line
     bj = json.loads((bundle / "bundle.json").read_text())
     ref.write_bytes(bytes(b[:-1]) + bytes([b[-1] ^ 0xFF]))  # restored
-    from partialdeploy.tensorrt_build import build_engine
+    from partialdeploy.backends.tensorrt.build import build_engine
     from partialdeploy.verify import verify_inside_export
 
     assert verify_inside_export(bundle).target == "tensorrt"

@@ -282,7 +282,7 @@ def test_lost_connection_keeps_what_was_measured_and_the_device_cleans_up(sshd, 
 
 def _bundle(dist, tmp_path) -> Path:
     """A TensorRT bundle as far as build-engine's checks go (bundle.json + model.onnx)."""
-    from partialdeploy.tensorrt_build import BUNDLE_SCHEMA
+    from partialdeploy.backends.tensorrt.build import BUNDLE_SCHEMA
 
     b = tmp_path / "bundle"
     b.mkdir()

@@ -43,14 +43,17 @@ def test_host_forms():
 def test_zipapp_holds_the_device_side_and_nothing_of_the_export_side(tmp_path):
     p = payload.build()
     names = set(zipfile.ZipFile(io.BytesIO(p.data)).namelist())
-    for need in ("__main__.py", "partialdeploy/profiling/profiler.py", "partialdeploy/runners/onnxruntime.py",
-                 "partialdeploy/runners/openvino.py", "partialdeploy/runners/tensorrt.py",
+    for need in ("__main__.py", "partialdeploy/profiling/profiler.py", "partialdeploy/backends/onnxruntime/runner.py",
+                 "partialdeploy/backends/openvino/runner.py", "partialdeploy/backends/tensorrt/runner.py",
+                 "partialdeploy/backends/tensorrt/__init__.py", "partialdeploy/backends/torch/__init__.py",
                  "partialdeploy/records.py", "partialdeploy/verify.py", "partialdeploy/remote/agent.py",
-                 "partialdeploy/remote/device_profile.py", "partialdeploy/tensorrt_build.py"):
+                 "partialdeploy/remote/device_profile.py", "partialdeploy/backends/tensorrt/build.py"):
         assert need in names
     assert not [n for n in names if n.startswith(("partialdeploy/exporters", "partialdeploy/models",
                                                   "partialdeploy/families", "partialdeploy/pipeline",
-                                                  "partialdeploy/data", "partialdeploy/cli"))]
+                                                  "partialdeploy/data", "partialdeploy/cli",
+                                                  "partialdeploy/backends/target.py"))
+                or n.endswith(("/target.py", "/bundle.py", "torch/runner.py"))]
     assert len(p.data) < 600_000 and payload.build().sha256 == p.sha256  # deterministic
     for n in names:  # the device may run Python 3.9
         if n.endswith(".py"):

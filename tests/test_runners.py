@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from partialdeploy.errors import RuntimeUnavailable, UserError
-from partialdeploy.runners import open_runner, runner_for
-from partialdeploy.runners.base import Runner, target_for_path
+from partialdeploy.backends import runtime_for_path
+from partialdeploy.backends.runner import Runner, open_runner, runner_for
 from profile_fixtures import SIZE, shared_export_dir, tiny_net
 
 
@@ -27,7 +27,7 @@ def test_registry_resolves_every_target_lazily():
     # tests in this process may have imported coremltools already)
     import subprocess
 
-    code = ("import sys; from partialdeploy.runners import runner_for; "
+    code = ("import sys; from partialdeploy.backends.runner import runner_for; "
             "[runner_for(t) for t in ('onnxruntime', 'openvino', 'tensorrt', 'coreml', 'torch')]; "
             "print([m for m in ('tensorrt', 'coremltools', 'openvino', 'onnxruntime', 'torch') if m in sys.modules])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -36,14 +36,14 @@ def test_registry_resolves_every_target_lazily():
         runner_for("tflite")
 
 
-def test_target_for_path(dist):
-    assert target_for_path(dist / "onnx/model.onnx") == "onnxruntime"
-    assert target_for_path(dist / "openvino/fp32/model.xml") == "openvino"
-    assert target_for_path(dist / "tensorrt/fp16") == "tensorrt"  # bundle directory
-    assert target_for_path("x.engine") == "tensorrt"
-    assert target_for_path(dist / "coreml/fp16/model.mlpackage") == "coreml"
+def test_runtime_for_path(dist):
+    assert runtime_for_path(dist / "onnx/model.onnx") == "onnxruntime"
+    assert runtime_for_path(dist / "openvino/fp32/model.xml") == "openvino"
+    assert runtime_for_path(dist / "tensorrt/fp16") == "tensorrt"  # bundle directory
+    assert runtime_for_path("x.engine") == "tensorrt"
+    assert runtime_for_path(dist / "coreml/fp16/model.mlpackage") == "coreml"
     with pytest.raises(UserError, match="--target"):
-        target_for_path("model.tflite")
+        runtime_for_path("model.tflite")
 
 
 def test_tensorrt_unavailable_here_one_clear_line(dist):
@@ -58,7 +58,7 @@ def test_tensorrt_unavailable_here_one_clear_line(dist):
 
 
 def test_tensorrt_bundle_without_engine_says_how_to_build(dist):
-    from partialdeploy.runners.tensorrt import engine_path
+    from partialdeploy.backends.tensorrt.runner import engine_path
 
     with pytest.raises(UserError, match="build_engine.sh"):
         engine_path(dist / "tensorrt/fp16")
@@ -136,7 +136,7 @@ def test_onnxruntime_and_openvino_agree_with_torch(dist):
 
 
 def test_ort_profile_parser_averages_per_run():
-    from partialdeploy.runners.onnxruntime import parse_ort_profile
+    from partialdeploy.backends.onnxruntime.runner import parse_ort_profile
 
     ev = [{"cat": "Session", "name": "model_run", "dur": 100}, {"cat": "Session", "name": "model_run", "dur": 100},
           {"cat": "Node", "name": "/stages/stages.0/blocks/blocks.0/mlp/mlp.0/Conv_kernel_time", "dur": 30,

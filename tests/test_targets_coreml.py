@@ -9,8 +9,8 @@ pytest.importorskip("coremltools")
 from targets_common import export, make_ctx  # noqa: E402
 
 from partialdeploy.errors import UserError, VerificationError  # noqa: E402
-from partialdeploy.exporters.base import get_target  # noqa: E402
-from partialdeploy.exporters.coreml import SPEC_CHECKED, check_spec  # noqa: E402
+from partialdeploy.backends import get_target  # noqa: E402
+from partialdeploy.backends.coreml.target import SPEC_CHECKED, check_spec  # noqa: E402
 
 linux_only = pytest.mark.skipif(sys.platform == "darwin", reason="macOS runs predict parity instead")
 

@@ -8,7 +8,7 @@ import onnx  # noqa: E402
 from targets_common import acc_drop_points, export, make_ctx  # noqa: E402
 
 from partialdeploy.errors import UserError, VerificationError  # noqa: E402
-from partialdeploy.exporters.base import get_target  # noqa: E402
+from partialdeploy.backends import get_target  # noqa: E402
 
 
 def test_fp32_portable_and_exact(tmp_path):
@@ -72,7 +72,7 @@ def test_fuse_sibling_matmuls_exact(tmp_path):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from partialdeploy.exporters.onnxruntime import fuse_sibling_matmuls
+    from partialdeploy.backends.onnxruntime.target import fuse_sibling_matmuls
 
     rng = np.random.default_rng(0)
     nodes, inits, outs = [], [], []
@@ -98,7 +98,7 @@ def test_fuse_sibling_matmuls_exact(tmp_path):
 def test_recorded_session_options_reach_profile():
     """The session options an ORT artifact records (optimization level, no spinning) are the ones
     ``profile`` opens it with."""
-    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+    from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
     extra = {"graph_optimization_level": "extended", "session_config": {"session.intra_op.allow_spinning": "0"}}
     from partialdeploy.records import ManifestEntry

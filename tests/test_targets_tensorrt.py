@@ -15,8 +15,8 @@ import pytest
 from targets_common import export, make_ctx
 
 from partialdeploy.errors import RuntimeUnavailable, UserError
-from partialdeploy.exporters.base import get_target
-from partialdeploy.tensorrt_build import (NOT_HERE, TRT10_ONNX_OPS, TRT11_ONNX_OPS, build_engine,
+from partialdeploy.backends import get_target
+from partialdeploy.backends.tensorrt.build import (NOT_HERE, TRT10_ONNX_OPS, TRT11_ONNX_OPS, build_engine,
                                           check_engine_compat, onnx_ops_report, trtexec_args)
 
 pytestmark = pytest.mark.skipif(get_target("tensorrt").can_build_here(), reason="a GPU is present: builds run")
@@ -142,7 +142,7 @@ def test_int8_bundle_is_explicit_qdq_and_proven(int8_bundle):
 def test_int8_exclude_leaves_blocks_without_qdq(tmp_path):
     import onnx
 
-    from partialdeploy.exporters.tensorrt import to_qdq_int8
+    from partialdeploy.backends.tensorrt.target import to_qdq_int8
 
     ctx = make_ctx("int8")
     info = to_qdq_int8(ctx.onnx_path, tmp_path / "q.onnx", ctx.calib[:16], "input",
@@ -449,7 +449,7 @@ def _fake_tensorrt(major: int):
 
 @pytest.fixture
 def fake_device(monkeypatch):
-    import partialdeploy.tensorrt_build as tb
+    import partialdeploy.backends.tensorrt.build as tb
 
     def install(major):
         trt = _fake_tensorrt(major)
@@ -545,7 +545,7 @@ def test_build_engine_profile_mismatch_and_override(tmp_path, fake_device):
 
 
 def test_build_engine_implicit_int8_on_tensorrt_10(tmp_path, fake_device, monkeypatch):
-    import partialdeploy.tensorrt_build as tb
+    import partialdeploy.backends.tensorrt.build as tb
 
     _, d, _ = _export(tmp_path, "int8", int8_quantization="implicit", tensorrt=10)
     freed = []
@@ -669,8 +669,8 @@ def _fake_trt_runner(bundle_dir, miscompute: bool):
     """A stand-in for the TensorRT runtime: it "runs the engine" by running the bundle's own
     precision-carrying model.onnx in ONNX Runtime — or, miscomputing, with every image's logits
     rolled by one class (what a wrong tactic or a broken fusion would do)."""
-    from partialdeploy.runners.base import Runner
-    from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+    from partialdeploy.backends.runner import Runner
+    from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
     class FakeTensorRTRunner(Runner):
         name = "tensorrt"
@@ -703,8 +703,8 @@ def test_build_engine_gates_before_keeping_the_engine(fp16_bundle, fake_device, 
     so `profile` can never time it; a faithful one is kept with its parity in the sidecar."""
     import shutil
 
-    import partialdeploy.runners.tensorrt as rt
-    import partialdeploy.tensorrt_build as tb
+    import partialdeploy.backends.tensorrt.runner as rt
+    import partialdeploy.backends.tensorrt.build as tb
     from partialdeploy.errors import VerificationError
 
     _, src, _ = fp16_bundle

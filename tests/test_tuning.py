@@ -44,7 +44,7 @@ def test_every_timing_is_in_the_manifest_and_int8_is_timed_against_fp32(int8_exp
 
 
 def test_openvino_int8_offers_bf16_float_parts_only_with_bf16_units(int8_export):
-    from partialdeploy.exporters.openvino import bf16_error
+    from partialdeploy.backends.openvino.target import bf16_error
 
     _, manifest = int8_export
     ov = next(e for e in manifest["artifacts"] if e["target"] == "openvino")
@@ -79,7 +79,7 @@ def test_onnxruntime_int8_offers_gelu_in_float_and_leaves_one_file(int8_export):
 def test_gelu_nodes_finds_every_exported_gelu(tmp_path):
     import torch
 
-    from partialdeploy.exporters.onnxruntime import gelu_nodes
+    from partialdeploy.backends.onnxruntime.target import gelu_nodes
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.GELU(), torch.nn.Conv2d(4, 4, 1), torch.nn.GELU(),
                               torch.nn.Conv2d(4, 2, 1), torch.nn.ReLU())
@@ -96,7 +96,7 @@ def test_gelu_nodes_finds_every_exported_gelu(tmp_path):
 def test_a_faster_form_that_misses_the_gate_is_not_kept(int8_export):
     """A form that claims a precision the runtime does not compute in is refused by the gate; the
     artifact stays as exported (forced to be 'fastest' so it is gated)."""
-    from partialdeploy.exporters.base import Artifact
+    from partialdeploy.backends.target import Artifact
     from partialdeploy.records import ParityResult
     from targets_common import make_ctx
 
@@ -113,7 +113,7 @@ def test_a_faster_form_that_misses_the_gate_is_not_kept(int8_export):
 
 
 def test_int8_slower_than_fp32_is_said_everywhere():
-    from partialdeploy.exporters.base import Artifact
+    from partialdeploy.backends.target import Artifact
 
     notes: list[str] = []
     art = Artifact("onnxruntime", "int8", "model.onnx")
@@ -126,7 +126,7 @@ def test_int8_slower_than_fp32_is_said_everywhere():
 
 
 def test_budget_zero_is_recorded_and_bad_budgets_are_refused_before_work(tmp_path):
-    from partialdeploy.exporters.base import Artifact
+    from partialdeploy.backends.target import Artifact
     from targets_common import make_ctx
 
     ctx = make_ctx("int8")
@@ -160,7 +160,7 @@ def test_cli_refuses_a_negative_budget_in_one_line(tmp_path):
 
 
 def test_a_runtime_failing_while_timing_is_recorded_not_fatal(tmp_path, monkeypatch):
-    from partialdeploy.exporters.base import Artifact
+    from partialdeploy.backends.target import Artifact
     from targets_common import make_ctx
 
     def boom(*a, **k):

@@ -16,8 +16,8 @@ W = np.random.default_rng(3).standard_normal((48, 10)).astype(np.float32)
 FAKE = '''
 import numpy as np
 from partialdeploy.backends import Backend
-from partialdeploy.exporters.base import Target
-from partialdeploy.runners.base import Runner, TensorMeta
+from partialdeploy.backends.target import Target
+from partialdeploy.backends.runner import Runner, TensorMeta
 
 
 class AltTarget(Target):
@@ -82,7 +82,7 @@ def _ctx():
 
 
 def _artifact(tmp_path, content=b"model", **kw):
-    from partialdeploy.exporters.base import Artifact
+    from partialdeploy.backends.target import Artifact
 
     (tmp_path / "m.alt").write_bytes(content)
     return Artifact("altrt", "fp32", "m.alt", files=["m.alt"], **kw)

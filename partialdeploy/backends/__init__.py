@@ -2,13 +2,14 @@
 runtimes exist, the export targets each one converts to, which files it opens, the profile fields it
 reads, whether it can run here and its version (an mmdeploy-style backend manager, kept small).
 
-Every module in this package declares one ``BACKEND``; the registry finds them lazily (listing the
-package, importing only the small declaration modules — never a runtime). A backend points at its
-converter(s) (``exporters/<x>.py``, a :class:`~partialdeploy.exporters.base.Target`: convert ->
-artifact) and its runner (``runners/<x>.py``, a :class:`~partialdeploy.runners.base.Runner`: open ->
-infer) by ``"module:Class"`` strings, imported only when used. Target lists, profile field checks,
-file-suffix lookup and the CLI's help text are all derived from here, so adding a runtime is one
-new module in this package (plus the converter and runner it names, and their tests).
+Each runtime is one package, ``backends/<runtime>/``: its ``__init__.py`` declares the ``BACKEND``
+(light: no runtime imported), ``runner.py`` runs its artifacts (a :class:`~partialdeploy.backends.runner.Runner`:
+open -> infer), ``target.py`` converts to them (a :class:`~partialdeploy.backends.target.Target`:
+convert -> artifact), plus whatever else the runtime needs (TensorRT: its bundle, engine build and CUDA
+environment). The registry finds the packages lazily (listing this folder, importing only the
+declarations) and imports a runner or converter by its ``"module:Class"`` string only when it is used.
+Target lists, profile field checks, file-suffix lookup and the CLI's help text are all derived from
+here, so adding a runtime is one new package here (and its tests).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def _discover() -> None:
     if _discovered:
         return
     _discovered = True
-    for m in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: _ORDER.get(m.name, 99)):
+    runtimes = [m for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.ispkg]
+    for m in sorted(runtimes, key=lambda m: _ORDER.get(m.name, 99)):
         b = getattr(importlib.import_module(f"{__name__}.{m.name}"), "BACKEND", None)
         if isinstance(b, Backend) and b.name not in _registry:
             _registry[b.name] = b

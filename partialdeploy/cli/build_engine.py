@@ -45,7 +45,7 @@ def build_engine_cmd(
         build_engine_remote_cmd(bundle, remote, remote_python, ssh_config, accept_new_host_key, precision, workspace,
                                 any_tensorrt, as_json)
         return
-    from partialdeploy.tensorrt_build import build_engine
+    from partialdeploy.backends.tensorrt.build import build_engine
 
     try:
         side = build_engine(bundle, precision=precision, workspace_mb=workspace, any_tensorrt=any_tensorrt,

@@ -1,8 +1,2 @@
-"""Targets: one converter per export target behind one interface.
-
-``get_target(name)`` imports the module lazily; a missing runtime costs nothing until used. Which
-targets exist is declared by the backends (partialdeploy/backends/)."""
-
-from partialdeploy.exporters.base import Artifact, ExportContext, Target, get_target
-
-__all__ = ["Artifact", "ExportContext", "Target", "get_target"]
+"""The runtime-independent export step: torch deploy form -> ONNX (``onnx.py``). The per-runtime
+converters live with their runtime, in ``partialdeploy/backends/<runtime>/target.py``."""

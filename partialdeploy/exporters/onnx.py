@@ -15,8 +15,7 @@ from pathlib import Path
 
 from partialdeploy import __version__
 from partialdeploy.errors import UserError, first_line
-from partialdeploy.exporters.base import Artifact, ExportContext, Target
-from partialdeploy.exporters._common import quiet
+from partialdeploy.backends.target import Artifact, ExportContext, Target, quiet
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "input"

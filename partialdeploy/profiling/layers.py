@@ -61,7 +61,7 @@ def layer_pass(case, art, base: Path, settings: Settings, model=None) -> None:
     """Per-layer times of one measured case (its artifact ``art``, its feed) into ``case.result.layers``
     (or the reason into ``layers_error``): a fresh runner with the profiler on, a short warm-up whose
     counters are dropped (``reset_layer_times``), then ``layer_runs`` inferences."""
-    from partialdeploy.runners.base import runner_for
+    from partialdeploy.backends.runner import runner_for
 
     s, tgt = settings, case.result.runtime
     with tempfile.TemporaryDirectory(prefix="pd-layers-") as tmp:

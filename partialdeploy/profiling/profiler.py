@@ -50,7 +50,7 @@ class Profiler:
         self._runners: dict[int, object] = {}
         self.written = False  # whether this run wrote out_path (an empty run never replaces a report)
         if self.header.get("manifest") is None:  # a single file that cannot run here is an error (exit 2)
-            from partialdeploy.runners.base import runner_for
+            from partialdeploy.backends.runner import runner_for
 
             why = runner_for(self.artifacts[0].target).unavailable_reason()
             if why:
@@ -117,10 +117,11 @@ class Profiler:
     def _load_one(self, i: int, art: ManifestEntry, rng, size) -> list[Case]:
         """Open one artifact through its runner (as its manifest entry records), then one first
         inference per batch; every batch gets a result row, ok or the reason it is not."""
-        from partialdeploy.runners.base import canonical_target, runner_for
+        from partialdeploy.backends import canonical
+        from partialdeploy.backends.runner import runner_for
 
         s = self.settings
-        tgt = canonical_target(art.target or "?")
+        tgt = canonical(art.target or "?")
         base = {"target": art.target, "runtime": tgt, "precision": art.precision,
                 "artifact": art.path, "mode": s.mode, "threads": s.threads,
                 **({"sha256": art.sha256} if art.sha256 else {})}

@@ -62,7 +62,7 @@ def mode_refusal(runner_cls, mode: str) -> str | None:
     """Why ``runner_cls`` cannot measure ``mode`` (None: it can). Throughput keeps several requests in
     flight, which needs the runner's declared ASYNC_QUEUE; it is never silently measured as latency."""
     from partialdeploy import backends
-    from partialdeploy.runners.base import ASYNC_QUEUE
+    from partialdeploy.backends.runner import ASYNC_QUEUE
 
     if mode != "throughput" or ASYNC_QUEUE in runner_cls.capabilities:
         return None

@@ -13,7 +13,7 @@ from partialdeploy.verify import MANIFEST
 def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[ManifestEntry], Path]:
     """(manifest-ish header, artifact entries, base dir) for an export dir, a manifest.json, or
     a single model file (``target`` from the suffix unless given)."""
-    from partialdeploy.runners.base import canonical_target, target_for_path
+    from partialdeploy.backends import canonical, runtime_for_path
 
     src = Path(source)
     if not src.exists():
@@ -25,8 +25,8 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[Mani
         m = load_manifest(manifest_path)
         arts = [a for a in entries(m) if a.path]
         if target:
-            want = canonical_target(target)
-            arts = [a for a in arts if canonical_target(a.target) == want]
+            want = canonical(target)
+            arts = [a for a in arts if canonical(a.target) == want]
         if not arts:
             raise UserError(f"{manifest_path} lists no artifacts" + (f" for target {target}" if target else ""))
         for a in arts:  # every artifact is checked against its sha256 before anything is loaded
@@ -36,14 +36,14 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[Mani
         return header, arts, manifest_path.parent
     if src.is_dir() and src.suffix.lower() not in (".mlpackage",) and target is None:
         try:
-            tgt = target_for_path(src)
+            tgt = runtime_for_path(src)
         except UserError:
             from partialdeploy.backends import suffixes
 
             raise UserError(f"{src} has no {MANIFEST}: profile an export directory, a manifest or a model file "
                             f"({', '.join(suffixes())})") from None
     else:
-        tgt = target or target_for_path(src)
+        tgt = target or runtime_for_path(src)
     from partialdeploy.verify import verify_inside_export
 
     verify_inside_export(src)  # a file inside an export directory is checked against its manifest

@@ -78,7 +78,7 @@ def warmup(runner, feed, s: Settings, should_stop: Callable[[], bool]) -> None:
 
 def run_block(runner, c: Case, s: Settings, share: Share, should_stop: Callable[[], bool]) -> None:
     """One block of case ``c``: its own warm-up, then timed inferences into ``c.samples``."""
-    from partialdeploy.runners.base import ASYNC_QUEUE
+    from partialdeploy.backends.runner import ASYNC_QUEUE
 
     warmup(runner, c.feed, s, should_stop)
     if s.mode == "throughput" and runner.can(ASYNC_QUEUE):

@@ -6,7 +6,7 @@ the agent checks the job file's, then every file the job lists, before anything 
 * ``probe`` — what the device has (``probe.probe``) and who it is; stdlib only (a bare python3 answers);
 * ``profile`` — ``profiling.profiler.Profiler`` on the pushed export, with the device fingerprint, thermal
   zones before/after each case, ``--cooldown`` pauses and ``--sustained`` windows;
-* ``build-engine`` — ``tensorrt_build.build_engine`` on the pushed bundle.
+* ``build-engine`` — ``backends.tensorrt.build.build_engine`` on the pushed bundle.
 
 Answers are JSON lines on stdout prefixed with ``@@partialdeploy`` (a runtime printing on stdout
 cannot forge one without the prefix, and the local side reads them as untrusted anyway); everything

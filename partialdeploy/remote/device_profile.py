@@ -69,7 +69,7 @@ def _sustained(prof: DeviceProfiler, duration_s: float) -> None:
     import numpy as np
 
     from partialdeploy.remote.sustained import run_windows
-    from partialdeploy.runners.base import runner_for
+    from partialdeploy.backends.runner import runner_for
 
     s = prof.settings
     by_path = {a.path: a for a in prof.artifacts}
@@ -129,7 +129,7 @@ def run_profile(workdir: str, job: dict) -> int:
 def run_build(workdir: str, job: dict) -> int:
     """Build and gate the TensorRT engine of the pushed bundle; the sidecar records the device."""
     from partialdeploy.remote.probe import identity
-    from partialdeploy.tensorrt_build import build_engine
+    from partialdeploy.backends.tensorrt.build import build_engine
     from partialdeploy.verify import file_sha256
 
     bundle = os.path.join(workdir, EXPORT_DIR, job["bundle"])

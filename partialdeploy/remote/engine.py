@@ -1,6 +1,6 @@
 """``build-engine BUNDLE --remote HOST`` (local side): an engine only runs where it was built, so it
 is built there. The bundle (checked here against its export's manifest) is pushed, TensorRT builds and
-gates the engine on the device with the bundle's reference images (``tensorrt_build.build_engine``,
+gates the engine on the device with the bundle's reference images (``backends.tensorrt.build.build_engine``,
 unchanged), and ``model.engine`` + ``model.engine.json`` come back into the bundle — the engine's
 sha256 checked against what the device computed, the sidecar recording the device it was built for
 (``built_on``: the host, its fingerprint). Where the device lacks TensorRT or cuda-python, the probe
@@ -30,7 +30,7 @@ JOB = "job.json"
 
 def bundle_files(bundle: Path) -> list[tuple[Path, str]]:
     """The bundle's files to push (a previous engine and its sidecar stay here)."""
-    from partialdeploy.tensorrt_build import load_bundle
+    from partialdeploy.backends.tensorrt.build import load_bundle
     from partialdeploy.verify import verify_inside_export
 
     bundle = Path(bundle)

@@ -2,9 +2,9 @@
 package, and a bootstrap that checks the zipapp's sha256 before running it.
 
 The zipapp holds ``partialdeploy.remote.agent`` and every ``partialdeploy`` module it can reach
-(imports at any depth, and the runners the backends name as ``"module:Class"``) short of the export
-side (``NOT_SHIPPED``): profiling, runners, records, verify, the TensorRT build — no exporters, no
-torch, no data files. It is built in
+(imports at any depth, every runtime's declaration and the runners the backends name as
+``"module:Class"``) short of the export side (``NOT_SHIPPED``): profiling, runners, records, verify, the
+TensorRT build — no converters, no torch, no data files. It is built in
 memory with fixed timestamps, so the same installed package gives the same sha256.
 """
 
@@ -22,14 +22,15 @@ from pathlib import Path
 import partialdeploy
 
 PKG = Path(partialdeploy.__file__).resolve().parent
-ROOTS = ("partialdeploy.remote.agent", "partialdeploy.tensorrt_build")
-_RUNNER_REF = re.compile(r"^(partialdeploy\.runners\.[a-z_]+):[A-Za-z_]+$")
+ROOTS = ("partialdeploy.remote.agent", "partialdeploy.backends.tensorrt.build")
+_RUNNER_REF = re.compile(r"^(partialdeploy\.backends\.[a-z_]+\.runner):[A-Za-z_]+$")
 MIN_PYTHON = (3, 9)
 # The export side, never needed to profile or build an exported artifact: the closure does not follow
 # lazy imports into it (the package's PEP 562 API facade, checkpoints' families and models, the torch
-# runner, the pipeline, exporters, planner, diff, CLI). The device-side tests run the real thing.
-NOT_SHIPPED = ("partialdeploy.api", "partialdeploy.runners.torch", "partialdeploy.families", "partialdeploy.models",
-               "partialdeploy.pipeline", "partialdeploy.exporters", "partialdeploy.planner", "partialdeploy.cli",
+# runner, the pipeline, the converters, planner, diff, CLI). The device-side tests run the real thing.
+NOT_SHIPPED = ("partialdeploy.api", "partialdeploy.backends.torch.runner", "partialdeploy.backends.target",
+               "partialdeploy.families", "partialdeploy.models", "partialdeploy.pipeline", "partialdeploy.exporters",
+               "partialdeploy.planner", "partialdeploy.cli",
                "partialdeploy.blockdiff", "partialdeploy.diff", "partialdeploy.taps")
 
 MAIN = "from partialdeploy.remote.agent import main\nmain()\n"
@@ -82,8 +83,7 @@ def _imports(module: str, path: Path) -> set[str]:
 
 def modules() -> list[str]:
     """Every module the device side can import (closure over imports, from ``ROOTS`` and every backend)."""
-    todo = list(ROOTS) + [f"partialdeploy.backends.{p.stem}" for p in (PKG / "backends").glob("*.py")
-                         if p.stem != "__init__"]
+    todo = list(ROOTS) + [f"partialdeploy.backends.{p.parent.name}" for p in (PKG / "backends").glob("*/__init__.py")]
     seen: set[str] = set()
     while todo:
         m = todo.pop()

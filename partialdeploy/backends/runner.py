@@ -1,4 +1,6 @@
-"""The runner interface shared by validation (parity) and profiling."""
+"""The runner contract every runtime implements (Polygraphy-style): open an artifact, report its
+inputs/outputs, infer, time itself, release it. Shared by verification (parity), profiling, ``diff``
+and the INT8 fallback; each runtime's runner is ``backends/<runtime>/runner.py``. numpy only."""
 
 from __future__ import annotations
 
@@ -193,14 +195,7 @@ def _is_dtype(name) -> bool:
     return name in _DTYPES
 
 
-# which runner opens what is declared once, by the backends (partialdeploy/backends/)
-
-def canonical_target(target: str | None) -> str | None:
-    """The runtime a manifest target name runs in (``onnx`` -> ``onnxruntime``, ``trt`` -> ``tensorrt``)."""
-    from partialdeploy import backends
-
-    return backends.canonical(target)
-
+# which runner opens what is declared once, by the backends (partialdeploy/backends/<runtime>/__init__.py)
 
 def runner_for(target: str) -> type[Runner]:
     """The Runner class of a runtime or target name (imports the runner module, not the runtime)."""
@@ -212,13 +207,8 @@ def runner_for(target: str) -> type[Runner]:
     return b.runner_class()
 
 
-def target_for_path(path: str | Path) -> str:
-    """The runtime that opens ``path`` (by suffix, or a backend's bundle directory)."""
-    from partialdeploy import backends
-
-    return backends.runtime_for_path(path)
-
-
 def open_runner(path: str | Path, target: str | None = None, **options) -> Runner:
     """Construct (not load) the runner for ``path``."""
-    return runner_for(target or target_for_path(path))(path, **options)
+    from partialdeploy import backends
+
+    return runner_for(target or backends.runtime_for_path(path))(path, **options)

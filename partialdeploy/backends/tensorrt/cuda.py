@@ -2,8 +2,8 @@
 runtime bindings, whether TensorRT + a CUDA device are here, the device's identity, and the engine
 sidecar check (engines are tied to the TensorRT version and the GPU's compute capability).
 
-Nothing here imports TensorRT or cuda-python at module import time. Both ``runners/tensorrt.py`` and
-``tensorrt_build.py`` import from this module; neither imports the other's internals.
+Nothing here imports TensorRT or cuda-python at module import time. Both ``runner.py`` and
+``build.py`` (TensorRT's) import from this module; neither imports the other's internals.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ from partialdeploy.backends import Backend
 BACKEND = Backend(
     name="openvino",
     label="OpenVINO",
-    runner="partialdeploy.runners.openvino:OpenVINORunner",
+    runner="partialdeploy.backends.openvino.runner:OpenVINORunner",
     dists=("openvino",),
-    targets={"openvino": "partialdeploy.exporters.openvino:OpenVINOTarget"},
+    targets={"openvino": "partialdeploy.backends.openvino.target:OpenVINOTarget"},
     aliases=("ov",),
     suffixes=(".xml",),
     options={"openvino_preset": ((str,), "OpenVINO INT8 NNCF preset: mixed or performance",

@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError
-from partialdeploy.exporters._common import first_line, run_padded
-from partialdeploy.exporters.base import Artifact, ExportContext, Target
-from partialdeploy.runners.openvino import hint_name  # noqa: F401  (re-exported: the read-back lives with the runner)
-from partialdeploy.verification import Alternative, pad_batch
+from partialdeploy.backends.target import Artifact, ExportContext, Target
+from partialdeploy.errors import first_line
+from partialdeploy.verification import Alternative, pad_batch, run_padded
 
 INSTALL = "pip install openvino nncf"
 # CPU compile config that turns off the snippets (MHA) fusion; see OpenVINOTarget.export

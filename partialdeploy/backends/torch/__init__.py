@@ -5,7 +5,7 @@ from partialdeploy.backends import Backend
 BACKEND = Backend(
     name="torch",
     label="PyTorch",
-    runner="partialdeploy.runners.torch:TorchRunner",
+    runner="partialdeploy.backends.torch.runner:TorchRunner",
     dists=("torch",),
     aliases=("pytorch",),
 )

@@ -16,7 +16,7 @@ import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
 from partialdeploy.records import ManifestEntry
-from partialdeploy.runners.base import ASYNC_QUEUE, BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
+from partialdeploy.backends.runner import ASYNC_QUEUE, BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
 
 
 def hint_name(value) -> str:

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError
-from partialdeploy.exporters._common import first_line, quiet, runner_logits, static_batch
+from partialdeploy.backends.target import Artifact, CalibrationReader, ExportContext, Target, quiet
+from partialdeploy.errors import first_line
 from partialdeploy.exporters.onnx import io_meta
-from partialdeploy.exporters.base import Artifact, CalibrationReader, ExportContext, Target
-from partialdeploy.verification import Proof, open_options, stage_name
+from partialdeploy.verification import Proof, open_options, runner_logits, stage_name, static_batch
 
 INSTALL = "pip install onnxruntime onnx"
 FP16_MESSAGE = ("onnxruntime (CPU) does not support fp16: most operators have no fp16 CPU kernel; "
@@ -298,7 +298,7 @@ class OnnxRuntimeTarget(Target):
             return qdq(pre, dst.with_name(f"model.int8-{tries[0]}.tmp.onnx"), float_block_nodes(pre, float_blocks))
 
         from partialdeploy.int8fallback import Quantizer, float_block_nodes, quantize_until_gate
-        from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+        from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
         from partialdeploy.taps import collector
 
         threads = ctx.options.get("threads")

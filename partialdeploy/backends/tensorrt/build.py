@@ -1,7 +1,7 @@
 """TensorRT on the device: the bundle's build settings and ``partialdeploy build-engine``.
 
 TensorRT engines are tied to the GPU (compute capability) and the TensorRT version that built them,
-so ``export --target tensorrt`` writes a *bundle* (``tensorrt_bundle.py``) that holds everything needed
+so ``export --target tensorrt`` writes a *bundle* (``bundle.py``) that holds everything needed
 to build the engine on the device — the TensorRT-ready ONNX, the exact ``trtexec`` line per TensorRT
 generation, calibration images for implicit INT8 and a reference (images + train-form logits) for the
 parity gate — and ``build_engine`` does the same build through the TensorRT Python API, then proves the
@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from partialdeploy.cuda_env import (NOT_HERE, SIDECAR, check, check_engine_compat, cudart, device_info,  # noqa: F401
+from partialdeploy.backends.tensorrt.cuda import (NOT_HERE, SIDECAR, check, check_engine_compat, cudart, device_info,  # noqa: F401
                                     load_sidecar_checked)
 from partialdeploy.errors import UserError
 from partialdeploy.records import ParityResult
-from partialdeploy.tensorrt_onnx import (GENERATIONS, ONNX_OPSETS, ONNX_SUPPORT, TRT8_ONNX_OPS,  # noqa: F401
+from partialdeploy.backends.tensorrt.onnx_support import (GENERATIONS, ONNX_OPSETS, ONNX_SUPPORT, TRT8_ONNX_OPS,  # noqa: F401
                                          TRT10_ONNX_OPS, TRT11_ONNX_OPS, TRT86_ONLY_OPS, onnx_ops_report)
-from partialdeploy.tensorrt_text import reexport_hint
+from partialdeploy.backends.tensorrt.bundle_text import reexport_hint
 from partialdeploy.verify import safe_join, verify_inside_export
 
 BUNDLE_SCHEMA = "partialdeploy.tensorrt-bundle/2"
@@ -258,7 +258,7 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
     bundle_dir = Path(bundle_dir)
     b = load_bundle(bundle_dir)
     verify_inside_export(bundle_dir)  # the bundle's files against the export's manifest.json, when it has one
-    from partialdeploy.bundlecheck import problem
+    from partialdeploy.backends.tensorrt.bundlecheck import problem
 
     why = problem(b)  # every field the build reads, type-checked before it is used
     if why:
@@ -360,7 +360,7 @@ def verify_engine(bundle_dir: Path, b: dict, precision: str, sidecar: dict,
     from types import SimpleNamespace
 
     from partialdeploy import parity
-    from partialdeploy.runners.tensorrt import TensorRTRunner  # one direction: the runner never imports this module
+    from partialdeploy.backends.tensorrt.runner import TensorRTRunner  # one direction: the runner never imports this module
     from partialdeploy.verification import parity_gates, runner_logits
 
     dev = device_info()

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
-from partialdeploy.runners.base import BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
+from partialdeploy.backends.runner import BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
 
 _BLOCKISH = re.compile(r"^(stages|layers|features)\.\d+(\.blocks\.\d+)?$|^(patch_embed|stem|head|avgpool_pre_head|"
                        r"classifier)$")

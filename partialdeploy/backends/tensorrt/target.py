@@ -22,7 +22,7 @@ int8: an explicit-quantization ONNX: Q/DQ nodes from ``onnxruntime.quantization.
 These ONNX files run in ONNX Runtime on CPU here and pass their parity gates (fp16 cosine; INT8
 agreement and accuracy on the held-out labelled images) before the bundle is written, so a bundle is
 proven before any GPU sees it. Where ``tensorrt`` imports and an NVIDIA GPU is visible, the engine is
-also built right away (``partialdeploy.tensorrt_build.build_engine``) and proven by parity.
+also built right away (``partialdeploy.backends.tensorrt.build.build_engine``) and proven by parity.
 """
 
 from __future__ import annotations
@@ -33,15 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import UserError
-from partialdeploy.exporters._common import (first_line, quiet, runner_logits,
-                                             static_batch)
-from partialdeploy.exporters.base import Artifact, CalibrationReader, ExportContext, Target
+from partialdeploy.backends.target import Artifact, CalibrationReader, ExportContext, Target, quiet
+from partialdeploy.errors import first_line
 from partialdeploy.records import ParityResult, parity_list
-from partialdeploy.verification import verify_file
+from partialdeploy.verification import runner_logits, static_batch, verify_file
 from partialdeploy.images import preprocessing_record
-from partialdeploy.tensorrt_build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, GENERATIONS, SIDECAR,
+from partialdeploy.backends.tensorrt.build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, GENERATIONS, SIDECAR,
                                           batch_range, build_engine, check_generation, onnx_ops_report)
-from partialdeploy.tensorrt_bundle import BundleImages, BundleSpec, write_bundle
+from partialdeploy.backends.tensorrt.bundle import BundleImages, BundleSpec, write_bundle
 
 BUNDLE_VERIFIED = "bundle (build the engine on the device)"
 INSTALL = "pip install onnx onnxruntime onnxconverter-common"
@@ -207,7 +206,7 @@ class TensorRTTarget(Target):
 
     @staticmethod
     def can_build_here() -> bool:
-        from partialdeploy.cuda_env import why_unavailable
+        from partialdeploy.backends.tensorrt.cuda import why_unavailable
 
         return why_unavailable() is None
 
@@ -295,7 +294,7 @@ class TensorRTTarget(Target):
         keeps them fp32) until the gate holds. Returns (Q/DQ summary of the kept model, FallbackResult);
         VerificationError (exit 1) with every attempt's numbers when no mix holds."""
         from partialdeploy.int8fallback import Quantizer, quantize_until_gate
-        from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+        from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
         from partialdeploy.taps import collector
 
         opts = ctx.options
@@ -349,7 +348,7 @@ class TensorRTTarget(Target):
         one run-and-gate path (``verification.verify_file``): TensorRT cannot run here, the file that
         carries the precision can. Raises VerificationError on a breach (a damaged model is never
         bundled as proven)."""
-        from partialdeploy.runners.onnxruntime import OnnxRuntimeRunner
+        from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
         return verify_file(ctx, OnnxRuntimeRunner, onnx_file, f"TensorRT-ready {prec} ONNX in ONNX Runtime (CPU)",
                            prec)

@@ -6,10 +6,10 @@ from partialdeploy.backends import Backend
 BACKEND = Backend(
     name="onnxruntime",
     label="ONNX Runtime",
-    runner="partialdeploy.runners.onnxruntime:OnnxRuntimeRunner",
+    runner="partialdeploy.backends.onnxruntime.runner:OnnxRuntimeRunner",
     dists=("onnxruntime", "onnxruntime-gpu"),
     targets={"onnx": "partialdeploy.exporters.onnx:OnnxTarget",
-             "onnxruntime": "partialdeploy.exporters.onnxruntime:OnnxRuntimeTarget"},
+             "onnxruntime": "partialdeploy.backends.onnxruntime.target:OnnxRuntimeTarget"},
     aliases=("onnx", "ort"),
     suffixes=(".onnx",),
     options={"ort_calibration": ((str,), "ONNX Runtime INT8 calibration: minmax, entropy or percentile",

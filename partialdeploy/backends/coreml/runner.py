@@ -14,7 +14,7 @@ import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
 from partialdeploy.records import ManifestEntry
-from partialdeploy.runners.base import Runner, TensorMeta
+from partialdeploy.backends.runner import Runner, TensorMeta
 
 NOT_MACOS = "running a CoreML model needs macOS (coremltools on {os} can convert and inspect, not predict)"
 

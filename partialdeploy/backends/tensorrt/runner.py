@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from partialdeploy.cuda_env import SIDECAR, check, cudart, load_sidecar_checked, why_unavailable
+from partialdeploy.backends.tensorrt.cuda import SIDECAR, check, cudart, load_sidecar_checked, why_unavailable
 from partialdeploy.errors import RuntimeUnavailable, UserError
-from partialdeploy.runners.base import LAYER_TIMES, Runner, TensorMeta
+from partialdeploy.backends.runner import LAYER_TIMES, Runner, TensorMeta
 
 UNAVAILABLE = ("needs an NVIDIA GPU with TensorRT 8.5+, 10 or 11 and cuda-python (on a Jetson TensorRT comes "
                "with JetPack, not pip: sudo apt install nvidia-jetpack, then pip install cuda-python for its CUDA; "

@@ -18,10 +18,10 @@ def _check(fields: dict, where: str) -> None:
 BACKEND = Backend(
     name="tensorrt",
     label="TensorRT",
-    runner="partialdeploy.runners.tensorrt:TensorRTRunner",
+    runner="partialdeploy.backends.tensorrt.runner:TensorRTRunner",
     dists=("tensorrt",),
     helper_dists=("cuda-python",),
-    targets={"tensorrt": "partialdeploy.exporters.tensorrt:TensorRTTarget"},
+    targets={"tensorrt": "partialdeploy.backends.tensorrt.target:TensorRTTarget"},
     aliases=("trt",),
     suffixes=(".engine", ".plan"),
     bundle_files=("model.engine", "model.plan", "build_engine.sh"),

@@ -9,6 +9,10 @@ target succeeded, so a failed target leaves nothing claimed.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,7 +21,7 @@ from typing import Any
 import numpy as np
 
 
-from partialdeploy.parity import PRECISIONS  # noqa: F401  (re-exported: targets declare a subset)
+from partialdeploy.parity import PRECISIONS
 from partialdeploy.records import ParityResult
 from partialdeploy.spec import ArchSpec
 from partialdeploy.verification import Alternative, Proof, pad_batch
@@ -131,11 +135,20 @@ class Target(ABC):
         conversion itself needs fails."""
 
 
-def get_target(name: str) -> Target:
-    """The export target ``name`` (declared by its backend in partialdeploy/backends/, imported now)."""
-    from partialdeploy import backends
-
-    return backends.get_target(name)
+@contextlib.contextmanager
+def quiet():
+    """Silence converters while they work: warnings, stdout/stderr chatter (torch.onnx prints whole
+    graphs on failure, coremltools prints version warnings and progress bars), log records below ERROR."""
+    root = logging.getLogger()
+    old = root.level
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        root.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            root.setLevel(old)
 
 
 class CalibrationReader:

@@ -17,9 +17,9 @@ def _check(fields: dict, where: str) -> None:
 BACKEND = Backend(
     name="coreml",
     label="CoreML",
-    runner="partialdeploy.runners.coreml:CoreMLRunner",
+    runner="partialdeploy.backends.coreml.runner:CoreMLRunner",
     dists=("coremltools",),
-    targets={"coreml": "partialdeploy.exporters.coreml:CoreMLTarget"},
+    targets={"coreml": "partialdeploy.backends.coreml.target:CoreMLTarget"},
     suffixes=(".mlpackage", ".mlmodel"),
     options={"minimum_deployment_target": ((str,), "CoreML, e.g. iOS16, iOS17, macOS14"),
              "compute_units": ((str,), "CoreML: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE",

@@ -4,7 +4,7 @@ be built — and the model fed — on the device without anything else.
 A bundle is self-describing: ``bundle.json`` (and the README written from it) carries the input and
 output names, shapes, dtype and layout, the preprocessing (resize, crop, mean/std, colour order), the
 labels, the precision recipe, the TensorRT generations it builds with and the sha256 of every other file;
-``infer.py`` (a copy of ``partialdeploy/bundle_infer.py``: numpy + TensorRT, no torch, no partialdeploy)
+``infer.py`` (a copy of ``bundle_infer.py``: numpy + TensorRT, no torch, no partialdeploy)
 reads them, and ``sample_*.png`` are parity images as decoded, so the example reproduces the bundle's
 reference logits from raw pixels. No torch here.
 """
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.verify import file_sha256
-from partialdeploy.cuda_env import SIDECAR
+from partialdeploy.backends.tensorrt.cuda import SIDECAR
 from partialdeploy.errors import UserError
-from partialdeploy.tensorrt_build import (BUNDLE_SCHEMA, CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, GENERATIONS,
-                                          TIMING_CACHE, check_generation, trtexec_args)
-from partialdeploy.tensorrt_text import build_script, readme
+from partialdeploy.backends.tensorrt.build import (BUNDLE_SCHEMA, CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE,
+                                                   GENERATIONS, TIMING_CACHE, check_generation, trtexec_args)
+from partialdeploy.backends.tensorrt.bundle_text import build_script, readme
 
 EVAL_BYTES_MAX = 64 << 20  # keep the bundle small: at most 64 MB of held-out images
 SAMPLES_MAX = 8  # raw parity images carried for infer.py
@@ -71,14 +71,14 @@ class BundleImages:
 
     @classmethod
     def of(cls, ctx) -> "BundleImages":
-        """The images of an export context (exporters.base.ExportContext)."""
+        """The images of an export context (backends.target.ExportContext)."""
         return cls(ctx.parity_inputs, ctx.reference, ctx.calib, ctx.calib_source, ctx.eval_images, ctx.eval_labels,
                    ctx.eval_reference, getattr(ctx, "parity_raw", None))
 
 
 @dataclass
 class BundleSpec:
-    """What :func:`write_bundle` writes, built by the TensorRT target (exporters/tensorrt.py).
+    """What :func:`write_bundle` writes, built by the TensorRT target (``target.py``).
 
     ``onnx_path`` is the TensorRT-ready ONNX that already carries the precision (strongly typed fp16,
     Q/DQ INT8; for the implicit INT8 path the fp32 ONNX). ``generation`` is the TensorRT major version
@@ -143,7 +143,7 @@ def _write_samples(out_dir: Path, raw) -> list[dict]:
     """Up to SAMPLES_MAX parity images as decoded (lossless PNG, uint8 RGB), within SAMPLES_BYTES_MAX."""
     from PIL import Image
 
-    from partialdeploy.bundle_infer import to_rgb_uint8
+    from partialdeploy.backends.tensorrt.bundle_infer import to_rgb_uint8
 
     samples, total = [], 0
     for i, im in enumerate((raw or [])[:SAMPLES_MAX]):

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError
-from partialdeploy.exporters._common import first_line, parity_gates, quiet, run_padded
-from partialdeploy.exporters.base import Artifact, ExportContext, Target
+from partialdeploy.backends.target import Artifact, ExportContext, Target, quiet
+from partialdeploy.errors import first_line
+from partialdeploy.verification import parity_gates, run_padded
 
 INSTALL = "pip install coremltools"
 DEFAULT_TARGET = "iOS16"
