@@ -124,6 +124,9 @@ def _cases():
         ("plan", "bad input", lambda t, d: ["plan", t / "nope.json"], None, 2, "nope"),
         ("remote check", "bad input", lambda t, d: ["remote", "check", "-oProxyCommand=touch pwned"], None, 2,
          "No such option"),
+        ("profile", "bad input", lambda t, d: ["profile", d, "--remote", "127.0.0.1", "--remote-timeout", "soon"],
+         None, 2, "--remote-timeout 'soon' is not a duration"),
+        ("profile", "bad input", lambda t, d: ["profile", d, "--remote-timeout", "5m"], None, 2, "go with --remote"),
         ("export", "usage", lambda t, d: ["export", "--bogus"], None, 2, "No such option: --bogus"),
         ("report compare", "usage", lambda t, d: ["report", "compare", "only-one.json"], None, 2, "Missing argument"),
     ]

@@ -174,6 +174,34 @@ def test_crash_on_the_device_shows_its_stderr_and_cleans_up(sshd, cfg, dist, tmp
     assert_nothing_left(sshd)
 
 
+def test_a_hung_device_is_stopped_at_the_job_deadline_and_cleans_up(sshd, cfg, dist, tmp_path):
+    """A device whose Python never answers and ignores the request to stop: --remote-timeout ends the
+    job (one line, exit 1, no report written) and nothing of it is left running there."""
+    hung = tmp_path / "hung-python"
+    hung.write_text("#!/bin/sh\nexec sleep 600\n")
+    hung.chmod(0o755)
+    t0 = time.monotonic()
+    r = cli("profile", dist, "--remote", sshd.host, "--ssh-config", cfg, "--remote-python", hung, *FAST,
+            "--remote-timeout", "2s", "-o", tmp_path / "r.json", timeout=120)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "did not finish within 2 s (--remote-timeout): stopped while probing" in r.stderr, r.stderr[-2000:]
+    assert time.monotonic() - t0 < 60 and "Traceback" not in r.stderr
+    assert not (tmp_path / "r.json").exists()
+    assert_nothing_left(sshd)
+
+
+def test_the_job_deadline_keeps_what_was_measured(sshd, cfg, dist, tmp_path):
+    out = tmp_path / "r.json"
+    r = cli("profile", dist, "--remote", sshd.host, "--ssh-config", cfg, "--remote-python", PY, "--target", "onnx",
+            "--runs", "0", "--min-time", "60", "--blocks", "3", "--no-layers", "--remote-timeout", "8s", "-o", out,
+            timeout=120)
+    assert r.returncode == 1 and "(--remote-timeout): stopped; kept what was measured" in r.stderr, r.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    assert rep["timed_out"] is True and rep["interrupted"] is True
+    assert any(x["status"] in ("ok", "interrupted") for x in rep["results"])
+    assert_nothing_left(sshd)
+
+
 def test_bad_host_arguments_exit_2_before_any_connection(dist, tmp_path):
     marker = tmp_path / "pwned"
     r = cli("profile", dist, f"--remote=-oProxyCommand=touch {marker}")  # the other forms: test_remote_units

@@ -31,6 +31,8 @@ def build_engine_cmd(
                                               "~/.ssh/config."),
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="Accept and record an unknown "
                                              "host key (a changed one is always refused)."),
+    remote_timeout: Optional[str] = typer.Option(None, "--remote-timeout", help="With --remote: stop the build "
+                                                 "on the device after this long (default 2h)."),
 ):
     """Build the TensorRT engine of a bundle on this GPU (TensorRT 8.5/8.6, 10 or 11 Python API; the
     precision is in model.onnx: strongly typed fp16 / Q/DQ INT8, built as is on 11, with STRONGLY_TYPED on
@@ -43,7 +45,7 @@ def build_engine_cmd(
         from partialdeploy.cli.remote import build_engine_remote_cmd
 
         build_engine_remote_cmd(bundle, remote, remote_python, ssh_config, accept_new_host_key, precision, workspace,
-                                any_tensorrt, as_json)
+                                any_tensorrt, as_json, remote_timeout)
         return
     from partialdeploy.backends.tensorrt.build import build_engine
 

@@ -58,6 +58,9 @@ def profile(
                                             "long (e.g. 5m), reported per window, with a throttling verdict."),
     cooldown: float = typer.Option(0.0, "--cooldown", help="With --remote: seconds to pause after each timed "
                                    "block and before each sustained case."),
+    remote_timeout: Optional[str] = typer.Option(None, "--remote-timeout", help="With --remote: stop the job on a "
+                                                 "device after this long (default 2h plus the --sustained time); "
+                                                 "what was measured is kept, exit 1."),
 ):
     """Latency of every artifact this machine can run: warm-up, timed blocks, p50/p90/p99, throughput,
     load and first-inference time, peak memory, per-layer breakdown. Writes a JSON report (also when
@@ -75,15 +78,16 @@ def profile(
                             warmup_time_s=warmup_time or None, runs=runs or None, min_time_s=min_time or None,
                             max_time_s=max_time or None, blocks=blocks, layers=layers, top=top,
                             cv_threshold=parse_threshold(cv_threshold, "--cv-threshold"))
-        if not remote and (sustained or cooldown or ssh_config or accept_new_host_key):
-            raise UserError("--sustained, --cooldown, --ssh-config and --accept-new-host-key go with --remote HOST")
+        if not remote and (sustained or cooldown or ssh_config or accept_new_host_key or remote_timeout):
+            raise UserError("--sustained, --cooldown, --ssh-config, --accept-new-host-key and --remote-timeout go "
+                            "with --remote HOST")
     except PartialDeployError as e:
         fail(e)
     if remote:
         from partialdeploy.cli.remote import profile_remote_cmd
 
         profile_remote_cmd(source, settings, target, remote, remote_python, ssh_config, accept_new_host_key,
-                           sustained, cooldown, output, as_json)
+                           sustained, cooldown, output, as_json, remote_timeout)
     try:
         out_path = output or default_report_path(source)
         if as_json:

@@ -20,12 +20,19 @@ app.add_typer(remote_app, name="remote")
 PYTHON_HELP = "Python on the device (a path like /opt/venv/bin/python, or a name on its PATH)."
 CONFIG_HELP = "ssh_config file to use instead of ~/.ssh/config (aliases, ProxyJump, IdentityFile)."
 ACCEPT_HELP = "Accept an unknown host key and record it in known_hosts (a changed key is always refused)."
+TIMEOUT_HELP = ("Stop the job on the device after this long (e.g. 30m; default 2h, plus the --sustained time): "
+                "what was measured is kept, exit 1.")
 
 
-def ssh_options(ssh_config: Optional[Path], accept_new: bool):
+def ssh_options(ssh_config: Optional[Path], accept_new: bool, timeout: Optional[str] = None):
     from partialdeploy.remote.ssh import SSHOptions
+    from partialdeploy.remote.sustained import parse_duration
 
-    return SSHOptions(config=ssh_config, accept_new_host_key=accept_new).check()
+    try:
+        job_s = parse_duration(timeout) if timeout else None
+    except ValueError as e:
+        raise UserError(f"--remote-timeout {e}") from None
+    return SSHOptions(config=ssh_config, accept_new_host_key=accept_new, job_timeout_s=job_s).check()
 
 
 @remote_app.command("check", epilog="Examples:\n\n  partialdeploy remote check jetson\n\n"
@@ -35,6 +42,7 @@ def check_cmd(
     remote_python: str = typer.Option("python3", "--remote-python", help=PYTHON_HELP),
     ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help=CONFIG_HELP),
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help=ACCEPT_HELP),
+    remote_timeout: Optional[str] = typer.Option(None, "--remote-timeout", help=TIMEOUT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the device's answer as JSON."),
 ):
     """Connect, probe the device (Python, numpy, ONNX Runtime + providers, OpenVINO + devices,
@@ -45,7 +53,7 @@ def check_cmd(
     from partialdeploy.remote.check import check_device
 
     try:
-        res = check_device(host, remote_python, ssh_options(ssh_config, accept_new_host_key))
+        res = check_device(host, remote_python, ssh_options(ssh_config, accept_new_host_key, remote_timeout))
     except PartialDeployError as e:
         fail(e)
     for n in res.notes:
@@ -77,7 +85,8 @@ def sustained_lines(report: dict) -> list[str]:
 
 
 def profile_remote_cmd(source: Path, settings, target, hosts: list, remote_python: str, ssh_config, accept_new: bool,
-                       sustained: Optional[str], cooldown: float, output: Optional[Path], as_json: bool) -> None:
+                       sustained: Optional[str], cooldown: float, output: Optional[Path], as_json: bool,
+                       remote_timeout: Optional[str] = None) -> None:
     """The `profile --remote` path of `partialdeploy profile`."""
     from partialdeploy.cli.render import print_profile
     from partialdeploy.remote.profile import RemoteRequest, profile_remote
@@ -89,7 +98,7 @@ def profile_remote_cmd(source: Path, settings, target, hosts: list, remote_pytho
         except ValueError as e:
             raise UserError(f"--sustained {e}") from None
         req = RemoteRequest(Path(source), list(hosts), settings, target, remote_python,
-                            ssh_options(ssh_config, accept_new), sustained_s, float(cooldown or 0))
+                            ssh_options(ssh_config, accept_new, remote_timeout), sustained_s, float(cooldown or 0))
         out_path = output or (Path(source) if Path(source).is_dir() else Path(source).parent) / "profile-remote.json"
         if as_json:
             res = profile_remote(req, out_path)
@@ -127,13 +136,14 @@ def profile_remote_cmd(source: Path, settings, target, hosts: list, remote_pytho
 
 
 def build_engine_remote_cmd(bundle: Path, host: str, remote_python: str, ssh_config, accept_new: bool, precision,
-                            workspace, any_tensorrt: bool, as_json: bool) -> None:
+                            workspace, any_tensorrt: bool, as_json: bool, remote_timeout: Optional[str] = None) -> None:
     """The `build-engine --remote` path of `partialdeploy build-engine`."""
     from partialdeploy.remote.engine import build_engine_remote
 
     notes: list = []
     try:
-        side = build_engine_remote(bundle, host, remote_python, ssh_options(ssh_config, accept_new), precision,
+        side = build_engine_remote(bundle, host, remote_python, ssh_options(ssh_config, accept_new, remote_timeout),
+                                   precision,
                                    workspace, any_tensorrt, notes=notes.append,
                                    progress=None if as_json else (lambda m: err.print(m, soft_wrap=True, markup=False)))
     except PartialDeployError as e:

@@ -79,6 +79,8 @@ def build_engine_remote(bundle: Path, host: str, python: str = "python3", option
                       progress=lambda d, t, lab: say(lab))
         s.check_boot(run)
         built, err = run.last("built"), run.last("error")
+        if built is None and run.timed_out:
+            raise RemoteError(f"{s.timeout_text()} while the engine was being built")
         if built is None:
             if err is not None:
                 msg = f"{h.text}: {str(err.get('message'))[:500]}"

@@ -21,7 +21,7 @@ from partialdeploy.errors import UserError
 from partialdeploy.records import ManifestEntry, ProfileResult
 from partialdeploy.remote import probe as probes
 from partialdeploy.remote.hosts import Host, check_remote_python, parse_host
-from partialdeploy.remote.session import AgentRun, Session
+from partialdeploy.remote.session import DEFAULT_JOB_TIMEOUT_S, AgentRun, Session
 from partialdeploy.remote.ssh import ConnectionLost, RemoteError, SSHOptions
 
 JOB = "job.json"
@@ -142,13 +142,21 @@ def _device_report(run: AgentRun, host: Host) -> dict | None:
     return validate(data, f"the report from {host.text}")
 
 
+def _unfinished(rep: dict, why: str) -> None:
+    for r in rep["results"]:  # a partial report: loaded, not yet timed
+        if r.get("status") == "ok" and not r.get("latency_ms"):
+            r["status"], r["reason"] = "interrupted", why
+
+
 def profile_one(req: RemoteRequest, host: Host, progress=None, note=None) -> tuple[dict | None, int]:
     """Profile on one device: (its report or None, exit code)."""
     from partialdeploy.backends import canonical
 
     manifest, base, arts = plan_export(Path(req.source), req.target)
     needed = sorted({canonical(a.target) for a in arts} & set(probes.RUNTIMES))
-    with Session(host, req.python, req.ssh, notes=note) as s:
+    job_s = req.ssh.job_timeout_s or (DEFAULT_JOB_TIMEOUT_S + len(arts) * len(req.settings.batches)
+                                      * ((req.sustained_s or 0.0) + req.cooldown_s))  # sustained runs on top
+    with Session(host, req.python, req.ssh, notes=note, job_s=job_s) as s:
         p = s.probe(needed)
         why = probes.missing(p, host.text, req.python, needed)
         if why:
@@ -166,6 +174,8 @@ def profile_one(req: RemoteRequest, host: Host, progress=None, note=None) -> tup
             code = err.get("exit_code") if err.get("exit_code") in (1, 2) else 1
             raise (UserError if code == 2 else RemoteError)(f"{host.text}: {str(err.get('message'))[:500]}")
         if rep is None:
+            if run.timed_out:
+                raise RemoteError(f"{s.timeout_text()} before anything was measured")
             if run.lost:
                 raise ConnectionLost(f"{host.text}: the connection was lost before anything was measured")
             raise RemoteError(f"{host.text}: the device-side profiler crashed (exit {run.rc}): {run.stderr_tail}")
@@ -174,9 +184,12 @@ def profile_one(req: RemoteRequest, host: Host, progress=None, note=None) -> tup
         rep["remote"] = {"host": host.text, "python": req.python, "probe": p, "zipapp_sha256": s.payload.sha256}
         if run.lost:
             rep["interrupted"], rep["connection_lost"] = True, True
-            for r in rep["results"]:  # a partial report: loaded, not yet timed
-                if r.get("status") == "ok" and not r.get("latency_ms"):
-                    r["status"], r["reason"] = "interrupted", "the connection was lost before any timed run"
+            _unfinished(rep, "the connection was lost before any timed run")
+            return rep, 1
+        if run.timed_out:
+            rep["interrupted"], rep["timed_out"] = True, True
+            note(f"{s.timeout_text()}; kept what was measured")
+            _unfinished(rep, "the job's deadline (--remote-timeout) passed before any timed run")
             return rep, 1
         if run.interrupted:
             rep["interrupted"] = True

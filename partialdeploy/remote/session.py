@@ -31,6 +31,8 @@ from partialdeploy.remote.ssh import Connection, ConnectionLost, RemoteError, SS
 
 MAX_ANSWER_BYTES = 32 << 20  # one line from the device (a report); more is refused
 STOP_GRACE_S = 20.0  # after Ctrl-C: how long the agent may take to stop and send what it measured
+TIMEOUT_GRACE_S = 5.0  # after the job's deadline: the same, shorter (the agent may be hung)
+DEFAULT_JOB_TIMEOUT_S = 2 * 3600.0  # a job that runs longer on the device is stopped (--remote-timeout)
 ZIPAPP = "pd.pyz"
 _DATA_MARK = "@@partialdeploy-data"
 _WORKDIR = re.compile(r"^/[A-Za-z0-9._/+-]*/partialdeploy\.[A-Za-z0-9]{10}$")
@@ -38,11 +40,15 @@ _WORKDIR = re.compile(r"^/[A-Za-z0-9._/+-]*/partialdeploy\.[A-Za-z0-9]{10}$")
 # make the folder, print it, receive the zipapp on stdin; a failed write removes the folder again
 _MKDIR = ('umask 077; d=$(mktemp -d "${TMPDIR:-/tmp}/partialdeploy.XXXXXXXXXX") || exit 3; printf "%s\\n" "$d"; '
           f'cat > "$d/{ZIPAPP}" || {{ rm -rf -- "$d"; exit 4; }}')
-# end the agent's process group (only if that group's leader still runs in the folder), remove it
-_CLEANUP = ('d={d}; if [ -r "$d/agent.pgid" ]; then pg=$(cat "$d/agent.pgid"); case "$pg" in ""|*[!0-9]*) ;; '
-            '*) if [ "$(readlink "/proc/$pg/cwd" 2>/dev/null)" = "$(cd "$d" 2>/dev/null && pwd -P)" ]; then '
-            'kill -s TERM -- "-$pg" 2>/dev/null; sleep 1; kill -s KILL -- "-$pg" 2>/dev/null; fi;; esac; fi; '
-            'rm -rf -- "$d"')
+# end the agent's process group (only if that group's leader still runs in the folder), then anything
+# still working in the folder (a process that hung before the agent recorded its group)
+_END = ('d={d}; real=$(cd "$d" 2>/dev/null && pwd -P); '
+        'if [ -r "$d/agent.pgid" ]; then pg=$(cat "$d/agent.pgid"); case "$pg" in ""|*[!0-9]*) ;; '
+        '*) if [ "$(readlink "/proc/$pg/cwd" 2>/dev/null)" = "$real" ]; then '
+        'kill -s TERM -- "-$pg" 2>/dev/null; sleep 1; kill -s KILL -- "-$pg" 2>/dev/null; fi;; esac; fi; '
+        'if [ -n "$real" ] && [ -d /proc/self ]; then for p in /proc/[0-9]*; do '
+        '[ "$(readlink "$p/cwd" 2>/dev/null)" = "$real" ] && kill -s KILL "${{p#/proc/}}" 2>/dev/null; done; fi; ')
+_CLEANUP = _END + 'rm -rf -- "$d"'
 
 
 @dataclass
@@ -54,6 +60,7 @@ class AgentRun:
     partial: dict | None = None  # the last partial report
     stderr_tail: str = ""
     interrupted: bool = False  # Ctrl-C here: the agent was asked to stop
+    timed_out: bool = False  # the job's deadline passed: the agent was asked to stop, then ended
     lost: bool = False  # the connection went away before the agent finished
 
     def last(self, kind: str) -> dict | None:
@@ -70,18 +77,35 @@ def _no_space(text: str) -> bool:
     return "no space left" in text.lower()
 
 
+def human_duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
 class Session:
+    """``job_s``: how long the whole job may run on the device (from connecting; default
+    ``options.job_timeout_s``, else DEFAULT_JOB_TIMEOUT_S). An agent still running then is asked to
+    stop (what it measured is kept), and ended TIMEOUT_GRACE_S later."""
+
     def __init__(self, host: Host, python: str = "python3", options: SSHOptions | None = None,
-                 notes: Callable[[str], None] | None = None):
+                 notes: Callable[[str], None] | None = None, job_s: float | None = None):
         self.host, self.python = host, check_remote_python(python)
         self.options = options or SSHOptions()
         self.note = notes or (lambda msg: None)
         self.conn: Connection | None = None
         self.workdir: str | None = None
         self.payload = payload.build()
+        self.job_s = float(job_s or self.options.job_timeout_s or DEFAULT_JOB_TIMEOUT_S)
+        self.deadline = time.monotonic() + self.job_s
+
+    def timeout_text(self) -> str:
+        return (f"{self.host.text}: the job did not finish within {human_duration(self.job_s)} "
+                "(--remote-timeout): stopped")
 
     # ------------------------------------------------------------------ lifetime
     def __enter__(self) -> "Session":
+        self.deadline = time.monotonic() + self.job_s
         self.conn = Connection(self.host, self.options).open()
         for n in self.conn.notes:
             self.note(n)
@@ -193,6 +217,17 @@ class Session:
         reader.start()
         run = AgentRun()
         killer: threading.Timer | None = None
+
+        def on_deadline():
+            run.timed_out = True
+            self._send(proc, b"stop\n")
+            nonlocal killer
+            killer = threading.Timer(TIMEOUT_GRACE_S, self._end_agent, (proc,))
+            killer.start()
+
+        clock = threading.Timer(max(0.0, self.deadline - time.monotonic()), on_deadline)
+        clock.daemon = True
+        clock.start()
         try:
             while True:
                 try:
@@ -206,10 +241,11 @@ class Session:
                         break
                     run.interrupted = True
                     self._send(proc, b"stop\n")
-                    killer = threading.Timer(STOP_GRACE_S, proc.kill)
+                    killer = threading.Timer(STOP_GRACE_S, self._end_agent, (proc,))
                     killer.start()
             run.rc = proc.wait()
         finally:
+            clock.cancel()
             if killer is not None:
                 killer.cancel()
             if proc.poll() is None:
@@ -223,9 +259,19 @@ class Session:
                     pass
         run.stderr_tail = tail("".join(err_lines))
         finished = any(e.get("event") in ("result", "probe", "error", "built") for e in run.events)
-        run.lost = not finished and not run.interrupted and (run.rc in (255, None) or (run.rc or 0) < 0
-                                                             or not self.conn.alive())
+        run.lost = not finished and not (run.interrupted or run.timed_out) and (
+            run.rc in (255, None) or (run.rc or 0) < 0 or not self.conn.alive())
         return run
+
+    def _end_agent(self, proc) -> None:
+        """The agent did not stop when asked: end it on the device (its output pipe is held by the
+        shared SSH connection, so ending the local client alone would not end the wait), then here."""
+        try:
+            if self.workdir and self.conn is not None and self.conn.alive():
+                self.conn.run(_END.format(d=shlex.quote(self.workdir)), timeout=30, check=False)
+        except Exception:  # noqa: BLE001 - the session's clean-up tries again
+            pass
+        proc.kill()
 
     @staticmethod
     def _send(proc, data: bytes) -> None:
@@ -270,6 +316,8 @@ class Session:
     def probe(self, runtimes=()) -> dict:
         """What the device has; ``runtimes``: probe only these (all when empty)."""
         run = self.agent("probe", *runtimes)
+        if run.timed_out and run.last("probe") is None:
+            raise RemoteError(f"{self.timeout_text()} while probing the device")
         self.check_boot(run)
         if run.lost:
             raise ConnectionLost(f"{self.host.text}: the connection was lost")

@@ -43,10 +43,13 @@ class SSHOptions:
     accept_new_host_key: bool = False
     connect_timeout: int = 10
     alive_interval: int = 5  # ServerAliveInterval: a dead link is noticed after 3 silent intervals
+    job_timeout_s: float | None = None  # --remote-timeout: the whole job on the device (None: a default)
 
     def check(self) -> "SSHOptions":
         if self.config is not None and not Path(self.config).is_file():
             raise UserError(f"--ssh-config {self.config}: no such file")
+        if self.job_timeout_s is not None and not self.job_timeout_s > 0:
+            raise UserError(f"--remote-timeout must be a positive duration, got {self.job_timeout_s}")
         return self
 
 
