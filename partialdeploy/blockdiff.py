@@ -52,6 +52,7 @@ class Preprocessing:
     demo: bool = False  # the bundled demo model: its held-out digits are the default images
     labels: list | None = None
     source: str = ""
+    check: dict | None = None  # the export's ``check_images`` record (manifest): the default images
 
 
 @dataclass
@@ -188,9 +189,10 @@ def _prep_from_manifest(man: dict, where: str) -> Preprocessing | None:
         return None
     mdl = man.get("model") or {}
     rs = p.get("resize_shorter_side_to") or round(size / 0.875)
+    chk = man.get("check_images")
     return Preprocessing(size, tuple(p.get("mean", IMAGENET_MEAN)), tuple(p.get("std", IMAGENET_STD)),
                          size / float(rs), demo=_is_demo_sha(mdl.get("checkpoint_sha256")),
-                         labels=mdl.get("labels"), source=f"{where}")
+                         labels=mdl.get("labels"), source=f"{where}", check=chk if isinstance(chk, dict) else None)
 
 
 def _tap_runtime(entry: ManifestEntry) -> tuple[str, str | None]:
@@ -313,12 +315,42 @@ def _open_checkpoint(p: Path, threads, variant: str | None) -> Side:
 
 # ---------------------------------------------------------------- images and the whole diff
 
-def diff_images(prep: Preprocessing, images: Path | None, count: int) -> tuple[np.ndarray, str]:
-    from partialdeploy.images import load_image_folder, natural_batch
+def _checked_on(rec: dict | None, notes: list) -> list[Path] | None:
+    """The user's files an export's gates judged on (``check_images`` with a folder), when they are
+    still there unchanged; else None, with a note saying why they are not used."""
+    from partialdeploy.images import files_digest
+
+    if not rec or not isinstance(rec.get("dir"), str) or not isinstance(rec.get("files"), list):
+        return None
+    root = Path(rec["dir"])
+    try:
+        base = root.resolve(strict=True)
+        files = [root / str(f) for f in rec["files"]]
+        inside = all(f.resolve(strict=True).is_relative_to(base) for f in files)
+        same = inside and files_digest(files, root) == rec.get("sha256")
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        notes.append(f"the export was checked on {len(rec['files'])} images in {root}, which are gone or have "
+                     "changed since: diffing on the default images instead (pass --images DIR)")
+        return None
+    return files
+
+
+def diff_images(prep: Preprocessing, images: Path | None, count: int,
+                notes: list | None = None) -> tuple[np.ndarray, str]:
+    """``--images``, else the images the export was checked on (its manifest), else the demo's digits
+    for the demo, else crops of stock photographs."""
+    from partialdeploy.images import load_image_files, load_image_folder, natural_batch
 
     if images is not None:
         x = load_image_folder(images, prep.size, prep.mean, prep.std, limit=count, crop_ratio=prep.crop_ratio)
         return x, f"{len(x)} images from {images}"
+    files = _checked_on(prep.check, notes if notes is not None else [])
+    if files:
+        x, used = load_image_files(files, prep.size, prep.mean, prep.std, prep.crop_ratio, limit=count)
+        if len(x):
+            return x, f"{len(x)} of the images the export was checked on ({prep.check['dir']})"
     if prep.demo:
         from partialdeploy import demo
 
@@ -348,7 +380,11 @@ def run_diff(ref_arg, cand_arg, images: Path | None = None, count: int = 16, tar
     if ref.prep and cand.prep and ref.prep.size != cand.prep.size:
         raise UserError(f"REF takes {ref.prep.size}² inputs, CAND {cand.prep.size}²: compare models of the "
                         "same input size")
-    x, src = diff_images(prep, images, count)
+    if prep.check is None:  # an export's own check images, whichever side is the export
+        from dataclasses import replace
+
+        prep = replace(prep, check=next((sd.prep.check for sd in (cand, ref) if sd.prep and sd.prep.check), None))
+    x, src = diff_images(prep, images, count, notes)
     tol = dict(TOLERANCES.get(cand.precision or "fp32", TOLERANCES["fp32"]))
     for k, v in (("cosine_min", cosine_min), ("rel_max", rel_max), ("top1_min", top1_min)):
         if v is not None:

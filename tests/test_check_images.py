@@ -73,3 +73,26 @@ def test_export_records_and_says_what_it_checked_on(tmp_path):
     assert f"20 parity images (your images (--check-images {mine}))" in r.output
     parity = m["artifacts"][0]["parity"][-1]
     assert parity["n"] == 20 and "top-1 20/20" in r.output
+
+
+def test_diff_defaults_to_the_images_the_export_was_checked_on(tmp_path):
+    """`diff CKPT EXPORT` without --images compares on what the export's gates judged on; once those
+    files change, it says so and uses the default images."""
+    from partialdeploy import demo
+    from partialdeploy.cli import app
+
+    mine = _folder(tmp_path / "mine", 12, seed=3)
+    out = tmp_path / "d"
+    r = CliRunner().invoke(app, ["export", "--target", "onnx", "-o", str(out), "--check-images", str(mine)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["diff", str(demo.DEMO_CKPT), str(out), "--count", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["images"] == 5 and res["image_source"] == f"5 of the images the export was checked on ({mine})"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(mine / "003.png")  # the user's folder changed
+    r = CliRunner().invoke(app, ["diff", str(demo.DEMO_CKPT), str(out), "--count", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["image_source"] == "5 held-out demo digits"
+    assert any("have changed since" in n for n in res["notes"]), res["notes"]
+
