@@ -665,10 +665,11 @@ def test_batch_range_validation(tmp_path):
         export("tensorrt", make_ctx("fp32", batch_range={"min": 4, "opt": 2, "max": 8}), tmp_path)
 
 
-def _fake_trt_runner(bundle_dir, miscompute: bool):
+def _fake_trt_runner(bundle_dir, miscompute: bool, loads: list | None = None):
     """A stand-in for the TensorRT runtime: it "runs the engine" by running the bundle's own
     precision-carrying model.onnx in ONNX Runtime — or, miscomputing, with every image's logits
-    rolled by one class (what a wrong tactic or a broken fusion would do)."""
+    rolled by one class (what a wrong tactic or a broken fusion would do). ``bundle_dir`` None: the
+    bundle is the directory the runner is opened on. Every engine it opens is appended to ``loads``."""
     from partialdeploy.backends.runner import Runner
     from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
@@ -676,8 +677,10 @@ def _fake_trt_runner(bundle_dir, miscompute: bool):
         name = "tensorrt"
 
         def load(self):
-            assert self.path.read_bytes() == b"engine-bytes"  # the candidate build-engine just made
-            self.ort = OnnxRuntimeRunner(bundle_dir / "model.onnx").load()
+            engine = self.path / "model.engine" if self.path.is_dir() else self.path
+            assert engine.read_bytes() == b"engine-bytes"  # the engine the build just made
+            (loads if loads is not None else []).append(engine)
+            self.ort = OnnxRuntimeRunner((bundle_dir or self.path) / "model.onnx").load()
             return self
 
         def inputs(self):
@@ -724,6 +727,36 @@ def test_build_engine_gates_before_keeping_the_engine(fp16_bundle, fake_device, 
         assert (d / "model.engine").read_bytes() == b"engine-bytes"
         assert side["parity"][0]["passed"] and side["parity"][0]["stage"].startswith("ONNX -> TensorRT fp16")
         assert json.loads((d / "model.engine.json").read_text())["parity"] == side["parity"]
+
+
+@pytest.mark.parametrize("miscompute", [False, True])
+def test_export_on_a_gpu_builds_and_the_pipeline_gates_the_engine_once(fake_device, tmp_path, monkeypatch,
+                                                                       miscompute):
+    """Where a GPU is visible (faked: TensorRT's documented builder API and a runtime that runs the
+    bundle's ONNX), the target only builds the engine; the one verification path opens it through the
+    backend's runner and gates it — once: build-engine's own gate is not run at export. A miscomputing
+    engine fails that gate (exit 1)."""
+    import partialdeploy.backends.tensorrt.build as tb
+    import partialdeploy.backends.tensorrt.cuda as cuda
+    import partialdeploy.backends.tensorrt.runner as rt
+    from partialdeploy.errors import VerificationError
+
+    fake_device(11)
+    build_gates, loads = [], []
+    monkeypatch.setattr(tb, "verify_engine", lambda *a, **k: build_gates.append(a) or [])
+    monkeypatch.setattr(cuda, "why_unavailable", lambda: None)
+    monkeypatch.setattr(rt, "TensorRTRunner", _fake_trt_runner(None, miscompute, loads))
+    ctx = make_ctx("fp16", batch_range={"min": 1, "opt": 4, "max": 16})
+    if miscompute:
+        with pytest.raises(VerificationError, match="parity gate 'ONNX -> TensorRT fp16"):
+            export("tensorrt", ctx, tmp_path)
+    else:
+        art = export("tensorrt", ctx, tmp_path)
+        assert art.verified == "parity" and (tmp_path / "model.engine").read_bytes() == b"engine-bytes"
+        stages = [p.stage.split(" (")[0] for p in art.parity]  # parity and held-out images each
+        assert stages == ["TensorRT-ready fp16 ONNX in ONNX Runtime"] * 2 + ["ONNX -> TensorRT fp16"] * 2
+        assert all(p.passed for p in art.parity) and "model.engine" in art.files
+    assert build_gates == [] and loads == [tmp_path / "model.engine"]
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ import numpy as np
 from partialdeploy.parity import PRECISIONS
 from partialdeploy.records import ParityResult
 from partialdeploy.spec import ArchSpec
-from partialdeploy.verification import Alternative, Proof, pad_batch
+from partialdeploy.verification import Alternative, Proof
 
 
 @dataclass
@@ -150,22 +150,3 @@ def quiet():
         finally:
             root.setLevel(old)
 
-
-class CalibrationReader:
-    """onnxruntime.quantization CalibrationDataReader over preprocessed calibration images, in chunks
-    of exactly ``batch`` (a static-batch model; the last chunk padded by the shared helper)."""
-
-    def __init__(self, name: str, calib: np.ndarray, batch: int):
-        self.name, self.calib, self.batch = name, calib, batch
-        self.rewind()
-
-    def get_next(self):
-        i = self._i
-        if i >= len(self.calib):
-            return None
-        self._i += self.batch
-        chunk = pad_batch(self.calib[i:i + self.batch], self.batch)
-        return {self.name: np.ascontiguousarray(chunk, np.float32)}
-
-    def rewind(self):
-        self._i = 0

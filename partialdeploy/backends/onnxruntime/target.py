@@ -22,19 +22,15 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-
-from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError
-from partialdeploy.backends.target import Artifact, CalibrationReader, ExportContext, Target, quiet
-from partialdeploy.errors import first_line
+from partialdeploy.backends.onnxruntime.quantizer import calibration_method, ort_quantizer, quantize_qdq
+from partialdeploy.backends.target import Artifact, ExportContext, Target, quiet
+from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError, first_line
 from partialdeploy.exporters.onnx import io_meta
-from partialdeploy.verification import Proof, open_options, runner_logits, stage_name, static_batch
+from partialdeploy.verification import Proof, open_options, stage_name, static_batch
 
 INSTALL = "pip install onnxruntime onnx"
 FP16_MESSAGE = ("onnxruntime (CPU) does not support fp16: most operators have no fp16 CPU kernel; "
                 "use --target openvino or --target tensorrt for fp16, or fp32/int8 here")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-
 
 
 def optimize_offline(src: Path, dst: Path, level: str = "basic") -> None:
@@ -268,64 +264,35 @@ class OnnxRuntimeTarget(Target):
         certificate (a ``verification.Proof``: the pipeline does not run it again on the same file)."""
         if ctx.calib is None or len(ctx.calib) == 0:
             raise UserError("INT8 needs calibration images: pass --calib DIR (100-500 representative images)")
-        from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
-                                              quantize_static)
+        from onnxruntime.quantization import quant_pre_process
 
-        method = str(ctx.options.get("ort_calibration", "minmax")).lower()
-        if method not in CALIBRATION_METHODS:
-            raise UserError(f"ort_calibration {method!r} must be one of {', '.join(CALIBRATION_METHODS)}")
+        from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
+        from partialdeploy.int8fallback import float_block_nodes, quantize_until_gate
+
+        method = calibration_method(ctx.options)
         pre = dst.with_name("model.preprocessed.tmp.onnx")
         ins, _ = io_meta(ctx.onnx_path)
         bs = static_batch(ins[0]["shape"]) or 1
-        calib = np.asarray(ctx.calib, np.float32)
         tries = [0]
 
         def qdq(src, path, exclude):
-            try:
-                with quiet():
-                    quantize_static(
-                        str(src), str(path), CalibrationReader(ctx.input_name, calib, bs),
-                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                        calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                                          "percentile": CalibrationMethod.Percentile}[method])
-            except Exception as e:
-                raise UserError(f"ONNX Runtime INT8 quantization failed: {first_line(e)}") from e
-            return path
+            return quantize_qdq(src, path, ctx.calib, ctx.input_name, bs, method, exclude, what="ONNX Runtime INT8")
 
         def quantize(float_blocks):
             tries[0] += 1  # every node of the blocks kept in float is excluded
             return qdq(pre, dst.with_name(f"model.int8-{tries[0]}.tmp.onnx"), float_block_nodes(pre, float_blocks))
 
-        from partialdeploy.int8fallback import Quantizer, float_block_nodes, quantize_until_gate
-        from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
-        from partialdeploy.taps import collector
-
-        threads = ctx.options.get("threads")
+        # every candidate is opened exactly as the artifact will be: the kept one's gate is its certificate
         opts = open_options(OnnxRuntimeRunner, ctx, "onnxruntime", "int8", extra)
-
-        def logits(path):
-            return runner_logits(OnnxRuntimeRunner(path, **opts).load())
-
-        def timer(path):
-            r = OnnxRuntimeRunner(path, threads=threads).load()
-            x = np.ascontiguousarray(ctx.parity_inputs[:1].repeat(bs, 0), np.float32)
-            return lambda: r.run(x)
-
         try:
             with quiet():
                 quant_pre_process(str(ctx.onnx_path), str(pre), skip_symbolic_shape=True)
-            quantizer = Quantizer(name="onnxruntime", quantize=quantize, logits=logits,
-                                  boundaries=lambda path: collector(path, "onnxruntime", threads),
-                                  reference=collector(ctx.onnx_path, "onnxruntime", threads), timer=timer,
-                                  release=lambda path: path.unlink(missing_ok=True))
-            fb = quantize_until_gate(ctx, quantizer, stage_name("onnxruntime", "int8"),
+            fb = quantize_until_gate(ctx, ort_quantizer(ctx, "onnxruntime", quantize, opts),
+                                     stage_name("onnxruntime", "int8"),
                                      enabled=bool(ctx.options.get("int8_fallback", True)))
             proof = Proof.of(ctx, fb.handle, opts, fb.attempts[-1].results)  # the kept file, as it was gated
             fb.handle.replace(dst)
-        except UserError:
-            raise
-        except VerificationError:
+        except (UserError, VerificationError):
             raise
         except Exception as e:
             raise UserError(f"ONNX Runtime INT8 quantization failed: {first_line(e)}") from e

@@ -247,9 +247,11 @@ def weak_typing_flags(trt, config, network, precision: str, fp32_nodes=()) -> li
 
 
 def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: int | None = None,
-                 progress=None, any_tensorrt: bool = False) -> dict:
+                 progress=None, any_tensorrt: bool = False, gate: bool = True) -> dict:
     """Build ``model.engine`` from the bundle with the installed TensorRT's Python API (8.5+, 10, 11), run
     the parity gate on the bundled reference, write the sidecar JSON. Returns the sidecar content.
+    ``gate=False`` only builds: for ``export`` on a GPU, whose pipeline gates the engine as the artifact
+    it is (partialdeploy.verification; a failed gate discards the whole staged bundle).
 
     RuntimeUnavailable (exit 2) where TensorRT or the GPU is missing; UserError (exit 2) when the
     bundle was made for the other TensorRT generation; VerificationError (exit 1) when the engine
@@ -330,26 +332,32 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
     if blob is None:
         raise UserError(f"TensorRT failed to build the {prec} engine (see the TensorRT log above)")
     build_s = time.perf_counter() - t0
-    # the engine is gated before it is kept: a candidate file first, model.engine only once it passed
-    import shutil
-    import tempfile
-
-    cand_dir = Path(tempfile.mkdtemp(prefix=".engine-candidate-", dir=bundle_dir))  # no stale sidecar beside it
-    cand = cand_dir / ENGINE
-    cand.write_bytes(bytes(blob))
-    tc_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     sidecar = {**dev, "tensorrt_major": major, "typing": typing, "precision": prec,
                "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "build_seconds": round(build_s, 2), "workspace_mb": ws, "dynamic_batch": b["dynamic_batch"],
                "batch": bb, "input": b["input"], "timing_cache": tc_path.name,
                "calibration_cache": CALIB_CACHE if implicit else None}
+    tc_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    _keep_engine(bundle_dir, b, prec, sidecar, bytes(blob), gate)
+    return sidecar
+
+
+def _keep_engine(bundle_dir: Path, b: dict, prec: str, sidecar: dict, blob: bytes, gate: bool) -> None:
+    """Write the built engine as ``model.engine`` with its sidecar. Gated, it is a candidate file first
+    and becomes ``model.engine`` only once it passed (the parity goes into the sidecar)."""
+    import shutil
+    import tempfile
+
+    cand_dir = Path(tempfile.mkdtemp(prefix=".engine-candidate-", dir=bundle_dir))  # no stale sidecar beside it
+    cand = cand_dir / ENGINE
+    cand.write_bytes(blob)
     try:
-        sidecar["parity"] = [p.to_dict() for p in verify_engine(bundle_dir, b, prec, sidecar, engine=cand)]
+        if gate:
+            sidecar["parity"] = [p.to_dict() for p in verify_engine(bundle_dir, b, prec, sidecar, engine=cand)]
         os.replace(cand, bundle_dir / ENGINE)
     finally:  # a failed gate (exit 1), Ctrl-C, anything: no engine of this build is kept
         shutil.rmtree(cand_dir, ignore_errors=True)
     (bundle_dir / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
-    return sidecar
 
 
 def verify_engine(bundle_dir: Path, b: dict, precision: str, sidecar: dict,

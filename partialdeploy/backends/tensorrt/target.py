@@ -22,7 +22,8 @@ int8: an explicit-quantization ONNX: Q/DQ nodes from ``onnxruntime.quantization.
 These ONNX files run in ONNX Runtime on CPU here and pass their parity gates (fp16 cosine; INT8
 agreement and accuracy on the held-out labelled images) before the bundle is written, so a bundle is
 proven before any GPU sees it. Where ``tensorrt`` imports and an NVIDIA GPU is visible, the engine is
-also built right away (``partialdeploy.backends.tensorrt.build.build_engine``) and proven by parity.
+also built right away (``build.build_engine``, without its own gate): the pipeline gates it through the
+TensorRT runner like any artifact (partialdeploy.verification), once.
 """
 
 from __future__ import annotations
@@ -32,15 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from partialdeploy.errors import UserError
-from partialdeploy.backends.target import Artifact, CalibrationReader, ExportContext, Target, quiet
-from partialdeploy.errors import first_line
-from partialdeploy.records import ParityResult, parity_list
-from partialdeploy.verification import runner_logits, static_batch, verify_file
-from partialdeploy.images import preprocessing_record
+from partialdeploy.backends.target import Artifact, ExportContext, Target, quiet
 from partialdeploy.backends.tensorrt.build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, GENERATIONS, SIDECAR,
-                                          batch_range, build_engine, check_generation, onnx_ops_report)
+                                                   batch_range, build_engine, check_generation, onnx_ops_report)
 from partialdeploy.backends.tensorrt.bundle import BundleImages, BundleSpec, write_bundle
+from partialdeploy.errors import UserError
+from partialdeploy.images import preprocessing_record
+from partialdeploy.records import ParityResult
+from partialdeploy.verification import verify_file
 
 BUNDLE_VERIFIED = "bundle (build the engine on the device)"
 INSTALL = "pip install onnx onnxruntime onnxconverter-common"
@@ -121,16 +121,15 @@ def to_qdq_int8(src: Path, dst: Path, calib: np.ndarray, input_name: str, exclud
     in float, left without Q/DQ. Returns a summary (quantized / excluded node counts)."""
     try:
         import onnx
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        from partialdeploy.backends.onnxruntime.quantizer import CALIBRATION_METHODS, quantize_qdq
     except ImportError as e:
         raise UserError("TensorRT INT8 needs onnxruntime's quantization tools: "
                         "pip install onnxruntime onnx") from e
     if calib is None or len(calib) == 0:
         raise UserError("INT8 needs calibration images: pass --calib DIR (100-500 representative images)")
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
-    if method not in methods:
-        raise UserError(f"calibration method {method!r} must be one of {', '.join(methods)}")
+    if method not in CALIBRATION_METHODS:
+        raise UserError(f"calibration method {method!r} must be one of {', '.join(CALIBRATION_METHODS)}")
     m = onnx.load(str(src), load_external_data=False)
     excluded = block_node_names(m, exclude)
     unknown = [b for b in exclude or () if not block_node_names(m, [b])]
@@ -139,17 +138,8 @@ def to_qdq_int8(src: Path, dst: Path, calib: np.ndarray, input_name: str, exclud
     if batch is None:
         dim = m.graph.input[0].type.tensor_type.shape.dim[0]
         batch = dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else 8
-    try:
-        with quiet():
-            quantize_static(
-                str(src), str(dst), CalibrationReader(input_name, np.asarray(calib, np.float32), int(batch)),
-                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8, op_types_to_quantize=list(QDQ_OP_TYPES), nodes_to_exclude=excluded,
-                calibrate_method=methods[method],
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                               "OpTypesToExcludeOutputQuantization": list(QDQ_OP_TYPES)})
-    except Exception as e:
-        raise UserError(f"Q/DQ INT8 quantization failed: {first_line(e)}") from e
+    quantize_qdq(src, dst, calib, input_name, int(batch), method, excluded, symmetric=True, op_types=QDQ_OP_TYPES,
+                 what="Q/DQ INT8")
     q = onnx.load(str(dst), load_external_data=False)
     targets = [n for n in m.graph.node if n.op_type in QDQ_OP_TYPES]
     n_q = sum(1 for n in q.graph.node if n.op_type == "QuantizeLinear")
@@ -273,12 +263,11 @@ class TensorRTTarget(Target):
             notes.append(f"INT8 by TensorRT {generation}'s implicit quantization (IInt8EntropyCalibrator2, deprecated "
                          "in 10, removed in 11); trtexec needs the calib.cache that build-engine writes")
         gen_note = f"TensorRT {generation or '/'.join(map(str, bundle['tensorrt']['builds_with']))}"
-        if self.can_build_here():
-            side = build_engine(out_dir, prec, ws)
+        if self.can_build_here():  # only build: the pipeline gates the engine like any artifact (verification)
+            side = build_engine(out_dir, prec, ws, gate=False)
             files += [ENGINE, SIDECAR, "timing.cache"] + ([CALIB_CACHE] if implicit else [])
             return Artifact(target=self.name, precision=prec, path=".", files=files, inputs=inputs, outputs=outputs,
-                            parity=parity + parity_list(side["parity"]), verified="parity",
-                            runtime_version=side["tensorrt_version"],
+                            parity=parity, verified="converted", runtime_version=side["tensorrt_version"],
                             notes=notes, extra={**extra, "gpu": side["gpu"],
                                                 "compute_capability": side["compute_capability"]})
         notes.append(f"no TensorRT/NVIDIA GPU here: build the engine on the device ({gen_note}) with "
@@ -293,16 +282,13 @@ class TensorRTTarget(Target):
         quantization error are left without Q/DQ (TensorRT then runs them in float: strong typing
         keeps them fp32) until the gate holds. Returns (Q/DQ summary of the kept model, FallbackResult);
         VerificationError (exit 1) with every attempt's numbers when no mix holds."""
-        from partialdeploy.int8fallback import Quantizer, quantize_until_gate
-        from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
-        from partialdeploy.taps import collector
+        from partialdeploy.backends.onnxruntime.quantizer import calibration_method, ort_quantizer
+        from partialdeploy.int8fallback import quantize_until_gate
 
         opts = ctx.options
         base = [str(b) for b in opts.get("int8_exclude") or ()]  # blocks asked to stay float
-        method = str(opts.get("ort_calibration") or "minmax").lower()
-        threads = opts.get("threads")
+        method = calibration_method(opts)
         infos: dict = {}
-        runners: dict = {}
 
         def quantize(float_blocks):
             path = dst.with_name(f"model.int8-{len(infos) + 1}.part.onnx")
@@ -310,30 +296,9 @@ class TensorRTTarget(Target):
                                       exclude=list(dict.fromkeys(base + list(float_blocks))), method=method)
             return path
 
-        def runner(path):
-            if path not in runners:
-                runners[path] = OnnxRuntimeRunner(path, threads=threads).load()
-            return runners[path]
-
-        def logits(path):
-            return runner_logits(runner(path))
-
-        def timer(path):
-            r = runner(path)
-            bs = static_batch(r.inputs()[0].shape) or 1
-            x = np.ascontiguousarray(ctx.parity_inputs[:1].repeat(bs, 0), np.float32)
-            return lambda: r.run(x)
-
-        def release(path):
-            runners.pop(path, None)
-            path.unlink(missing_ok=True)
-
-        quantizer = Quantizer(name="tensorrt", quantize=quantize, logits=logits,
-                          boundaries=lambda path: collector(path, "onnxruntime", threads),
-                          reference=collector(ctx.onnx_path, "onnxruntime", threads), timer=timer, release=release)
-        fb = quantize_until_gate(ctx, quantizer, "TensorRT-ready int8 ONNX in ONNX Runtime (CPU)",
+        fb = quantize_until_gate(ctx, ort_quantizer(ctx, "tensorrt", quantize),
+                                 "TensorRT-ready int8 ONNX in ONNX Runtime (CPU)",
                                  enabled=bool(opts.get("int8_fallback", True)))
-        runners.clear()
         if fb.latency_ms:  # no GPU here: the cost is timed where the Q/DQ ONNX is proven
             fb.latency_ms["method"] = ("ONNX Runtime CPU on the Q/DQ ONNX (the device's TensorRT latency differs); "
                                        + fb.latency_ms["method"])
