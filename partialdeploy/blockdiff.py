@@ -245,6 +245,9 @@ def open_side(arg: str | Path, target: str | None = None, precision: str | None 
         raise UserError(f"{label} {arg} does not exist: pass a checkpoint, .onnx, .xml or an export directory")
     if p.is_dir():
         mp = p / MANIFEST
+        from partialdeploy.safety import refuse_while_exporting
+
+        refuse_while_exporting(p, "diff")
         if not mp.is_file():
             raise UserError(f"{label} {p} is a directory without {MANIFEST}: pass an export directory, "
                             "a checkpoint, an .onnx or an .xml")

@@ -138,6 +138,22 @@ def _lock_dir(path: Path) -> int | None:
     return fd
 
 
+def refuse_while_exporting(folder: Path, what: str) -> None:
+    """A reader of an export folder (``profile``, ``diff``) refuses it while an export holds its lock:
+    the manifest and the artifacts are being replaced."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # not a folder we can open: the caller's own checks say what is wrong
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UserError(f"an export into {folder} is running right now: {what} it when the export has "
+                        "finished") from None
+    finally:
+        os.close(fd)  # closing releases the shared lock at once
+
+
 def clean_stale_staging(parent: Path) -> list[str]:
     """Remove staging directories in ``parent`` that no live run holds (left by kill -9 or a crash)."""
     removed = []

@@ -129,6 +129,34 @@ def test_second_profile_on_one_report_is_refused(demo_dir, tmp_path):
     assert out.exists()  # released: the next run goes
 
 
+def test_profile_and_diff_refuse_a_folder_an_export_is_writing(demo_dir, tmp_path):
+    """An export holds its folder's lock from start to commit (manifest and artifacts are being
+    replaced): profile and diff of that folder refuse it in one line (exit 2) instead of reading a
+    half-replaced export; once the export ends they go."""
+    import shutil
+
+    from conftest import run_cli
+    from partialdeploy import demo
+    from partialdeploy.safety import Guard
+
+    d = tmp_path / "dist"
+    shutil.copytree(demo_dir, d)
+    g = Guard(d)
+    g.acquire()  # what a running `export -o dist` holds
+    try:
+        for args in (("profile", d, "--runs", "2", "--min-time", "0", "--no-layers", "-o", tmp_path / "p.json"),
+                     ("diff", demo.DEMO_CKPT, d, "--count", "2")):
+            r = run_cli(*args)
+            assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+            assert f"an export into {d} is running right now" in r.stderr, r.stderr
+        assert not (tmp_path / "p.json").exists()
+    finally:
+        g.release()
+    r = run_cli("profile", d, "--runs", "2", "--min-time", "0", "--warmup", "1", "--blocks", "1", "--no-layers",
+                "-o", tmp_path / "p.json")
+    assert r.returncode == 0, r.stderr
+
+
 # ---------------------------------------------------------------- export folder ownership
 
 def test_export_refuses_a_foreign_folder(tmp_path):

@@ -19,6 +19,10 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[Mani
     if not src.exists():
         raise UserError(f"no such file or directory: {src}")
     manifest_path = src / MANIFEST if src.is_dir() else src if src.name == MANIFEST else None
+    if manifest_path is not None:
+        from partialdeploy.safety import refuse_while_exporting
+
+        refuse_while_exporting(manifest_path.parent, "profile")
     if manifest_path is not None and manifest_path.exists():
         from partialdeploy.verify import entries, load_manifest, check_artifact_files
 

@@ -88,8 +88,12 @@ def plan_export(source: Path, target: str | None) -> tuple[dict, Path, list[Mani
     from partialdeploy.backends import canonical
     from partialdeploy.verify import manifest_path_of, verified_export
 
-    if manifest_path_of(source) is None:
+    mp = manifest_path_of(source)
+    if mp is None:
         raise UserError(f"{source}: profile --remote takes an export directory (with manifest.json)")
+    from partialdeploy.safety import refuse_while_exporting
+
+    refuse_while_exporting(Path(mp).parent, "profile")
     m, base, arts = verified_export(source)
     arts = [a for a in arts if a.path]
     if target:
