@@ -280,7 +280,9 @@ def test_fuzz_export_folders(export_dir, tmp_path):
 
 def test_fuzz_reports(tmp_path):
     """Mutated profile reports: refused with exit 2, or rendered to HTML/Markdown without an error."""
-    from partialdeploy import report as rp
+    from partialdeploy.report import regression, schema
+    from partialdeploy.report.html import to_html
+    from partialdeploy.report.markdown import to_markdown
     from test_untrusted_text import hostile_report
 
     rng = random.Random(SEED + 2)
@@ -293,10 +295,10 @@ def test_fuzz_reports(tmp_path):
         p.write_bytes(data)
 
         def render(p=p):
-            d = rp.load(p)
-            rp.to_html(d)
-            rp.to_markdown(d)
-            rp.compare(d, d, 0.1)
+            d = schema.load(p)
+            to_html(d)
+            to_markdown(d)
+            regression.compare(d, d, 0.1)
             return "accepted"
         try:
             _outcome(render)

@@ -9,8 +9,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from partialdeploy import regression
-from partialdeploy import report as rp
+from partialdeploy.report import regression
+from partialdeploy.report import schema
 from partialdeploy.errors import UserError, VerificationError
 
 ARCH = {"family": "partialnet", "embed_dim": 16, "depths": [1, 1, 2, 1], "num_classes": 10, "img_size": 64,
@@ -18,7 +18,7 @@ ARCH = {"family": "partialnet", "embed_dim": 16, "depths": [1, 1, 2, 1], "num_cl
 
 
 def _rep(p50s: dict, device="box", model=ARCH, cv=0.01, shape=None) -> dict:
-    return {"schema": rp.SCHEMA, "device": device, "model": dict(model), "settings": {"cv_threshold": 0.10},
+    return {"schema": schema.SCHEMA, "device": device, "model": dict(model), "settings": {"cv_threshold": 0.10},
             "environment": {},
             "results": [{"target": t, "precision": p, "batch": b, "mode": "latency", "status": "ok", "cv": cv,
                          "input_shapes": {"input": shape or [b, 3, 64, 64]},
@@ -58,13 +58,13 @@ def test_empty_reports_fail_even_with_allow_missing():
 
 def test_bad_numbers():
     neg = _rep({**BASE, ("onnx", "fp32", 1): -1.0})
-    rp.validate(neg)  # finite: it loads, and the gate refuses to judge it
+    schema.validate(neg)  # finite: it loads, and the gate refuses to judge it
     cmp = _fails(_rep(BASE), neg, r"cannot be compared \(invalid\).*onnx/fp32 b1.*not a positive latency")
     assert [r["status"] for r in cmp["rows"] if r["target"] == "onnx"] == ["invalid"]
     _fails(_rep({**BASE, ("onnx", "fp32", 1): 0.0}), _rep(BASE), "invalid")
     nan = json.loads(json.dumps(_rep(BASE)).replace('"p50": 1.0', '"p50": NaN'))
     with pytest.raises(UserError, match="latency_ms is not a set of numbers"):  # malformed: exit 2 at load
-        rp.validate(nan)
+        schema.validate(nan)
 
 
 def test_other_model_and_other_shapes_fail():
@@ -118,7 +118,7 @@ def test_profile_that_measured_nothing_keeps_the_report_and_fails(demo_dir, tmp_
 def test_second_profile_on_one_report_is_refused(demo_dir, tmp_path):
     from partialdeploy.profiling.profiler import profile
     from partialdeploy.profiling.settings import Settings
-    from partialdeploy.report_file import ReportLock
+    from partialdeploy.report.file import ReportLock
 
     out = tmp_path / "profile.json"
     with ReportLock(out):
@@ -190,7 +190,7 @@ def test_export_of_another_model_cleans_its_own_stale_files(demo_dir, tmp_path):
     m["artifacts"].append({**copy.deepcopy(m["artifacts"][0]), "precision": "int8", "path": "onnx/int8/model.onnx",
                            "files": ["onnx/int8/model.onnx"]})
     (d / "manifest.json").write_text(json.dumps(m))
-    (d / "profile.json").write_text(json.dumps({"schema": rp.SCHEMA, "model": m["model"], "results": []}))
+    (d / "profile.json").write_text(json.dumps({"schema": schema.SCHEMA, "model": m["model"], "results": []}))
     (d / "notes.txt").write_text("mine")
     sd = load_file(DEMO_CKPT)
     k = next(k for k, v in sd.items() if v.dtype.kind == "f" and v.ndim > 1)

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import xmlschema  # a dev dependency: a broken install fails here instead of skipping
 
 from conftest import ROOT
-from partialdeploy import junit, regression
+from partialdeploy.report import junit, regression
 from test_gates import BASE, _rep
 
 SCHEMA = xmlschema.XMLSchema(ROOT / "tests" / "fixtures" / "junit.xsd")

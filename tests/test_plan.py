@@ -149,7 +149,8 @@ def test_html_is_self_contained_and_renders(tmp_path):
 def test_merged_report_and_hostile_names(tmp_path):
     """A `report merge` of two devices, saved away from the exports: the manifests are found through the
     reports it was merged from; device and model names from the files are escaped in every output."""
-    from partialdeploy import report as rp
+    from partialdeploy.report import schema
+    from partialdeploy.report.merge import merge, save
     from partialdeploy.planner import render, write_outputs
 
     evil = "<img src=x onerror=alert(1)>|`"
@@ -159,7 +160,7 @@ def test_merged_report_and_hostile_names(tmp_path):
     a = write_report(tmp_path / "e" / "profile.json", evil, [row(e, 1, 1.0) for e in m["artifacts"]])
     b = write_report(tmp_path / "board" / "profile.json", "board", [row(e, 1, 3.0) for e in m["artifacts"]],
                      source=str(tmp_path / "e"))
-    merged = rp.save(rp.merge([(str(a), rp.load(a)), (str(b), rp.load(b))]), tmp_path / "elsewhere" / "all.json")
+    merged = save(merge([(str(a), schema.load(a)), (str(b), schema.load(b))]), tmp_path / "elsewhere" / "all.json")
     p = make_plan([merged], Constraints.from_flags(budget="2ms"))
     assert [d.device for d in p.devices] == [evil, "board"] and p.exit_code == 1
     assert all(c.status != "excluded" for c in p.candidates)

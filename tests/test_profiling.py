@@ -18,8 +18,9 @@ from partialdeploy.errors import UserError
 from partialdeploy.profiling.layers import block_of, layer_breakdown
 from partialdeploy.profiling.profiler import exit_code, profile
 from partialdeploy.profiling.results import summarize
-from partialdeploy.profiling.settings import SCHEMA, Settings, parse_batches
+from partialdeploy.profiling.settings import Settings, parse_batches
 from partialdeploy.profiling.source import plan
+from partialdeploy.report.schema import SCHEMA
 from profile_fixtures import export_onnx, export_openvino, shared_export_dir
 
 FAST = dict(runs=20, min_time_s=None, warmup=2, blocks=2, layer_runs=3)
@@ -137,7 +138,7 @@ def test_throughput_mode_openvino(dist):
 def test_throughput_refused_where_the_runtime_cannot(dist):
     """ONNX Runtime runs one request at a time: --mode throughput is refused with the reason, never
     measured as latency under the throughput label; every row records its mode."""
-    from partialdeploy.report import to_markdown
+    from partialdeploy.report.markdown import to_markdown
 
     rep = profile(dist / "onnx/model.onnx", Settings(mode="throughput", layers=False, **FAST))
     rows = rep["results"]

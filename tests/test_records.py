@@ -215,17 +215,20 @@ def test_profile_result_round_trip_and_old_rows():
 
 def test_report_reads_results_through_profile_result():
     """compare and the renderers take their numbers from ProfileResult rows."""
-    from partialdeploy import report as rp
+    from partialdeploy.report import regression, schema
+    from partialdeploy.report.html import to_html
+    from partialdeploy.report.markdown import to_markdown
+    from partialdeploy.report.merge import merge
 
-    base = {"schema": rp.SCHEMA, "results": [OLD_ROW, {**OLD_ROW, "batch": 8, "status": "skipped",
+    base = {"schema": schema.SCHEMA, "results": [OLD_ROW, {**OLD_ROW, "batch": 8, "status": "skipped",
                                                         "latency_ms": None, "reason": "static batch"}]}
     new = json.loads(json.dumps(base))
     new["results"][0]["latency_ms"]["p50"] = 1.5
-    rp.validate(new)
-    cmp = rp.compare(base, new, 0.1)
+    schema.validate(new)
+    cmp = regression.compare(base, new, 0.1)
     assert cmp["regressions"] == 1 and cmp["rows"][0]["change"] == pytest.approx(0.5)
-    md = rp.to_markdown(base)
+    md = to_markdown(base)
     assert "| onnx | fp32 | 1 | 1.00 |" in md and "batch 8: **skipped** — static batch" in md
-    merged = rp.merge([("a", base), ("b", new)], ["A", "B"])
+    merged = merge([("a", base), ("b", new)], ["A", "B"])
     assert [r["device"] for r in merged["results"]] == ["A", "A", "B", "B"]
-    assert "<svg" in rp.to_html(merged)
+    assert "<svg" in to_html(merged)

@@ -100,7 +100,9 @@ def test_profile_over_ssh_gives_one_report_per_device_column_with_fingerprints(t
         assert s["verdict"] in ("steady", "throttling") and s["p50_first_ms"] == s["windows"][0]["p50_ms"]
     assert rep["settings"]["cooldown_s"] == 0.05
     # rendered side by side, through the ordinary report commands
-    from partialdeploy.report import to_html, to_markdown, validate
+    from partialdeploy.report.html import to_html
+    from partialdeploy.report.markdown import to_markdown
+    from partialdeploy.report.schema import validate
 
     md = to_markdown(validate(rep))
     assert all(d.split(" (")[0] in md for d in devs) and "| device |" in md

@@ -8,7 +8,11 @@ import re
 import pytest
 
 from conftest import run_cli
-from partialdeploy import report as rp
+from partialdeploy.report import regression, schema
+from partialdeploy.report.html import to_html
+from partialdeploy.report.markdown import to_markdown
+from partialdeploy.report.merge import merge
+from partialdeploy.report.text import parse_threshold
 from partialdeploy.errors import UserError, VerificationError
 from partialdeploy.profiling.profiler import profile
 from partialdeploy.profiling.settings import Settings
@@ -25,7 +29,8 @@ def prof(tmp_path_factory):
 
 
 def _fake(p50s: dict, device=None) -> dict:
-    return {"schema": rp.SCHEMA, "device": device or "box", "model": {"name": "m"}, "settings": {}, "environment": {},
+    return {"schema": schema.SCHEMA, "device": device or "box", "model": {"name": "m"}, "settings": {},
+            "environment": {},
             "results": [{"target": t, "precision": p, "batch": b, "mode": "latency", "status": "ok",
                          "latency_ms": {"p50": v, "p90": v, "p99": v, "mean": v, "std": 0, "min": v, "max": v},
                          "runs": 10} for (t, p, b), v in p50s.items()]}
@@ -35,19 +40,19 @@ def test_schema_is_checked(tmp_path):
     p = tmp_path / "x.json"
     p.write_text(json.dumps({"schema": "partialdeploy.manifest/1"}))
     with pytest.raises(UserError, match="expected 'partialdeploy.profile/1'"):
-        rp.load(p)
+        schema.load(p)
     p.write_text(json.dumps({"schema": "partialdeploy.profile/9", "results": []}))
     with pytest.raises(UserError, match="upgrade"):
-        rp.load(p)
+        schema.load(p)
     p.write_text("{nope")
     with pytest.raises(UserError, match="not a readable JSON"):
-        rp.load(p)
+        schema.load(p)
     r = run_cli("report", p)
     assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
 
 
 def test_markdown(prof):
-    md = rp.to_markdown(rp.load(prof))
+    md = to_markdown(schema.load(prof))
     assert md.startswith("# Latency report: TinyNet-test")
     assert "| target | precision | batch | p50 ms |" in md
     assert re.search(r"\| openvino \| fp32 \[f32\] \| 4 \| [\d.]+ \|", md)  # precision run, read back
@@ -56,7 +61,7 @@ def test_markdown(prof):
 
 
 def test_html_is_self_contained(prof):
-    page = rp.to_html(rp.load(prof))
+    page = to_html(schema.load(prof))
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") >= 4
     assert "<script" not in page.lower() and "<link" not in page.lower()
     urls = set(re.findall(r"(?:src|href)\s*=\s*[\"']([^\"']+)", page)) | set(re.findall(r"url\(", page))
@@ -81,21 +86,21 @@ def test_html_renders_in_headless_chromium(prof, tmp_path):
 def test_compare_gate():
     base = _fake({("onnx", "fp32", 1): 10.0, ("openvino", "int8", 1): 5.0, ("openvino", "int8", 8): 20.0})
     same = _fake({("onnx", "fp32", 1): 10.5, ("openvino", "int8", 1): 4.0, ("openvino", "int8", 8): 21.0})
-    cmp = rp.compare(base, same, 0.10)
+    cmp = regression.compare(base, same, 0.10)
     st = {(r["target"], r["batch"]): r["status"] for r in cmp["rows"]}
     assert st == {("onnx", 1): "ok", ("openvino", 1): "improved", ("openvino", 8): "ok"}
-    rp.check_comparison(cmp)
+    regression.check(cmp)
     worse = _fake({("onnx", "fp32", 1): 11.5, ("openvino", "int8", 1): 5.0, ("openvino", "int8", 8): 20.0})
-    cmp = rp.compare(base, worse, rp.parse_threshold("10%"))
+    cmp = regression.compare(base, worse, parse_threshold("10%"))
     assert cmp["regressions"] == 1 and {r["status"] for r in cmp["rows"]} == {"regression", "ok"}
     with pytest.raises(VerificationError, match=r"onnx/fp32 b1 p50 10.000 -> 11.500 ms \(\+15.0%\)"):
-        rp.check_comparison(cmp)
+        regression.check(cmp)
     # nothing in common: every baseline case is missing, which fails the gate (exit 1), not bad input
     with pytest.raises(VerificationError, match="3 baseline case"):
-        rp.check_comparison(rp.compare(base, _fake({("coreml", "fp16", 1): 1.0}), 0.1))
-    assert rp.parse_threshold("10%") == rp.parse_threshold("0.1") == rp.parse_threshold(10) == pytest.approx(0.1)
+        regression.check(regression.compare(base, _fake({("coreml", "fp16", 1): 1.0}), 0.1))
+    assert parse_threshold("10%") == parse_threshold("0.1") == parse_threshold(10) == pytest.approx(0.1)
     with pytest.raises(UserError):
-        rp.parse_threshold("ten")
+        parse_threshold("ten")
 
 
 def test_cli_compare_exit_codes(tmp_path, prof):
@@ -123,20 +128,20 @@ def test_merge_devices(tmp_path, prof):
     a = _fake({("tensorrt", "fp16", 1): 1.2}, device="orin")
     b = json.loads(prof.read_text())
     (tmp_path / "a.json").write_text(json.dumps(a))
-    merged = rp.merge([("a.json", a), ("b.json", b)])
+    merged = merge([("a.json", a), ("b.json", b)])
     assert {r["device"] for r in merged["results"]} == {"orin", b["device"]}
-    assert set(merged["environments"]) == {"orin", b["device"]} and merged["schema"] == rp.SCHEMA
-    md = rp.to_markdown(merged)
+    assert set(merged["environments"]) == {"orin", b["device"]} and merged["schema"] == schema.SCHEMA
+    md = to_markdown(merged)
     assert "| device | target |" in md and "| orin | tensorrt | fp16 | 1 |" in md
     out = tmp_path / "merged.json"
     r = run_cli("report", "merge", tmp_path / "a.json", prof, "-o", out, "--name", "jetson", "--name", "nuc",
                 "--html", tmp_path / "m.html")
     assert r.returncode == 0, r.stderr
-    m = rp.load(out)
+    m = schema.load(out)
     assert {r["device"] for r in m["results"]} == {"jetson", "nuc"}
     assert "jetson" in (tmp_path / "m.html").read_text()
     # a merged report compares against itself per device
-    rp.check_comparison(rp.compare(m, m, 0.1))
+    regression.check(regression.compare(m, m, 0.1))
 
 
 def test_github_actions_example_uses_real_commands():

@@ -9,7 +9,9 @@ from html.parser import HTMLParser
 import pytest
 
 from conftest import run_cli
-from partialdeploy import report as rp
+from partialdeploy.report import schema
+from partialdeploy.report.html import to_html
+from partialdeploy.report.markdown import to_markdown
 from partialdeploy.errors import UserError
 from partialdeploy.profiles import load_profile
 
@@ -28,7 +30,7 @@ def hostile_report(evil: str) -> dict:
                       "top": [{"name": evil, "op": evil, "block": evil, "time_ms": 0.5, "pct": 50.0}]}}
     other = {"target": evil, "precision": evil, "batch": 8, "status": evil, "reason": evil}
     res2 = {**res, "batch": 8, "throughput_ips": 2000.0}
-    return {"schema": rp.SCHEMA, "device": evil, "created": evil, "model": {"name": evil},
+    return {"schema": schema.SCHEMA, "device": evil, "created": evil, "model": {"name": evil},
             "settings": {"mode": evil, "blocks": evil, "runs": evil, "min_time_s": evil},
             "environment": {"cpu": {"model": evil, "logical_cores": evil}, "gpus": [{"name": evil}], "os": evil,
                             "python": evil, "threads": evil, "runtimes": {evil: evil}},
@@ -47,7 +49,7 @@ class _Tags(HTMLParser):
 
 @pytest.mark.parametrize("evil", EVIL)
 def test_every_string_in_the_html_report_is_escaped(evil):
-    page = rp.to_html(rp.validate(hostile_report(evil)))
+    page = to_html(schema.validate(hostile_report(evil)))
     p = _Tags()
     p.feed(page)
     assert p.tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "b", "ul", "li", "table",
@@ -58,7 +60,7 @@ def test_every_string_in_the_html_report_is_escaped(evil):
 
 @pytest.mark.parametrize("evil", EVIL)
 def test_markdown_report_is_inert(evil):
-    md = rp.to_markdown(rp.validate(hostile_report(evil)))
+    md = to_markdown(schema.validate(hostile_report(evil)))
     assert "<script" not in md and "<img" not in md and "<svg" not in md and "<iframe" not in md
     lines = md.splitlines()
     h = next(i for i, ln in enumerate(lines) if "| p50 ms |" in ln)
@@ -113,12 +115,12 @@ def _exit2(r):
     ("a future schema", {"schema": "partialdeploy.profile/9", "results": []}, "upgrade"),
     ("no schema", {"results": []}, "no schema"),
     ("a list", [1, 2, 3], "no schema"),
-    ("results not a list", {"schema": rp.SCHEMA, "results": {"a": 1}}, "no results list"),
-    ("result not a mapping", {"schema": rp.SCHEMA, "results": [1]}, "malformed"),
-    ("latency as text", {"schema": rp.SCHEMA, "results": [{"status": "ok", "batch": 1, "target": "x",
+    ("results not a list", {"schema": schema.SCHEMA, "results": {"a": 1}}, "no results list"),
+    ("result not a mapping", {"schema": schema.SCHEMA, "results": [1]}, "malformed"),
+    ("latency as text", {"schema": schema.SCHEMA, "results": [{"status": "ok", "batch": 1, "target": "x",
                                                           "latency_ms": {"p50": "fast"}}]}, "malformed"),
-    ("batch as text", {"schema": rp.SCHEMA, "results": [{"status": "ok", "batch": "1; rm -rf /"}]}, "malformed"),
-    ("NaN latency", {"schema": rp.SCHEMA, "results": [{"status": "ok", "batch": 1, "latency_ms": {
+    ("batch as text", {"schema": schema.SCHEMA, "results": [{"status": "ok", "batch": "1; rm -rf /"}]}, "malformed"),
+    ("NaN latency", {"schema": schema.SCHEMA, "results": [{"status": "ok", "batch": 1, "latency_ms": {
         "p50": float("nan"), "p90": 1, "p99": 1, "mean": 1, "std": 0, "min": 1, "max": 1}}]}, "malformed"),
 ])
 def test_report_and_compare_refuse_json_of_another_schema(name, content, expect, tmp_path):

@@ -93,7 +93,7 @@ def export(
     if junit_out:
         _junit(junit_out, lambda j: j.export_suite(res, None if req.dynamic_batch else req.batch))
     if md_out:
-        from partialdeploy import junit
+        from partialdeploy.report import junit
 
         try:
             md_out.write_text(junit.suite_markdown(junit.export_suite(res, None if req.dynamic_batch else req.batch)),
@@ -144,7 +144,7 @@ def export(
 def _junit(path: Path, suite) -> None:
     """Write the JUnit file (``suite(junit_module)`` makes its one suite); a path that cannot be written
     is bad input (exit 2)."""
-    from partialdeploy import junit
+    from partialdeploy.report import junit
     from partialdeploy.errors import UserError
 
     try:

@@ -71,7 +71,7 @@ def profile(
     from partialdeploy.profiling.profiler import Profiler, exit_code
     from partialdeploy.profiling.settings import Settings, parse_batches
     from partialdeploy.profiling.source import default_report_path
-    from partialdeploy.report import parse_threshold
+    from partialdeploy.report.text import parse_threshold
 
     try:
         settings = Settings(batches=parse_batches(batch), threads=threads, mode=mode.lower(), warmup=warmup,

@@ -11,7 +11,8 @@ def profile_table(report: dict):
     from rich.markup import escape
     from rich.table import Table
 
-    from partialdeploy.report import fmt, precision_cell, results
+    from partialdeploy.report.schema import results
+    from partialdeploy.report.text import fmt, precision_cell
 
     rows = results(report)
     multi = any(r.device for r in rows)

@@ -43,16 +43,18 @@ def report_show(
 ):
     """Print a report as a table; optionally write HTML and Markdown (the default subcommand:
     `partialdeploy report PROFILE.json` is `partialdeploy report show PROFILE.json`)."""
-    from partialdeploy import report as rp
+    from partialdeploy.report import schema
+    from partialdeploy.report.html import to_html
+    from partialdeploy.report.markdown import to_markdown
 
     try:
-        data = rp.load(profile_json)
+        data = schema.load(profile_json)
         if html_out:
             html_out.parent.mkdir(parents=True, exist_ok=True)
-            html_out.write_text(rp.to_html(data), encoding="utf-8")
+            html_out.write_text(to_html(data), encoding="utf-8")
         if md_out:
             md_out.parent.mkdir(parents=True, exist_ok=True)
-            md_out.write_text(rp.to_markdown(data), encoding="utf-8")
+            md_out.write_text(to_markdown(data), encoding="utf-8")
     except PartialDeployError as e:
         fail(e)
     except OSError as e:
@@ -86,18 +88,19 @@ def report_compare(
     """Compare latency per target/precision/batch. Fails closed: exit 1 when a case got slower than
     allowed, a baseline case was not measured, a report measured nothing, a number is not a positive
     latency, or the reports are of different models or input shapes; 2 for a malformed report."""
-    from partialdeploy import junit
-    from partialdeploy import report as rp
+    from partialdeploy.report import junit
+    from partialdeploy.report import regression, schema
+    from partialdeploy.report.text import parse_threshold
     from partialdeploy.errors import UserError
 
     try:
         if metric not in ("p50", "p90", "p99", "mean"):
             raise UserError(f"--metric must be p50, p90, p99 or mean, got {metric!r}")
-        cmp = rp.compare(rp.load(baseline), rp.load(new), rp.parse_threshold(max_regression), metric,
+        cmp = regression.compare(schema.load(baseline), schema.load(new), parse_threshold(max_regression), metric,
                          allow_missing=allow_missing, strict=strict)
         try:
             if md_out:
-                md_out.write_text(rp.comparison_markdown(cmp), encoding="utf-8")
+                md_out.write_text(regression.to_markdown(cmp), encoding="utf-8")
             if junit_out:
                 junit.write([junit.comparison_suite(cmp, str(baseline), str(new))], junit_out)
         except OSError as e:
@@ -108,7 +111,7 @@ def report_compare(
             out.print(comparison_table(cmp, f"{new} vs {baseline}"))
             for w in cmp["warnings"]:
                 out.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)  # stderr keeps the one error line
-        rp.check_comparison(cmp)
+        regression.check(cmp)
     except PartialDeployError as e:
         fail(e)
 
@@ -139,13 +142,15 @@ def report_merge(
     html_out: Optional[Path] = typer.Option(None, "--html", help="Also write the merged HTML page."),
 ):
     """Join reports from several devices into one report (and one table)."""
-    from partialdeploy import report as rp
+    from partialdeploy.report import schema
+    from partialdeploy.report.html import to_html
+    from partialdeploy.report.merge import merge, save
 
     try:
-        merged = rp.merge([(str(p), rp.load(p)) for p in reports], list(name) if name else None)
-        rp.save(merged, output)
+        merged = merge([(str(p), schema.load(p)) for p in reports], list(name) if name else None)
+        save(merged, output)
         if html_out:
-            html_out.write_text(rp.to_html(merged), encoding="utf-8")
+            html_out.write_text(to_html(merged), encoding="utf-8")
     except PartialDeployError as e:
         fail(e)
     print_profile({**merged, "device": ", ".join(merged["environments"])})

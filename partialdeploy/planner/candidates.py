@@ -106,7 +106,7 @@ def _read_json(path: Path, what: str):
 def load_report(path: str | Path) -> tuple[Path, dict]:
     """A profile report as untrusted JSON: bounded, our schema, a results list. The rows are judged one
     by one later (a row with non-finite numbers is excluded, not the whole report)."""
-    from partialdeploy.report import SCHEMA, SCHEMA_PREFIX
+    from partialdeploy.report.schema import SCHEMA, SCHEMA_PREFIX
 
     p = Path(path)
     if p.is_dir():

@@ -70,7 +70,7 @@ class Measure:
         if r.returncode not in (0, 1) or not out.is_file():  # 1: an artifact failed (its row says why)
             lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
             raise UserError(lines[-1].removeprefix("error: ") if lines else f"profile exited {r.returncode}")
-        from partialdeploy.report import validate
+        from partialdeploy.report.schema import validate
 
         return validate(json.loads(out.read_text()), str(out))
 

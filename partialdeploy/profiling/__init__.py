@@ -1,8 +1,8 @@
 """Latency profiling of exported artifacts (numpy only: runtimes come in through the runners, torch
 never). One module per concern:
 
-* :mod:`~partialdeploy.profiling.settings` — what a run is asked (``Settings``, ``--batch``), the
-  report schema, which runner can measure which mode, how an artifact is opened for it;
+* :mod:`~partialdeploy.profiling.settings` — what a run is asked (``Settings``, ``--batch``), which
+  runner can measure which mode, how an artifact is opened for it (the report schema: ``report.schema``);
 * :mod:`~partialdeploy.profiling.source` — what to profile (an export directory, a manifest or a
   model file, checked against its manifest) and where the report goes;
 * :mod:`~partialdeploy.profiling.timed` — the timed blocks of one case;

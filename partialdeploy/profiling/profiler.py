@@ -62,17 +62,17 @@ class Profiler:
 
     def save(self) -> None:
         """Write the report so far (atomically); a run that has measured nothing yet never replaces an
-        existing report (report_file.write)."""
-        from partialdeploy import report_file
+        existing report (report.file.write)."""
+        from partialdeploy.report import file as report_file
 
         if self.out_path is not None and report_file.write(self.snapshot(), self.out_path):
             self.written = True  # this run's report is on disk (False: an existing report was kept)
 
     def run(self) -> dict:
-        """Profile every case; one run at a time per report file (report_file.ReportLock)."""
+        """Profile every case; one run at a time per report file (report.file.ReportLock)."""
         from contextlib import nullcontext
 
-        from partialdeploy.report_file import ReportLock
+        from partialdeploy.report.file import ReportLock
 
         with ReportLock(self.out_path) if self.out_path is not None else nullcontext():
             return self._run()
@@ -250,7 +250,7 @@ def profile(source, settings: Settings | None = None, target: str | None = None,
 def exit_code(report: dict) -> int:
     """0 when everything that could run here ran; 1 if an artifact failed to load or run; 2 when
     nothing was measured (every case skipped or not runnable here: nothing to do with these flags)."""
-    from partialdeploy.report_file import measured_count
+    from partialdeploy.report.file import measured_count
 
     if any(r.get("status") == "error" for r in report.get("results", [])):
         return 1

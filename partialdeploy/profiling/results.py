@@ -8,8 +8,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from partialdeploy.profiling.settings import SCHEMA, Settings
+from partialdeploy.profiling.settings import Settings
 from partialdeploy.records import ProfileResult
+from partialdeploy.report.schema import SCHEMA
 
 
 def new_report(settings: Settings, source: str, model: dict, device: str | None) -> dict:

@@ -1,5 +1,5 @@
-"""What a profile run is asked to do: its settings (checked once, as the flags gave them), the report
-schema, and which runner can measure which mode."""
+"""What a profile run is asked to do: its settings (checked once, as the flags gave them), which
+runner can measure which mode, and how an artifact is opened for it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from partialdeploy.errors import UserError
 
-SCHEMA = "partialdeploy.profile/1"
 MODES = ("latency", "throughput")
 
 

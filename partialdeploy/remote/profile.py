@@ -137,7 +137,7 @@ def _job(req: RemoteRequest, manifest: dict, base: Path, arts: list[ManifestEntr
 
 
 def _device_report(run: AgentRun, host: Host) -> dict | None:
-    from partialdeploy.report import validate
+    from partialdeploy.report.schema import validate
 
     ev = run.last("result")
     data = ev.get("report") if ev else run.partial
@@ -207,7 +207,7 @@ def profile_remote(req: RemoteRequest, out_path: Path | None = None, progress: C
     """Profile on every --remote device; one report (a device column when there are several)."""
     from contextlib import nullcontext
 
-    from partialdeploy.report_file import ReportLock
+    from partialdeploy.report.file import ReportLock
 
     hosts = req.check()
     plan_export(Path(req.source), req.target)  # bad input fails before any connection
@@ -216,8 +216,8 @@ def profile_remote(req: RemoteRequest, out_path: Path | None = None, progress: C
 
 
 def _profile_hosts(req: RemoteRequest, hosts: list[Host], out_path, progress) -> RemoteOutcome:
-    from partialdeploy import report_file
-    from partialdeploy.report import merge
+    from partialdeploy.report import file as report_file
+    from partialdeploy.report.merge import merge
 
     outcome = RemoteOutcome(None, 0)
     reports: list[tuple[str, dict]] = []

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from partialdeploy.safety import write_atomic
+from partialdeploy.report.regression import FAILING
+from partialdeploy.report.text import md_safe
 
 _CONTROL = dict.fromkeys(c for c in range(32) if c not in (9, 10, 13))
 
@@ -93,8 +95,6 @@ def write(suites: list[Suite], path: str | Path) -> Path:
 def comparison_suite(cmp: dict, base_name: str = "baseline", new_name: str = "new") -> Suite:
     """One case per compared (device, target, precision, batch); the report-level verdicts (nothing
     measured, another model; with --strict also other devices / noisy baselines) as one more case."""
-    from partialdeploy.regression import FAILING
-
     m = cmp["metric"]
     s = Suite(f"latency gate: {new_name} vs {base_name}",
               properties={"metric": m, "max_regression": f"{100 * cmp['max_regression']:.1f}%",
@@ -171,8 +171,6 @@ def error_suite(name: str, message: str) -> Suite:
 def suite_markdown(suite: Suite) -> str:
     """A suite as a Markdown table for a CI job summary: every case with its outcome and its numbers
     (text from reports and manifests is made inert: no HTML, no table breaks)."""
-    from partialdeploy.report import md_safe
-
     icon = {"passed": "passed", "failure": "**FAILED**", "error": "**ERROR**", "skipped": "skipped"}
     bad = suite.count("failure") + suite.count("error")
     L = [f"**{md_safe(suite.name)}: {'FAILED' if bad else 'passed'}** ({len(suite.cases)} case(s), "

@@ -6,7 +6,7 @@ cannot be judged fails (exit 1): a baseline case missing from the new report (un
 ``allow_missing``), a report with nothing measured, a non-positive latency, another model, another
 input shape. What weakens the evidence without making it wrong is a warning — or, with ``strict``,
 a failure too: the reports come from different devices, or a baseline case is noisy (coefficient of
-variation above its report's threshold). Malformed reports never get here (``report.load``: exit 2).
+variation above its report's threshold). Malformed reports never get here (``report.schema.load``: exit 2).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import math
 
 from partialdeploy.errors import VerificationError
 from partialdeploy.records import ProfileResult
+from partialdeploy.report.schema import ok_results, results
+from partialdeploy.report.text import fmt, md_safe
 
 METRICS = ("p50", "p90", "p99", "mean")
 # the model fields that decide what is computed (a retrained checkpoint of one architecture compares fine)
@@ -33,8 +35,6 @@ def _label(k: tuple) -> str:
 
 
 def _measured(report: dict) -> dict[tuple, ProfileResult]:
-    from partialdeploy.report import ok_results
-
     return {_key(r): r for r in ok_results(report)}
 
 
@@ -56,8 +56,6 @@ def _model_problem(base: dict, new: dict) -> str | None:
 
 
 def _devices(report: dict) -> set[str]:
-    from partialdeploy.report import results
-
     devs = {r.device for r in results(report) if r.device}
     return devs or {str(report.get("device") or "?")}
 
@@ -151,8 +149,6 @@ def check(cmp: dict) -> None:
 
 def to_markdown(cmp: dict) -> str:
     """The comparison as a Markdown table with its verdict (for a CI job summary)."""
-    from partialdeploy.report import md_safe, fmt
-
     cmp = md_safe(cmp)  # device and target names come from the reports: inert text
     m = cmp["metric"]
     L = [f"**Latency gate: {'passed' if cmp['passed'] else 'FAILED'}** ({m}, max regression "
