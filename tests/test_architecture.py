@@ -81,6 +81,38 @@ def test_no_import_cycles_between_modules():
     assert not real, real[:3]
 
 
+# ---- size: a module, a function and a class stay readable in one sitting
+
+SIZE_CHECKED = ("profiling", "report")  # folders held to the rules below (add a folder once it meets them)
+MAX_LINES = {"module": 400, "function": 80, "class": 250}
+
+
+def _oversized(path: pathlib.Path) -> list[str]:
+    """What in ``path`` is over MAX_LINES: the module, and each function or class (def line to last line)."""
+    text = path.read_text()
+    where = path.relative_to(PKG).as_posix()
+    bad = [f"{where}: {len(text.splitlines())} lines"] if len(text.splitlines()) > MAX_LINES["module"] else []
+    for node in ast.walk(ast.parse(text)):
+        kind = ("function" if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                else "class" if isinstance(node, ast.ClassDef) else None)
+        if kind and node.end_lineno - node.lineno + 1 > MAX_LINES[kind]:
+            bad.append(f"{where}:{node.lineno} {kind} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    return bad
+
+
+def test_modules_functions_and_classes_stay_small():
+    bad = [b for folder in SIZE_CHECKED for f in sorted((PKG / folder).rglob("*.py")) for b in _oversized(f)]
+    assert not bad, bad
+
+
+def test_the_size_check_sees_an_oversized_function(tmp_path, monkeypatch):
+    """The rule can fail: a generated 81-line function and a 401-line module are both named."""
+    monkeypatch.setattr(sys.modules[__name__], "PKG", tmp_path)
+    body = "\n".join(f"    x{i} = {i}" for i in range(80))
+    (tmp_path / "big.py").write_text(f"def long():\n{body}\n" + "\n" * 320)
+    assert [b.split(": ")[0] for b in _oversized(tmp_path / "big.py")] == ["big.py", "big.py:1 function long"]
+
+
 class _Clocked(Runner):
     """A runner with its own clock (like TensorRT's CUDA events) that reports 5 ms per inference."""
     name = "fake"
