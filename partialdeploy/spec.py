@@ -1,11 +1,14 @@
-"""Architecture description (no torch needed): the ArchSpec that a checkpoint resolves to. The
-official variants of each family live with the family (``partialdeploy.families``)."""
+"""Architecture description (no torch needed): the ArchSpec that a checkpoint resolves to. What it
+knows of its family (title, activations, display name) comes from ``partialdeploy.families.names``;
+the families themselves, their official variants included (``families.variant_spec``), build on
+this module and are never imported by it."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from partialdeploy.families.names import NAMES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,9 +50,7 @@ class ArchSpec:
 
     @property
     def name(self) -> str:
-        from partialdeploy import families
-
-        return families.get(self.family).spec_name(self)
+        return NAMES[self.family].spec_name(self)
 
     # ---- the one serializer: to_dict/from_dict (plain JSON types), to_json/from_json around them.
     # Everything that stores or ships a spec (checkpoint metadata, ONNX metadata, manifest, inspect)
@@ -91,8 +92,6 @@ class ArchSpec:
 
     def validate(self) -> "ArchSpec":
         """Every field of the right type and in range (for specs read from files); returns self."""
-        from partialdeploy import families
-
         for k in self._INTS:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1 << 20:
@@ -111,8 +110,8 @@ class ArchSpec:
         for k in ("use_channel_attn", "use_spatial_attn", "auto_div", "layer_scale"):
             if not isinstance(getattr(self, k), bool):
                 raise TypeError(f"{k}={getattr(self, k)!r}")
-        if not isinstance(self.family, str) or self.family not in {f.name for f in families.all_families()} \
-                or not isinstance(self.act, str) or self.act.upper() not in families.get(self.family).acts:
+        if not isinstance(self.family, str) or self.family not in NAMES \
+                or not isinstance(self.act, str) or self.act.upper() not in NAMES[self.family].acts:
             raise TypeError(f"act={self.act!r}, family={self.family!r}")
         if self.variant is not None and not isinstance(self.variant, str):
             raise TypeError(f"variant={self.variant!r}")
@@ -130,17 +129,3 @@ class ArchSpec:
 
     def replace(self, **kw) -> "ArchSpec":
         return replace(self, **kw)
-
-
-def variant_spec(family: str, variant: str, **overrides) -> ArchSpec:
-    """The official configuration of a named variant, e.g. ("partialnet", "t0"), ("eca_resnet", "50")."""
-    from partialdeploy import families
-
-    return families.get(family.lower()).variant_spec(variant, **overrides)
-
-
-def match_variant(spec: ArchSpec) -> str | None:
-    """Name of the official variant whose architecture matches, else None."""
-    from partialdeploy import families
-
-    return families.get(spec.family).match_variant(spec)

@@ -252,7 +252,7 @@ def bench_variant(v: str, args, tmp: Path, bf16_ok: bool) -> dict:
     from partialdeploy.exporters.onnx import naive_export
     from partialdeploy.images import natural_batch
     from partialdeploy.models import build_model
-    from partialdeploy.spec import variant_spec
+    from partialdeploy.families import variant_spec
 
     spec = variant_spec("partialnet", v)
     torch.manual_seed(0)

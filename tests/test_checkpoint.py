@@ -12,7 +12,8 @@ from conftest import randomize
 from partialdeploy.checkpoint import infer_from_weights, load_checkpoint, load_model, resolve_spec
 from partialdeploy.errors import UserError
 from partialdeploy.models import build_model
-from partialdeploy.spec import ArchSpec, variant_spec
+from partialdeploy.families import variant_spec
+from partialdeploy.spec import ArchSpec
 
 TINY = dict(embed_dim=16, depths=(1, 1, 2, 1), num_classes=10, feature_dim=64)
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import run_cli
 from partialdeploy.models import build_model
-from partialdeploy.spec import variant_spec
+from partialdeploy.families import variant_spec
 
 
 def test_version_and_help():

@@ -11,7 +11,8 @@ from partialdeploy.exporters.onnx import export_onnx, naive_export
 from partialdeploy.models import build_model
 from partialdeploy.reparam import reparameterize, torch_logits
 from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
-from partialdeploy.spec import ArchSpec, variant_spec
+from partialdeploy.families import variant_spec
+from partialdeploy.spec import ArchSpec
 
 # M and L are S's blocks, only wider and deeper (~110 s of the default run on 2 cores): `make test-slow`
 VARIANTS = [pytest.param(fam, v, marks=[pytest.mark.slow] if v in ("m", "l") else [])

@@ -196,7 +196,7 @@ def test_ambiguous_inputs_say_what_to_pass():
 
 
 def test_hyper_parameters_name_another_family_weights_win():
-    from partialdeploy.spec import variant_spec
+    from partialdeploy.families import variant_spec
 
     sd = build_model(variant_spec("partialnet", "t0")).state_dict()
     spec, notes = resolve_spec(Checkpoint(None, "lightning", sd, {"model_name": "convnext_tiny", "act_layer": "GELU"}))

@@ -77,7 +77,7 @@ def test_partialnet_s_at_224_int8_openvino_and_onnxruntime(tmp_path, real_images
 
     from partialdeploy.images import natural_images
     from partialdeploy.models import build_model
-    from partialdeploy.spec import variant_spec
+    from partialdeploy.families import variant_spec
 
     torch.manual_seed(0)
     ck = tmp_path / "s.pth"

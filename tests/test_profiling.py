@@ -254,7 +254,7 @@ def test_honesty_vs_benchmark_app(tmp_path):
 
 def test_deploy_form_body_names():
     from partialdeploy import families
-    from partialdeploy.spec import variant_spec
+    from partialdeploy.families import variant_spec
 
     spec = variant_spec("partialnet", "t0", depths=(1, 1, 2, 1))
     names = families.get("partialnet").body_names(spec)

@@ -127,7 +127,8 @@ def test_onnx_metadata_architecture_reads_back(tmp_path):
     from onnx import TensorProto, helper
 
     from partialdeploy.blockdiff import _prep_from_onnx
-    from partialdeploy.spec import ArchSpec, variant_spec
+    from partialdeploy.families import variant_spec
+    from partialdeploy.spec import ArchSpec
 
     spec = variant_spec("partialnet", "t0").replace(img_size=64, mean=(0.5, 0.5, 0.5), labels=("a", "b"))
     assert ArchSpec.from_json(spec.to_json()) == spec

@@ -133,7 +133,7 @@ def test_huge_img_size_refused_at_once(tmp_path):
 
 
 def test_budget_suggestion_fits_and_batch_is_named(monkeypatch, tmp_path):
-    from partialdeploy.spec import variant_spec
+    from partialdeploy.families import variant_spec
 
     spec = variant_spec("partialnet", "s")
     n = 7_800_000
@@ -153,7 +153,7 @@ def test_budget_suggestion_fits_and_batch_is_named(monkeypatch, tmp_path):
 
 
 def test_budget_grows_with_size_batch_targets():
-    from partialdeploy.spec import variant_spec
+    from partialdeploy.families import variant_spec
 
     spec = variant_spec("partialnet", "t0")
     e = budget.estimate

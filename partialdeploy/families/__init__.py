@@ -1,6 +1,6 @@
 """Model families: one module per family registers everything the pipeline needs (no torch here).
 
-A :class:`Family` says how to recognise its weights (``recognise``), how to read its architecture
+A ``Family`` (:mod:`.base`) says how to recognise its weights (``recognise``), how to read its architecture
 from them and from a Lightning ``hyper_parameters`` dict (``infer``), how to build the training
 form with the official state-dict layout (``build``), how to count its FLOPs (``flop_rules``), and
 everything the analysis needs to speak its names: the official name of each deploy-form body block
@@ -10,9 +10,10 @@ modules whose outputs are those boundaries (``tap_modules``), how a runtime's la
 block (``block_pattern`` / ``block_of_layer``, per-layer profiles) and what it needs in memory
 (``memory``, the resource budget). The deploy
 conversion is not here: the built model's blocks convert themselves and say what they fold
-(:mod:`partialdeploy.models.protocol`). The loader, the pipeline and the CLI only talk to this
-registry: adding a family adds a module here (and its model in ``partialdeploy.models``), not a
-branch there.
+(:mod:`partialdeploy.models.protocol`). What an ``ArchSpec`` itself needs — the family's title,
+activations and spec names — is :mod:`.names` (no imports), so ``spec`` never imports the families.
+The loader, the pipeline and the CLI only talk to this registry: adding a family adds a module here,
+its entry in :mod:`.names` (and its model in ``partialdeploy.models``), not a branch there.
 
 Registered: ``partialnet`` and ``fasternet`` (:mod:`.partialnet`), ``eca_resnet`` and
 ``eca_mobilenetv2`` (:mod:`.eca`), ``convnext`` (:mod:`.convnext`, the partial ConvNeXt of
@@ -21,116 +22,8 @@ haiduo/PartialNet).
 
 from __future__ import annotations
 
-import re
-from typing import NamedTuple
-
-from partialdeploy.blocknames import HEAD, find_block
 from partialdeploy.errors import UserError
-
-FAMILIES: dict[str, "Family"] = {}
-
-
-class Memory(NamedTuple):
-    """What a model needs in memory beyond its parameters (bytes, float32; deliberately high)."""
-
-    constants: int  # tensors baked into the deploy form that are not parameters (attention biases)
-    per_image: int  # activations alive at once for one image (the widest point of the network)
-
-
-class Family:
-    name: str = ""  # ArchSpec.family
-    title: str = ""  # human name, e.g. "ECA-ResNet"
-    aliases: tuple[str, ...] = ()  # --variant prefixes (lower case, '-' separated)
-    variants: dict = {}  # official named variants: name -> description fields
-    acts: tuple[str, ...] = ("GELU", "RELU")  # activations --act may choose
-    hp_model_names: tuple[str, ...] = ()  # substrings of hyper_parameters.model_name that point here
-
-    # --- recognising and reading weights (state_dict with official key names, prefixes stripped)
-    def recognise(self, sd: dict) -> float:
-        """0: not this family; 1: the layout fits; higher: only this family has these keys."""
-        raise NotImplementedError
-
-    def infer(self, sd: dict, hp: dict, variant: str | None, act: str | None, notes: list[str]):
-        """ArchSpec from the weights (+ hyper_parameters, + a requested variant of this family)."""
-        raise NotImplementedError
-
-    def variant_spec(self, variant: str, **overrides):
-        raise NotImplementedError
-
-    def match_variant(self, spec) -> str | None:
-        return None
-
-    def spec_name(self, spec) -> str:
-        return f"{self.title}-{spec.variant}" if spec.variant else f"{self.title}-custom"
-
-    def describe(self, spec) -> str:
-        """One line for ``inspect``: what the weights say about the architecture."""
-        return (f"depths {list(spec.depths)}, act {spec.act}, classes {spec.num_classes}, "
-                + ", ".join(f"{k} {v}" for k, v in spec.arch.items()))
-
-    def variant_names(self) -> list[str]:
-        return [f"{self.aliases[0]}-{v}" if v else self.aliases[0] for v in self.variants]
-
-    # --- torch side (each implementation imports torch lazily)
-    def build(self, spec):
-        raise NotImplementedError
-
-    def flop_rules(self) -> dict:
-        """{module class: fn(module, inputs, output) -> (kind, MACs)} for what plain Conv/Linear
-        hooks miss (attention matmuls, convs through F.conv2d)."""
-        return {}
-
-    def body_names(self, spec) -> list[str] | None:
-        """Official (train-form) name of each deploy-form ``body.N``; None: keep the exporter's names."""
-        return None
-
-    # --- analysis: block names and boundaries, taps, layer -> block, memory (no torch unless said)
-    stem_name: str = "stem"  # what the deploy form's ``stem`` is called in this family's graphs
-    # block names inside normalized layer names (blocknames.normalize: dotted lower-case tokens);
-    # group 1 is the block, which ``canonical`` turns into its official name
-    block_pattern: str = r"(?:^|\.)(stem|head)(?=\.|$)"
-    canonical_names: dict = {}  # normalized match -> official name ("patch.embed" -> "patch_embed")
-    tap_aliases: dict = {}  # boundary -> train-form module whose output it is, when the names differ
-
-    def canonical(self, match: str) -> str:
-        return self.canonical_names.get(match, match)
-
-    def boundaries(self, spec) -> list[str]:
-        """Every block boundary in execution order: the stem, each body block, ``head`` (the logits)."""
-        return [self.stem_name, *(self.body_names(spec) or []), HEAD]
-
-    def block_of_layer(self, name: str, spec=None) -> str | None:
-        """The block a runtime's layer name belongs to (ONNX node, OpenVINO layer, TensorRT layer,
-        deploy-form ``body.N`` given ``spec``); None if it names none of this family's blocks."""
-        bodies = self.body_names(spec) if spec is not None else None
-        return find_block(name, _compiled(self.block_pattern), self.canonical, bodies)
-
-    def is_boundary(self, tensor: str) -> bool:
-        """Is a tensor name one of this family's block outputs (as ``name_onnx_blocks`` names them)?"""
-        return tensor != HEAD and "/" not in tensor and self.block_of_layer(tensor) == tensor
-
-    def tap_modules(self, model) -> dict:
-        """{boundary: train-form module whose output it is} in execution order, ``head`` excluded
-        (the model's output). Needs the built model (torch), asks nothing else of it."""
-        mods = dict(model.named_modules())
-        out = {}
-        for b in self.boundaries(model.spec)[:-1]:
-            m = mods.get(self.tap_aliases.get(b, b))
-            if m is not None:
-                out[b] = m
-        return out
-
-    def memory(self, spec, img_size: int) -> Memory:
-        """Constants and per-image activations (bytes, the input image not counted) at ``img_size``;
-        the default assumes a stride-4 stem of ``embed_dim`` channels and blocks holding
-        ``mlp_ratio + 3`` maps of that size."""
-        s = int(img_size)
-        return Memory(0, 4 * int((spec.embed_dim or 64) * (s // 4) ** 2 * ((spec.mlp_ratio or 2.0) + 3)))
-
-
-def register(family: Family) -> Family:
-    FAMILIES[family.name] = family
-    return family
+from partialdeploy.families.base import FAMILIES, Family
 
 
 def get(name: str) -> Family:
@@ -149,6 +42,12 @@ def all_families() -> list[Family]:
 def of(spec_or_model) -> Family:
     spec = getattr(spec_or_model, "spec", spec_or_model)
     return get(spec.family)
+
+
+def variant_spec(family: str, variant: str, **overrides):
+    """The official configuration of a named variant as an ``ArchSpec``, e.g. ("partialnet", "t0"),
+    ("eca_resnet", "50"); ``overrides`` replace fields."""
+    return get(family.lower()).variant_spec(variant, **overrides)
 
 
 def all_variant_names() -> str:
@@ -207,16 +106,6 @@ def choose(sd: dict, hp: dict, requested: Family | None, notes: list[str]) -> Fa
     if name and not hinted and any(any(h in name for h in f.hp_model_names) for f in all_families()):
         notes.append(f"hyper_parameters.model_name is {name!r} but the weights are {chosen.title}: the weights win")
     return chosen
-
-
-def _compiled(pattern: str) -> re.Pattern:
-    c = _PATTERNS.get(pattern)
-    if c is None:
-        c = _PATTERNS[pattern] = re.compile(pattern)
-    return c
-
-
-_PATTERNS: dict[str, re.Pattern] = {}
 
 
 def family_of(model_info) -> "Family | None":

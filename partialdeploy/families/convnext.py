@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from partialdeploy.errors import UserError
-from partialdeploy.families import Family, register
+from partialdeploy.families.base import Family, register
 
 VARIANTS = {
     "tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
@@ -21,22 +21,13 @@ _BLOCK = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
 
 class ConvNeXtFamily(Family):
     name = "convnext"
-    title = "ConvNeXt"
     aliases = ("convnext", "partial-convnext")
     variants = VARIANTS
-    acts = ("GELU",)
     hp_model_names = ("convnext",)
 
     def recognise(self, sd):
         return 2.0 if "stem.0.weight" in sd and "head.fc.weight" in sd or (
             "stem.0.weight" in sd and any(".conv_dw." in k for k in sd)) else 0.0
-
-    def spec_name(self, spec):
-        a = spec.arch
-        kind = f"partial(n_div={spec.n_div})" if spec.use_channel_attn else "plain"
-        base = f"ConvNeXt-{spec.variant.capitalize()}" if spec.variant else \
-            f"ConvNeXt-custom(depths={list(spec.depths)}, dims={list(a.get('dims', []))})"
-        return f"{base} {kind}" + (" +PAT_sp" if spec.use_spatial_attn else "")
 
     def describe(self, spec) -> str:
         return (f"depths {list(spec.depths)}, dims {spec.arch.get('dims')}, "
@@ -152,7 +143,7 @@ class ConvNeXtFamily(Family):
         """Stage 1's maps (dims[0] × (size/4)², mlp_ratio + 3 alive); the partial variant's last
         stage (PAT_sf) bakes an attention bias (heads × L × L, L = (size/32)²) per block and holds 3
         score maps of that size per image."""
-        from partialdeploy.families import Memory
+        from partialdeploy.families.base import Memory
 
         s = int(img_size)
         dims = spec.arch.get("dims") or [spec.embed_dim]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from partialdeploy.errors import UserError
-from partialdeploy.families import Family, register
+from partialdeploy.families.base import Family, register
 
 RESNET_VARIANTS = {
     "18": dict(block="basic", depths=(2, 2, 2, 2)),
@@ -43,10 +43,8 @@ _MB_FEAT = re.compile(r"^features\.(\d+)\.")
 
 class ECAResNetFamily(Family):
     name = "eca_resnet"
-    title = "ECA-ResNet"
     aliases = ("eca-resnet",)
     variants = RESNET_VARIANTS
-    acts = ("RELU",)
     hp_model_names = ("eca_resnet", "eca-resnet", "ecaresnet")
 
     def variant_names(self):
@@ -54,11 +52,6 @@ class ECAResNetFamily(Family):
 
     def recognise(self, sd):
         return 2.0 if "conv1.weight" in sd and "layer1.0.eca.conv.weight" in sd and "fc.weight" in sd else 0.0
-
-    def spec_name(self, spec):
-        ks = "".join(str(k) for k in spec.arch.get("k_sizes", []))
-        base = f"ECA-ResNet-{spec.variant}" if spec.variant else f"ECA-ResNet-custom(depths={list(spec.depths)})"
-        return f"{base} (k={ks})" if ks else base
 
     def describe(self, spec) -> str:
         return (f"{spec.arch.get('block')} blocks, depths {list(spec.depths)}, ECA kernel sizes per layer "
@@ -141,7 +134,7 @@ class ECAResNetFamily(Family):
     def memory(self, spec, img_size):
         """The stem's 7×7/2 output (embed × (size/2)²) and a block's widest map (bottleneck: 4 ×
         planes × (size/4)²), about four such maps alive at once."""
-        from partialdeploy.families import Memory
+        from partialdeploy.families.base import Memory
 
         s, e = int(img_size), int(spec.embed_dim or 64)
         widest = max(e * (s // 2) ** 2, e * (4 if spec.arch.get("block") == "bottleneck" else 1) * (s // 4) ** 2)
@@ -154,10 +147,8 @@ def _mb_features(sd):
 
 class ECAMobileNetV2Family(Family):
     name = "eca_mobilenetv2"
-    title = "ECA-MobileNetV2"
     aliases = ("eca-mobilenetv2", "eca-mobilenet-v2")
     variants = {"1.0": dict(width_mult=1.0)}
-    acts = ("RELU6",)
     hp_model_names = ("eca_mobilenet", "mobilenet")
 
     def variant_names(self):
@@ -185,10 +176,6 @@ class ECAMobileNetV2Family(Family):
         a = spec.arch
         return (f"width_mult {a.get('width_mult', 'custom')}, stem {a['stem']}, block outputs {a['outs']}, "
                 f"last {a['last_channel']}, ECA kernel sizes {a['k_sizes']}, classes {spec.num_classes}")
-
-    def spec_name(self, spec):
-        w = spec.arch.get("width_mult")
-        return f"ECA-MobileNetV2-{w:g}x" if w else "ECA-MobileNetV2-custom"
 
     def _spec(self, arch, num_classes=1000, in_chans=3, variant=None):
         from partialdeploy.spec import ArchSpec
@@ -273,7 +260,7 @@ class ECAMobileNetV2Family(Family):
     def memory(self, spec, img_size):
         """The widest expanded map: each block's hidden channels at its input size (the expansion
         comes before the stride-2 depthwise conv); three such maps alive at once."""
-        from partialdeploy.families import Memory
+        from partialdeploy.families.base import Memory
 
         a, s = spec.arch, int(img_size)
         strides = mbv2_strides()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from partialdeploy.errors import UserError
-from partialdeploy.families import Family, register
+from partialdeploy.families.base import Family, register
 
 # Official configs: haiduo/PartialNet cfg/PartialNet_*.yaml, JierunChen/FasterNet cfg/fasternet_*.yaml
 PARTIALNET_VARIANTS = {
@@ -126,11 +126,6 @@ class _PartialNetLike(Family):
                 return name
         return None
 
-    def spec_name(self, spec) -> str:
-        if spec.variant:
-            return f"{self.title}-{spec.variant.upper()}"
-        return f"{self.title}-custom(embed_dim={spec.embed_dim}, depths={list(spec.depths)})"
-
     def describe(self, spec) -> str:
         return (f"embed_dim {spec.embed_dim}, depths {list(spec.depths)}, act {spec.act}, n_div {spec.n_div}, "
                 f"heads {spec.num_heads}, classes {spec.num_classes}, channel attn {spec.use_channel_attn}, "
@@ -217,7 +212,7 @@ class _PartialNetLike(Family):
     def memory(self, spec, img_size):
         """PAT_sf blocks (last stage) bake the iRPE key bias as a constant (heads × L × L, L =
         (size/32)²) and hold 3 attention-score maps of that size per image."""
-        from partialdeploy.families import Memory
+        from partialdeploy.families.base import Memory
 
         s = int(img_size)
         attn = self.name == "partialnet" and bool(spec.use_channel_attn)
@@ -229,7 +224,6 @@ class _PartialNetLike(Family):
 
 class PartialNetFamily(_PartialNetLike):
     name = "partialnet"
-    title = "PartialNet"
     aliases = ("partialnet", "patnet")
     variants = PARTIALNET_VARIANTS
     hp_model_names = ("partialnet", "patnet")
@@ -242,7 +236,6 @@ class PartialNetFamily(_PartialNetLike):
 
 class FasterNetFamily(_PartialNetLike):
     name = "fasternet"
-    title = "FasterNet"
     aliases = ("fasternet",)
     variants = FASTERNET_VARIANTS
     hp_model_names = ("fasternet",)
