@@ -55,7 +55,7 @@ def human(n: float) -> str:
 
 def estimate(spec, n_params: int, img_size: int, batch: int = 1, targets=("onnx",), precision: str = "fp32",
              parity_images: int = 16, calib_images: int = 0, eval_images: int = 0) -> Estimate:
-    from partialdeploy import families
+    from partialdeploy import backends, families
 
     s = int(img_size)
     need = families.get(spec.family).memory(spec, s)
@@ -68,7 +68,7 @@ def estimate(spec, n_params: int, img_size: int, batch: int = 1, targets=("onnx"
     memory = BASE_BYTES + MODEL_COPIES * weights + activations + images
     n_targets = len(tuple(targets))
     disk = weights * (1 + n_targets)
-    if "tensorrt" in targets:
+    if any(backends.get_target(t).carries_images for t in targets):  # e.g. a TensorRT bundle
         disk += 4 * 3 * s * s * (int(parity_images) + int(calib_images))
     if precision == "fp16":
         disk -= weights * n_targets // 2

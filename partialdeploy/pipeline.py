@@ -196,9 +196,7 @@ def check_request(req: ExportRequest) -> tuple[str, ...]:
         why = t.check_env()
         if why:
             raise UserError(f"target {targets[0]} unavailable: {why}")
-        if req.precision not in t.precisions:
-            raise UserError(t.precision_error(req.precision))
-        why = t.check_precision(req.precision)
+        why = t.refusal(req.precision)
         if why:
             raise UserError(why)
     return targets
@@ -267,7 +265,7 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
                           input_name="input", output_name="logits", parity_inputs=px, reference=ref,
                           calib=calib, calib_source=calib_src, eval_images=eval_x, eval_labels=eval_y,
                           eval_reference=eval_ref, deploy_model=deploy,
-                          parity_raw=chk.raw_samples() if "tensorrt" in targets else None,
+                          parity_raw=chk.raw_samples() if _carry_images(targets) else None,
                           options={**req.options, "batch": req.batch},
                           tolerances=req.tolerances)
         # ---- targets
@@ -279,10 +277,10 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
                 skipped.append({"target": name, "precision": req.precision, "reason": why})
                 say(name, f"skipped: {why}")
                 continue
-            if req.precision not in target.precisions:
-                skipped.append({"target": name, "precision": req.precision,
-                                "reason": target.precision_error(req.precision)})
-                say(name, f"skipped: {name} does not support {req.precision}")
+            why = target.refusal(req.precision)
+            if why:
+                skipped.append({"target": name, "precision": req.precision, "reason": why})
+                say(name, f"skipped: {why}")
                 continue
             tdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging))
             ctx = ExportContext(precision=req.precision, **ctx_common)
@@ -450,6 +448,11 @@ def _images(req: ExportRequest, spec, is_demo: bool, calib_dir, notes: list[str]
                                   "class_order": "checkpoint labels" if spec.labels else "sorted folder names",
                                   "overlap_with_calibration": len(overlap)}
     return px, calib, calib_src, calib_info, eval_x, eval_y, chk
+
+
+def _carry_images(targets) -> bool:
+    """Does one of the targets put the images into its artifact (``Target.carries_images``)?"""
+    return any(get_target(t).carries_images for t in targets)
 
 
 def _convert_one(name: str, target, ctx: ExportContext, tdir: Path, failures: list[dict],

@@ -288,16 +288,20 @@ def test_cli_help_lists_registered_backends(fake_backend):
     assert "fakert" in r.stdout and "onnxruntime" in r.stdout, r.stdout + r.stderr
 
 
-TAPPING_BACKEND = '''
-"""A runtime that exists only in this test and computes for real (it hands the ONNX to ONNX Runtime
-under its own name), with boundary taps: export, verify, profile and diff reach it through the registry."""
-import shutil
-from pathlib import Path
-
+# A runtime that exists only in this test, as a package laid out like backends/<runtime>/: its
+# declaration, its runner and its converter. It computes for real (it hands the ONNX to ONNX Runtime
+# under its own name) and has boundary taps; export, verify, profile and diff reach it through the
+# registry, and nothing else in partialdeploy knows it.
+TAPPING_RUNTIME = {
+    "__init__.py": '''
 from partialdeploy.backends import Backend
-from partialdeploy.backends.target import Artifact, Target
-from partialdeploy.backends.runner import BOUNDARY_TAPS, Runner
+
+BACKEND = Backend(name="taprt", label="TapRT", runner=f"{__name__}.runner:TapRunner",
+                  targets={"taprt": f"{__name__}.target:TapTarget"}, suffixes=(".tap",))
+''',
+    "runner.py": '''
 from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
+from partialdeploy.backends.runner import BOUNDARY_TAPS, Runner
 
 
 class TapRunner(Runner):
@@ -323,6 +327,12 @@ class TapRunner(Runner):
 
     def quantized(self):
         return self.inner.quantized()
+''',
+    "target.py": '''
+import shutil
+from pathlib import Path
+
+from partialdeploy.backends.target import Artifact, Target
 
 
 class TapTarget(Target):
@@ -332,16 +342,15 @@ class TapTarget(Target):
     def export(self, ctx, out_dir):
         shutil.copyfile(ctx.onnx_path, Path(out_dir) / "model.tap")
         return Artifact(self.name, ctx.precision, "model.tap", files=["model.tap"])
+''',
+}
 
 
-BACKEND = Backend(name="taprt", label="TapRT", runner=f"{__name__}:TapRunner",
-                  targets={"taprt": f"{__name__}:TapTarget"}, suffixes=(".tap",))
-'''
-
-
-def test_a_runtime_with_boundary_taps_works_through_export_verify_profile_and_diff(tmp_path, monkeypatch):
-    """One module registers a runtime; nothing else knows it: the export gates its artifact, verify
+def test_a_runtime_package_with_boundary_taps_works_through_export_verify_profile_and_diff(tmp_path, monkeypatch):
+    """One package registers a runtime; nothing else knows it: the export gates its artifact, verify
     checks it, profile times it, and diff compares its block outputs with the train form's."""
+    import sys
+
     from partialdeploy import backends, demo
     from partialdeploy.blockdiff import run_diff
     from partialdeploy.pipeline import ExportRequest, run_export
@@ -349,12 +358,16 @@ def test_a_runtime_with_boundary_taps_works_through_export_verify_profile_and_di
     from partialdeploy.profiling.settings import Settings
     from partialdeploy.verify import verified_export
 
-    (tmp_path / "taprt_backend.py").write_text(TAPPING_BACKEND)
+    pkg = tmp_path / "taprt_runtime"
+    pkg.mkdir()
+    for name, text in TAPPING_RUNTIME.items():
+        (pkg / name).write_text(text)
     monkeypatch.syspath_prepend(str(tmp_path))
-    import taprt_backend
+    import taprt_runtime
 
-    backends.register(taprt_backend.BACKEND)
+    backends.register(taprt_runtime.BACKEND)
     try:
+        assert "taprt_runtime.runner" not in sys.modules and "taprt_runtime.target" not in sys.modules  # lazy
         dist = tmp_path / "dist"
         res = run_export(ExportRequest(targets=("taprt",), out_dir=dist, parity_images=4))
         assert res.exit_code == 0 and res.artifacts[0].verified == "parity", res.failures

@@ -29,9 +29,7 @@ def test_refused_without_bf16_units(tmp_path, monkeypatch):
     monkeypatch.setattr(ovt, "cpu_capabilities", lambda: ["FP32", "INT8", "EXPORT_IMPORT"])
     assert get_target("openvino").check_precision("bf16") is not None
     assert get_target("openvino").check_precision("fp32") is None
-    with pytest.raises(UserError, match="no bf16 units .*FP32, INT8"):
-        export("openvino", make_ctx("bf16"), tmp_path)
-    assert not any(tmp_path.iterdir())  # nothing written
+    assert "no bf16 units" in get_target("openvino").refusal("bf16")  # the one check, at the request
 
     from partialdeploy.pipeline import ExportRequest, run_export
 

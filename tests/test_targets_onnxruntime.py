@@ -38,9 +38,13 @@ def test_int8_static_batch(tmp_path):
 
 
 def test_fp16_refused_with_pointer(tmp_path):
+    """Refused at the request, before any work, with where fp16 is (a target trusts the request)."""
+    from partialdeploy.pipeline import ExportRequest, run_export
+
     with pytest.raises(UserError, match="openvino or --target tensorrt"):
-        export("onnxruntime", make_ctx("fp16"), tmp_path)
-    assert "fp16" not in get_target("onnxruntime").precisions
+        run_export(ExportRequest(targets=("onnxruntime",), precision="fp16", out_dir=tmp_path / "d"))
+    assert not (tmp_path / "d").exists() and "fp16" not in get_target("onnxruntime").precisions
+    assert "openvino or --target tensorrt" in get_target("onnxruntime").refusal("fp16")
 
 
 def test_bad_calibration_method(tmp_path):

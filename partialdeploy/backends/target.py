@@ -96,7 +96,20 @@ class Target(ABC):
     def precision_error(cls, precision: str) -> str:
         return cls.unsupported.get(precision) or (f"target {cls.name} does not support {precision}; it supports "
                                                    f"{', '.join(cls.precisions)}")
+
+    @classmethod
+    def refusal(cls, precision: str) -> str | None:
+        """Why this target cannot make ``precision`` here — not one of its ``precisions``, or the machine
+        lacks what it needs (``check_precision``) — else None. The one check, made once at the request
+        (``pipeline.check_request``: an error for a single target, a skip among several); ``export``
+        trusts it."""
+        if precision not in cls.precisions:
+            return cls.precision_error(precision)
+        return cls.check_precision(precision)
     needs_torch_model: bool = False  # CoreML converts from the torch deploy model
+    # its artifact carries the check and calibration images (a TensorRT bundle gates on the device): the
+    # export hands it the images as decoded (``ExportContext.parity_raw``), and the disk estimate counts them
+    carries_images: bool = False
     int8_calibrates: bool = True  # its INT8 quantizes activations from calibration images (CoreML: weights only)
     source: str = "ONNX"  # what it converts from (names the verification stage: "ONNX -> OpenVINO fp16")
 

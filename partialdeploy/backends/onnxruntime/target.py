@@ -198,11 +198,7 @@ class OnnxRuntimeTarget(Target):
         return None if cls.is_available() else f"onnxruntime is not installed: {INSTALL}"
 
     def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:
-        prec = ctx.precision
-        if prec == "fp16":
-            raise UserError(FP16_MESSAGE)
-        if prec not in self.precisions:
-            raise UserError(f"onnxruntime does not support {prec}; choose {', '.join(self.precisions)}")
+        prec = ctx.precision  # fp32 or int8 (Target.refusal, at the request)
         try:
             from onnxruntime.quantization import CalibrationMethod  # noqa: F401  (present in every wheel)
         except ImportError as e:
@@ -218,10 +214,10 @@ class OnnxRuntimeTarget(Target):
         t0 = time.perf_counter()
         proof = None
         forms: list = []  # other correct forms, timed at export (partialdeploy.tuning)
-        if prec == "fp32":
-            self._fp32(ctx, dst, extra, notes)
-        else:
+        if prec == "int8":
             proof = self._int8(ctx, dst, extra, notes, forms)
+        else:
+            self._fp32(ctx, dst, extra, notes)
         extra["convert_seconds"] = round(time.perf_counter() - t0, 3)
         extra["nodes"] = node_count(dst)
         ins, outs = io_meta(dst)

@@ -187,6 +187,7 @@ def _buildable(rep: dict, gens, generation, onnx_name: str, notes: list[str]) ->
 class TensorRTTarget(Target):
     name = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
+    carries_images = True  # the bundle: its engine is gated on the device, on these images
 
     requires = ("onnx",)  # the bundle's operator check; TensorRT itself is only needed on the device
 
@@ -201,9 +202,7 @@ class TensorRTTarget(Target):
         return why_unavailable() is None
 
     def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:
-        prec = ctx.precision
-        if prec not in self.precisions:
-            raise UserError(f"tensorrt does not support {prec}; choose {', '.join(self.precisions)}")
+        prec = ctx.precision  # one of self.precisions (Target.refusal, at the request)
         opts = ctx.options
         quant = str(opts.get("int8_quantization") or "explicit").lower()
         generation = check_generation(opts.get("tensorrt"), quant if prec == "int8" else "explicit", prec)
