@@ -40,9 +40,13 @@ class Form:
     extra: dict
     note: str = ""
     # a form with other files: ``build(art_dir)`` writes its main file into the artifact's directory and
-    # returns its name there (called only within the budget); kept -> it replaces the artifact's file
+    # returns its name there (called only within the budget); kept -> it replaces the artifact's file,
+    # and the files beside it with the artifact's other suffixes (an OpenVINO .bin) replace theirs
     build: Callable[[Path], str] | None = None
     path: str | None = None
+    # seconds the build is expected to take (e.g. how long the artifact's own quantization took): a
+    # form whose build does not fit in what is left of the budget is skipped, and said so
+    cost_s: float = 0.0
 
 
 def merged(extra: dict, more: dict) -> dict:
@@ -143,8 +147,9 @@ def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
     try:
         runners["as exported"] = open_with(art.extra)
         for f in forms:
-            if time.perf_counter() - t0 > budget / 2:
-                skipped[f.name] = "over budget"
+            spent = time.perf_counter() - t0
+            if spent > budget / 2 or (f.build is not None and spent + f.cost_s > budget):
+                skipped[f.name] = "over budget" + (f" (building it takes ≈{f.cost_s:.0f} s)" if f.cost_s else "")
                 continue
             try:
                 if f.build is not None:
@@ -165,7 +170,8 @@ def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
     finally:  # the files of the forms not kept
         for f in forms:
             if f.path:
-                (Path(art_dir) / f.path).unlink(missing_ok=True)
+                for src, _ in form_files(art, art_dir, f.path):
+                    src.unlink(missing_ok=True)
     rec = {"budget_s": budget, "timed": True, "rounds": rounds, "latency_ms": {k: round(v, 4) for k, v in ms.items()},
            "chosen": chosen, "gated": gated, "skipped": skipped,
            "method": f"batch as exported, median of {rounds} interleaved block medians (≥{BLOCK_S}s or "
@@ -211,14 +217,38 @@ def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict) -> tuple[str, 
             art.extra, art.parity, art.alternatives, art.proof, art.path = saved
             continue
         art.path = saved[4]
-        if f.path:  # its file becomes the artifact's (gated just now, as it will be opened)
-            (Path(art_dir) / f.path).replace(Path(art_dir) / art.path)
+        if f.path:  # its files become the artifact's (gated just now, as they will be opened)
+            for src, dst in form_files(art, art_dir, f.path):
+                src.replace(dst)
             f.path = None
         gated[name] = "passed"
         art.notes.append(f"measured selection: {name} ({ms[name]:.3g} ms against {ms['as exported']:.3g} ms as "
                          f"exported on this machine)" + (f"; {f.note}" if f.note else ""))
         return name, gated
     return "as exported", gated
+
+
+def form_files(art, art_dir: Path, path: str) -> list[tuple[Path, Path]]:
+    """(form's file, artifact's file) pairs of a built form: its main file, and the files beside it with
+    the suffixes of the artifact's other files (``model.perf.part.xml`` brings ``model.perf.part.bin``)."""
+    main = Path(art_dir) / path
+    pairs = [(main, Path(art_dir) / art.path)]
+    for f in art.files or []:
+        if f != art.path and Path(f).suffix and Path(f).suffix != main.suffix:
+            pairs.append((main.with_suffix(Path(f).suffix), Path(art_dir) / f))
+    return pairs
+
+
+def built_once(build: Callable[[Path], str]) -> Callable[[Path], str]:
+    """``build`` for several forms that open the same files in different ways: built by the first form
+    that asks, reused by the others."""
+    done: dict = {}
+
+    def once(art_dir: Path) -> str:
+        if "name" not in done:
+            done["name"] = build(art_dir)
+        return done["name"]
+    return once
 
 
 def _int8_speed(art, int8_ms: float, fp32_ms: float, run_notes: list[str] | None) -> None:

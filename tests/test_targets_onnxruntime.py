@@ -76,7 +76,7 @@ def test_fuse_sibling_matmuls_exact(tmp_path):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from partialdeploy.backends.onnxruntime.target import fuse_sibling_matmuls
+    from partialdeploy.exporters.onnx_forms import fuse_sibling_matmuls
 
     rng = np.random.default_rng(0)
     nodes, inits, outs = [], [], []

@@ -171,3 +171,71 @@ def test_a_runtime_failing_while_timing_is_recorded_not_fatal(tmp_path, monkeypa
     tuning.tune_or_record(make_ctx("int8", tune_budget=2), art, tmp_path)
     assert art.extra["tuning"] == {"budget_s": 2.0, "timed": False, "why": "RuntimeError: device lost"}
     assert any("not measured" in n and "device lost" in n for n in art.notes)
+
+
+def test_int8_quantizes_one_qkv_projection_per_attention_block(int8_export):
+    """Both INT8 quantizers work on the ONNX with the attention's q/k/v fused into one projection (the
+    demo has attention blocks): no separate q/k/v MatMul is left in either artifact."""
+    import onnx
+    import openvino as ov
+
+    res, manifest = int8_export
+    for e in manifest["artifacts"]:
+        assert e["extra"]["deploy_form"]["attention_projections"] == "fused qkv", e["target"]
+    ir = ov.Core().read_model(str(res.out_dir / "openvino" / "int8" / "model.xml"))
+    qdq = onnx.load(str(res.out_dir / "onnxruntime" / "int8" / "model.onnx"))
+    for names in ([op.get_friendly_name() for op in ir.get_ops() if op.get_type_name() == "MatMul"],
+                  [n.name for n in qdq.graph.node if n.op_type in ("MatMul", "Gemm")]):
+        assert any("/mixing/fused_matmul_" in n for n in names)
+        assert not [n for n in names if any(f"/mixing/{p}/" in n for p in "qkv")]
+
+
+def test_openvino_int8_offers_the_other_nncf_preset_unless_the_user_chose_one(int8_export):
+    from partialdeploy.backends.openvino.target import bf16_error, int8_forms
+
+    _, manifest = int8_export
+    tune = next(e for e in manifest["artifacts"] if e["target"] == "openvino")["extra"]["tuning"]
+    assert "preset performance" in set(tune["latency_ms"]) | set(tune["skipped"])
+    built = int8_forms(lambda preset: None, "mixed", cost_s=2.0)
+    names = [f.name for f in built]
+    assert "preset performance" in names and all(f.cost_s == 2.0 for f in built if f.build)
+    assert ("preset performance, float parts in bf16" in names) == (bf16_error() is None)
+    assert not [f for f in int8_forms(lambda preset: None, "mixed", user_preset=True) if f.build]
+
+
+def test_a_built_form_that_does_not_fit_the_budget_is_skipped_and_said_so(tmp_path, monkeypatch):
+    """The budget is checked against the form's expected build time before anything is built."""
+    from partialdeploy.backends.target import Artifact
+    from targets_common import make_ctx
+
+    ctx = make_ctx("fp32", tune_budget=1)
+    art = Artifact("onnxruntime", "fp32", "model.onnx", files=["model.onnx"])
+    calls = []
+    form = tuning.Form("slow to build", {}, build=lambda d: calls.append(d) or "x.onnx", cost_s=30.0)
+    art.forms = [form]
+    monkeypatch.setattr(tuning, "_choose", lambda *a: ("as exported", {}))
+    monkeypatch.setattr(tuning, "_opener", lambda *a: (None, lambda extra, path=None: _Fake()))
+    monkeypatch.setattr(tuning, "_feed", lambda ctx, r: {})
+    tuning.tune(ctx, art, tmp_path)
+    assert not calls
+    assert art.extra["tuning"]["skipped"] == {"slow to build": "over budget (building it takes ≈30 s)"}
+
+
+class _Fake:
+    def infer(self, feed):
+        return None
+
+    def close(self):
+        pass
+
+
+def test_a_kept_form_brings_its_companion_files_and_a_shared_build_runs_once(tmp_path):
+    from partialdeploy.backends.target import Artifact
+
+    art = Artifact("openvino", "int8", "model.xml", files=["model.xml", "model.bin"])
+    pairs = tuning.form_files(art, tmp_path, "model.performance.part.xml")
+    assert [(a.name, b.name) for a, b in pairs] == [("model.performance.part.xml", "model.xml"),
+                                                    ("model.performance.part.bin", "model.bin")]
+    calls = []
+    once = tuning.built_once(lambda d: calls.append(d) or "m.part.xml")
+    assert once(tmp_path) == once(tmp_path) == "m.part.xml" and len(calls) == 1

@@ -45,79 +45,6 @@ def optimize_offline(src: Path, dst: Path, level: str = "basic") -> None:
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
 
 
-def fuse_sibling_matmuls(src: Path, dst: Path) -> int:
-    """ONNX Runtime's deploy form of the attention projections: MatMul(+Add bias) nodes that read the
-    same tensor with constant weights (the separate q/k/v of PAT_sf, which OpenVINO's CPU plugin
-    needs) become one MatMul + Add over the concatenated weights and a Split — ORT then runs one
-    Gemm instead of three (measured: three small Gemms cost it about twice the fused one).
-    Standard ONNX ops only. Writes ``dst`` and returns the number of groups fused (0: unchanged)."""
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    m = onnx.load(str(src))
-    g = m.graph
-    inits = {i.name: i for i in g.initializer}
-    consumers: dict = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    graph_outputs = {o.name for o in g.output}
-
-    def const(name):
-        return numpy_helper.to_array(inits[name]) if name in inits else None
-
-    groups: dict = {}
-    for n in g.node:
-        if n.op_type != "MatMul" or n.output[0] in graph_outputs:
-            continue
-        w = const(n.input[1])
-        users = consumers.get(n.output[0], [])
-        if w is None or w.ndim != 2 or len(users) != 1 or users[0].op_type != "Add":
-            continue
-        add = users[0]
-        other = add.input[1] if add.input[0] == n.output[0] else add.input[0]
-        b = const(other)
-        if b is None or b.shape != (w.shape[1],):
-            continue
-        groups.setdefault(n.input[0], []).append((n, add, w, b))
-    drop, fused = set(), 0
-    new_nodes: dict = {}  # id of the first MatMul of a group -> its replacement nodes
-    for x, members in groups.items():
-        if len(members) < 2 or len({w.shape[0] for _, _, w, _ in members}) != 1:
-            continue
-        fused += 1
-        base = members[0][0].name.rsplit("/", 2)[0] + f"/fused_matmul_{fused}"
-        w = np.concatenate([w for _, _, w, _ in members], 1).astype(np.float32)
-        b = np.concatenate([b for _, _, _, b in members]).astype(np.float32)
-        sizes = np.array([mw.shape[1] for _, _, mw, _ in members], np.int64)
-        g.initializer.extend([numpy_helper.from_array(w, base + "/weight"), numpy_helper.from_array(b, base + "/bias"),
-                              numpy_helper.from_array(sizes, base + "/split")])
-        new_nodes[id(members[0][0])] = [
-            helper.make_node("MatMul", [x, base + "/weight"], [base + "/mm"], name=base + "/MatMul"),
-            helper.make_node("Add", [base + "/mm", base + "/bias"], [base + "/out"], name=base + "/Add"),
-            helper.make_node("Split", [base + "/out", base + "/split"], [add.output[0] for _, add, _, _ in members],
-                             name=base + "/Split", axis=-1)]
-        for mm, add, _, _ in members:
-            drop.update({id(mm), id(add)})
-    if fused:
-        nodes = []
-        for n in g.node:
-            if id(n) in new_nodes:
-                nodes += new_nodes[id(n)]
-            if id(n) not in drop:
-                nodes.append(n)
-        del g.node[:]
-        g.node.extend(nodes)
-        used = {i for n in g.node for i in n.input}
-        keep = [i for i in g.initializer if i.name in used]
-        del g.initializer[:]
-        g.initializer.extend(keep)
-        onnx.checker.check_model(m)
-    onnx.save(m, str(dst))
-    return fused
-
-
 def nonstandard_ops(path: Path) -> list[str]:
     import onnx
 
@@ -161,7 +88,8 @@ def gelu_nodes(path: Path) -> list[str]:
 
 def gelu_float_form(ctx: ExportContext, qdq, float_blocks) -> list:
     """The INT8 form with every GELU left in float (so ONNX Runtime fuses it), the same blocks kept in
-    float; built by partialdeploy.tuning only within the budget. None when the model has no GELU."""
+    float, quantized from the same form of the ONNX as the artifact; built by partialdeploy.tuning only
+    within the budget. None when the model has no GELU."""
     from onnxruntime.quantization import quant_pre_process
 
     from partialdeploy.int8fallback import float_block_nodes
@@ -174,17 +102,38 @@ def gelu_float_form(ctx: ExportContext, qdq, float_blocks) -> list:
 
     def build(art_dir: Path) -> str:
         pre = art_dir / "model.gelu-pre.part.onnx"
+        fused = art_dir / "model.gelu-fused.part.onnx"
         try:
+            source = _int8_source(ctx, fused, {}, [])
             with quiet():
-                quant_pre_process(str(ctx.onnx_path), str(pre), skip_symbolic_shape=True)
+                quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
             name = "model.gelu-float.part.onnx"
             qdq(pre, art_dir / name, float_block_nodes(pre, float_blocks) + gelu_nodes(pre))
         finally:
             pre.unlink(missing_ok=True)
+            fused.unlink(missing_ok=True)
         form.extra["nodes"] = node_count(art_dir / name)
         return name
     form.build = build
     return [form]
+
+
+def _int8_source(ctx: ExportContext, fused: Path, extra: dict, notes: list[str]) -> Path:
+    """The ONNX to quantize: the verified one with the attention's q/k/v projections fused (one Q/DQ
+    MatMul instead of three, as the fp32 artifact has), written to ``fused`` (the caller removes it) when
+    there is something to fuse."""
+    from partialdeploy.exporters.onnx_forms import fuse_sibling_matmuls
+
+    try:
+        n = fuse_sibling_matmuls(ctx.onnx_path, fused)
+    except Exception as e:  # keep the verified ONNX as it is
+        notes.append(f"q/k/v projections left separate: {first_line(e, 120)}")
+        n = 0
+    extra["deploy_form"] = {"attention_projections": "fused qkv" if n else "as exported"}
+    if not n:
+        fused.unlink(missing_ok=True)
+        return ctx.onnx_path
+    return fused
 
 
 class OnnxRuntimeTarget(Target):
@@ -230,6 +179,8 @@ class OnnxRuntimeTarget(Target):
         tmp = dst.with_name("model.optimized.tmp.onnx")
         form = dst.with_name("model.form.tmp.onnx")
         try:
+            from partialdeploy.exporters.onnx_forms import fuse_sibling_matmuls
+
             n = fuse_sibling_matmuls(ctx.onnx_path, form)
             extra["deploy_form"] = {"attention_projections": "fused qkv" if n else "as exported"}
             if n:
@@ -281,8 +232,9 @@ class OnnxRuntimeTarget(Target):
         # every candidate is opened exactly as the artifact will be: the kept one's gate is its certificate
         opts = open_options(OnnxRuntimeRunner, ctx, "onnxruntime", "int8", extra)
         try:
+            source = _int8_source(ctx, dst.with_name("model.fused.tmp.onnx"), extra, notes)
             with quiet():
-                quant_pre_process(str(ctx.onnx_path), str(pre), skip_symbolic_shape=True)
+                quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
             fb = quantize_until_gate(ctx, ort_quantizer(ctx, "onnxruntime", quantize, opts),
                                      stage_name("onnxruntime", "int8"),
                                      enabled=bool(ctx.options.get("int8_fallback", True)))

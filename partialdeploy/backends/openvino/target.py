@@ -10,7 +10,11 @@ bf16: the fp32 IR plus the runtime config INFERENCE_PRECISION_HINT=bf16 (extra.r
       read back and must be bf16. Parity gate: cosine + top-1 agreement (like fp16).
 int8: NNCF post-training quantization over the calibration images (MIXED preset: symmetric weights,
       asymmetric activations — GELU/hard-sigmoid outputs are not ReLU-positive), every calibration
-      image used, non-quantized parts kept fp32.
+      image used, non-quantized parts kept fp32. Quantized from the ONNX with the attention's q/k/v
+      projections fused into one (exporters/onnx_forms.py): one int8 FullyConnected instead of three.
+      Measured selection at export (partialdeploy.tuning) also times NNCF's PERFORMANCE preset
+      (symmetric activations, what ``nncf.quantize`` does by default), each with the float parts in
+      f32 and, on a CPU with bf16 units, in bf16; it keeps the fastest that passes the INT8 gate.
 fp32/fp16/int8 parity runs with INFERENCE_PRECISION_HINT=f32 (on a bf16-capable CPU the plugin would
 otherwise compute an fp32 IR in bf16); the precision read back from the compiled model is recorded
 (extra.compute_precision).
@@ -80,12 +84,17 @@ class OpenVINOTarget(Target):
             notes.append("bf16: fp32 IR compiled with INFERENCE_PRECISION_HINT=bf16 (extra.runtime_config); "
                          "the CPU plugin computes matmuls/convs in bf16")
         t0 = time.perf_counter()
+        src = self._int8_source(ctx, out_dir, extra, notes) if prec == "int8" else ctx.onnx_path
         try:
-            model = ov.convert_model(str(ctx.onnx_path))
+            model = ov.convert_model(str(src))
         except Exception as e:
             raise UserError(f"OpenVINO cannot convert {ctx.onnx_path.name}: {first_line(e)}") from e
+        finally:
+            if src != ctx.onnx_path:
+                Path(src).unlink(missing_ok=True)
+        forms: list = []
         if prec == "int8":
-            model = self._int8(ctx, model, extra, notes)
+            model = self._int8(ctx, model, extra, notes, forms)
             notes.append(f"INT8 by NNCF post-training quantization on {extra['calibration_images']} calibration "
                          f"images ({ctx.calib_source or 'given'}), preset {extra['preset']}")
         elif prec == "fp16":
@@ -110,9 +119,29 @@ class OpenVINOTarget(Target):
         # inputs/outputs: verification records what the compiled model reports
         return Artifact(target=self.name, precision=prec, path="model.xml", files=["model.xml", "model.bin"],
                         runtime_version=self.version(), notes=notes, extra=extra, alternatives=[fallback],
-                        forms=int8_forms() if prec == "int8" else [])
+                        forms=forms)
 
-    def _int8(self, ctx: ExportContext, model, extra: dict, notes: list[str]):
+    @staticmethod
+    def _int8_source(ctx: ExportContext, out_dir: Path, extra: dict, notes: list[str]) -> Path:
+        """The ONNX to quantize: the verified one with the attention's q/k/v projections fused (one
+        int8 FullyConnected instead of three; exact, and the INT8 gate still judges the result)."""
+        from partialdeploy.exporters.onnx_forms import fuse_sibling_matmuls
+
+        fused = out_dir / "model.fused.tmp.onnx"
+        try:
+            n = fuse_sibling_matmuls(ctx.onnx_path, fused)
+        except Exception as e:  # keep the verified ONNX as it is
+            fused.unlink(missing_ok=True)
+            notes.append(f"q/k/v projections left separate: {first_line(e, 120)}")
+            n = 0
+        extra["deploy_form"] = {"attention_projections": "fused qkv" if n else "as exported"}
+        if not n:
+            fused.unlink(missing_ok=True)
+            return ctx.onnx_path
+        notes.append(f"INT8 quantized with {n} group(s) of q/k/v projections fused into one MatMul + Split")
+        return fused
+
+    def _int8(self, ctx: ExportContext, model, extra: dict, notes: list[str], forms: list):
         """NNCF PTQ; when it misses the INT8 gate, blocks kept in float through NNCF's ignored scope
         until the gate holds (partialdeploy.int8fallback)."""
         import openvino as ov
@@ -137,6 +166,7 @@ class OpenVINOTarget(Target):
             x = np.ascontiguousarray(ctx.parity_inputs[:1].repeat(bs, 0), np.float32)
             return lambda: req.infer({0: x})
 
+        t_q = time.perf_counter()
         quantizer = Quantizer(
             name="openvino",
             quantize=lambda floats: self._quantize(ctx, model.clone(), extra, floats),
@@ -149,10 +179,13 @@ class OpenVINOTarget(Target):
         extra["int8_fallback"] = fb.to_dict()
         if fb.note():
             notes.append(fb.note())
+        cost = (time.perf_counter() - t_q) / max(len(fb.attempts), 1)  # one quantization, about
+        forms.extend(int8_forms(lambda preset: self._quantize(ctx, model.clone(), {}, fb.float_blocks, preset),
+                                extra["preset"], user_preset="openvino_preset" in ctx.options, cost_s=cost))
         return fb.handle
 
     @staticmethod
-    def _quantize(ctx: ExportContext, model, extra: dict, float_blocks=()):
+    def _quantize(ctx: ExportContext, model, extra: dict, float_blocks=(), preset: str | None = None):
         if ctx.calib is None or len(ctx.calib) == 0:
             raise UserError("INT8 needs calibration images: pass --calib DIR (100-500 representative images)")
         try:
@@ -168,7 +201,7 @@ class OpenVINOTarget(Target):
         batches = [calib[i:i + bs] for i in range(0, n, bs)]
         name = ctx.input_name
         ds = nncf.Dataset(batches, lambda b: {name: b})
-        preset = str(ctx.options.get("openvino_preset", "mixed")).upper()
+        preset = str(preset or ctx.options.get("openvino_preset", "mixed")).upper()
         if preset not in ("MIXED", "PERFORMANCE"):
             raise UserError(f"openvino_preset {preset.lower()!r} must be mixed or performance")
         import contextlib
@@ -197,17 +230,44 @@ class OpenVINOTarget(Target):
         return q
 
 
-def int8_forms() -> list:
-    """The other correct ways to run an INT8 IR, timed at export (partialdeploy.tuning): on a CPU with
-    bf16 units, the layers NNCF left in float computed in bf16 (what OpenVINO's default hints do) — kept
-    only when it is faster here and passes the INT8 gate."""
-    from partialdeploy.tuning import Form
+BF16_PARTS = {"runtime_config": {"INFERENCE_PRECISION_HINT": "bf16"}, "compute_precision": "bf16",
+              "inference_precision_hint": "bf16"}
 
-    if bf16_error() is not None:
-        return []
-    return [Form("float parts in bf16", {"runtime_config": {"INFERENCE_PRECISION_HINT": "bf16"},
-                                         "compute_precision": "bf16", "inference_precision_hint": "bf16"},
-                 "the layers left in float compute in bf16 (INFERENCE_PRECISION_HINT=bf16 in extra.runtime_config)")]
+
+def int8_forms(requantize=None, preset: str = "mixed", user_preset: bool = False, cost_s: float = 0.0) -> list:
+    """The other correct ways to run an INT8 model, timed at export (partialdeploy.tuning), each kept only
+    when it is faster here and passes the INT8 gate:
+
+    * on a CPU with bf16 units, the layers NNCF left in float computed in bf16 (what OpenVINO's default
+      hints do);
+    * unless the user chose the preset, the IR quantized with NNCF's other preset (``requantize(preset)``
+      -> model, the same blocks kept in float; built only within the budget, ``cost_s`` being what one
+      quantization took): PERFORMANCE quantizes activations symmetrically (signed int8, no zero point),
+      NNCF's default for CNNs; MIXED (ours) asymmetrically — which one runs faster and which holds the
+      gate depends on the model and the CPU, so both are measured."""
+    from partialdeploy.tuning import Form, built_once
+
+    bf16 = bf16_error() is None
+    forms = [Form("float parts in bf16", BF16_PARTS,
+                  "the layers left in float compute in bf16 (INFERENCE_PRECISION_HINT=bf16 in extra.runtime_config)")
+             ] if bf16 else []
+    if requantize is None or user_preset:
+        return forms
+    other = "performance" if preset == "mixed" else "mixed"
+
+    def build(art_dir: Path) -> str:
+        import openvino as ov
+
+        name = f"model.{other}.part.xml"
+        ov.save_model(requantize(other), str(Path(art_dir) / name), compress_to_fp16=False)
+        return name
+    build = built_once(build)
+    note = f"NNCF preset {other} (measured faster here)"
+    forms.append(Form(f"preset {other}", {"preset": other}, note, build=build, cost_s=cost_s))
+    if bf16:
+        forms.append(Form(f"preset {other}, float parts in bf16", {"preset": other, **BF16_PARTS},
+                          note + "; the layers left in float compute in bf16", build=build, cost_s=cost_s))
+    return forms
 
 
 def _weight_types(xml: Path) -> dict:
