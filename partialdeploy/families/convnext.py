@@ -124,16 +124,9 @@ class ConvNeXtFamily(Family):
         return ConvNeXt(spec)
 
     def flop_rules(self) -> dict:
-        from partialdeploy.models.pat import RPEAttention
-        from partialdeploy.models.pat_deploy import SelfAttnD
+        from partialdeploy.models.pat import FLOP_RULES
 
-        def attn(m, inp, out):
-            x = inp[0]
-            n = x.shape[2] * x.shape[3]
-            c = m.c2 if isinstance(m, SelfAttnD) else x.shape[1]
-            return "attention", 2 * n * n * c
-
-        return {RPEAttention: attn, SelfAttnD: attn}
+        return dict(FLOP_RULES)
 
     # stem, stages.N.downsample (N ≥ 1), stages.N.blocks.M, head — the official module names
     stem_name = "stem"

@@ -185,20 +185,13 @@ class _PartialNetLike(Family):
 
     def flop_rules(self) -> dict:
         from partialdeploy.models.partialnet import DPConv
-        from partialdeploy.models.pat import RPEAttention
-        from partialdeploy.models.pat_deploy import SelfAttnD
+        from partialdeploy.models.pat import FLOP_RULES
 
         def dpconv(m, inp, out):  # DPConv calls F.conv2d on a slice of its weight
             c1 = m.split
             return "conv", out.shape[2] * out.shape[3] * c1 * c1 * 9
 
-        def attn(m, inp, out):
-            x = inp[0]
-            n = x.shape[2] * x.shape[3] if x.dim() == 4 else x.shape[1]
-            c = m.c2 if isinstance(m, SelfAttnD) else x.shape[1]
-            return "attention", 2 * n * n * c  # q·kᵀ and attn·v, all heads
-
-        return {DPConv: dpconv, RPEAttention: attn, SelfAttnD: attn}
+        return {DPConv: dpconv, **FLOP_RULES}
 
     def body_names(self, spec) -> list[str]:
         return body_names(spec.depths)

@@ -133,6 +133,18 @@ class RPEAttention(nn.Module):
                          hw, residual)
 
 
+def attention_flops(m, inp, out) -> tuple[str, int]:
+    """FLOP rule of the PAT_sf attention in either form (``RPEAttention``, ``SelfAttnD``), what the
+    Conv/Linear hooks miss: q·kᵀ and attn·v over all heads, 2·N²·C multiply-accumulates."""
+    x = inp[0]
+    n = x.shape[2] * x.shape[3]
+    c = m.c2 if isinstance(m, SelfAttnD) else x.shape[1]
+    return "attention", 2 * n * n * c
+
+
+FLOP_RULES = {RPEAttention: attention_flops, SelfAttnD: attention_flops}  # for Family.flop_rules
+
+
 class PATSpatial(nn.Module):
     """PAT_sp (official ``partial_spatial_attn_layer_reverse``): split [untouched | conv]; the
     untouched part is gated by hard-sigmoid(1×1 conv -> 1 map) then BN; the other goes BN -> 1×1
