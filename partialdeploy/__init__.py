@@ -14,8 +14,7 @@ are imported by the modules that need them, when they need them.
 """
 
 from partialdeploy.errors import ParityError, RuntimeUnavailable, UserError
-
-__version__ = "0.1.0"
+from partialdeploy.version import __version__
 
 _API = ("export", "profile", "diff", "inspect", "ExportResult", "ExportedArtifact", "ParityNumbers", "Failure",
         "ProfileReport", "Inspection")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 
-from partialdeploy import __version__, budget, export_dir, parity
+from partialdeploy import budget, export_dir, parity
 from partialdeploy.errors import PartialDeployError, UserError, VerificationError, first_line
 from partialdeploy.backends import get_target, target_names
 from partialdeploy.backends.target import Artifact, ExportContext
@@ -32,6 +32,7 @@ from partialdeploy.images import calib_folder_error
 from partialdeploy.spec import ArchSpec
 from partialdeploy.verification import convert_and_verify
 from partialdeploy.verify import MANIFEST
+from partialdeploy.version import __version__
 
 MANIFEST_SCHEMA = "partialdeploy.manifest/1"
 

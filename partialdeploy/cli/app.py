@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from partialdeploy import __version__
+from partialdeploy.version import __version__
 from partialdeploy.errors import PartialDeployError
 
 class _OneLineErrors(TyperGroup):

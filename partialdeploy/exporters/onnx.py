@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from partialdeploy import __version__
+from partialdeploy.version import __version__
 from partialdeploy.errors import UserError, first_line
 from partialdeploy.backends.target import Artifact, ExportContext, Target, quiet
 

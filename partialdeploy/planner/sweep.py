@@ -152,7 +152,7 @@ class SweepRequest:
     def _key(self, sha: str, target: str, precision: str) -> str:
         """Everything that changes a cell's result: checkpoint, target, precision, batch, the images
         (by content), the profiling settings, the device (``--remote``) and the tool's version."""
-        from partialdeploy import __version__
+        from partialdeploy.version import __version__
 
         opts = {"checkpoint_sha256": sha, "target": target, "precision": precision, "batch": self.batch,
                 "calib": _folder_digest(self.calib) if precision == "int8" else None,

@@ -98,7 +98,7 @@ def runtime_versions() -> dict:
 
 @lru_cache(maxsize=1)
 def _static() -> dict:
-    from partialdeploy import __version__
+    from partialdeploy.version import __version__
 
     return {
         "hostname": platform.node(),

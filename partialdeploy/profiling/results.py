@@ -15,7 +15,7 @@ from partialdeploy.report.schema import SCHEMA
 
 def new_report(settings: Settings, source: str, model: dict, device: str | None) -> dict:
     """The report before anything is measured (``complete`` and ``interrupted`` false, no results)."""
-    from partialdeploy import __version__
+    from partialdeploy.version import __version__
     from partialdeploy.profiling.envinfo import device_label, fingerprint
 
     env = fingerprint(settings.threads)

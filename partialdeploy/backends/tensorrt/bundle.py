@@ -159,7 +159,7 @@ def _write_samples(out_dir: Path, raw) -> list[dict]:
 
 def write_bundle(out_dir: Path, spec: BundleSpec) -> dict:
     """Write the build bundle described by ``spec`` into ``out_dir``; returns bundle.json's content."""
-    from partialdeploy import __version__
+    from partialdeploy.version import __version__
 
     s = spec
     precision, quantization, chw, batch = s.precision, s.quantization, list(s.chw), s.batch
