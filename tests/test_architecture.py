@@ -96,7 +96,7 @@ def test_no_import_cycles_between_modules():
 # ---- size: a module, a function and a class stay readable in one sitting
 
 # folders held to the rules below (add a folder once it meets them)
-SIZE_CHECKED = ("families", "models", "profiling", "report")
+SIZE_CHECKED = ("backends", "families", "models", "profiling", "report")
 MAX_LINES = {"module": 400, "function": 80, "class": 250}
 
 

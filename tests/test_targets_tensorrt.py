@@ -16,8 +16,9 @@ from targets_common import export, make_ctx
 
 from partialdeploy.errors import RuntimeUnavailable, UserError
 from partialdeploy.backends import get_target
-from partialdeploy.backends.tensorrt.build import (NOT_HERE, TRT10_ONNX_OPS, TRT11_ONNX_OPS, build_engine,
-                                          check_engine_compat, onnx_ops_report, trtexec_args)
+from partialdeploy.backends.tensorrt.build import build_engine, trtexec_args
+from partialdeploy.backends.tensorrt.cuda import NOT_HERE, check_engine_compat
+from partialdeploy.backends.tensorrt.onnx_support import TRT10_ONNX_OPS, TRT11_ONNX_OPS, onnx_ops_report
 
 pytestmark = pytest.mark.skipif(get_target("tensorrt").can_build_here(), reason="a GPU is present: builds run")
 

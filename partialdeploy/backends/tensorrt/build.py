@@ -30,13 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from partialdeploy.backends.tensorrt.cuda import (NOT_HERE, SIDECAR, check, check_engine_compat, cudart, device_info,  # noqa: F401
-                                    load_sidecar_checked)
+from partialdeploy.backends.tensorrt.bundle_text import reexport_hint
+from partialdeploy.backends.tensorrt.cuda import SIDECAR, check, check_engine_compat, cudart, device_info
+from partialdeploy.backends.tensorrt.onnx_support import GENERATIONS
 from partialdeploy.errors import UserError
 from partialdeploy.records import ParityResult
-from partialdeploy.backends.tensorrt.onnx_support import (GENERATIONS, ONNX_OPSETS, ONNX_SUPPORT, TRT8_ONNX_OPS,  # noqa: F401
-                                         TRT10_ONNX_OPS, TRT11_ONNX_OPS, TRT86_ONLY_OPS, onnx_ops_report)
-from partialdeploy.backends.tensorrt.bundle_text import reexport_hint
 from partialdeploy.verify import safe_join, verify_inside_export
 
 BUNDLE_SCHEMA = "partialdeploy.tensorrt-bundle/2"
@@ -258,24 +256,7 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
     misses the tolerance."""
     say = progress or (lambda msg: None)
     bundle_dir = Path(bundle_dir)
-    b = load_bundle(bundle_dir)
-    verify_inside_export(bundle_dir)  # the bundle's files against the export's manifest.json, when it has one
-    from partialdeploy.backends.tensorrt.bundlecheck import problem
-
-    why = problem(b)  # every field the build reads, type-checked before it is used
-    if why:
-        raise UserError(f"{bundle_dir / 'bundle.json'} is damaged ({why}); re-export the bundle")
-    onnx_file = safe_join(bundle_dir, b.get("onnx"), "bundle ONNX path")
-    prec = str(precision or b.get("precision") or "").lower()
-    if prec not in ("fp32", "fp16", "int8"):
-        raise UserError(f"--precision must be fp32, fp16 or int8, not {prec!r}")
-    if prec != b.get("precision"):
-        raise UserError(f"this bundle's model.onnx is {b.get('precision')} (the precision is in the ONNX, strongly "
-                        f"typed): re-export it with --precision {prec}")
-    t = b.get("tensorrt") or {}
-    implicit = t.get("int8_quantization") == "implicit"
-    if implicit and not (bundle_dir / "calib.npy").exists():
-        raise UserError("this bundle has no calib.npy: re-export it with --precision int8 --calib DIR")
+    b, onnx_file, prec, implicit = _checked_bundle(bundle_dir, precision)
     ws = int(workspace_mb or b.get("workspace_mb") or DEFAULT_WORKSPACE_MB)
     dev = device_info()  # raises RuntimeUnavailable here
     import tensorrt as trt
@@ -308,17 +289,7 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
     if major == 8 and not implicit:
         weak_typing_flags(trt, config, network, prec, (b.get("onnx_precision") or {}).get("kept_fp32"))
     if implicit:  # TensorRT 8 or 10 (check_device_generation refused 11): weak typing + calibrator
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.INT8)
-        calib = np.load(bundle_dir / "calib.npy")
-        # a static engine calibrates at its batch; a dynamic one at up to 8 images per batch
-        cb = bb["opt"] if not b["dynamic_batch"] else max(1, min(8, bb["max"], len(calib)))
-        if len(calib) < cb:
-            raise UserError(f"calib.npy has {len(calib)} images, fewer than the batch {cb}: re-export with more")
-        calibrator = _make_calibrator(trt, calib, cb, bundle_dir / CALIB_CACHE)
-        config.int8_calibrator = calibrator
-        if profile is not None:
-            config.set_calibration_profile(profile)
+        calibrator = _implicit_int8(trt, config, b, bundle_dir, profile)
     typing = ("weak, implicit INT8" if implicit else "weak, builder flag (TensorRT 8)" if major == 8
               else "strongly typed")
     say(f"building {prec} engine (TensorRT {trt.__version__}, {typing}, {dev['gpu']}, "
@@ -340,6 +311,47 @@ def build_engine(bundle_dir: Path, precision: str | None = None, workspace_mb: i
     tc_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     _keep_engine(bundle_dir, b, prec, sidecar, bytes(blob), gate)
     return sidecar
+
+
+def _checked_bundle(bundle_dir: Path, precision: str | None) -> tuple[dict, Path, str, bool]:
+    """(bundle.json, its ONNX, the precision, implicit INT8?) once the bundle and the asked precision
+    are checked (UserError, one line, before TensorRT is touched)."""
+    b = load_bundle(bundle_dir)
+    verify_inside_export(bundle_dir)  # the bundle's files against the export's manifest.json, when it has one
+    from partialdeploy.backends.tensorrt.bundlecheck import problem
+
+    why = problem(b)  # every field the build reads, type-checked before it is used
+    if why:
+        raise UserError(f"{bundle_dir / 'bundle.json'} is damaged ({why}); re-export the bundle")
+    onnx_file = safe_join(bundle_dir, b.get("onnx"), "bundle ONNX path")
+    prec = str(precision or b.get("precision") or "").lower()
+    if prec not in ("fp32", "fp16", "int8"):
+        raise UserError(f"--precision must be fp32, fp16 or int8, not {prec!r}")
+    if prec != b.get("precision"):
+        raise UserError(f"this bundle's model.onnx is {b.get('precision')} (the precision is in the ONNX, strongly "
+                        f"typed): re-export it with --precision {prec}")
+    implicit = (b.get("tensorrt") or {}).get("int8_quantization") == "implicit"
+    if implicit and not (bundle_dir / "calib.npy").exists():
+        raise UserError("this bundle has no calib.npy: re-export it with --precision int8 --calib DIR")
+    return b, onnx_file, prec, implicit
+
+
+def _implicit_int8(trt, config, b: dict, bundle_dir: Path, profile):
+    """TensorRT 8/10's implicit INT8: the fp16 and int8 builder flags and an entropy calibrator over the
+    bundle's calib.npy (returned: free it after the build)."""
+    config.set_flag(trt.BuilderFlag.FP16)
+    config.set_flag(trt.BuilderFlag.INT8)
+    calib = np.load(bundle_dir / "calib.npy")
+    bb = b["batch"]
+    # a static engine calibrates at its batch; a dynamic one at up to 8 images per batch
+    cb = bb["opt"] if not b["dynamic_batch"] else max(1, min(8, bb["max"], len(calib)))
+    if len(calib) < cb:
+        raise UserError(f"calib.npy has {len(calib)} images, fewer than the batch {cb}: re-export with more")
+    calibrator = _make_calibrator(trt, calib, cb, bundle_dir / CALIB_CACHE)
+    config.int8_calibrator = calibrator
+    if profile is not None:
+        config.set_calibration_profile(profile)
+    return calibrator
 
 
 def _keep_engine(bundle_dir: Path, b: dict, prec: str, sidecar: dict, blob: bytes, gate: bool) -> None:

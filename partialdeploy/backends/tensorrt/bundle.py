@@ -24,7 +24,8 @@ from partialdeploy.verify import file_sha256
 from partialdeploy.backends.tensorrt.cuda import SIDECAR
 from partialdeploy.errors import UserError
 from partialdeploy.backends.tensorrt.build import (BUNDLE_SCHEMA, CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE,
-                                                   GENERATIONS, TIMING_CACHE, check_generation, trtexec_args)
+                                                   TIMING_CACHE, check_generation, trtexec_args)
+from partialdeploy.backends.tensorrt.onnx_support import GENERATIONS
 from partialdeploy.backends.tensorrt.bundle_text import build_script, readme
 
 EVAL_BYTES_MAX = 64 << 20  # keep the bundle small: at most 64 MB of held-out images

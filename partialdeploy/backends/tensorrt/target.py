@@ -34,8 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.backends.target import Artifact, ExportContext, Target, quiet
-from partialdeploy.backends.tensorrt.build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, GENERATIONS, SIDECAR,
-                                                   batch_range, build_engine, check_generation, onnx_ops_report)
+from partialdeploy.backends.tensorrt.build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, batch_range,
+                                                   build_engine, check_generation)
+from partialdeploy.backends.tensorrt.cuda import SIDECAR
+from partialdeploy.backends.tensorrt.onnx_support import GENERATIONS, onnx_ops_report
 from partialdeploy.backends.tensorrt.bundle import BundleImages, BundleSpec, write_bundle
 from partialdeploy.errors import UserError
 from partialdeploy.images import preprocessing_record
