@@ -30,15 +30,6 @@ from partialdeploy.verify import MANIFEST
 CKPT_SUFFIXES = {".ckpt", ".pth", ".pt", ".bin", ".safetensors"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-# per-block tolerance by the candidate's precision: cosine (per image, minimum) and max|Δ| relative
-# to the range of the reference block output
-TOLERANCES = {
-    "fp32": {"cosine_min": 0.9999, "rel_max": 1e-3, "top1_min": 1.0},
-    "fp16": {"cosine_min": 0.999, "rel_max": 1e-2, "top1_min": 1.0},
-    "bf16": {"cosine_min": 0.995, "rel_max": 5e-2, "top1_min": 0.9},
-    "int8": {"cosine_min": 0.98, "rel_max": 0.5, "top1_min": 0.9},
-}
-
 _TOL_FIELDS = {f.name for f in fields(parity.Tolerance)}
 Collector = Callable[[np.ndarray], dict]  # images (N,C,H,W) -> {boundary name: (N, ...) array}
 
@@ -388,7 +379,7 @@ def run_diff(ref_arg, cand_arg, images: Path | None = None, count: int = 16, tar
 
         prep = replace(prep, check=next((sd.prep.check for sd in (cand, ref) if sd.prep and sd.prep.check), None))
     x, src = diff_images(prep, images, count, notes)
-    tol = dict(TOLERANCES.get(cand.precision or "fp32", TOLERANCES["fp32"]))
+    tol = parity.block_tolerance(cand.precision)  # per block, by the candidate's precision (parity.TOLERANCES)
     for k, v in (("cosine_min", cosine_min), ("rel_max", rel_max), ("top1_min", top1_min)):
         if v is not None:
             tol[k] = float(v)
