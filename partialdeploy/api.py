@@ -214,8 +214,8 @@ def diff(ref: str | Path, cand: str | Path, *, images: str | Path | None = None,
          top1_min: float | None = None, threads: int | None = None, variant: str | None = None):
     """Run REF and CAND on the same real images with every block boundary exposed; the result's
     ``first_divergent`` names the first block whose output leaves the tolerance (None: they agree),
-    ``blocks`` has the numbers of each (a ``partialdeploy.blockdiff.DiffResult``)."""
-    from partialdeploy.blockdiff import run_diff
+    ``blocks`` has the numbers of each (a ``partialdeploy.analysis.blockdiff.DiffResult``)."""
+    from partialdeploy.analysis.blockdiff import run_diff
 
     return run_diff(ref, cand, images=Path(images) if images else None, count=count, target=target,
                     precision=precision, ref_target=ref_target, ref_precision=ref_precision, cosine_min=cosine_min,
@@ -226,7 +226,7 @@ def inspect(checkpoint: str | Path | None = None, *, variant: str | None = None,
             img_size: int | None = None) -> Inspection:
     """What is inside a checkpoint (None: the bundled demo): its family and architecture, what each
     block type folds, parameters and FLOPs before -> after the deploy rewrite."""
-    from partialdeploy.analysis import inspect_checkpoint
+    from partialdeploy.analysis.inspect import inspect_checkpoint
 
     r = inspect_checkpoint(Path(checkpoint) if checkpoint else None, variant=variant, act=act, img_size=img_size)
     data = json.loads(json.dumps(r, default=str))

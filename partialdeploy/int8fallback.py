@@ -10,7 +10,7 @@ boundaries and how to time it — and :func:`quantize_until_gate` does the rest:
    used for calibration, plus the accuracy drop where labels exist — the same gate as everywhere);
 2. if it fails, measure each block's sensitivity: the quantization error it *adds* at its output
    boundary (1 − cosine against the fp32 deploy-form ONNX at that block, minus the same at the block
-   before) on the calibration images, via the block boundaries that :mod:`partialdeploy.taps` exposes;
+   before) on the calibration images, via the block boundaries that :mod:`partialdeploy.analysis.taps` exposes;
 3. keep the most sensitive block still quantized in float, quantize again, gate again; re-rank after
    every step (the error moves once a block is in float);
 4. stop when the gate holds, or when no block is left to try / the limit is reached: then a
@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from partialdeploy import parity
-from partialdeploy.blocknames import HEAD
+from partialdeploy.analysis.blocknames import HEAD
 from partialdeploy.errors import VerificationError
 from partialdeploy.records import ParityResult
 from partialdeploy.verification import gate_results
@@ -113,7 +113,7 @@ class FallbackResult:
 
 def float_block_nodes(model_or_path, float_blocks) -> list[str]:
     """Names of the ONNX nodes that belong to ``float_blocks`` (official names prefix every node, see
-    :mod:`partialdeploy.blocknames`): the exclude set for any Q/DQ builder — ONNX Runtime's
+    :mod:`partialdeploy.analysis.blocknames`): the exclude set for any Q/DQ builder — ONNX Runtime's
     ``nodes_to_exclude`` here, and the hook for the TensorRT bundle's explicit-quantization ONNX
     (layers left without Q/DQ), whose builder takes the same list."""
     if not float_blocks:

@@ -333,7 +333,7 @@ def _tidy(out_dir: Path, prev: dict | None, sha256: str, new_keys) -> list[str]:
 
 def _complexity(deploy, size: int) -> dict:
     """Parameters and FLOPs (one image) of the deploy form: what the manifest records for planning."""
-    from partialdeploy.analysis import count_flops, count_params
+    from partialdeploy.analysis.inspect import count_flops, count_params
 
     return {"params": count_params(deploy), "flops": count_flops(deploy, size).flops}
 

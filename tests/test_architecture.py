@@ -96,7 +96,7 @@ def test_no_import_cycles_between_modules():
 # ---- size: a module, a function and a class stay readable in one sitting
 
 # folders held to the rules below (add a folder once it meets them)
-SIZE_CHECKED = ("backends", "families", "models", "profiling", "report")
+SIZE_CHECKED = ("analysis", "backends", "families", "models", "profiling", "report")
 MAX_LINES = {"module": 400, "function": 80, "class": 250}
 
 
@@ -353,7 +353,7 @@ def test_a_runtime_package_with_boundary_taps_works_through_export_verify_profil
     import sys
 
     from partialdeploy import backends, demo
-    from partialdeploy.blockdiff import run_diff
+    from partialdeploy.analysis.blockdiff import run_diff
     from partialdeploy.pipeline import ExportRequest, run_export
     from partialdeploy.profiling.profiler import profile
     from partialdeploy.profiling.settings import Settings

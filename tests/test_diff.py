@@ -75,7 +75,7 @@ def test_diff_checkpoint_vs_onnx_agree(demo_onnx):
 
 @pytest.mark.parametrize("block", ["stages.2.blocks.0", "stages.4.blocks.1"])
 def test_diff_names_the_perturbed_block(demo_onnx, tmp_path, block):
-    from partialdeploy.blockdiff import run_diff
+    from partialdeploy.analysis.blockdiff import run_diff
 
     bad = _perturb(demo_onnx, tmp_path / "bad.onnx", block)
     res = run_diff(demo_onnx, bad)
@@ -138,7 +138,7 @@ def test_diff_onnxruntime_vs_openvino_both_ways(demo_onnx, tmp_path):
     """ONNX Runtime against OpenVINO, each as REF and as CAND: the same graph agrees, a perturbed block is
     named whichever side carries it."""
     ov = pytest.importorskip("openvino")
-    from partialdeploy.blockdiff import run_diff
+    from partialdeploy.analysis.blockdiff import run_diff
 
     ov.save_model(ov.convert_model(str(demo_onnx)), str(tmp_path / "same.xml"))
     bad = _perturb(demo_onnx, tmp_path / "bad.onnx", "stages.4.blocks.0")

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from typer.testing import CliRunner
 
 from partialdeploy import parity
-from partialdeploy.blockdiff import run_diff
+from partialdeploy.analysis.blockdiff import run_diff
 from partialdeploy.records import ManifestEntry, ParityResult
 
 

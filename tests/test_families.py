@@ -210,7 +210,7 @@ def test_registry_is_the_only_switch():
     import re
 
     src = Path(__file__).parents[1] / "partialdeploy"
-    files = [src / f for f in ("checkpoint.py", "pipeline.py", "reparam.py", "analysis.py")]
+    files = [src / f for f in ("checkpoint.py", "pipeline.py", "reparam.py", "analysis/inspect.py")]
     files += sorted((src / "cli").glob("*.py"))
     assert len(files) > 5
     for f in files:
@@ -222,7 +222,7 @@ def test_registry_is_the_only_switch():
 
 @pytest.mark.parametrize("name", ["eca_mobilenetv2_w025", "convnext_small_partial"])
 def test_inspect_describes_family(name, tmp_path):
-    from partialdeploy.analysis import inspect_checkpoint
+    from partialdeploy.analysis.inspect import inspect_checkpoint
 
     _, sd = _official(name)
     p = tmp_path / "m.pth"

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import randomize
 from partialdeploy import budget, families
-from partialdeploy.blocknames import HEAD
+from partialdeploy.analysis.blocknames import HEAD
 from partialdeploy.profiling.layers import layer_breakdown
 
 pytest.importorskip("onnxruntime")
@@ -83,7 +83,7 @@ def test_onnx_and_train_form_expose_every_boundary(exported, name, real_images):
     import onnx
 
     from partialdeploy.backends.onnxruntime.runner import onnx_boundaries
-    from partialdeploy.taps import open_taps
+    from partialdeploy.analysis.taps import open_taps
 
     spec, model, path = exported[name]
     want = families.get(name).boundaries(spec)
@@ -145,7 +145,7 @@ def test_diff_names_the_first_divergent_block(exported, name, tmp_path):
 
     import torch
 
-    from partialdeploy.blockdiff import run_diff
+    from partialdeploy.analysis.blockdiff import run_diff
     from partialdeploy.exporters.onnx import export_onnx
     from partialdeploy.reparam import reparameterize
 
@@ -172,7 +172,7 @@ def test_int8_fallback_ranks_the_familys_blocks(exported, name, tmp_path, real_i
     kept in float, it adds less."""
     from partialdeploy.backends.tensorrt.target import to_qdq_int8
     from partialdeploy.int8fallback import added_error, float_block_nodes
-    from partialdeploy.taps import collector
+    from partialdeploy.analysis.taps import collector
 
     spec, _, path = exported[name]
     x = real_images(SIZE, 8)

@@ -75,7 +75,7 @@ def _export_int8(case, out_dir, tolerances=None, **options):
 
 
 def test_diff_names_the_block_with_outliers(outliers, tmp_path):
-    from partialdeploy.blockdiff import run_diff
+    from partialdeploy.analysis.blockdiff import run_diff
 
     family, block, spec, path = outliers[:4]
     _export_int8(outliers, tmp_path / "plain", LOOSE, int8_fallback=False)

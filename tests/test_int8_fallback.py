@@ -118,7 +118,7 @@ def test_no_mix_within_budget_fails_with_every_attempt(outlier_ctx_factory, tmp_
 def test_diff_names_the_outlier_block_in_plain_qdq(outlier_ctx_factory, tmp_path):
     """`diff` between the fp32 ONNX and the plain-PTQ Q/DQ ONNX of the TensorRT bundle (what
     --no-fallback would ship) names the first outlier block: the block the fallback keeps in float."""
-    from partialdeploy.blockdiff import run_diff
+    from partialdeploy.analysis.blockdiff import run_diff
     from partialdeploy.backends.tensorrt.target import to_qdq_int8
 
     ctx = outlier_ctx_factory()

@@ -126,7 +126,7 @@ def test_onnx_metadata_architecture_reads_back(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from partialdeploy.blockdiff import _prep_from_onnx
+    from partialdeploy.analysis.sides import prep_from_onnx
     from partialdeploy.families import variant_spec
     from partialdeploy.spec import ArchSpec
 
@@ -138,12 +138,12 @@ def test_onnx_metadata_architecture_reads_back(tmp_path):
     m = helper.make_model(graph)
     helper.set_model_props(m, {"architecture": spec.to_json()})
     onnx.save(m, tmp_path / "a.onnx")
-    p = _prep_from_onnx(tmp_path / "a.onnx")
+    p = prep_from_onnx(tmp_path / "a.onnx")
     assert (p.size, p.mean, p.labels, p.crop_ratio) == (64, (0.5, 0.5, 0.5), ["a", "b"], spec.crop_ratio)
     old = helper.make_model(graph)
     helper.set_model_props(old, {"img_size": "96", "mean": "[0.1, 0.2, 0.3]", "std": "[1, 1, 1]"})
     onnx.save(old, tmp_path / "b.onnx")
-    p = _prep_from_onnx(tmp_path / "b.onnx")
+    p = prep_from_onnx(tmp_path / "b.onnx")
     assert (p.size, p.mean, p.std) == (96, (0.1, 0.2, 0.3), (1, 1, 1))
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from partialdeploy.blocknames import HEAD
+from partialdeploy.analysis.blocknames import HEAD
 from partialdeploy.errors import UserError
 
 DYNAMIC_BATCH = 8  # chunk size for a model whose batch is dynamic

@@ -73,7 +73,7 @@ def export_onnx(model, path: Path, img_size: int, dynamic_batch: bool = False, b
         except Exception as e:  # keep going with the unsimplified graph; parity still gates it
             notes.append(f"onnxsim failed ({type(e).__name__}: {first_line(e, 120)}); "
                          "kept the unsimplified graph")
-    from partialdeploy.blocknames import name_onnx_blocks
+    from partialdeploy.analysis.blocknames import name_onnx_blocks
 
     spec = getattr(model, "spec", None)
     blocks: list[str] = []

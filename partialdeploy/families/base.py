@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from partialdeploy.blocknames import HEAD, find_block
+from partialdeploy.analysis.blocknames import HEAD, find_block
 from partialdeploy.families.names import NAMES
 
 FAMILIES: dict[str, "Family"] = {}

@@ -81,10 +81,10 @@ def ort_quantizer(ctx, name: str, quantize: Callable[[list], Path], options: dic
     ONNX files run in ONNX Runtime: ``quantize(float_blocks) -> path``; each candidate is opened once,
     with ``options`` (default: the context's threads) — the options its gate, its timing and, for the
     ONNX Runtime target, the artifact itself use — and its file removed when the loop drops it. The
-    boundary taps and the fp32 reference (the context's ONNX) come from :mod:`partialdeploy.taps`."""
+    boundary taps and the fp32 reference (the context's ONNX) come from :mod:`partialdeploy.analysis.taps`."""
     from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
     from partialdeploy.int8fallback import Quantizer
-    from partialdeploy.taps import collector
+    from partialdeploy.analysis.taps import collector
 
     threads = ctx.options.get("threads")
     opts = options if options is not None else {"threads": threads}

@@ -166,7 +166,7 @@ def onnx_boundaries(model) -> list[str]:
     import json
 
     from partialdeploy import families
-    from partialdeploy.blocknames import HEAD
+    from partialdeploy.analysis.blocknames import HEAD
 
     produced = [t for n in model.graph.node for t in n.output]
     meta = {p.key: p.value for p in model.metadata_props}

@@ -35,7 +35,7 @@ def ov_boundaries(model) -> list[str]:
     import json
 
     from partialdeploy import families
-    from partialdeploy.blocknames import HEAD
+    from partialdeploy.analysis.blocknames import HEAD
 
     listed = None
     try:

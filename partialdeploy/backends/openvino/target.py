@@ -147,7 +147,7 @@ class OpenVINOTarget(Target):
         import openvino as ov
 
         from partialdeploy.int8fallback import Quantizer, quantize_until_gate
-        from partialdeploy.taps import collector
+        from partialdeploy.analysis.taps import collector
 
         threads = ctx.options.get("threads")
         cfg = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
@@ -214,7 +214,7 @@ class OpenVINOTarget(Target):
         try:  # NNCF draws progress bars on stdout: keep stdout clean for --json
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 ignored = None
-                if float_blocks:  # official block names prefix every op of the block (blocknames.py)
+                if float_blocks:  # official block names prefix every op of the block (analysis/blocknames.py)
                     import re
 
                     ignored = nncf.IgnoredScope(patterns=[f"^{re.escape(b)}/.*" for b in float_blocks],

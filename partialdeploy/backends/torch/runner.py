@@ -75,7 +75,7 @@ class TorchRunner(Runner):
         boundary the model's family names is reached; a block's time is the time since the boundary
         before it (the head: until the forward returns), so every layer of every family is counted."""
         from partialdeploy import families
-        from partialdeploy.blocknames import HEAD
+        from partialdeploy.analysis.blocknames import HEAD
 
         marks: list[tuple[str, float]] = []
 
