@@ -1,9 +1,10 @@
 """INT8 that holds its gate: when plain post-training quantization misses the INT8 gate, keep the
 most sensitive blocks in float and quantize again, until the gate holds (issue #10).
 
-One loop for every runtime. A runtime's target provides a :class:`Quantizer` — how to quantize with a set of
-blocks left in float (OpenVINO: NNCF ``ignored_scope``; ONNX Runtime: ``nodes_to_exclude``; the
-TensorRT bundle: layers left without Q/DQ), how to run a quantized model, how to expose its block
+One loop for every runtime, which knows none. A runtime's target provides a :class:`Quantizer` — how
+to quantize with a set of blocks left in float (OpenVINO: NNCF ``ignored_scope``; ONNX Runtime:
+``nodes_to_exclude``; the TensorRT bundle: layers left without Q/DQ — the last two through
+``backends/onnxruntime/quantizer.py``), how to run a quantized model, how to expose its block
 boundaries and how to time it — and :func:`quantize_until_gate` does the rest:
 
 1. quantize everything; gate it (top-1 agreement and cosine against the train form on images not
@@ -109,21 +110,6 @@ class FallbackResult:
                    f"({self.latency_ms['ratio']:.2f}× plain INT8)")
         return (f"INT8 fallback: plain PTQ missed the gate ({fmt(b)}); kept {len(self.float_blocks)} block(s) in "
                 f"float: {', '.join(self.float_blocks)} → {fmt(a)}{lat}")
-
-
-def float_block_nodes(model_or_path, float_blocks) -> list[str]:
-    """Names of the ONNX nodes that belong to ``float_blocks`` (official names prefix every node, see
-    :mod:`partialdeploy.analysis.blocknames`): the exclude set for any Q/DQ builder — ONNX Runtime's
-    ``nodes_to_exclude`` here, and the hook for the TensorRT bundle's explicit-quantization ONNX
-    (layers left without Q/DQ), whose builder takes the same list."""
-    if not float_blocks:
-        return []
-    import onnx
-
-    m = model_or_path if isinstance(model_or_path, onnx.ModelProto) else onnx.load(str(model_or_path),
-                                                                                     load_external_data=False)
-    prefixes = tuple(b + "/" for b in float_blocks)
-    return [n.name for n in m.graph.node if n.name.startswith(prefixes)]
 
 
 def _gate(ctx, fn: Callable[[np.ndarray], np.ndarray], stage: str) -> tuple[bool, list[ParityResult]]:

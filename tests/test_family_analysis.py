@@ -171,7 +171,8 @@ def test_int8_fallback_ranks_the_familys_blocks(exported, name, tmp_path, real_i
     (ONNX Runtime), keyed by the family's block names; the top one's nodes are found by its name and,
     kept in float, it adds less."""
     from partialdeploy.backends.tensorrt.target import to_qdq_int8
-    from partialdeploy.int8fallback import added_error, float_block_nodes
+    from partialdeploy.backends.onnxruntime.quantizer import block_nodes
+    from partialdeploy.int8fallback import added_error
     from partialdeploy.analysis.taps import collector
 
     spec, _, path = exported[name]
@@ -187,7 +188,7 @@ def test_int8_fallback_ranks_the_familys_blocks(exported, name, tmp_path, real_i
     sens = sensitivity([])
     assert list(sens) == families.get(name).boundaries(spec)
     top = max(sens, key=sens.get)
-    assert sens[top] > 0 and float_block_nodes(path, [top])
+    assert sens[top] > 0 and block_nodes(path, [top])
     assert sensitivity([top])[top] < sens[top]
 
 

@@ -19,6 +19,21 @@ from partialdeploy.verification import pad_batch, runner_logits, static_batch
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # the profile field ``ort_calibration``
 
 
+def block_nodes(model_or_path, blocks) -> list[str]:
+    """Names of the ONNX nodes that belong to ``blocks`` — official block names like "stages.0.blocks.1"
+    (the exporter prefixes every node with its block, ``stages.0.blocks.1/...``: see
+    :mod:`partialdeploy.analysis.blocknames`) or exact node names: what a Q/DQ quantization leaves in float."""
+    blocks = [str(b).rstrip("/") for b in blocks or ()]
+    if not blocks:
+        return []
+    import onnx
+
+    m = model_or_path if isinstance(model_or_path, onnx.ModelProto) else onnx.load(str(model_or_path),
+                                                                                     load_external_data=False)
+    prefixes = tuple(b + "/" for b in blocks)
+    return [n.name for n in m.graph.node if n.name in blocks or n.name.startswith(prefixes)]
+
+
 def calibration_method(options: dict) -> str:
     """The calibration method the options ask for (``ort_calibration``, default min-max); UserError
     when it is not one of :data:`CALIBRATION_METHODS`."""

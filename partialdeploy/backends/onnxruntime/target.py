@@ -22,7 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
-from partialdeploy.backends.onnxruntime.quantizer import calibration_method, ort_quantizer, quantize_qdq
+from partialdeploy.backends.onnxruntime.quantizer import block_nodes, calibration_method, ort_quantizer, quantize_qdq
 from partialdeploy.backends.target import Artifact, ExportContext, Target, quiet
 from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError, first_line
 from partialdeploy.exporters.onnx import io_meta
@@ -92,7 +92,6 @@ def gelu_float_form(ctx: ExportContext, qdq, float_blocks) -> list:
     within the budget. None when the model has no GELU."""
     from onnxruntime.quantization import quant_pre_process
 
-    from partialdeploy.int8fallback import float_block_nodes
     from partialdeploy.tuning import Form
 
     if not gelu_nodes(ctx.onnx_path):
@@ -108,7 +107,7 @@ def gelu_float_form(ctx: ExportContext, qdq, float_blocks) -> list:
             with quiet():
                 quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
             name = "model.gelu-float.part.onnx"
-            qdq(pre, art_dir / name, float_block_nodes(pre, float_blocks) + gelu_nodes(pre))
+            qdq(pre, art_dir / name, block_nodes(pre, float_blocks) + gelu_nodes(pre))
         finally:
             pre.unlink(missing_ok=True)
             fused.unlink(missing_ok=True)
@@ -214,7 +213,7 @@ class OnnxRuntimeTarget(Target):
         from onnxruntime.quantization import quant_pre_process
 
         from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
-        from partialdeploy.int8fallback import float_block_nodes, quantize_until_gate
+        from partialdeploy.int8fallback import quantize_until_gate
 
         method = calibration_method(ctx.options)
         pre = dst.with_name("model.preprocessed.tmp.onnx")
@@ -227,7 +226,7 @@ class OnnxRuntimeTarget(Target):
 
         def quantize(float_blocks):
             tries[0] += 1  # every node of the blocks kept in float is excluded
-            return qdq(pre, dst.with_name(f"model.int8-{tries[0]}.tmp.onnx"), float_block_nodes(pre, float_blocks))
+            return qdq(pre, dst.with_name(f"model.int8-{tries[0]}.tmp.onnx"), block_nodes(pre, float_blocks))
 
         # every candidate is opened exactly as the artifact will be: the kept one's gate is its certificate
         opts = open_options(OnnxRuntimeRunner, ctx, "onnxruntime", "int8", extra)

@@ -104,17 +104,6 @@ def to_fp16(src: Path, dst: Path, keep_fp32_nodes=()) -> dict:
             "summary": f"fp16 strongly typed, {len(compute) - n_fp32} of {len(compute)} nodes fp16"}
 
 
-def block_node_names(model, blocks) -> list[str]:
-    """Node names of the ONNX that belong to ``blocks`` (official block names like "stages.0.blocks.1":
-    the exporter prefixes every node with its block, ``stages.0.blocks.1/...``), or exact node names."""
-    blocks = [str(b) for b in blocks or ()]
-    names = []
-    for n in model.graph.node:
-        if any(n.name == b or n.name.startswith(b.rstrip("/") + "/") for b in blocks):
-            names.append(n.name)
-    return names
-
-
 def to_qdq_int8(src: Path, dst: Path, calib: np.ndarray, input_name: str, exclude=(), batch: int | None = None,
                 method: str = "minmax") -> dict:
     """Explicit-quantization (Q/DQ) INT8 ONNX for TensorRT: symmetric int8 activations (zero point 0,
@@ -124,7 +113,7 @@ def to_qdq_int8(src: Path, dst: Path, calib: np.ndarray, input_name: str, exclud
     try:
         import onnx
 
-        from partialdeploy.backends.onnxruntime.quantizer import CALIBRATION_METHODS, quantize_qdq
+        from partialdeploy.backends.onnxruntime.quantizer import CALIBRATION_METHODS, block_nodes, quantize_qdq
     except ImportError as e:
         raise UserError("TensorRT INT8 needs onnxruntime's quantization tools: "
                         "pip install onnxruntime onnx") from e
@@ -133,8 +122,8 @@ def to_qdq_int8(src: Path, dst: Path, calib: np.ndarray, input_name: str, exclud
     if method not in CALIBRATION_METHODS:
         raise UserError(f"calibration method {method!r} must be one of {', '.join(CALIBRATION_METHODS)}")
     m = onnx.load(str(src), load_external_data=False)
-    excluded = block_node_names(m, exclude)
-    unknown = [b for b in exclude or () if not block_node_names(m, [b])]
+    excluded = block_nodes(m, exclude)
+    unknown = [b for b in exclude or () if not block_nodes(m, [b])]
     if unknown:
         raise UserError(f"no nodes of {', '.join(map(str, unknown))} in the ONNX: name blocks like stages.0.blocks.1")
     if batch is None:
