@@ -90,24 +90,32 @@ def profile(
                            sustained, cooldown, output, as_json, remote_timeout)
     try:
         out_path = output or default_report_path(source)
-        if as_json:
-            prof = Profiler(source, settings, target, out_path, device=device)
-            report = prof.run()
-        else:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                          TimeElapsedColumn(), console=err, transient=True) as bar:
-                task = bar.add_task("profiling", total=None)
-
-                def progress(done, total, label):
-                    bar.update(task, completed=done, total=total, description=label)
-
-                prof = Profiler(source, settings, target, out_path, progress=progress, device=device)
-                report = prof.run()
+        prof, report = _run(Profiler, source, settings, target, out_path, device, as_json)
     except PartialDeployError as e:
         fail(e)
-    code = exit_code(report)
+    _conclude(prof, report, exit_code(report), out_path, as_json)
+
+
+def _run(profiler_cls, source, settings, target, out_path: Path, device, as_json: bool):
+    """Run the profiler (a progress bar on stderr unless --json); returns it and its report."""
+    if as_json:
+        prof = profiler_cls(source, settings, target, out_path, device=device)
+        return prof, prof.run()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("profiling", total=None)
+
+        def progress(done, total, label):
+            bar.update(task, completed=done, total=total, description=label)
+
+        prof = profiler_cls(source, settings, target, out_path, progress=progress, device=device)
+        return prof, prof.run()
+
+
+def _conclude(prof, report: dict, code: int, out_path: Path, as_json: bool) -> None:
+    """Print the report (or its JSON), say where it is, and exit with ``code`` (130 when interrupted)."""
     kept = f"{out_path} was kept as it was" if out_path.exists() else "no report was written"
     where = f"report: {out_path}" if prof.written else f"nothing measured: {kept}"
     if as_json:
