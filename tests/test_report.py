@@ -63,6 +63,7 @@ def test_markdown(prof):
 def test_html_is_self_contained(prof):
     page = to_html(schema.load(prof))
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") >= 4
+    assert "time per block: onnx/fp32" in page  # the blocks the model's family names, whichever family
     assert "<script" not in page.lower() and "<link" not in page.lower()
     urls = set(re.findall(r"(?:src|href)\s*=\s*[\"']([^\"']+)", page)) | set(re.findall(r"url\(", page))
     assert not urls, urls

@@ -106,6 +106,6 @@ def _per_layer(r: ProfileResult, lab: str) -> list[str]:
             f"{E(str(lb.get('batch')))}, {E(str(lb.get('layer_count')))} layers, {E(fmt(lb.get('total_ms')))} ms summed "
             "(profiling overhead included; relative shares are what matters)</p>",
             hbars([(b["block"], b["time_ms"], f"{b['pct']:.1f}%") for b in lb.get("blocks", [])[:20]], "ms",
-                  f"time per PartialNet block: {lab}"),
+                  f"time per block: {lab}"),
             hbars([(t["name"][-48:], t["time_ms"], f"{t['pct']:.1f}% · {t.get('op', '')} · {t['block']}")
                    for t in lb.get("top", [])], "ms", f"top {len(lb.get('top', []))} layers: {lab}")]
