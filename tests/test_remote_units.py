@@ -14,6 +14,7 @@ import zipfile
 import pytest
 
 from partialdeploy.errors import UserError
+from partialdeploy.backends.runner import Runner
 from partialdeploy.remote import device, payload, probe, sustained
 from partialdeploy.remote.hosts import check_remote_python, parse_host
 
@@ -233,3 +234,27 @@ def test_an_engine_built_after_the_export_travels_with_its_bundle(tmp_path):
     (tmp_path / "ov" / "model.xml").write_text("<xml/>")
     (tmp_path / "ov" / "model.bin").write_bytes(b"w")
     assert artifact_files(tmp_path, ov) == ["ov/model.xml", "ov/model.bin"]
+
+
+class _ProbedRunner(Runner):  # a runtime that exists only in this test: Runner.probe's default probes it
+    name = "probert"
+    requires = ("json",)
+
+
+def test_the_device_probe_asks_each_backend():
+    """remote/probe knows no runtime: a backend that says how to install it on a device is probed by
+    its runner and named, with that install line, when the device lacks it."""
+    import json as js
+
+    from partialdeploy import backends
+
+    backends.register(backends.Backend(name="probert", runner=f"{__name__}:_ProbedRunner",
+                                       device_install="pip install probert"))
+    try:
+        assert "probert" in probe.runtimes()
+        assert probe.probe(".", ["probert"])["runtimes"] == {"probert": {"ok": True, "version": js.__version__}}
+        line = probe.missing({"numpy": "2", "runtimes": {}}, "pi", "python3", ["probert"])
+        assert "pi cannot run probert" in line and "python3 -m pip install probert" in line
+    finally:
+        backends.unregister("probert")
+    assert "probert" not in probe.runtimes() and "coreml" not in probe.runtimes()

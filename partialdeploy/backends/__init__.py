@@ -40,6 +40,8 @@ class Backend:
     helper_dists: tuple[str, ...] = ()
     # when this runtime cannot run here: (file inside its artifact, runtime) that `diff` compares instead
     diff_via: tuple[str, str] | None = None
+    # how to install it on an edge device (`remote check`, `profile --remote` say it); "": not run on devices
+    device_install: str = ""
 
     def runner_class(self):
         return _load(self.runner)
@@ -168,6 +170,11 @@ def distributions() -> dict[str, str]:
         for d in b.helper_dists:
             out.setdefault(d, d)
     return out
+
+
+def device_runtimes() -> tuple[str, ...]:
+    """The runtimes `profile --remote` can run on an edge device (those that say how to install them)."""
+    return tuple(b.name for b in all_backends() if b.device_install)
 
 
 def profile_fields() -> dict[str, tuple]:

@@ -71,6 +71,18 @@ class Runner(ABC):
         fix = f": pip install {cls.dist}" if getattr(cls, "dist", None) else ""
         return f"the {cls.name} runtime is not installed here{fix}"
 
+    @classmethod
+    def probe(cls) -> dict:
+        """On an edge device (``remote check``, ``profile --remote``): can this runtime run here? JSON
+        types, never raises: ``{"ok", "version", "error" (when not ok)}`` plus what the runtime lists
+        (execution providers, devices, the GPU). This default imports the first of ``requires``."""
+        from partialdeploy.lazy import probe_import
+
+        mod, err = probe_import(cls.requires[0]) if cls.requires else (None, "nothing to import")
+        if mod is None:
+            return {"ok": False, "error": err}
+        return {"ok": True, "version": getattr(mod, "__version__", "?")}
+
     capabilities: frozenset[str] = frozenset()  # of ASYNC_QUEUE, LAYER_TIMES, BOUNDARY_TAPS
     clock: str = "perf_counter"  # what timed_infer measures with
 

@@ -80,9 +80,10 @@ def load_job(workdir: str, name: str, sha: str) -> dict:
 
 
 def _probe(workdir: str, runtimes: list) -> int:
-    from partialdeploy.remote.probe import RUNTIMES, probe
+    from partialdeploy.remote.probe import probe
+    from partialdeploy.remote.probe import runtimes as device_runtimes
 
-    emit("probe", probe=probe(workdir, [r for r in runtimes if r in RUNTIMES] or RUNTIMES))
+    emit("probe", probe=probe(workdir, [r for r in runtimes if r in device_runtimes()] or None))
     return 0
 
 

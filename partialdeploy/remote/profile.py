@@ -115,7 +115,7 @@ def _not_run_rows(arts: list[ManifestEntry], p: dict, host: Host, settings) -> l
     rows = []
     for a in arts:
         rt = canonical(a.target)
-        reason = probes.not_run_reason(p, rt, host.text) if rt in probes.RUNTIMES else \
+        reason = probes.not_run_reason(p, rt, host.text) if rt in probes.runtimes() else \
             f"not run on {host.text}: {rt} is not a runtime for edge devices"
         for b in settings.batches:
             rows.append(ProfileResult(target=a.target, runtime=rt, precision=a.precision, artifact=a.path,
@@ -157,7 +157,7 @@ def profile_one(req: RemoteRequest, host: Host, progress=None, note=None) -> tup
     from partialdeploy.backends import canonical
 
     manifest, base, arts = plan_export(Path(req.source), req.target)
-    needed = sorted({canonical(a.target) for a in arts} & set(probes.RUNTIMES))
+    needed = sorted({canonical(a.target) for a in arts} & set(probes.runtimes()))
     job_s = req.ssh.job_timeout_s or (DEFAULT_JOB_TIMEOUT_S + len(arts) * len(req.settings.batches)
                                       * ((req.sustained_s or 0.0) + req.cooldown_s))  # sustained runs on top
     with Session(host, req.python, req.ssh, notes=note, job_s=job_s) as s:

@@ -11,6 +11,7 @@ BACKEND = Backend(
     targets={"onnx": "partialdeploy.exporters.onnx:OnnxTarget",
              "onnxruntime": "partialdeploy.backends.onnxruntime.target:OnnxRuntimeTarget"},
     aliases=("onnx", "ort"),
+    device_install="pip install onnxruntime (Jetson: the onnxruntime-gpu wheel from the Jetson Zoo)",
     suffixes=(".onnx",),
     options={"ort_calibration": ((str,), "ONNX Runtime INT8 calibration: minmax, entropy or percentile",
                                  ("minmax", "entropy", "percentile"))},

@@ -9,6 +9,7 @@ import numpy as np
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
 from partialdeploy.records import ManifestEntry
 from partialdeploy.backends.runner import BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
+from partialdeploy.lazy import probe_import
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
@@ -21,6 +22,16 @@ class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
     requires = ("onnxruntime",)
     dist = "onnxruntime"
+
+    @classmethod
+    def probe(cls) -> dict:
+        ort, err = probe_import("onnxruntime")
+        if ort is None:
+            return {"ok": False, "error": err}
+        try:
+            return {"ok": True, "version": ort.__version__, "providers": list(ort.get_available_providers())}
+        except Exception as e:
+            return {"ok": False, "error": f"broken: {first_line(e, 200)}"}
     layer_source = "ONNX Runtime profiler (kernel time per node)"
 
     @classmethod

@@ -9,6 +9,7 @@ BACKEND = Backend(
     dists=("openvino",),
     targets={"openvino": "partialdeploy.backends.openvino.target:OpenVINOTarget"},
     aliases=("ov",),
+    device_install="pip install openvino",
     suffixes=(".xml",),
     options={"openvino_preset": ((str,), "OpenVINO INT8 NNCF preset: mixed or performance",
                                  ("mixed", "performance"))},

@@ -17,6 +17,7 @@ import numpy as np
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
 from partialdeploy.records import ManifestEntry
 from partialdeploy.backends.runner import ASYNC_QUEUE, BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
+from partialdeploy.lazy import probe_import
 
 
 def hint_name(value) -> str:
@@ -62,6 +63,17 @@ class OpenVINORunner(Runner):
     _quantized = None
     requires = ("openvino",)
     dist = "openvino"
+
+    @classmethod
+    def probe(cls) -> dict:
+        ov, err = probe_import("openvino")
+        if ov is None:
+            return {"ok": False, "error": err}
+        try:
+            return {"ok": True, "version": ov.get_version() if hasattr(ov, "get_version") else ov.__version__,
+                    "devices": list(ov.Core().available_devices)}
+        except Exception as e:
+            return {"ok": False, "error": f"broken: {first_line(e, 200)}"}
     layer_source = "OpenVINO PERF_COUNT (real time per node)"
 
     @classmethod

@@ -23,6 +23,8 @@ BACKEND = Backend(
     helper_dists=("cuda-python",),
     targets={"tensorrt": "partialdeploy.backends.tensorrt.target:TensorRTTarget"},
     aliases=("trt",),
+    device_install="comes with JetPack (apt install python3-libnvinfer), elsewhere pip install tensorrt; "
+                   "and pip install cuda-python",
     suffixes=(".engine", ".plan"),
     bundle_files=("model.engine", "model.plan", "build_engine.sh"),
     options={"workspace_mb": ((int,), "TensorRT builder workspace in MB"),

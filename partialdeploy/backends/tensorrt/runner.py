@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.backends.tensorrt.cuda import SIDECAR, check, cudart, load_sidecar_checked, why_unavailable
-from partialdeploy.errors import RuntimeUnavailable, UserError
 from partialdeploy.backends.runner import LAYER_TIMES, Runner, TensorMeta
+from partialdeploy.lazy import probe_import
+from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
 
 UNAVAILABLE = ("needs an NVIDIA GPU with TensorRT 8.5+, 10 or 11 and cuda-python (on a Jetson TensorRT comes "
                "with JetPack, not pip: sudo apt install nvidia-jetpack, then pip install cuda-python for its CUDA; "
@@ -44,6 +45,28 @@ class TensorRTRunner(Runner):
     capabilities = frozenset({LAYER_TIMES})
     clock = "cuda_events"
     _profiler = None  # timed_infer reports the GPU time of the enqueue, not host wall time
+
+    @classmethod
+    def probe(cls) -> dict:
+        trt, err = probe_import("tensorrt")
+        if trt is None:
+            return {"ok": False, "error": err}
+        out = {"ok": False, "version": getattr(trt, "__version__", "?")}
+        rt, err = probe_import("cuda.bindings.runtime")  # cuda-python >= 12.6
+        if rt is None:
+            rt, err = probe_import("cuda.cudart")
+        if rt is None:
+            return {**out, "error": f"cuda-python {err}"}
+        try:
+            e, n = rt.cudaGetDeviceCount()
+            if int(e) != 0 or n < 1:
+                return {**out, "error": "no CUDA device is visible"}
+            e, props = rt.cudaGetDeviceProperties(0)
+            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+            return {**out, "ok": True, "gpu": name.strip("\x00 "),
+                    "compute_capability": f"{props.major}.{props.minor}"}
+        except Exception as e:
+            return {**out, "error": f"the CUDA runtime does not load: {first_line(e, 200)}"}
 
     @classmethod
     def is_available(cls) -> bool:
