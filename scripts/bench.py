@@ -240,6 +240,11 @@ def export(ckpt: Path | None, targets, precision: str, out: Path, batch: int, ca
     for f in res.failures + res.skipped:
         say(f"  {f['target']} {precision} b{batch}: {f.get('error') or f.get('reason')}")
     say(f"  exported {','.join(targets)} {precision} b{batch} in {time.perf_counter() - t0:.0f} s")
+    for a in res.artifacts:  # what export's measured selection kept, and what it timed (ms)
+        tune = (a.extra or {}).get("tuning") or {}
+        if tune.get("timed"):
+            lat = ", ".join(f"{k} {v:.2f}" for k, v in tune["latency_ms"].items())
+            say(f"    {a.target} {precision}: kept {tune['chosen']!r} ({lat}; skipped: {tune.get('skipped') or '-'})")
     return {a.target: a for a in res.artifacts}
 
 
