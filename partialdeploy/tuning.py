@@ -148,7 +148,8 @@ def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
         runners["as exported"] = open_with(art.extra)
         for f in forms:
             spent = time.perf_counter() - t0
-            if spent > budget / 2 or (f.build is not None and spent + f.cost_s > budget):
+            cost = 0.0 if f.build is None or getattr(f.build, "built", False) else f.cost_s
+            if spent > budget / 2 or spent + cost > budget:
                 skipped[f.name] = "over budget" + (f" (building it takes ≈{f.cost_s:.0f} s)" if f.cost_s else "")
                 continue
             try:
@@ -239,16 +240,21 @@ def form_files(art, art_dir: Path, path: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def built_once(build: Callable[[Path], str]) -> Callable[[Path], str]:
+class built_once:  # noqa: N801  (used like a decorator: a function that builds once)
     """``build`` for several forms that open the same files in different ways: built by the first form
-    that asks, reused by the others."""
-    done: dict = {}
+    that asks, reused by the others (whose budget check then costs nothing: ``built``)."""
 
-    def once(art_dir: Path) -> str:
-        if "name" not in done:
-            done["name"] = build(art_dir)
-        return done["name"]
-    return once
+    def __init__(self, build: Callable[[Path], str]):
+        self._build, self._name = build, None
+
+    @property
+    def built(self) -> bool:
+        return self._name is not None
+
+    def __call__(self, art_dir: Path) -> str:
+        if self._name is None:
+            self._name = self._build(art_dir)
+        return self._name
 
 
 def _int8_speed(art, int8_ms: float, fp32_ms: float, run_notes: list[str] | None) -> None:

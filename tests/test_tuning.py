@@ -238,4 +238,20 @@ def test_a_kept_form_brings_its_companion_files_and_a_shared_build_runs_once(tmp
                                                     ("model.performance.part.bin", "model.bin")]
     calls = []
     once = tuning.built_once(lambda d: calls.append(d) or "m.part.xml")
-    assert once(tmp_path) == once(tmp_path) == "m.part.xml" and len(calls) == 1
+    assert not once.built
+    assert once(tmp_path) == once(tmp_path) == "m.part.xml" and len(calls) == 1 and once.built
+
+
+def test_a_second_form_of_a_build_already_made_is_not_skipped_for_its_cost(tmp_path, monkeypatch):
+    from partialdeploy.backends.target import Artifact
+    from targets_common import make_ctx
+
+    art = Artifact("onnxruntime", "fp32", "model.onnx", files=["model.onnx"])
+    once = tuning.built_once(lambda d: "x.onnx")
+    once(tmp_path)
+    art.forms = [tuning.Form("same files, other options", {}, build=once, cost_s=30.0)]
+    monkeypatch.setattr(tuning, "_choose", lambda *a: ("as exported", {}))
+    monkeypatch.setattr(tuning, "_opener", lambda *a: (None, lambda extra, path=None: _Fake()))
+    monkeypatch.setattr(tuning, "_feed", lambda ctx, r: {})
+    tuning.tune(make_ctx("fp32", tune_budget=1), art, tmp_path)
+    assert art.extra["tuning"]["skipped"] == {} and "same files, other options" in art.extra["tuning"]["latency_ms"]
