@@ -170,7 +170,7 @@ def test_int8_fallback_ranks_the_familys_blocks(exported, name, tmp_path, real_i
     """What the INT8 fallback ranks, in every family: the error each block adds in a Q/DQ INT8 model
     (ONNX Runtime), keyed by the family's block names; the top one's nodes are found by its name and,
     kept in float, it adds less."""
-    from partialdeploy.backends.tensorrt.target import to_qdq_int8
+    from partialdeploy.backends.tensorrt.precision import to_qdq_int8
     from partialdeploy.backends.onnxruntime.quantizer import block_nodes
     from partialdeploy.int8fallback import added_error
     from partialdeploy.analysis.taps import collector

@@ -119,7 +119,7 @@ def test_diff_names_the_outlier_block_in_plain_qdq(outlier_ctx_factory, tmp_path
     """`diff` between the fp32 ONNX and the plain-PTQ Q/DQ ONNX of the TensorRT bundle (what
     --no-fallback would ship) names the first outlier block: the block the fallback keeps in float."""
     from partialdeploy.analysis.blockdiff import run_diff
-    from partialdeploy.backends.tensorrt.target import to_qdq_int8
+    from partialdeploy.backends.tensorrt.precision import to_qdq_int8
 
     ctx = outlier_ctx_factory()
     to_qdq_int8(ctx.onnx_path, tmp_path / "plain.onnx", ctx.calib, "input")

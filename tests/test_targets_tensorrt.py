@@ -143,7 +143,7 @@ def test_int8_bundle_is_explicit_qdq_and_proven(int8_bundle):
 def test_int8_exclude_leaves_blocks_without_qdq(tmp_path):
     import onnx
 
-    from partialdeploy.backends.tensorrt.target import to_qdq_int8
+    from partialdeploy.backends.tensorrt.precision import to_qdq_int8
 
     ctx = make_ctx("int8")
     info = to_qdq_int8(ctx.onnx_path, tmp_path / "q.onnx", ctx.calib[:16], "input",
