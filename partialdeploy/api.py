@@ -82,10 +82,19 @@ class ExportResult:
     skipped: tuple[Failure, ...]
     notes: tuple[str, ...] = ()
     stages: tuple[tuple[str, float, str], ...] = ()  # (stage, seconds, detail)
+    batch: int | None = 1  # the static batch the artifacts were made for (None: dynamic)
+    data: dict = field(repr=False, default_factory=dict)  # the whole result as `export --json` prints it
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    @property
+    def exit_code(self) -> int:
+        """What ``partialdeploy export`` exits with: 0 ok, 1 a parity gate failed, 2 another failure."""
+        if not self.failures:
+            return 0
+        return 1 if any(f.kind == "verification" for f in self.failures) else 2
 
     def artifact(self, target: str, precision: str | None = None) -> ExportedArtifact:
         for a in self.artifacts:
@@ -125,60 +134,70 @@ def _paths(xs) -> tuple:
     return tuple(xs) if isinstance(xs, (list, tuple)) else (xs,)
 
 
-def export(checkpoint: str | Path | None = None, targets: str | Iterable[str] = ("onnx",), precision: str = "fp32",
-           calib: str | Path | None = None, out: str | Path = "dist", *, img_size: int | None = None,
-           batch: int | None = None, dynamic_batch: bool | None = None, variant: str | None = None,
-           act: str | None = None, eval_dir: str | Path | None = None, calib_count: int | None = None,
-           profile: str | None = None, fallback: bool = True, opset: int = 17,
-           on_event: Event | None = None, check: bool = True) -> ExportResult:
-    """Export ``checkpoint`` (None: the bundled demo) to ``targets`` in ``precision`` into ``out``,
-    every artifact proven by its parity gate, exactly as ``partialdeploy export`` does.
+def _opt_path(p) -> Path | None:
+    return Path(p) if p else None
+
+
+def export(checkpoint: str | Path | None = None, targets: str | Iterable[str] | None = None,
+           precision: str | None = None, calib: str | Path | None = None, out: str | Path = "dist", *,
+           img_size: int | None = None, batch: int | None = None, dynamic_batch: bool | None = None,
+           variant: str | None = None, act: str | None = None, eval_dir: str | Path | None = None,
+           calib_count: int | None = None, calib_seed: int = 0, check_images: str | Path | None = None,
+           profile: str | None = None, fallback: bool = True, int8_exclude: str | Iterable[str] | None = None,
+           tune_budget: float | None = None, bundle_wheel: str | Path | None = None, opset: int = 17,
+           on_event: Event | None = None, check: bool = True, command: str | None = None) -> ExportResult:
+    """Export ``checkpoint`` (None: the bundled demo) to ``targets`` in ``precision`` (None: the
+    profile's, else ``onnx`` / ``fp32``) into ``out``, every artifact proven by its parity gate, exactly
+    as ``partialdeploy export`` does (which calls this).
 
     Raises UserError / RuntimeUnavailable on bad input (nothing written); with ``check`` (default) a
-    failed gate raises ParityError carrying the numbers and the result of what was exported."""
-    from partialdeploy.pipeline import ExportRequest, run_export
+    failed gate raises ParityError carrying the numbers and the result of what was exported.
+    ``command`` is what the manifest records as the command (default ``partialdeploy.export(...)``)."""
+    from partialdeploy.exporting.request import ExportRequest
+    from partialdeploy.exporting.run import run_export
 
     req = ExportRequest.from_flags(
-        profile=profile, fallback=fallback, checkpoint=Path(checkpoint) if checkpoint else None,
-        targets=tuple(t for t in _paths(targets) if t), precision=precision, out_dir=Path(out), img_size=img_size,
-        dynamic_batch=dynamic_batch, batch=batch, calib=Path(calib) if calib else None, calib_count=calib_count,
-        eval_dir=Path(eval_dir) if eval_dir else None, variant=variant, act=act, opset=opset,
-        command="partialdeploy.export(...)")
+        profile=profile, fallback=fallback, checkpoint=_opt_path(checkpoint),
+        targets=tuple(t for t in _paths(targets) if t) if targets is not None else (), precision=precision,
+        out_dir=Path(out), img_size=img_size, dynamic_batch=dynamic_batch, batch=batch, calib=_opt_path(calib),
+        calib_count=calib_count, calib_seed=calib_seed, eval_dir=_opt_path(eval_dir),
+        check_images=_opt_path(check_images), variant=variant, act=act, opset=opset, tune_budget=tune_budget,
+        int8_exclude=int8_exclude, bundle_wheel=_opt_path(bundle_wheel), command=command or "partialdeploy.export(...)")
     progress = (lambda stage, msg: on_event(stage, {"message": msg})) if on_event else None
     try:
         res = run_export(req, progress)
     except ParityError as e:  # the deploy form or the ONNX missed its gate: nothing was exported
         raise ParityError(str(e), tuple(ParityNumbers.of(p) for p in e.parity)) from None
-    result = _export_result(res)
+    result = _export_result(res, None if req.dynamic_batch else req.batch)
     failed = [f for f in result.failures if f.kind == "verification"]
     if check and failed:
-        from partialdeploy.records import ParityResult
-
-        numbers = tuple(ParityNumbers.of(ParityResult.from_dict(p)) for f in res.failures for p in f.get("parity", ()))
+        numbers = tuple(ParityNumbers.of(p) for f in res.failures for p in f.parity)
         raise ParityError("; ".join(f"{f.target}/{f.precision}: {f.message}" for f in failed), numbers, result)
     return result
 
 
-def _export_result(res) -> ExportResult:
-    from partialdeploy.verify import entries, load_manifest
+def _export_data(res) -> dict:
+    """The result as ``export --json`` prints it."""
+    return {"exit_code": res.exit_code, "model": res.spec.to_dict(), "notes": res.notes,
+            "stages": [{"name": s.name, "seconds": s.seconds, "detail": s.detail,
+                        "parity": s.parity.to_dict() if s.parity else None} for s in res.stages],
+            "onnx": res.onnx_info, "artifacts": [a.to_dict() for a in res.artifacts],
+            "failures": [f.to_dict() for f in res.failures], "skipped": [k.to_dict() for k in res.skipped],
+            "manifest": str(res.manifest_path) if res.manifest_path else None}
 
-    arts: list[ExportedArtifact] = []
+
+def _export_result(res, batch: int | None) -> ExportResult:
     out = Path(res.out_dir).resolve()
-    if res.manifest_path and Path(res.manifest_path).is_file():
-        made = {(a.target, a.precision) for a in res.artifacts}
-        for e in entries(load_manifest(Path(res.manifest_path))):
-            if (e.target, e.precision) in made:
-                arts.append(ExportedArtifact(e.target, e.precision, out / e.path, e.sha256,
-                                             tuple(out / f for f in e.files), e.verified,
-                                             tuple(ParityNumbers.of(p) for p in e.parity), tuple(e.notes)))
+    arts = tuple(ExportedArtifact(a.target, a.precision, out / a.path, a.sha256, tuple(out / f for f in a.files),
+                                  a.verified, tuple(ParityNumbers.of(p) for p in a.parity), tuple(a.notes))
+                 for a in res.artifacts)  # as recorded in the manifest (exporting.manifest.record)
     return ExportResult(
         model=res.spec.name, out_dir=out, manifest=Path(res.manifest_path) if res.manifest_path else None,
-        artifacts=tuple(arts),
-        failures=tuple(Failure(f.get("target", ""), f.get("precision", ""), f.get("kind", "error"),
-                               str(f.get("error", ""))) for f in res.failures),
-        skipped=tuple(Failure(s.get("target", ""), s.get("precision", ""), "skipped", str(s.get("reason", "")))
-                      for s in res.skipped),
-        notes=tuple(res.notes), stages=tuple((s.name, s.seconds, s.detail) for s in res.stages))
+        artifacts=arts,
+        failures=tuple(Failure(f.target, f.precision, f.kind, f.error) for f in res.failures),
+        skipped=tuple(Failure(s.target, s.precision, "skipped", s.reason) for s in res.skipped),
+        notes=tuple(res.notes), stages=tuple((s.name, s.seconds, s.detail) for s in res.stages), batch=batch,
+        data=json.loads(json.dumps(_export_data(res), default=str)))
 
 
 def profile(source: str | Path, *, target: str | None = None, batches: Iterable[int] = (1,),

@@ -35,7 +35,6 @@ from partialdeploy.errors import VerificationError
 from partialdeploy.records import ParityResult
 from partialdeploy.verification import gate_results
 
-DEFAULT_MAX_FLOAT_BLOCKS = 8
 SENSITIVITY_IMAGES = 32
 
 
@@ -75,6 +74,7 @@ class FallbackResult:
     latency_ms: dict | None = None
     enabled: bool = True
     sensitivity_images: int = 0
+    asked: list = field(default_factory=list)  # kept in float from the start (int8_exclude)
 
     @property
     def float_blocks(self) -> list:
@@ -82,11 +82,12 @@ class FallbackResult:
 
     @property
     def used(self) -> bool:
-        return bool(self.float_blocks)
+        """The loop kept blocks in float beyond those asked for."""
+        return len(self.float_blocks) > len(self.asked)
 
     def to_dict(self) -> dict:
         first = self.attempts[0]
-        return {"enabled": self.enabled, "float_blocks": self.float_blocks,
+        return {"enabled": self.enabled, "float_blocks": self.float_blocks, "asked": list(self.asked),
                 "before": first.summary(), "after": self.attempts[-1].summary(),
                 "attempts": [a.summary() for a in self.attempts],
                 "ranking": (sorted(first.sensitivity, key=lambda b: -first.sensitivity[b])
@@ -97,7 +98,8 @@ class FallbackResult:
 
     def note(self) -> str | None:
         if not self.used:
-            return None
+            return (f"INT8 fallback: kept {', '.join(self.asked)} in float as asked (--int8-exclude); the gate held "
+                    "without more") if self.asked else None
         b, a = self.attempts[0].summary(), self.attempts[-1].summary()
 
         def fmt(s):
@@ -137,11 +139,11 @@ def quantize_until_gate(ctx, backend: Quantizer, stage: str, enabled: bool = Tru
     passing handle; raises VerificationError with every attempt's numbers when no mix holds (or
     when the fallback is disabled and plain PTQ fails)."""
     say = say or (lambda m: None)
-    max_float = int(max_float if max_float is not None else ctx.options.get("int8_max_float_blocks",
-                                                                            DEFAULT_MAX_FLOAT_BLOCKS))
-    handle = backend.quantize([])
+    max_float = int(max_float if max_float is not None else ctx.options.int8_max_float_blocks)
+    asked = list(ctx.options.int8_exclude)  # blocks the user keeps in float from the start
+    handle = backend.quantize(asked)
     passed, res = _gate(ctx, backend.logits(handle), stage)
-    result = FallbackResult(handle, [Attempt([], passed, res)], enabled=enabled)
+    result = FallbackResult(handle, [Attempt(asked, passed, res)], enabled=enabled, asked=asked)
     if passed:
         return result
     if not enabled:
@@ -153,12 +155,12 @@ def quantize_until_gate(ctx, backend: Quantizer, stage: str, enabled: bool = Tru
     # execution order: the collectors return the boundaries in graph order; the head closes the network
     order = [b for b in ref if b != HEAD] + ([HEAD] if HEAD in ref else [])
     plain = handle
-    floats: list = []
+    floats = list(asked)
     while True:
         sens = added_error(ref, backend.boundaries(handle)(sx), order)
         result.attempts[-1].sensitivity = sens
         ranked = [b for b in sorted(sens, key=lambda b: -sens[b]) if b not in floats and sens[b] > 0]
-        if not ranked or len(floats) >= max_float:
+        if not ranked or len(floats) - len(asked) >= max_float:
             break
         floats = floats + [ranked[0]]
         say(f"INT8 gate missed; keeping {ranked[0]} in float (added error {sens[ranked[0]]:.3g})")
@@ -171,7 +173,7 @@ def quantize_until_gate(ctx, backend: Quantizer, stage: str, enabled: bool = Tru
         if passed:
             break
     if not passed:
-        why = (f"no mix of up to {max_float} float blocks holds the gate" if len(floats) >= max_float
+        why = (f"no mix of up to {max_float} float blocks holds the gate" if len(floats) - len(asked) >= max_float
                else "no block left whose float version lowers the error")
         raise VerificationError(_failure(stage, result, why))
     if backend.timer is not None:

@@ -39,6 +39,10 @@ _COMMON: dict[str, tuple[tuple[type, ...], str]] = {
     "tune_budget": ((int, float), "seconds the export may spend timing an artifact's correct forms on this "
                                   "machine (and INT8 against fp32); 0 turns it off"),
     "tolerances": ((dict,), "{precision: {rel_max, cosine_min, top1_min, acc_drop_max}}"),
+    "int8_fallback": ((bool,), "INT8: keep the most sensitive blocks in float until the gate holds (default true)"),
+    "int8_max_float_blocks": ((int,), "INT8 fallback: at most this many blocks kept in float (default 8)"),
+    "int8_exclude": ((str, list), "INT8: blocks kept in float from the start (official block names, e.g. "
+                                  "stages.1.blocks.0; a list or comma-separated)"),
 }
 
 
@@ -86,7 +90,8 @@ def find_profile(name_or_path: str | os.PathLike) -> Path:
 
 
 def _type_name(types: tuple[type, ...]) -> str:
-    return " or ".join({int: "integer", bool: "boolean", str: "string", dict: "mapping"}[t] for t in types)
+    return " or ".join({int: "integer", float: "number", bool: "boolean", str: "string", dict: "mapping",
+                        list: "list"}[t] for t in types)
 
 
 def validate(data, where: str = "profile") -> dict:

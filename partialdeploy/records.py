@@ -2,8 +2,11 @@
 
 * :class:`ParityResult` — one parity gate's numbers (``parity.gate`` makes them; the manifest, the
   TensorRT bundle and the engine sidecar store them);
-* :class:`ManifestEntry` — one artifact in ``manifest.json`` (written by ``pipeline``, read by
-  ``verify``, ``profiling``, ``diff``, ``backends.tensorrt.build``);
+* :class:`Artifact` — one artifact from its conversion to its entry in ``manifest.json`` (made by a
+  target, gated by ``verification``, recorded by ``exporting.manifest``; read by ``verify``,
+  ``profiling``, ``diff``, ``backends.tensorrt.build``);
+* :class:`TargetFailure` / :class:`TargetSkip` — a target that failed / was not attempted in an export
+  (the result's and the manifest's ``failures`` / ``skipped``);
 * :class:`ProfileResult` — one (artifact, batch) row of a profile report (written by ``profiling``,
   read by ``report`` and the CLI's table);
 
@@ -100,38 +103,58 @@ def parity_list(items) -> list[ParityResult]:
 
 
 @dataclass
-class ManifestEntry:
-    """One artifact of ``manifest.json``. The integrity fields (``path``, ``files``, ``sha256``,
-    ``files_sha256``) are kept exactly as read — ``verify.check_artifact_files`` judges them — so a damaged
-    value is refused there, never silently replaced by a default here."""
+class Artifact:
+    """One artifact, from its conversion to ``manifest.json``: a target makes it (paths relative to its
+    directory), verification adds its parity results, the export moves it into place and records its
+    hashes and size (``sha256``, ``files_sha256``, ``size_bytes``, ``command``), and it is written as one
+    manifest entry; ``verify``, ``profile``, ``diff`` and ``build-engine`` read it back with
+    :meth:`from_dict`. The integrity fields are kept exactly as read — ``verify.check_artifact_files``
+    judges them — so a damaged value is refused there, never silently replaced by a default here."""
 
     target: str
     precision: str
-    path: str
-    files: list = field(default_factory=list)  # every file, relative to the export dir
-    sha256: str | None = None  # of the artifact (a directory: over its files)
+    path: str  # main file/dir: relative to the target's directory while converting, to the export dir after
+    files: list = field(default_factory=list)  # every file, relative as ``path`` is
+    sha256: str | None = None  # of the artifact (a directory: over its files); set when recorded
     files_sha256: dict | None = None  # {file: sha256}; absent in manifests before per-file hashes
     size_bytes: int | None = None
     inputs: list = field(default_factory=list)  # [{name, shape, dtype}]
     outputs: list = field(default_factory=list)
     parity: list[ParityResult] = field(default_factory=list)
-    verified: str = "converted"
+    verified: str = "converted"  # "parity" once its gate passed here; else what could be checked
+    # ("spec-checked (run needs macOS)", "bundle (build on device)")
     runtime_version: str | None = None
     notes: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # what the runner needs to open it as the gate did
     command: str | None = None
     other: dict = field(default_factory=dict)  # keys this version does not know, written back unchanged
+    # never stored: for verification, other ways to open it when the recorded one misses the gate
+    # (verification.Alternative) and the gate its target already ran on this very file
+    # (verification.Proof); for tuning, other correct ways to run the same files (tuning.Form)
+    alternatives: list = field(default_factory=list, repr=False, compare=False)
+    proof: object = field(default=None, repr=False, compare=False)
+    forms: list = field(default_factory=list, repr=False, compare=False)
 
     _KEYS = ("target", "precision", "path", "files", "sha256", "files_sha256", "size_bytes", "inputs", "outputs",
              "parity", "verified", "runtime_version", "notes", "extra", "command")
 
+    @property
+    def gate(self) -> ParityResult | None:
+        """The parity result of this very artifact run through its runtime (or, for a TensorRT bundle,
+        its precision-carrying ONNX); None when it could only be checked without running (a CoreML
+        package off macOS: its parity list holds the fp32 trace it was converted from, not itself)."""
+        if not self.parity or self.verified.startswith(("spec-checked", "converted")):
+            return None
+        return self.parity[-1]
+
     def to_dict(self) -> dict:
+        """The manifest entry (plain JSON types; also what ``export --json`` lists)."""
         d = {k: getattr(self, k) for k in self._KEYS}
         d["parity"] = [p.to_dict() for p in self.parity]
         return {**d, **self.other}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ManifestEntry":
+    def from_dict(cls, d: dict) -> "Artifact":
         """The inverse of :meth:`to_dict`, for manifests of every version (missing keys: defaults).
         ValueError when ``d`` is not an artifact entry (target/precision/path not text, parity damaged)."""
         if not isinstance(d, dict):
@@ -149,6 +172,44 @@ class ManifestEntry:
             kw["extra"] = {}
         kw["parity"] = parity_list(d.get("parity"))
         return cls(**kw, other={k: v for k, v in d.items() if k not in cls._KEYS})
+
+
+@dataclass
+class TargetFailure:
+    """A target whose conversion or gate failed (``kind``: ``verification`` — a gate missed, with its
+    numbers in ``parity`` —, or ``error``); listed under ``failures`` in the result and the manifest."""
+
+    target: str
+    precision: str
+    kind: str
+    error: str
+    parity: list[ParityResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = {"target": self.target, "precision": self.precision, "kind": self.kind, "error": self.error}
+        if self.parity:
+            d["parity"] = [p.to_dict() for p in self.parity]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TargetFailure":
+        if not isinstance(d, dict) or not all(isinstance(d.get(k, ""), str) for k in ("target", "precision", "error")):
+            raise ValueError("a failure entry needs text target, precision and error")
+        return cls(d.get("target", ""), d.get("precision", ""), str(d.get("kind") or "error"), d.get("error", ""),
+                   parity_list(d.get("parity")))
+
+
+@dataclass
+class TargetSkip:
+    """A target that was not attempted here (its runtime or converter is missing, or it does not make
+    that precision); listed under ``skipped``."""
+
+    target: str
+    precision: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "precision": self.precision, "reason": self.reason}
 
 
 def _finite(v, none_ok: bool = True) -> bool:

@@ -25,7 +25,6 @@ from typing import Callable
 
 import numpy as np
 
-DEFAULT_BUDGET_S = 5.0
 MIN_ROUNDS, MAX_ROUNDS = 3, 5
 BLOCK_S, BLOCK_RUNS, WARMUP = 0.05, 5, 2
 SLOWER = 1.0  # an INT8 artifact whose latency ratio to fp32 exceeds this is reported as slower
@@ -57,20 +56,6 @@ def merged(extra: dict, more: dict) -> dict:
     return out
 
 
-def budget_of(options: dict) -> float:
-    """The tuning budget in seconds from the target options (``tune_budget``); 0 turns tuning off."""
-    from partialdeploy.errors import UserError
-
-    b = options.get("tune_budget", DEFAULT_BUDGET_S)
-    try:
-        b = float(b)
-    except (TypeError, ValueError):
-        raise UserError(f"--tune-budget {b!r} must be a number of seconds (0 turns tuning off)") from None
-    if not (b >= 0 and np.isfinite(b)):
-        raise UserError(f"--tune-budget {b} must be ≥ 0 seconds (0 turns tuning off)")
-    return b
-
-
 def interleaved(fns: dict[str, Callable[[], object]], budget_s: float) -> tuple[dict, int]:
     """Median of block medians (ms) per function, timed in blocks cycled round-robin: at least
     MIN_ROUNDS rounds, more (up to MAX_ROUNDS) while the budget allows. Returns ({name: ms}, rounds)."""
@@ -98,13 +83,15 @@ def interleaved(fns: dict[str, Callable[[], object]], budget_s: float) -> tuple[
 def _opener(ctx, art, art_dir: Path):
     """(runner class, function extra -> loaded runner of the artifact opened that way)."""
     from partialdeploy import backends
+    from dataclasses import replace
+
     from partialdeploy.verification import open_options
 
     cls = backends.backend_of_target(art.target).runner_class()
 
     def open_with(extra: dict, path: str | None = None):
         return cls(Path(art_dir) / (path or art.path),
-                   **open_options(cls, ctx, art.target, art.precision, extra)).load()
+                   **open_options(cls, ctx, replace(art, extra=extra))).load()
     return cls, open_with
 
 
@@ -119,7 +106,7 @@ def _feed(ctx, runner) -> dict:
 
 def _fp32_sibling(ctx, cls):
     """The verified fp32 ONNX in the artifact's runtime (what the target converted from)."""
-    return cls(Path(ctx.onnx_path), threads=ctx.options.get("threads")).load()
+    return cls(Path(ctx.onnx_path), threads=ctx.options.threads).load()
 
 
 def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
@@ -129,7 +116,7 @@ def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
     forms = list(getattr(art, "forms", []) or [])
     if art.precision != "int8" and not forms:
         return
-    budget = budget_of(ctx.options)
+    budget = ctx.options.tune_budget
     if budget == 0:
         art.extra["tuning"] = {"budget_s": 0, "timed": False, "why": "--tune-budget 0"}
         if art.precision == "int8":
@@ -191,7 +178,7 @@ def tune_or_record(ctx, art, art_dir: Path, run_notes: list[str] | None = None) 
         tune(ctx, art, art_dir, run_notes)
     except Exception as e:  # a runtime's own exception type while timing
         why = f"{type(e).__name__}: {first_line(e, 200)}"
-        art.extra["tuning"] = {"budget_s": budget_of(ctx.options), "timed": False, "why": why}
+        art.extra["tuning"] = {"budget_s": ctx.options.tune_budget, "timed": False, "why": why}
         art.notes.append(f"measured selection not done (kept as exported): {why}"
                          + ("; INT8 speed against fp32 not measured" if art.precision == "int8" else ""))
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from partialdeploy import parity
 from partialdeploy.errors import UserError, VerificationError
-from partialdeploy.records import ManifestEntry, ParityResult
+from partialdeploy.records import Artifact, ParityResult
 
 
 def pad_batch(x: np.ndarray, batch: int) -> np.ndarray:
@@ -140,11 +140,10 @@ class Proof:
                 and all(r.passed for r in self.results) and self.digest == artifact_sha256(path))
 
 
-def open_options(runner_cls, ctx, target: str, precision: str, extra: dict) -> dict:
-    """The options every gate opens an artifact with: what its manifest entry records
-    (``Runner.artifact_options``) plus the context's thread count."""
-    entry = ManifestEntry(target, precision, "", extra=extra)
-    return {**runner_cls.artifact_options(entry, "latency"), "threads": ctx.options.get("threads")}
+def open_options(runner_cls, ctx, art: Artifact) -> dict:
+    """The options every gate opens ``art`` with: what it records for its runner (``extra`` read by
+    ``Runner.artifact_options``, as the manifest entry will) plus the context's thread count."""
+    return {**runner_cls.artifact_options(art, "latency"), "threads": ctx.options.threads}
 
 
 def verify_file(ctx, runner_cls, path: Path, stage: str, precision: str | None = None,
@@ -154,7 +153,7 @@ def verify_file(ctx, runner_cls, path: Path, stage: str, precision: str | None =
     when ``claimed`` (a compute precision) is not what the runtime computes in, gate it (raises
     VerificationError on a breach) and return the results. ``seen(runner)`` is called once it is open."""
     precision = precision or ctx.precision
-    with runner_cls(Path(path), **(options or {"threads": ctx.options.get("threads")})) as r:
+    with runner_cls(Path(path), **(options or {"threads": ctx.options.threads})) as r:
         if seen is not None:
             seen(r)
         got = r.compute_precision()
@@ -198,7 +197,7 @@ def verify_artifact(ctx, art, art_dir: Path) -> bool:
             art.outputs = [{"name": m.name, "shape": list(m.shape), "dtype": m.dtype} for m in r.outputs()]
 
     def gate() -> list[ParityResult]:
-        opts = open_options(cls, ctx, art.target, art.precision, art.extra)
+        opts = open_options(cls, ctx, art)
         claimed = art.extra.get("compute_precision")  # a claim is read back from the runtime: never from a proof
         if art.proof is not None and not claimed and art.proof.holds(ctx, path, opts) and art.inputs and art.outputs:
             return list(art.proof.results)

@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 
 from partialdeploy.errors import UserError
-from partialdeploy.records import ManifestEntry
+from partialdeploy.records import Artifact
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA_PREFIX = "partialdeploy.manifest/"
@@ -98,7 +98,7 @@ def load_manifest(path: Path) -> dict:
         raise UserError(f"{path}: 'artifacts' is not a list of entries: the manifest is damaged; re-export")
     for a in arts:
         try:  # the record's own checks (a non-text target/precision/path, damaged parity, ...)
-            ManifestEntry.from_dict(a)
+            Artifact.from_dict(a)
         except ValueError as e:
             raise UserError(f"{path}: an artifact entry is damaged ({str(e)[:120]}): re-export") from None
     for key in ("model", "preprocessing"):
@@ -111,17 +111,17 @@ def load_manifest(path: Path) -> dict:
     return m
 
 
-def entries(m: dict) -> list[ManifestEntry]:
+def entries(m: dict) -> list[Artifact]:
     """The artifact entries of a manifest read by :func:`load_manifest` (which validated them)."""
-    return [ManifestEntry.from_dict(a) for a in m.get("artifacts", [])]
+    return [Artifact.from_dict(a) for a in m.get("artifacts", [])]
 
 
-def check_artifact_files(base: Path, entry: ManifestEntry | dict) -> Path:
+def check_artifact_files(base: Path, entry: Artifact | dict) -> Path:
     """Check one manifest entry against the files on disk; returns the artifact's path."""
     base = Path(base)
-    if not isinstance(entry, ManifestEntry):
+    if not isinstance(entry, Artifact):
         try:
-            entry = ManifestEntry.from_dict(entry)
+            entry = Artifact.from_dict(entry)
         except ValueError as e:
             raise UserError(f"a manifest entry is damaged ({str(e)[:120]}): re-export") from None
     path = safe_join(base, entry.path or None, "artifact path")
@@ -164,7 +164,7 @@ def manifest_path_of(source: Path) -> Path | None:
     return None
 
 
-def verified_export(source: Path, targets=None) -> tuple[dict, Path, list[ManifestEntry]]:
+def verified_export(source: Path, targets=None) -> tuple[dict, Path, list[Artifact]]:
     """(manifest, export dir, verified artifact entries) of an export directory or manifest path;
     ``targets``: only entries whose ``target`` is in it (the others are not checked)."""
     mp = manifest_path_of(source)
@@ -177,7 +177,7 @@ def verified_export(source: Path, targets=None) -> tuple[dict, Path, list[Manife
     return m, mp.parent, arts
 
 
-def export_of(path: Path, max_up: int = 3) -> tuple[dict, Path, ManifestEntry | None] | None:
+def export_of(path: Path, max_up: int = 3) -> tuple[dict, Path, Artifact | None] | None:
     """The export that holds ``path`` (an artifact or a file inside one): (manifest, export dir, the
     entry listing ``path`` or None), looking up to ``max_up`` folders up; None without a manifest.
     The one manifest lookup up the folders; the entry found is verified (sha256) before it is returned."""
@@ -202,7 +202,7 @@ def export_of(path: Path, max_up: int = 3) -> tuple[dict, Path, ManifestEntry | 
     return None
 
 
-def verify_inside_export(path: Path, max_up: int = 3) -> ManifestEntry | None:
+def verify_inside_export(path: Path, max_up: int = 3) -> Artifact | None:
     """Verify the manifest entry of the export that holds ``path`` (an artifact or its directory).
     Returns that entry, or None when no manifest above ``path`` lists it."""
     found = export_of(path, max_up)

@@ -221,7 +221,9 @@ TUNE_BUDGET_S = 30  # export's measured selection: room for every form of the bi
 def export(ckpt: Path | None, targets, precision: str, out: Path, batch: int, calib: Path | None,
            img_size: int | None = 224):
     from partialdeploy import parity
-    from partialdeploy.pipeline import ExportRequest, run_export
+    from partialdeploy.exporting.options import ExportOptions
+    from partialdeploy.exporting.request import ExportRequest
+    from partialdeploy.exporting.run import run_export
 
     # T0/T2/S here have random weights: their logits are near-ties, so top-1 agreement says nothing
     # about an INT8 model. Their INT8 artifacts are gated on cosine only (latency rows); the INT8
@@ -233,12 +235,12 @@ def export(ckpt: Path | None, targets, precision: str, out: Path, batch: int, ca
     try:
         res = run_export(ExportRequest(checkpoint=ckpt, targets=tuple(targets), precision=precision, out_dir=out,
                                        batch=batch, calib=calib, img_size=img_size, tolerances=tol,
-                                       options={"tune_budget": TUNE_BUDGET_S}))
+                                       options=ExportOptions(tune_budget=TUNE_BUDGET_S)))
     except PartialDeployError as e:  # e.g. the memory budget on a busy machine: report, go on
         say(f"  {','.join(targets)} {precision} b{batch}: not exported: {e}")
         return {}
     for f in res.failures + res.skipped:
-        say(f"  {f['target']} {precision} b{batch}: {f.get('error') or f.get('reason')}")
+        say(f"  {f.target} {precision} b{batch}: {getattr(f, 'error', None) or getattr(f, 'reason', '')}")
     say(f"  exported {','.join(targets)} {precision} b{batch} in {time.perf_counter() - t0:.0f} s")
     for a in res.artifacts:  # what export's measured selection kept, and what it timed (ms)
         tune = (a.extra or {}).get("tuning") or {}
@@ -254,7 +256,7 @@ def bench_variant(v: str, args, tmp: Path, bf16_ok: bool) -> dict:
     import numpy as np
     import torch
 
-    from partialdeploy.exporters.onnx import naive_export
+    from partialdeploy.exporting.onnx import naive_export
     from partialdeploy.images import natural_batch
     from partialdeploy.models import build_model
     from partialdeploy.families import variant_spec
@@ -444,7 +446,7 @@ def bench_families(names, rounds, threads, tmp: Path, eca_forms: bool):
     import torch
 
     from partialdeploy import parity
-    from partialdeploy.exporters.onnx import export_onnx, naive_export
+    from partialdeploy.exporting.onnx import export_onnx, naive_export
     from partialdeploy.images import natural_batch
     from partialdeploy.reparam import reparameterize, torch_logits
 
@@ -482,7 +484,7 @@ def bench_eca_forms(spec, model, deploy, x, rounds, threads, tmp: Path):
     import torch
     import torch.nn.functional as F
 
-    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.exporting.onnx import export_onnx
     from partialdeploy.models.eca_deploy import ECAGateD
 
     class Transposed(torch.nn.Module):
@@ -550,8 +552,10 @@ def bench_int8_fallback(rounds, threads, tmp: Path):
     from partialdeploy import demo
     from partialdeploy.checkpoint import load_checkpoint, load_model, resolve_spec
     from partialdeploy.models.outliers import inject_activation_outliers
+    from partialdeploy.exporting.options import ExportOptions
+    from partialdeploy.exporting.request import ExportRequest
+    from partialdeploy.exporting.run import run_export
     from partialdeploy.parity import Tolerance
-    from partialdeploy.pipeline import ExportRequest, run_export
 
     ck = load_checkpoint(demo.DEMO_CKPT)
     spec, _ = resolve_spec(ck)
@@ -567,12 +571,12 @@ def bench_int8_fallback(rounds, threads, tmp: Path):
         arts = {}
         for mode in ("plain", "fallback"):
             out = tmp / f"fb-{mode}-{ckpt.stem if ckpt else 'demo'}"
-            opts = {"int8_fallback": mode == "fallback", "threads": threads}
+            opts = ExportOptions(int8_fallback=mode == "fallback", threads=threads)
             res = run_export(ExportRequest(checkpoint=ckpt, targets=("onnxruntime", "openvino", "tensorrt"),
                                            precision="int8",
                                            out_dir=out, options=opts, tolerances=loose if mode == "plain" else {}))
             for f in res.failures:
-                print(f"  {name} {f['target']} {mode}: FAILED {f['error'][:300]}")
+                print(f"  {name} {f.target} {mode}: FAILED {f.error[:300]}")
             for a in res.artifacts:  # a TensorRT bundle: its Q/DQ model.onnx, run in ONNX Runtime here
                 arts[(a.target, mode)] = (out / a.path / "model.onnx" if a.target == "tensorrt" else out / a.path, a)
         x = np.ascontiguousarray(demo.eval_set(spec)[0][:1])

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.backends.target import ExportContext
+from partialdeploy.exporting.options import ExportOptions
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,7 +34,7 @@ def _demo():
 
 @functools.lru_cache(maxsize=None)
 def _onnx(dynamic: bool, batch: int) -> Path:
-    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.exporting.onnx import export_onnx
 
     spec, deploy, *_ = _demo()
     path = Path(tempfile.mkdtemp(prefix="pd-targets-")) / "deploy.onnx"
@@ -49,7 +50,7 @@ def make_ctx(precision: str, dynamic: bool = True, batch: int = 1, with_eval: bo
         calib=calib, calib_source="bundled demo calibration images",
         eval_images=ex if with_eval else None, eval_labels=ey if with_eval else None,
         eval_reference=ref if with_eval else None, deploy_model=deploy, parity_raw=_raw(),
-        options={"batch": batch, **options})
+        options=ExportOptions.from_fields({"batch": batch, **options}))
 
 
 @functools.lru_cache(maxsize=None)

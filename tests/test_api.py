@@ -49,6 +49,37 @@ def test_export_returns_a_frozen_result_with_paths_hashes_and_numbers(exported):
     assert "deploy form" in events and "onnx" in events  # on_event saw the stages as they ran
 
 
+def test_the_result_carries_what_the_cli_prints(exported):
+    """`export --json` is the API result's ``data``; the exit code is the same rule."""
+    res, _ = exported
+    d = res.data
+    assert d["exit_code"] == res.exit_code == 0 and d["manifest"] and d["model"]["name"] == res.model
+    assert [(a["target"], a["sha256"]) for a in d["artifacts"]] == [(a.target, a.sha256) for a in res.artifacts]
+    assert [s["name"] for s in d["stages"]][:4] == ["load", "images", "deploy form", "onnx export"]
+    assert res.batch == 1 and d["failures"] == [] and d["skipped"] == []
+
+
+def test_a_profile_decides_what_no_argument_says(tmp_path, monkeypatch):
+    """Arguments left out take the profile's values (the defaults are the profile's, then onnx / fp32);
+    the ones given win; every export option reaches the request."""
+    import partialdeploy.exporting.run as run
+
+    seen = []
+
+    def capture(req, progress=None):
+        seen.append(req)
+        raise pd.UserError("stop here")
+    monkeypatch.setattr(run, "run_export", capture)
+    prof = tmp_path / "p.yaml"
+    prof.write_text("target: onnxruntime\nprecision: int8\n")
+    for kw in ({}, {"targets": "onnx", "precision": "fp32", "int8_exclude": "head", "tune_budget": 0}):
+        with pytest.raises(pd.UserError, match="stop here"):
+            pd.export(profile=str(prof), out=tmp_path / "d", **kw)
+    assert (seen[0].targets, seen[0].precision) == (("onnxruntime",), "int8")
+    assert (seen[1].targets, seen[1].precision) == (("onnx",), "fp32")
+    assert seen[1].options.int8_exclude == ("head",) and seen[1].options.tune_budget == 0
+
+
 def test_bad_input_raises_user_error_and_writes_nothing(tmp_path):
     with pytest.raises(pd.UserError, match="precision"):
         pd.export(precision="int4", out=tmp_path / "a")

@@ -200,7 +200,8 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.backends import Backend
-from partialdeploy.backends.target import Artifact, Target
+from partialdeploy.backends.target import Target
+from partialdeploy.records import Artifact
 from partialdeploy.backends.runner import Runner, TensorMeta
 
 
@@ -254,7 +255,7 @@ def fake_backend(tmp_path, monkeypatch):
 
 def test_a_registered_backend_appears_everywhere(fake_backend):
     from partialdeploy.backends import get_target
-    from partialdeploy.pipeline import expand_targets
+    from partialdeploy.exporting.request import expand_targets
     from partialdeploy.profiles import validate
     from partialdeploy.backends import canonical, runtime_for_path
 
@@ -333,7 +334,8 @@ class TapRunner(Runner):
 import shutil
 from pathlib import Path
 
-from partialdeploy.backends.target import Artifact, Target
+from partialdeploy.backends.target import Target
+from partialdeploy.records import Artifact
 
 
 class TapTarget(Target):
@@ -354,7 +356,8 @@ def test_a_runtime_package_with_boundary_taps_works_through_export_verify_profil
 
     from partialdeploy import backends, demo
     from partialdeploy.analysis.blockdiff import run_diff
-    from partialdeploy.pipeline import ExportRequest, run_export
+    from partialdeploy.exporting.request import ExportRequest
+    from partialdeploy.exporting.run import run_export
     from partialdeploy.profiling.profiler import profile
     from partialdeploy.profiling.settings import Settings
     from partialdeploy.verify import verified_export
@@ -388,12 +391,13 @@ def test_a_runtime_package_with_boundary_taps_works_through_export_verify_profil
 def test_pipeline_gates_what_a_target_converted(fake_backend, tmp_path):
     """The fake target only writes a file; its runner answers zeros: the pipeline's one verification
     path (open through the runner, gate) catches it, exit 1, nothing claimed."""
-    from partialdeploy.pipeline import ExportRequest, run_export
+    from partialdeploy.exporting.request import ExportRequest
+    from partialdeploy.exporting.run import run_export
 
     res = run_export(ExportRequest(targets=("onnx", "fakert"), out_dir=tmp_path / "dist", parity_images=4))
     assert res.exit_code == 1 and [a.target for a in res.artifacts] == ["onnx"]
-    assert res.failures[0]["target"] == "fakert" and res.failures[0]["kind"] == "verification"
-    assert "ONNX -> fakert fp32" in res.failures[0]["error"]
+    assert res.failures[0].target == "fakert" and res.failures[0].kind == "verification"
+    assert "ONNX -> fakert fp32" in res.failures[0].error
     onnx = res.artifacts[0]  # the interchange ONNX went through the same path, in ONNX Runtime
     assert onnx.verified == "parity" and onnx.parity[-1].stage.startswith("ONNX -> ONNX Runtime fp32")
     assert not (tmp_path / "dist" / "fakert").exists()

@@ -31,7 +31,8 @@ def test_refused_without_bf16_units(tmp_path, monkeypatch):
     assert get_target("openvino").check_precision("fp32") is None
     assert "no bf16 units" in get_target("openvino").refusal("bf16")  # the one check, at the request
 
-    from partialdeploy.pipeline import ExportRequest, run_export
+    from partialdeploy.exporting.request import ExportRequest
+    from partialdeploy.exporting.run import run_export
 
     out = tmp_path / "dist"
     with pytest.raises(UserError, match="no bf16 units"):  # before any work (no model built)
@@ -71,7 +72,8 @@ def test_not_certified_when_the_read_back_is_not_bf16(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units (no avx512_bf16/AMX): bf16 cannot run here")
 def test_bf16_artifact_and_profile(tmp_path):
-    from partialdeploy.pipeline import ExportRequest, run_export
+    from partialdeploy.exporting.request import ExportRequest
+    from partialdeploy.exporting.run import run_export
     from partialdeploy.profiling.profiler import profile
     from partialdeploy.profiling.settings import Settings
 

@@ -262,7 +262,7 @@ def test_raw_samples_are_what_the_check_images_were_made_from(tmp_path, source):
 
     from PIL import Image
 
-    from partialdeploy import check_images
+    from partialdeploy.exporting import check_images
     from partialdeploy.images import preprocess
 
     spec = SimpleNamespace(img_size=32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), crop_ratio=0.9)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from partialdeploy import check_images
+from partialdeploy.exporting import check_images
 from partialdeploy.errors import UserError
 
 SPEC = SimpleNamespace(img_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_ratio=1.0)

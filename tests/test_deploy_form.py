@@ -7,7 +7,7 @@ import torch
 
 from conftest import randomize
 from partialdeploy import parity
-from partialdeploy.exporters.onnx import export_onnx, naive_export
+from partialdeploy.exporting.onnx import export_onnx, naive_export
 from partialdeploy.models import build_model
 from partialdeploy.reparam import reparameterize, torch_logits
 from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner

@@ -18,7 +18,7 @@ DEMO_BOUNDARIES = ["patch_embed", "stages.0.blocks.0", "stages.1", "stages.2.blo
 def demo_onnx(tmp_path_factory):
     from partialdeploy import demo
     from partialdeploy.checkpoint import load_checkpoint, load_model, resolve_spec
-    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.exporting.onnx import export_onnx
     from partialdeploy.reparam import reparameterize
 
     ck = load_checkpoint(demo.DEMO_CKPT)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from partialdeploy import parity
 from partialdeploy.analysis.blockdiff import run_diff
-from partialdeploy.records import ManifestEntry, ParityResult
+from partialdeploy.records import Artifact, ParityResult
 
 
 def _scaled(src, dst, block, scale):
@@ -41,7 +41,7 @@ def _certified(demo_dir, tmp_path):
     f = _scaled(d / "onnx/fp32/model.onnx", d / rel, "stages.4.blocks.1", 1.3)
     tol = {k: v for k, v in asdict(parity.DEFAULT_TOLERANCES["int8"]).items() if v is not None}
     gate = ParityResult("ONNX -> ONNX Runtime int8 (16 parity images)", 16, 0.1, 0.03, 0.92, 1.0, tolerance=tol)
-    e = ManifestEntry(target="onnxruntime", precision="int8", path=rel, files=[rel],
+    e = Artifact(target="onnxruntime", precision="int8", path=rel, files=[rel],
                       sha256=hashlib.sha256(f.read_bytes()).hexdigest(), files_sha256=files_sha256(d, [rel]),
                       size_bytes=f.stat().st_size, parity=[gate], verified="parity",
                       extra={"int8_fallback": {"enabled": True, "float_blocks": ["stages.2.blocks.0"]}})

@@ -70,7 +70,7 @@ def test_layout_identical_to_official_and_architecture_found(path):
 
 @pytest.mark.parametrize("name", NUMERIC)
 def test_official_weights_strict_official_logits_deploy_and_onnx(name, tmp_path):
-    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.exporting.onnx import export_onnx
     from partialdeploy.reparam import reparameterize, torch_logits
     from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
@@ -98,7 +98,7 @@ def test_official_weights_strict_official_logits_deploy_and_onnx(name, tmp_path)
 def test_eca_deploy_has_no_transpose_and_no_batchnorm(tmp_path):
     import onnx
 
-    from partialdeploy.exporters.onnx import export_onnx, naive_export
+    from partialdeploy.exporting.onnx import export_onnx, naive_export
     from partialdeploy.reparam import reparameterize
 
     _, sd = _official("eca_mobilenetv2_w025")
@@ -210,7 +210,8 @@ def test_registry_is_the_only_switch():
     import re
 
     src = Path(__file__).parents[1] / "partialdeploy"
-    files = [src / f for f in ("checkpoint.py", "pipeline.py", "reparam.py", "analysis/inspect.py")]
+    files = [src / f for f in ("checkpoint.py", "reparam.py", "analysis/inspect.py")]
+    files += sorted((src / "exporting").glob("*.py"))
     files += sorted((src / "cli").glob("*.py"))
     assert len(files) > 5
     for f in files:
@@ -243,7 +244,8 @@ def test_inspect_describes_family(name, tmp_path):
 @pytest.mark.parametrize("name", ["eca_mobilenetv2_w025", "convnext_small_partial_sp_div2",
                                   pytest.param("eca_resnet18_k3557", marks=pytest.mark.slow)])
 def test_every_target_with_its_parity_gate(name, tmp_path):
-    from partialdeploy.pipeline import ExportRequest, run_export
+    from partialdeploy.exporting.request import ExportRequest
+    from partialdeploy.exporting.run import run_export
 
     _, sd = _official(name)
     p = tmp_path / "m.pth"

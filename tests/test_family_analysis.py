@@ -39,7 +39,7 @@ FAMILIES = ["partialnet", "fasternet", "eca_resnet", "eca_mobilenetv2", "convnex
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """family -> (spec, train-form model, deploy ONNX path), built once."""
-    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.exporting.onnx import export_onnx
     from partialdeploy.models import build_model
     from partialdeploy.reparam import reparameterize
 
@@ -146,7 +146,7 @@ def test_diff_names_the_first_divergent_block(exported, name, tmp_path):
     import torch
 
     from partialdeploy.analysis.blockdiff import run_diff
-    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.exporting.onnx import export_onnx
     from partialdeploy.reparam import reparameterize
 
     spec, model, path = exported[name]

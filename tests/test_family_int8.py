@@ -13,6 +13,7 @@ import torch
 
 from conftest import randomize
 from partialdeploy import demo, families
+from partialdeploy.exporting.options import ExportOptions
 from partialdeploy.parity import Tolerance
 
 pytest.importorskip("onnxruntime")
@@ -37,7 +38,7 @@ def _spec(family):
 
 @pytest.fixture(scope="module", params=list(CASES))
 def outliers(request, tmp_path_factory):
-    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.exporting.onnx import export_onnx
     from partialdeploy.images import natural_batch
     from partialdeploy.models import build_model
     from partialdeploy.models.outliers import inject_activation_outliers
@@ -69,7 +70,8 @@ def _export_int8(case, out_dir, tolerances=None, target="onnxruntime", **options
     ctx = ExportContext(spec=spec, onnx_path=path, img_size=SIZE, dynamic_batch=False, precision="int8",
                         input_name="input", output_name="logits", parity_inputs=x[:16], reference=ref[:16],
                         calib=x[100:140], calib_source="demo digits and photographs", eval_images=x[16:100],
-                        eval_reference=ref[16:100], deploy_model=deploy, options={"batch": 1, **options},
+                        eval_reference=ref[16:100], deploy_model=deploy,
+                        options=ExportOptions.from_fields({"batch": 1, **options}),
                         tolerances=tolerances or {})
     out_dir.mkdir()
     return convert_and_verify(get_target(target), ctx, out_dir)

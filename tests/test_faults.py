@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from hostile import ROOT, export_demo, tree
-from partialdeploy import pipeline, safety
+from partialdeploy import safety
+from partialdeploy.exporting import manifest as export_manifest
 from partialdeploy.errors import UserError
-from partialdeploy.pipeline import ExportRequest, run_export
+from partialdeploy.exporting.request import ExportRequest
+from partialdeploy.exporting.run import run_export
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -93,7 +95,7 @@ def test_fault_while_committing_restores_everything(where, previous, monkeypatch
     if where == "build_manifest":
         def boom(*a, **k):
             raise safety.Terminated(signal.SIGTERM)
-        monkeypatch.setattr(pipeline, "build_manifest", boom)
+        monkeypatch.setattr(export_manifest, "build_manifest", boom)
         expect = safety.Terminated
     elif where == "second move":
         real = os.replace
@@ -170,7 +172,7 @@ def test_converter_exception_claims_nothing_for_that_target(previous, monkeypatc
         raise RuntimeError("converter crashed")
     monkeypatch.setattr(m.OnnxRuntimeTarget, "export", broken)
     res = run_export(_req(out))
-    assert res.exit_code == 2 and res.failures[0]["target"] == "onnxruntime"
+    assert res.exit_code == 2 and res.failures[0].target == "onnxruntime"
     assert not (out / "onnxruntime").exists() and _staging_left(out.parent) == []
     assert [a["target"] for a in json.loads((out / "manifest.json").read_text())["artifacts"]] == ["onnx"]
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from partialdeploy.exporting.options import ExportOptions
 
 pytest.importorskip("onnxruntime")
 
@@ -24,7 +25,7 @@ def outlier_ctx_factory(tmp_path_factory):
     from partialdeploy import demo
     from partialdeploy.checkpoint import load_checkpoint, load_model
     from partialdeploy.backends.target import ExportContext
-    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.exporting.onnx import export_onnx
     from partialdeploy.models.outliers import inject_activation_outliers
     from partialdeploy.reparam import reparameterize, torch_logits
 
@@ -46,7 +47,7 @@ def outlier_ctx_factory(tmp_path_factory):
                              precision="int8", input_name="input", output_name="logits", parity_inputs=ex[:16],
                              reference=ref2[:16], calib=calib[:32], calib_source="demo calibration digits",
                              eval_images=ex[ev], eval_labels=ey[ev], eval_reference=ref2[ev], deploy_model=deploy,
-                             options={"batch": 1, **options})
+                             options=ExportOptions.from_fields({"batch": 1, **options}))
     return make
 
 
@@ -90,6 +91,25 @@ def test_fallback_keeps_the_outlier_blocks_in_float(outlier_ctx_factory, tmp_pat
         assert "stages.0.blocks.0" in (tmp_path / "README.txt").read_text()
         assert "ONNX Runtime CPU" in fb["latency_ms"]["method"]  # no GPU here: says where the cost was timed
         assert not list(tmp_path.glob("*.part.onnx"))  # attempts cleaned up
+
+
+def test_int8_exclude_keeps_the_asked_blocks_in_float_from_the_start(outlier_ctx_factory, tmp_path):
+    """``--int8-exclude`` (or the profile's ``int8_exclude``): the first quantization already leaves those
+    blocks in float; the loop only adds to them."""
+    from targets_common import export
+
+    art = export("onnxruntime", outlier_ctx_factory(int8_exclude=",".join(OUTLIER_BLOCKS)), tmp_path)
+    fb = art.extra["int8_fallback"]
+    assert fb["asked"] == OUTLIER_BLOCKS and fb["attempts"][0]["float_blocks"] == OUTLIER_BLOCKS
+    assert fb["after"]["passed"] and set(OUTLIER_BLOCKS) <= set(fb["float_blocks"])
+    assert any(n.startswith("INT8 fallback") and OUTLIER_BLOCKS[0] in n for n in art.notes)
+    import onnx
+
+    m = onnx.load(str(tmp_path / "model.onnx"))
+    producer = {t: n.op_type for n in m.graph.node for t in n.output}
+    for block in OUTLIER_BLOCKS:  # no Q/DQ feeds the asked blocks' first convolution
+        fc1 = next(n for n in m.graph.node if n.name.startswith(block + "/fc1/") and n.op_type == "Conv")
+        assert producer.get(fc1.input[0]) != "DequantizeLinear", block
 
 
 @pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])

@@ -52,21 +52,22 @@ def test_hostile_text_stays_text(tmp_path):
 
 
 def test_export_junit_and_error_suite(tmp_path):
-    from types import SimpleNamespace as NS
-
-    from partialdeploy.backends.target import Artifact
-    from partialdeploy.records import ParityResult
+    from partialdeploy.api import ExportResult, Failure
+    from partialdeploy.records import Artifact, ParityResult, TargetFailure
 
     trace = ParityResult("train form -> traced deploy model (CoreML converter input)", 16, 0, 0, 1.0, 1.0)
     ok = ParityResult("ONNX -> ONNX Runtime int8", 16, 0.1, 0.05, 0.97, 15 / 16, tolerance={"top1_min": 0.9})
-    res = NS(spec=NS(name="demo"), out_dir=tmp_path, notes=["a note"],
-             stages=[NS(name="deploy form", seconds=0.5, parity=ParityResult("train -> deploy", 16, 1e-6, 1e-7, 1, 1))],
-             artifacts=[Artifact("onnxruntime", "int8", "onnxruntime/int8/model.onnx", verified="parity", parity=[ok]),
-                        Artifact("coreml", "fp16", "coreml/fp16/model.mlpackage", parity=[trace],
-                                 verified="spec-checked (running needs macOS)")],
-             failures=[{"target": "openvino", "precision": "int8", "kind": "verification",
-                        "error": "parity gate 'ONNX -> OpenVINO int8' failed: top-1 agreement 12/16 < 14/16"}],
-             skipped=[{"target": "coreml", "precision": "int8", "reason": "predicts only on macOS"}])
+    failed = TargetFailure("openvino", "int8", "verification",
+                           "parity gate 'ONNX -> OpenVINO int8' failed: top-1 agreement 12/16 < 14/16")
+    data = {"stages": [{"name": "deploy form", "seconds": 0.5,
+                        "parity": ParityResult("train -> deploy", 16, 1e-6, 1e-7, 1, 1).to_dict()}],
+            "artifacts": [Artifact("onnxruntime", "int8", "onnxruntime/int8/model.onnx", verified="parity",
+                                   parity=[ok]).to_dict(),
+                          Artifact("coreml", "fp16", "coreml/fp16/model.mlpackage", parity=[trace],
+                                   verified="spec-checked (running needs macOS)").to_dict()],
+            "failures": [failed.to_dict()]}
+    res = ExportResult("demo", tmp_path, None, (), (Failure("openvino", "int8", "verification", failed.error),),
+                       (Failure("coreml", "int8", "skipped", "predicts only on macOS"),), ("a note",), data=data)
     p = junit.write([junit.export_suite(res, batch=1)], tmp_path / "e.xml")
     root, cases = _cases(p)
     assert set(cases) == {"deploy form", "onnxruntime int8 batch 1", "openvino int8 batch 1", "coreml int8 batch 1",

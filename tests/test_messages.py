@@ -82,7 +82,7 @@ def test_external_data_outside_the_folder(demo_dir, tmp_path):
 
 
 def test_a_package_never_run_has_no_gate():
-    from partialdeploy.backends.target import Artifact
+    from partialdeploy.records import Artifact
     from partialdeploy.backends.coreml.target import SPEC_CHECKED, CoreMLTarget
     from partialdeploy.backends.onnxruntime.target import OnnxRuntimeTarget
     from partialdeploy.records import ParityResult

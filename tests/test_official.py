@@ -85,7 +85,7 @@ def test_architecture_inferred_from_official_weights(name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_official_logits_survive_deploy_form_and_onnx(name, tmp_path):
-    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.exporting.onnx import export_onnx
     from partialdeploy.reparam import reparameterize, torch_logits
     from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 

@@ -50,7 +50,7 @@ def test_sweep_cells_resume_and_reuse(swept, monkeypatch):
     def no_work(*a, **k):
         raise AssertionError("a finished cell was exported or profiled again")
 
-    monkeypatch.setattr("partialdeploy.pipeline.run_export", no_work)
+    monkeypatch.setattr("partialdeploy.exporting.run.run_export", no_work)
     again = sw.run_sweep(_req(out), measure=no_work)
     assert [c.status for c in again.cells] == ["error", "reused"]
     # another option (here: the profiling settings) is another cell key: not reused

@@ -85,15 +85,41 @@ def test_flags_override_profile():
 
 def test_export_request_from_profile_and_flags():
     """The CLI's request: profile values, explicit flags over them, the rest of the profile as target options."""
-    from partialdeploy.pipeline import ExportRequest
+    from partialdeploy.exporting.request import ExportRequest
 
     r = ExportRequest.from_flags(profile="tensorrt-jetson-orin-fp16", precision=None, batch=None, img_size=None)
     assert r.targets == ("tensorrt",) and r.precision == "fp16" and r.dynamic_batch
-    assert r.batch == r.options["batch_range"]["opt"] and "target" not in r.options and "precision" not in r.options
+    assert r.batch == r.options.batch_range["opt"] and r.options.runtime_option("workspace_mb") >= 1
+    assert "target" not in r.options.runtime and "precision" not in r.options.runtime
     r = ExportRequest.from_flags(profile="tensorrt-jetson-orin-fp16", targets=("onnx",), precision="FP32", batch=3,
                                  fallback=False)
-    assert r.targets == ("onnx",) and r.precision == "fp32" and r.batch == 3 and r.options["int8_fallback"] is False
+    assert r.targets == ("onnx",) and r.precision == "fp32" and r.batch == 3 and r.options.int8_fallback is False
     r = ExportRequest.from_flags(targets=(), precision=None, calib_count=None)
     assert r.targets == ("onnx",) and r.precision == "fp32" and r.batch == 1 and r.calib_count == 100
     with pytest.raises(UserError, match="outside 13-20"):
         ExportRequest.from_flags(opset=21)
+
+
+def test_every_export_option_is_typed_and_settable_by_flag_or_profile(tmp_path):
+    """Target options are one typed record (ExportOptions): the profile's fields under the flags; a
+    runtime's own fields are kept as its backend declared them; bad values are one line."""
+    from partialdeploy.exporting.options import ExportOptions
+    from partialdeploy.exporting.request import ExportRequest
+
+    prof = tmp_path / "p.yaml"
+    prof.write_text("target: onnxruntime\nprecision: int8\nthreads: 2\nint8_exclude: [stages.0.blocks.0, head]\n"
+                    "int8_max_float_blocks: 2\nort_calibration: entropy\ntune_budget: 0\n")
+    o = ExportRequest.from_flags(profile=str(prof)).options
+    assert (o.threads, o.int8_exclude, o.int8_max_float_blocks, o.tune_budget) == (2, ("stages.0.blocks.0", "head"),
+                                                                                    2, 0.0)
+    assert o.runtime_option("ort_calibration") == "entropy" and o.profile == "p" and o.int8_fallback
+    o = ExportRequest.from_flags(profile=str(prof), int8_exclude="stages.1.blocks.0, head,", fallback=False,
+                                 tune_budget=1.5).options
+    assert o.int8_exclude == ("stages.1.blocks.0", "head") and not o.int8_fallback and o.tune_budget == 1.5
+    for bad, words in (({"tune_budget": -1}, "--tune-budget"), ({"int8_max_float_blocks": -1}, "int8-max-float"),
+                       ({"int8_exclude": [3]}, "block names"), ({"warp_drive": 1}, "unknown export option")):
+        with pytest.raises(UserError, match=words):
+            ExportOptions.from_fields(bad)
+    prof.write_text("int8_exclude: 3\n")
+    with pytest.raises(UserError, match="int8_exclude.*string or list"):
+        ExportRequest.from_flags(profile=str(prof))

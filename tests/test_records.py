@@ -11,7 +11,7 @@ import pytest
 
 from partialdeploy import parity
 from partialdeploy.errors import UserError, VerificationError
-from partialdeploy.records import ManifestEntry, ParityResult
+from partialdeploy.records import Artifact, ParityResult
 
 # an artifact entry as manifests written before per-file hashes and the command field had it
 OLD_ENTRY = {"target": "onnx", "precision": "fp32", "path": "onnx/fp32/model.onnx", "sha256": "0" * 64,
@@ -42,21 +42,21 @@ def test_parity_result_from_damaged_dict_is_refused(bad):
 
 
 def test_manifest_entry_round_trip_and_old_format():
-    e = ManifestEntry.from_dict(OLD_ENTRY)
+    e = Artifact.from_dict(OLD_ENTRY)
     assert isinstance(e.parity[0], ParityResult) and e.parity[0].passed and e.files_sha256 is None
     assert e.files == [] and e.command is None and e.extra == {}
     d = e.to_dict()
     assert {k: d[k] for k in OLD_ENTRY if k != "parity"} == {k: v for k, v in OLD_ENTRY.items() if k != "parity"}
-    assert ManifestEntry.from_dict(json.loads(json.dumps(d))) == e
-    new = ManifestEntry(target="openvino", precision="int8", path="openvino/int8/model.xml",
+    assert Artifact.from_dict(json.loads(json.dumps(d))) == e
+    new = Artifact(target="openvino", precision="int8", path="openvino/int8/model.xml",
                         files=["openvino/int8/model.xml"], sha256="1" * 64, files_sha256={"a": "1" * 64},
                         parity=[ParityResult("s", 2, 0.1, 0.01, 0.99, 1.0, acc_ref=1.0, acc=1.0)],
                         extra={"runtime_config": {"SNIPPETS_MODE": "DISABLE"}}, command="partialdeploy export")
-    assert ManifestEntry.from_dict(json.loads(json.dumps(new.to_dict()))) == new
+    assert Artifact.from_dict(json.loads(json.dumps(new.to_dict()))) == new
 
 
 def test_manifest_entry_keeps_unknown_keys_and_integrity_fields_as_read():
-    e = ManifestEntry.from_dict({**OLD_ENTRY, "future_field": {"x": 1}, "files_sha256": "damaged"})
+    e = Artifact.from_dict({**OLD_ENTRY, "future_field": {"x": 1}, "files_sha256": "damaged"})
     assert e.to_dict()["future_field"] == {"x": 1}
     assert e.files_sha256 == "damaged"  # judged by verify, never replaced by a default here
 
@@ -106,10 +106,11 @@ def test_one_gate_core_reports_and_raises_alike():
 
 def test_int8_fallback_gates_through_the_core():
     """The INT8 fallback loop uses the same core: a damaged quantization fails with its numbers."""
+    from partialdeploy.exporting.options import ExportOptions
     from partialdeploy.int8fallback import Quantizer, quantize_until_gate
 
     ctx, fn = _ctx()
-    ctx.options = {}
+    ctx.options = ExportOptions()
     quantizer = Quantizer(name="fake", quantize=lambda floats: "q", logits=lambda h: (lambda v: -fn(v)),
                           boundaries=lambda h: (lambda v: {}), reference=lambda v: {})
     with pytest.raises(VerificationError, match="INT8 gate"):

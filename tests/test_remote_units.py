@@ -50,8 +50,8 @@ def test_zipapp_holds_the_device_side_and_nothing_of_the_export_side(tmp_path):
                  "partialdeploy/records.py", "partialdeploy/verify.py", "partialdeploy/remote/agent.py",
                  "partialdeploy/remote/device_profile.py", "partialdeploy/backends/tensorrt/build.py"):
         assert need in names
-    assert not [n for n in names if n.startswith(("partialdeploy/exporters", "partialdeploy/models",
-                                                  "partialdeploy/families", "partialdeploy/pipeline",
+    assert not [n for n in names if n.startswith(("partialdeploy/exporting", "partialdeploy/models",
+                                                  "partialdeploy/families",
                                                   "partialdeploy/data", "partialdeploy/cli",
                                                   "partialdeploy/backends/target.py"))
                 or n.endswith(("/target.py", "/bundle.py", "torch/runner.py"))]
@@ -216,20 +216,20 @@ def test_device_side_runs_on_python_3_9_and_refuses_3_6(tmp_path):
 
 
 def test_an_engine_built_after_the_export_travels_with_its_bundle(tmp_path):
-    from partialdeploy.records import ManifestEntry
+    from partialdeploy.records import Artifact
     from partialdeploy.remote.profile import artifact_files
 
     b = tmp_path / "tensorrt" / "fp16"
     b.mkdir(parents=True)
     for n in ("model.onnx", "bundle.json", "build_engine.sh"):
         (b / n).write_text(n)
-    entry = ManifestEntry(target="tensorrt", precision="fp16", path="tensorrt/fp16",
+    entry = Artifact(target="tensorrt", precision="fp16", path="tensorrt/fp16",
                           files=[f"tensorrt/fp16/{n}" for n in ("model.onnx", "bundle.json", "build_engine.sh")])
     assert sorted(artifact_files(tmp_path, entry)) == sorted(entry.files)
     (b / "model.engine").write_bytes(b"engine")
     (b / "model.engine.json").write_text("{}")
     assert artifact_files(tmp_path, entry)[-2:] == ["tensorrt/fp16/model.engine", "tensorrt/fp16/model.engine.json"]
-    ov = ManifestEntry(target="openvino", precision="fp32", path="ov/model.xml")  # an old manifest: no files list
+    ov = Artifact(target="openvino", precision="fp32", path="ov/model.xml")  # an old manifest: no files list
     (tmp_path / "ov").mkdir()
     (tmp_path / "ov" / "model.xml").write_text("<xml/>")
     (tmp_path / "ov" / "model.bin").write_bytes(b"w")

@@ -43,7 +43,8 @@ def shared_dir():
 
 
 def test_export_and_profile_are_readable_by_another_user(shared_dir):
-    from partialdeploy.pipeline import ExportRequest, run_export
+    from partialdeploy.exporting.request import ExportRequest
+    from partialdeploy.exporting.run import run_export
     from partialdeploy.profiling.profiler import Profiler
     from partialdeploy.profiling.settings import Settings
 

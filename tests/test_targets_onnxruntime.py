@@ -76,7 +76,7 @@ def test_fuse_sibling_matmuls_exact(tmp_path):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from partialdeploy.exporters.onnx_forms import fuse_sibling_matmuls
+    from partialdeploy.exporting.onnx_forms import fuse_sibling_matmuls
 
     rng = np.random.default_rng(0)
     nodes, inits, outs = [], [], []
@@ -105,9 +105,9 @@ def test_recorded_session_options_reach_profile():
     from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
     extra = {"graph_optimization_level": "extended", "session_config": {"session.intra_op.allow_spinning": "0"}}
-    from partialdeploy.records import ManifestEntry
+    from partialdeploy.records import Artifact
 
-    opts = OnnxRuntimeRunner.artifact_options(ManifestEntry("onnxruntime", "fp32", "model.onnx", extra=extra))
+    opts = OnnxRuntimeRunner.artifact_options(Artifact("onnxruntime", "fp32", "model.onnx", extra=extra))
     assert opts["graph_optimization"] == "extended"
     assert opts["session_config"] == {"session.intra_op.allow_spinning": "0"}
     from targets_common import _onnx

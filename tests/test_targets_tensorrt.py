@@ -766,7 +766,7 @@ def test_opset_16_hint_builds_on_tensorrt_8_5(tmp_path):
     (written as basic operators) and passes every generation's operator check."""
     from targets_common import _demo
 
-    from partialdeploy.exporters.onnx import export_onnx
+    from partialdeploy.exporting.onnx import export_onnx
 
     spec, deploy, *_ = _demo()
     export_onnx(deploy, tmp_path / "m.onnx", spec.img_size, dynamic_batch=True, batch=1, opset=16)

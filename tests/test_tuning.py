@@ -5,6 +5,7 @@ demo model (small: a few seconds)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -14,14 +15,16 @@ pytest.importorskip("onnxruntime")
 
 from partialdeploy import tuning  # noqa: E402
 from partialdeploy.errors import UserError  # noqa: E402
-from partialdeploy.pipeline import ExportRequest, run_export  # noqa: E402
+from partialdeploy.exporting.options import ExportOptions  # noqa: E402
+from partialdeploy.exporting.request import ExportRequest  # noqa: E402
+from partialdeploy.exporting.run import run_export  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def int8_export(tmp_path_factory):
     out = tmp_path_factory.mktemp("tune") / "dist"
     res = run_export(ExportRequest(targets=("onnxruntime", "openvino"), precision="int8", out_dir=out,
-                                   options={"tune_budget": 3, "threads": 1}))
+                                   options=ExportOptions(tune_budget=3, threads=1)))
     assert res.exit_code == 0, res.failures
     return res, json.loads((out / "manifest.json").read_text())
 
@@ -96,7 +99,7 @@ def test_gelu_nodes_finds_every_exported_gelu(tmp_path):
 def test_a_faster_form_that_misses_the_gate_is_not_kept(int8_export):
     """A form that claims a precision the runtime does not compute in is refused by the gate; the
     artifact stays as exported (forced to be 'fastest' so it is gated)."""
-    from partialdeploy.backends.target import Artifact
+    from partialdeploy.records import Artifact
     from partialdeploy.records import ParityResult
     from targets_common import make_ctx
 
@@ -113,7 +116,7 @@ def test_a_faster_form_that_misses_the_gate_is_not_kept(int8_export):
 
 
 def test_int8_slower_than_fp32_is_said_everywhere():
-    from partialdeploy.backends.target import Artifact
+    from partialdeploy.records import Artifact
 
     notes: list[str] = []
     art = Artifact("onnxruntime", "int8", "model.onnx")
@@ -126,11 +129,11 @@ def test_int8_slower_than_fp32_is_said_everywhere():
 
 
 def test_budget_zero_is_recorded_and_bad_budgets_are_refused_before_work(tmp_path):
-    from partialdeploy.backends.target import Artifact
+    from partialdeploy.records import Artifact
     from targets_common import make_ctx
 
     ctx = make_ctx("int8")
-    ctx.options["tune_budget"] = 0
+    ctx.options = dataclasses.replace(ctx.options, tune_budget=0)
     art = Artifact("openvino", "int8", "model.xml")
     tuning.tune(ctx, art, tmp_path)
     assert art.extra["tuning"] == {"budget_s": 0, "timed": False, "why": "--tune-budget 0"}
@@ -138,8 +141,8 @@ def test_budget_zero_is_recorded_and_bad_budgets_are_refused_before_work(tmp_pat
     for bad in (-1, "soon", float("nan")):
         out = tmp_path / f"d{bad}"
         with pytest.raises(UserError, match="--tune-budget"):
-            run_export(ExportRequest(targets=("openvino",), precision="int8", out_dir=out,
-                                     options={"tune_budget": bad}))
+            run_export(ExportRequest.from_flags(targets=("openvino",), precision="int8", out_dir=out,
+                                                tune_budget=bad))
         assert not out.exists()
 
 
@@ -160,7 +163,7 @@ def test_cli_refuses_a_negative_budget_in_one_line(tmp_path):
 
 
 def test_a_runtime_failing_while_timing_is_recorded_not_fatal(tmp_path, monkeypatch):
-    from partialdeploy.backends.target import Artifact
+    from partialdeploy.records import Artifact
     from targets_common import make_ctx
 
     def boom(*a, **k):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from partialdeploy.errors import VerificationError
+from partialdeploy.exporting.options import ExportOptions
 
 W = np.random.default_rng(3).standard_normal((48, 10)).astype(np.float32)
 
@@ -77,12 +78,12 @@ def altrt(tmp_path, monkeypatch):
 
 def _ctx():
     x = np.random.default_rng(1).standard_normal((8, 3, 4, 4)).astype(np.float32)
-    return SimpleNamespace(precision="fp32", tolerances={}, options={}, parity_inputs=x,
+    return SimpleNamespace(precision="fp32", tolerances={}, options=ExportOptions(), parity_inputs=x,
                            reference=x.reshape(8, -1) @ W, eval_images=None, eval_reference=None, eval_labels=None)
 
 
 def _artifact(tmp_path, content=b"model", **kw):
-    from partialdeploy.backends.target import Artifact
+    from partialdeploy.records import Artifact
 
     (tmp_path / "m.alt").write_bytes(content)
     return Artifact("altrt", "fp32", "m.alt", files=["m.alt"], **kw)
@@ -116,7 +117,7 @@ def test_a_targets_proof_is_the_certificate_only_for_the_same_file(altrt, tmp_pa
     ctx = _ctx()
     art = _artifact(tmp_path, extra={"runtime_config": {"fix": 1}})
     art.inputs, art.outputs = [{"name": "x"}], [{"name": "y"}]
-    opts = open_options(altrt, ctx, "altrt", "fp32", art.extra)
+    opts = open_options(altrt, ctx, art)
     results = verify_file(ctx, altrt, tmp_path / "m.alt", "the target's own gate", "fp32", opts)
     art.proof = Proof.of(ctx, tmp_path / "m.alt", opts, results)
     altrt.opened.clear()
@@ -142,7 +143,7 @@ def test_a_claimed_compute_precision_is_read_back_not_taken_from_a_proof(altrt, 
     extra = {"runtime_config": {"fix": 1}, "compute_precision": "f32"}
     art = _artifact(tmp_path, extra=extra)
     art.inputs, art.outputs = [{"name": "x"}], [{"name": "y"}]
-    opts = open_options(altrt, ctx, "altrt", "fp32", extra)
+    opts = open_options(altrt, ctx, art)
     art.proof = Proof.of(ctx, tmp_path / "m.alt", opts, verify_file(ctx, altrt, tmp_path / "m.alt", "s", "fp32", opts))
     altrt.opened.clear()
     assert verify_artifact(ctx, art, tmp_path) and altrt.opened == [{"fix": 1}]  # opened: the claim is checked

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from partialdeploy.errors import UserError
-from partialdeploy.records import ManifestEntry
+from partialdeploy.records import Artifact
 from partialdeploy.spec import ArchSpec
 from partialdeploy.verify import MANIFEST
 
@@ -99,7 +99,7 @@ def _prep_from_manifest(man: dict, where: str) -> Preprocessing | None:
                          labels=mdl.get("labels"), source=f"{where}", check=chk if isinstance(chk, dict) else None)
 
 
-def _tap_runtime(entry: ManifestEntry) -> tuple[str, str | None]:
+def _tap_runtime(entry: Artifact) -> tuple[str, str | None]:
     """(runtime that taps an artifact here, file inside the artifact to open instead, or None)."""
     from partialdeploy import backends
 
@@ -111,7 +111,7 @@ def _tap_runtime(entry: ManifestEntry) -> tuple[str, str | None]:
     return b.name, None
 
 
-def _pick_artifact(man: dict, root: Path, target: str | None, precision: str | None, label: str) -> ManifestEntry:
+def _pick_artifact(man: dict, root: Path, target: str | None, precision: str | None, label: str) -> Artifact:
     from partialdeploy import backends
     from partialdeploy.backends.runner import BOUNDARY_TAPS
     from partialdeploy.verify import entries
@@ -188,7 +188,7 @@ def open_side(arg: str | Path, target: str | None = None, precision: str | None 
     return side
 
 
-def _open_model(p: Path, runtime: str, threads, label: str, entry: ManifestEntry | None) -> Side:
+def _open_model(p: Path, runtime: str, threads, label: str, entry: Artifact | None) -> Side:
     from partialdeploy import backends
     from partialdeploy.analysis.taps import open_taps
 

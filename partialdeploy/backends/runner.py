@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import UserError
-from partialdeploy.records import ManifestEntry
+from partialdeploy.records import Artifact
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Runner(ABC):
     layer_source: str = ""  # where per-layer times come from, for reports (e.g. "OpenVINO PERF_COUNT")
 
     @classmethod
-    def artifact_options(cls, entry: ManifestEntry, mode: str = "latency") -> dict:
+    def artifact_options(cls, entry: Artifact, mode: str = "latency") -> dict:
         """Runner options that open a manifest artifact entry exactly as its export gate did (the
         session/compile settings it records), for ``mode`` "latency" or "throughput"."""
         return {}

@@ -14,17 +14,17 @@ import io
 import logging
 import warnings
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 
+from partialdeploy.exporting.options import ExportOptions
 from partialdeploy.parity import PRECISIONS
-from partialdeploy.records import ParityResult
+from partialdeploy.records import Artifact
 from partialdeploy.spec import ArchSpec
-from partialdeploy.verification import Alternative, Proof
 
 
 @dataclass
@@ -45,46 +45,8 @@ class ExportContext:
     eval_reference: np.ndarray | None = None  # train-form logits on eval_images
     parity_raw: list | None = None  # the parity images as decoded (uint8), before preprocessing
     deploy_model: Any = None  # deploy-form torch.nn.Module (CoreML converts from it); None without torch
-    options: dict = field(default_factory=dict)  # target-profile fields: threads, workspace_mb, batch ranges...
+    options: ExportOptions = field(default_factory=ExportOptions)  # flags and profile fields, typed
     tolerances: dict = field(default_factory=dict)  # precision -> parity.Tolerance overrides
-
-
-@dataclass
-class Artifact:
-    target: str
-    precision: str
-    path: str  # main file/dir, relative to the export dir
-    files: list[str] = field(default_factory=list)  # every file written, relative to the export dir
-    inputs: list[dict] = field(default_factory=list)  # name, shape, dtype
-    outputs: list[dict] = field(default_factory=list)
-    parity: list[ParityResult] = field(default_factory=list)  # serialized once, in the manifest
-    verified: str = "converted"  # the pipeline's verification sets "parity"; else what the target could check
-    # ("spec-checked (run needs macOS)", "bundle (build on device)")
-    runtime_version: str | None = None
-    notes: list[str] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
-    # for verification only, never stored: other ways to open it when the recorded one misses the
-    # gate, and the gate the target already ran on this very file (partialdeploy.verification)
-    alternatives: list[Alternative] = field(default_factory=list)
-    proof: Proof | None = None
-    # other correct ways to run the same files, timed by partialdeploy.tuning (the fastest that passes
-    # the gate is kept; never stored themselves: the kept one is merged into ``extra``)
-    forms: list = field(default_factory=list)
-
-    @property
-    def gate(self) -> ParityResult | None:
-        """The parity result of this very artifact run through its runtime (or, for a TensorRT bundle,
-        its precision-carrying ONNX); None when it could only be checked without running (a CoreML
-        package off macOS: its parity list holds the fp32 trace it was converted from, not itself)."""
-        if not self.parity or self.verified.startswith(("spec-checked", "converted")):
-            return None
-        return self.parity[-1]
-
-    def to_dict(self) -> dict:
-        """Plain JSON types (``export --json``); the manifest stores it as a ``records.ManifestEntry``."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("alternatives", "proof", "forms")}
-        d["parity"] = [p.to_dict() for p in self.parity]
-        return d
 
 
 class Target(ABC):

@@ -80,6 +80,13 @@ def fail(e: PartialDeployError) -> None:
     raise typer.Exit(e.exit_code)
 
 
+def command_line() -> str:
+    """This command line, quoted (what a manifest records as its command)."""
+    import shlex
+
+    return "partialdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 

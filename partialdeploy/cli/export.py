@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from partialdeploy.cli.app import CKPT_HELP, app, emit_json, err, fail, out
+from partialdeploy.cli.app import CKPT_HELP, app, command_line, emit_json, err, fail, out
 from partialdeploy.backends import target_names
 from partialdeploy.errors import PartialDeployError
 
@@ -50,6 +50,9 @@ def export(
     bundle_wheel: Optional[Path] = typer.Option(None, "--bundle-wheel", exists=True, dir_okay=False,
                                                 help="TensorRT: carry this partialdeploy wheel (make dist) in the "
                                                 "bundle, to pip install on the device."),
+    int8_exclude: Optional[str] = typer.Option(None, "--int8-exclude", metavar="BLOCK[,BLOCK]",
+                                               help="INT8: blocks to keep in float from the start (official block "
+                                               "names, see inspect), e.g. stages.1.blocks.0,head."),
     md_out: Optional[Path] = typer.Option(None, "--md", help="Write the parity gates as a Markdown table (e.g. "
                                           "$GITHUB_STEP_SUMMARY)."),
     junit_out: Optional[Path] = typer.Option(None, "--junit", help="Write the parity gates as JUnit XML for CI "
@@ -63,82 +66,93 @@ def export(
     """Checkpoint -> deploy form -> ONNX -> target artifacts, each proven by a parity gate.
 
     Exit codes: 0 ok, 1 a parity gate failed, 2 bad input / unavailable runtime."""
-    from partialdeploy.pipeline import ExportRequest, command_line, run_export
+    from partialdeploy import api
 
+    args = dict(checkpoint=checkpoint, targets=tuple(target or ()), precision=precision, out=output,
+                img_size=img_size, batch=batch, dynamic_batch=dynamic_batch, variant=variant, act=act,
+                eval_dir=eval_dir, calib=calib, calib_count=calib_count, calib_seed=calib_seed,
+                check_images=check_images, profile=profile, fallback=fallback, int8_exclude=int8_exclude,
+                tune_budget=tune_budget, bundle_wheel=bundle_wheel, opset=opset, check=False, command=command_line())
     try:
-        req = ExportRequest.from_flags(
-            profile=profile, fallback=fallback, checkpoint=checkpoint, targets=tuple(target or ()),
-            precision=precision, out_dir=output, img_size=img_size, dynamic_batch=dynamic_batch, batch=batch,
-            calib=calib, calib_count=calib_count, calib_seed=calib_seed, eval_dir=eval_dir, check_images=check_images,
-            variant=variant, act=act, opset=opset, tune_budget=tune_budget, command=command_line())
-        if bundle_wheel is not None:
-            req.options["bundle_wheel"] = str(bundle_wheel)
-        if as_json:
-            res = run_export(req)
-        else:
-            from rich.markup import escape
-
-            with err.status("exporting…") as st:
-                def progress(stage: str, msg: str):
-                    st.update(f"{stage}…")
-                    mark = ("[red]✗[/]" if "FAILED" in msg else "[yellow]–[/]" if msg.startswith("skipped")
-                            else "[green]✓[/]")
-                    err.print(f"{mark} [bold]{stage}[/]: {escape(msg)}", soft_wrap=True)
-                res = run_export(req, progress)
+        res = api.export(**args) if as_json else _with_progress(api.export, args)
     except PartialDeployError as e:
         if junit_out:
             msg = str(e)
             _junit(junit_out, lambda j: j.error_suite("partialdeploy export", msg))
         fail(e)
+    _ci_files(res, junit_out, md_out)
+    if as_json:
+        emit_json(res.data)
+    else:
+        _table(res, output)
+    raise typer.Exit(res.exit_code)
+
+
+def _with_progress(export, args: dict):
+    """``export(**args)`` with each stage printed on stderr as it finishes (✓ / – skipped / ✗ failed)."""
+    from rich.markup import escape
+
+    with err.status("exporting…") as st:
+        def progress(stage: str, info: dict):
+            msg = info["message"]
+            st.update(f"{stage}…")
+            mark = ("[red]✗[/]" if "FAILED" in msg else "[yellow]–[/]" if msg.startswith("skipped")
+                    else "[green]✓[/]")
+            err.print(f"{mark} [bold]{stage}[/]: {escape(msg)}", soft_wrap=True)
+        return export(**args, on_event=progress)
+
+
+def _ci_files(res, junit_out: Path | None, md_out: Path | None) -> None:
+    """``--junit`` and ``--md``: the parity gates as JUnit XML and as a Markdown table."""
     if junit_out:
-        _junit(junit_out, lambda j: j.export_suite(res, None if req.dynamic_batch else req.batch))
+        _junit(junit_out, lambda j: j.export_suite(res, res.batch))
     if md_out:
         from partialdeploy.report import junit
 
         try:
-            md_out.write_text(junit.suite_markdown(junit.export_suite(res, None if req.dynamic_batch else req.batch)),
-                              encoding="utf-8")
+            md_out.write_text(junit.suite_markdown(junit.export_suite(res, res.batch)), encoding="utf-8")
         except OSError as e:
             from partialdeploy.errors import UserError
 
             fail(UserError(f"cannot write {md_out}: {e.strerror}"))
-    if as_json:
-        emit_json({"exit_code": res.exit_code, "model": res.spec.to_dict(), "notes": res.notes,
-                   "stages": [{**vars(s), "parity": s.parity.to_dict() if s.parity else None} for s in res.stages],
-                   "onnx": res.onnx_info, "artifacts": [a.to_dict() for a in res.artifacts],
-                   "failures": res.failures, "skipped": res.skipped,
-                   "manifest": str(res.manifest_path) if res.manifest_path else None})
-    else:
-        from rich.markup import escape
-        from rich.table import Table
 
-        said_below = {n for a in res.artifacts for n in a.notes}  # printed with the table
-        for n in res.notes:
-            if n not in said_below:
-                err.print(f"[dim]note: {escape(n)}[/]", soft_wrap=True)
-        t = Table(title=f"{res.spec.name} → {res.out_dir}", title_justify="left")
-        for c in ("target", "precision", "artifact", "verified", "parity"):
-            t.add_column(c)
-        for a in res.artifacts:
-            ps = a.gate.cell() if a.gate else "– (not run here)"  # never another artifact's numbers
-            t.add_row(a.target, a.precision, a.path, a.verified, ps)
-        for f in res.failures:
-            t.add_row(f["target"], f["precision"], "[red]failed[/]", f["kind"], escape(f["error"][:160]))
-        for s in res.skipped:
-            t.add_row(s["target"], s["precision"], "[yellow]skipped[/]", "", escape(s["reason"][:160]))
-        out.print(t)
-        for a in res.artifacts:  # INT8 blocks kept in float, the form measured fastest, INT8 slower than fp32
-            for n in a.notes:
-                if n.startswith(("INT8 fallback", "measured selection")):
-                    out.print(f"{a.target} {a.precision}: {escape(n)}", soft_wrap=True)
-                elif "SLOWER than fp32" in n:
-                    out.print(f"[yellow]warning:[/] {escape(n)}", soft_wrap=True)
-        for f in res.failures:
-            if len(f["error"]) > 160:
-                err.print(f"[red]{f['target']} {f['precision']}:[/] {escape(f['error'])}", soft_wrap=True)
-        if res.manifest_path:
-            out.print(f"manifest: {res.manifest_path}")
-    raise typer.Exit(res.exit_code)
+
+def _table(res, output: Path) -> None:
+    """The human summary: notes, one row per artifact / failure / skip, what the INT8 fallback and the
+    measured selection chose, the manifest."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from partialdeploy.records import Artifact, TargetFailure
+
+    arts = [Artifact.from_dict(a) for a in res.data["artifacts"]]
+    failures = [TargetFailure.from_dict(f) for f in res.data["failures"]]
+    said_below = {n for a in arts for n in a.notes}  # printed with the table
+    for n in res.notes:
+        if n not in said_below:
+            err.print(f"[dim]note: {escape(n)}[/]", soft_wrap=True)
+    t = Table(title=f"{res.model} → {output}", title_justify="left")
+    for c in ("target", "precision", "artifact", "verified", "parity"):
+        t.add_column(c)
+    for a in arts:
+        ps = a.gate.cell() if a.gate else "– (not run here)"  # never another artifact's numbers
+        t.add_row(a.target, a.precision, a.path, a.verified, ps)
+    for f in failures:
+        t.add_row(f.target, f.precision, "[red]failed[/]", f.kind, escape(f.error[:160]))
+    for s in res.skipped:
+        t.add_row(s.target, s.precision, "[yellow]skipped[/]", "", escape(s.message[:160]))
+    out.print(t)
+    for a in arts:  # INT8 blocks kept in float, the form measured fastest, INT8 slower than fp32
+        for n in a.notes:
+            if n.startswith(("INT8 fallback", "measured selection")):
+                out.print(f"{a.target} {a.precision}: {escape(n)}", soft_wrap=True)
+            elif "SLOWER than fp32" in n:
+                out.print(f"[yellow]warning:[/] {escape(n)}", soft_wrap=True)
+    for f in failures:
+        if len(f.error) > 160:
+            err.print(f"[red]{f.target} {f.precision}:[/] {escape(f.error)}", soft_wrap=True)
+    if res.data["manifest"]:
+        out.print(f"manifest: {res.data['manifest']}")
 
 
 def _junit(path: Path, suite) -> None:

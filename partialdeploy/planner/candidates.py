@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from partialdeploy.errors import UserError
-from partialdeploy.records import ManifestEntry, ProfileResult
+from partialdeploy.records import Artifact, ProfileResult
 from partialdeploy.verify import MANIFEST
 
 ACCURACY = "accuracy.json"
@@ -125,11 +125,11 @@ class Manifests:
     """Export manifests looked up by directory, read once; artifacts verified once (sha256 on disk)."""
 
     def __init__(self):
-        self._by_dir: dict[Path, tuple[dict, list[ManifestEntry]] | None] = {}
+        self._by_dir: dict[Path, tuple[dict, list[Artifact]] | None] = {}
         self._verified: dict[tuple[Path, str], str | None] = {}
         self._accuracy: dict[Path, dict] = {}
 
-    def get(self, d: Path) -> tuple[dict, list[ManifestEntry]] | None:
+    def get(self, d: Path) -> tuple[dict, list[Artifact]] | None:
         from partialdeploy.verify import entries, load_manifest
 
         d = Path(d).resolve()
@@ -141,7 +141,7 @@ class Manifests:
                 self._by_dir[d] = (m, entries(m))
         return self._by_dir[d]
 
-    def problem(self, d: Path, entry: ManifestEntry) -> str | None:
+    def problem(self, d: Path, entry: Artifact) -> str | None:
         """Why the artifact of ``entry`` cannot be trusted now (None: its files match the manifest)."""
         from partialdeploy.verify import check_artifact_files
 
@@ -197,7 +197,7 @@ def _search_dirs(report_path: Path, report: dict, exports: list[Path]) -> list[P
     return uniq
 
 
-def _accuracy_of(entry: ManifestEntry, sidecar: dict) -> tuple:
+def _accuracy_of(entry: Artifact, sidecar: dict) -> tuple:
     """(value, kind, set, fp32 reference) for an artifact: its measured accuracy where its export (or a
     sweep) measured it on a labelled set, else its top-1 agreement with the fp32 train form."""
     for p in reversed(entry.parity):
@@ -273,7 +273,7 @@ def _candidate(raw, i: int, path: Path, report: dict, found, manifests: Manifest
                        "pass its export with --export DIR")
 
 
-def _describe(c: Candidate, d: Path, m: dict, e: ManifestEntry, manifests: Manifests) -> None:
+def _describe(c: Candidate, d: Path, m: dict, e: Artifact, manifests: Manifests) -> None:
     """What the manifest says about the measured artifact: variant, lineage, size, accuracy."""
     model = m.get("model") or {}
     c.manifest = str(d / MANIFEST)
@@ -288,7 +288,7 @@ def _describe(c: Candidate, d: Path, m: dict, e: ManifestEntry, manifests: Manif
     c.accuracy, c.accuracy_kind, c.accuracy_set, c.accuracy_ref = _accuracy_of(e, manifests.accuracy(d))
 
 
-def _files_size(d: Path, e: ManifestEntry) -> int | None:
+def _files_size(d: Path, e: Artifact) -> int | None:
     """Bytes of every file of the artifact (an OpenVINO IR is its .xml and its .bin), as listed in the
     manifest; the manifest's ``size_bytes`` when the files cannot be read."""
     from partialdeploy.verify import safe_join

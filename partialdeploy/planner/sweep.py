@@ -1,7 +1,7 @@
 """``plan --sweep``: export and profile a checkpoint × target × precision matrix, one cell at a time.
 
 Each cell is its own export directory, ``OUT/cells/<checkpoint>-<sha8>/<target>-<precision>/``, made by
-the library's own functions: ``pipeline.run_export`` (parity-gated, all or nothing), the accuracy of
+the library's own functions: ``exporting.run.run_export`` (parity-gated, all or nothing), the accuracy of
 its artifact on the labelled set (``accuracy.py``, always run here), and the profile through a
 :class:`Measure`: here (``profiling``) or on an edge device over SSH (:class:`RemoteMeasure`,
 ``--remote``). A cell that cannot be built or run gets a status and a reason and the sweep goes on.
@@ -117,7 +117,7 @@ class SweepRequest:
     def from_flags(cls, checkpoints, targets: str, precisions: str, **kw) -> "SweepRequest":
         """Checked before any work: files and folders exist, targets and precisions are known."""
         from partialdeploy.parity import PRECISIONS
-        from partialdeploy.pipeline import expand_targets
+        from partialdeploy.exporting.request import expand_targets
 
         ckpts = tuple(Path(c) for c in checkpoints)
         for c in ckpts:
@@ -271,12 +271,12 @@ def _run_cell(req: SweepRequest, cell: Cell, measure: Callable, sets: dict) -> N
         res = _export(req, cell)
         if res.failures:
             f = res.failures[0]
-            cell.status = "failed" if f.get("kind") == "verification" else "error"
-            cell.reason = first_line(f.get("error", ""), 300)
+            cell.status = "failed" if f.kind == "verification" else "error"
+            cell.reason = first_line(f.error, 300)
             return
         if not res.artifacts:
             cell.status = "skipped"
-            cell.reason = (res.skipped[0].get("reason") if res.skipped else "") or "no artifact was produced"
+            cell.reason = (res.skipped[0].reason if res.skipped else "") or "no artifact was produced"
             return
         _accuracy(req, cell, sets)
         report = measure(cell.dir, req.batch)
@@ -298,7 +298,8 @@ def _run_cell(req: SweepRequest, cell: Cell, measure: Callable, sets: dict) -> N
 
 
 def _export(req: SweepRequest, cell: Cell):
-    from partialdeploy.pipeline import ExportRequest, run_export
+    from partialdeploy.exporting.request import ExportRequest
+    from partialdeploy.exporting.run import run_export
 
     er = ExportRequest(checkpoint=cell.checkpoint, targets=(cell.target,), precision=cell.precision,
                        out_dir=cell.dir, batch=req.batch, calib=req.calib if cell.precision == "int8" else None,

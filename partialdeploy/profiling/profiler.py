@@ -28,7 +28,7 @@ from partialdeploy.profiling.results import fill_result, new_report, status_coun
 from partialdeploy.profiling.settings import Settings, mode_refusal, runner_options
 from partialdeploy.profiling.source import plan
 from partialdeploy.profiling.timed import Case
-from partialdeploy.records import ManifestEntry, ProfileResult
+from partialdeploy.records import Artifact, ProfileResult
 
 
 class Profiler:
@@ -114,7 +114,7 @@ class Profiler:
             self.report["note"] = "nothing could run on this machine"
         return cases
 
-    def _load_one(self, i: int, art: ManifestEntry, rng, size) -> list[Case]:
+    def _load_one(self, i: int, art: Artifact, rng, size) -> list[Case]:
         """Open one artifact through its runner (as its manifest entry records), then one first
         inference per batch; every batch gets a result row, ok or the reason it is not."""
         from partialdeploy.backends import canonical

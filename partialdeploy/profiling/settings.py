@@ -72,7 +72,7 @@ def mode_refusal(runner_cls, mode: str) -> str | None:
 
 
 def runner_options(cls, settings: Settings, art, layers: bool = False, scratch: str | None = None) -> dict:
-    """How to open ``art`` (a ManifestEntry) for this run: as its manifest entry records, in the run's
+    """How to open ``art`` (a Artifact) for this run: as its manifest entry records, in the run's
     mode; for the per-layer pass with the runtime's profiler on (``scratch``: where it may write)."""
     opts = cls.artifact_options(art, settings.mode)
     if layers:

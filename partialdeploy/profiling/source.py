@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from partialdeploy.errors import UserError
-from partialdeploy.records import ManifestEntry
+from partialdeploy.records import Artifact
 from partialdeploy.verify import MANIFEST
 
 
-def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[ManifestEntry], Path]:
+def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[Artifact], Path]:
     """(manifest-ish header, artifact entries, base dir) for an export dir, a manifest.json, or
     a single model file (``target`` from the suffix unless given)."""
     from partialdeploy.backends import canonical, runtime_for_path
@@ -51,7 +51,7 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[Mani
     from partialdeploy.verify import verify_inside_export
 
     verify_inside_export(src)  # a file inside an export directory is checked against its manifest
-    entry = ManifestEntry(target=tgt, precision="?", path=src.name)
+    entry = Artifact(target=tgt, precision="?", path=src.name)
     return {"model": {"name": src.stem}, "preprocessing": {}, "manifest": None}, [entry], src.parent
 
 

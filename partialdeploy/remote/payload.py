@@ -27,9 +27,9 @@ _RUNNER_REF = re.compile(r"^(partialdeploy\.backends\.[a-z_]+\.runner):[A-Za-z_]
 MIN_PYTHON = (3, 9)
 # The export side, never needed to profile or build an exported artifact: the closure does not follow
 # lazy imports into it (the package's PEP 562 API facade, checkpoints' families and models, the torch
-# runner, the pipeline, the converters, planner, diff and inspect, CLI). The device-side tests run the real thing.
+# runner, the export, the converters, planner, diff and inspect, CLI). The device-side tests run the real thing.
 NOT_SHIPPED = ("partialdeploy.api", "partialdeploy.backends.torch.runner", "partialdeploy.backends.target",
-               "partialdeploy.families", "partialdeploy.models", "partialdeploy.pipeline", "partialdeploy.exporters",
+               "partialdeploy.families", "partialdeploy.models", "partialdeploy.exporting",
                "partialdeploy.planner", "partialdeploy.cli",
                "partialdeploy.analysis.blockdiff", "partialdeploy.analysis.sides", "partialdeploy.analysis.taps",
                "partialdeploy.analysis.inspect")

@@ -18,7 +18,7 @@ from typing import Callable
 
 from partialdeploy.verify import file_sha256
 from partialdeploy.errors import UserError
-from partialdeploy.records import ManifestEntry, ProfileResult
+from partialdeploy.records import Artifact, ProfileResult
 from partialdeploy.remote import probe as probes
 from partialdeploy.remote.hosts import Host, check_remote_python, parse_host
 from partialdeploy.remote.session import DEFAULT_JOB_TIMEOUT_S, AgentRun, Session
@@ -61,7 +61,7 @@ class RemoteOutcome:
     written: bool = False  # whether the report file was written (an empty run keeps an existing one)
 
 
-def artifact_files(base: Path, entry: ManifestEntry) -> list[str]:
+def artifact_files(base: Path, entry: Artifact) -> list[str]:
     """The files an artifact consists of, relative to the export (what has to travel)."""
     from partialdeploy.verify import safe_join
 
@@ -83,7 +83,7 @@ def artifact_files(base: Path, entry: ManifestEntry) -> list[str]:
     return out
 
 
-def plan_export(source: Path, target: str | None) -> tuple[dict, Path, list[ManifestEntry]]:
+def plan_export(source: Path, target: str | None) -> tuple[dict, Path, list[Artifact]]:
     """The verified export (manifest, base, entries) — only an export directory or manifest travels."""
     from partialdeploy.backends import canonical
     from partialdeploy.verify import manifest_path_of, verified_export
@@ -109,7 +109,7 @@ def device_label(host: Host, p: dict) -> str:
     return f"{host.text} ({str(model)[:80]})"
 
 
-def _not_run_rows(arts: list[ManifestEntry], p: dict, host: Host, settings) -> list[dict]:
+def _not_run_rows(arts: list[Artifact], p: dict, host: Host, settings) -> list[dict]:
     from partialdeploy.backends import canonical
 
     rows = []
@@ -124,7 +124,7 @@ def _not_run_rows(arts: list[ManifestEntry], p: dict, host: Host, settings) -> l
     return rows
 
 
-def _job(req: RemoteRequest, manifest: dict, base: Path, arts: list[ManifestEntry], label: str):
+def _job(req: RemoteRequest, manifest: dict, base: Path, arts: list[Artifact], label: str):
     files = [(base / rel, rel) for a in arts for rel in artifact_files(base, a)]
     trimmed = {**manifest, "artifacts": [a.to_dict() for a in arts]}
     mbytes = json.dumps(trimmed, indent=1).encode()

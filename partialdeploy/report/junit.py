@@ -135,30 +135,34 @@ def _parity_text(parity) -> str:
 
 def export_suite(res, batch: int | None = None) -> Suite:
     """One case per pipeline stage that gates (deploy form, ONNX) and per target × precision × batch
-    artifact; failed targets carry the gate's message, skipped ones their reason."""
+    artifact; failed targets carry the gate's message, skipped ones their reason. ``res`` is what
+    ``partialdeploy.export`` returns (read from its ``data``, the ``export --json`` document)."""
+    from partialdeploy.records import Artifact, ParityResult, TargetFailure
+
     b = f" batch {batch}" if batch else ""
-    s = Suite(f"parity gates: {res.spec.name}", properties={"output": str(res.out_dir)})
-    for st in res.stages:
-        if st.parity is not None and st.name in ("deploy form", "onnx export"):
-            c = Case(st.name, "parity.pipeline", seconds=st.seconds, details=_parity_text([st.parity]))
-            if not st.parity.passed:
-                c.outcome, c.message = "failure", st.parity.reason or st.parity.summary()
+    d = res.data
+    s = Suite(f"parity gates: {res.model}", properties={"output": str(res.out_dir)})
+    for st in d["stages"]:
+        par = ParityResult.from_dict(st["parity"]) if st.get("parity") else None
+        if par is not None and st["name"] in ("deploy form", "onnx export"):
+            c = Case(st["name"], "parity.pipeline", seconds=st["seconds"], details=_parity_text([par]))
+            if not par.passed:
+                c.outcome, c.message = "failure", par.reason or par.summary()
             s.cases.append(c)
-    secs = {st.name: st.seconds for st in res.stages}
-    for a in res.artifacts:
+    secs = {st["name"]: st["seconds"] for st in d["stages"]}
+    for a in map(Artifact.from_dict, d["artifacts"]):
         c = Case(f"{a.target} {a.precision}{b}", f"parity.{a.target}", seconds=secs.get(a.target, 0.0),
                  details=f"{a.verified}: {a.path}\n{_parity_text(a.parity)}")
         if a.gate is None:  # converted and checked, never run: no parity gate passed for it
             c.outcome, c.message = "skipped", f"{a.verified}: no parity gate ran on this artifact here"
         s.cases.append(c)
-    for f in res.failures:
-        s.cases.append(Case(f"{f['target']} {f['precision']}{b}", f"parity.{f['target']}",
-                            "failure" if f.get("kind") == "verification" else "error",
-                            message=f["error"].splitlines()[0][:500] if f["error"] else f.get("kind", "failed"),
-                            details=f["error"]))
+    for f in map(TargetFailure.from_dict, d["failures"]):
+        s.cases.append(Case(f"{f.target} {f.precision}{b}", f"parity.{f.target}",
+                            "failure" if f.kind == "verification" else "error",
+                            message=f.error.splitlines()[0][:500] if f.error else f.kind or "failed",
+                            details=f.error))
     for k in res.skipped:
-        s.cases.append(Case(f"{k['target']} {k['precision']}{b}", f"parity.{k['target']}", "skipped",
-                            message=k["reason"]))
+        s.cases.append(Case(f"{k.target} {k.precision}{b}", f"parity.{k.target}", "skipped", message=k.message))
     s.out = "\n".join(res.notes)
     return s
 

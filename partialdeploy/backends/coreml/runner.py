@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
-from partialdeploy.records import ManifestEntry
+from partialdeploy.records import Artifact
 from partialdeploy.backends.runner import Runner, TensorMeta
 
 NOT_MACOS = "running a CoreML model needs macOS (coremltools on {os} can convert and inspect, not predict)"
@@ -36,7 +36,7 @@ class CoreMLRunner(Runner):
     dist = "coremltools"
 
     @classmethod
-    def artifact_options(cls, entry: ManifestEntry, mode: str = "latency") -> dict:
+    def artifact_options(cls, entry: Artifact, mode: str = "latency") -> dict:
         units = entry.extra.get("compute_units")
         return {"compute_units": units} if units else {}
 

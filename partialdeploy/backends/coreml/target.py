@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError
-from partialdeploy.backends.target import Artifact, ExportContext, Target, quiet
+from partialdeploy.backends.target import ExportContext, Target, quiet
+from partialdeploy.records import Artifact
 from partialdeploy.errors import first_line
 from partialdeploy.verification import parity_gates, run_padded
 
@@ -80,14 +81,14 @@ class CoreMLTarget(Target):
             raise UserError("the CoreML target converts from the PyTorch deploy model: install torch "
                             "(pip install torch) and export from the checkpoint")
         ct = _ct()
-        tname, tgt = deployment_target(ct, ctx.options.get("minimum_deployment_target"))
+        tname, tgt = deployment_target(ct, ctx.options.runtime_option("minimum_deployment_target"))
         if prec == "int8" and tgt < ct.target.iOS16:
             raise UserError(f"CoreML int8 weights need minimum_deployment_target iOS16 or newer, not {tname}")
         if tgt < ct.target.iOS15:
             raise UserError(f"an ML program needs minimum_deployment_target iOS15 or newer, not {tname}")
         out_dir = Path(out_dir)
         size, c = ctx.img_size, int(ctx.spec.in_chans or 3)
-        batch = int(ctx.options.get("batch") or 1)
+        batch = ctx.options.batch
         in_shape, shape_desc = _input_shape(ct, ctx, batch, c)
         t0 = time.perf_counter()
         traced, trace_par = _trace_and_prove(ctx, c)
@@ -111,7 +112,7 @@ class CoreMLTarget(Target):
         inputs = [{"name": ctx.input_name, "shape": shape_desc, "dtype": "float32"}]
         outputs = [{"name": ctx.output_name, "shape": report["output_shape"] or [shape_desc[0], None],
                     "dtype": report["output_dtype"]}]
-        extra["compute_units"] = ctx.options.get("compute_units", "ALL")
+        extra["compute_units"] = ctx.options.runtime_option("compute_units", "ALL")
         if sys.platform != "darwin":  # the pipeline's verification predicts where CoreML can (macOS)
             notes.append(f"converted and spec-checked on {sys.platform}; parity needs macOS "
                          "(run `partialdeploy profile` or predict on a Mac)")
@@ -125,7 +126,7 @@ def _input_shape(ct, ctx: ExportContext, batch: int, c: int):
     profile's max when dynamic, else the static batch."""
     size = ctx.img_size
     if ctx.dynamic_batch:
-        bmax = int((ctx.options.get("batch_range") or {}).get("max") or 64)
+        bmax = int((ctx.options.batch_range or {}).get("max") or 64)
         return (ct.RangeDim(1, bmax, default=1), c, size, size), [f"1..{bmax}", c, size, size]
     return (batch, c, size, size), [batch, c, size, size]
 

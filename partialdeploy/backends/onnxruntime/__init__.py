@@ -8,7 +8,7 @@ BACKEND = Backend(
     label="ONNX Runtime",
     runner="partialdeploy.backends.onnxruntime.runner:OnnxRuntimeRunner",
     dists=("onnxruntime", "onnxruntime-gpu"),
-    targets={"onnx": "partialdeploy.exporters.onnx:OnnxTarget",
+    targets={"onnx": "partialdeploy.exporting.onnx:OnnxTarget",
              "onnxruntime": "partialdeploy.backends.onnxruntime.target:OnnxRuntimeTarget"},
     aliases=("onnx", "ort"),
     device_install="pip install onnxruntime (Jetson: the onnxruntime-gpu wheel from the Jetson Zoo)",

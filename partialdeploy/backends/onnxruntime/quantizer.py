@@ -34,10 +34,10 @@ def block_nodes(model_or_path, blocks) -> list[str]:
     return [n.name for n in m.graph.node if n.name in blocks or n.name.startswith(prefixes)]
 
 
-def calibration_method(options: dict) -> str:
+def calibration_method(options) -> str:
     """The calibration method the options ask for (``ort_calibration``, default min-max); UserError
     when it is not one of :data:`CALIBRATION_METHODS`."""
-    method = str(options.get("ort_calibration") or "minmax").lower()
+    method = str(options.runtime_option("ort_calibration", "minmax")).lower()
     if method not in CALIBRATION_METHODS:
         raise UserError(f"ort_calibration {method!r} must be one of {', '.join(CALIBRATION_METHODS)}")
     return method
@@ -101,7 +101,7 @@ def ort_quantizer(ctx, name: str, quantize: Callable[[list], Path], options: dic
     from partialdeploy.int8fallback import Quantizer
     from partialdeploy.analysis.taps import collector
 
-    threads = ctx.options.get("threads")
+    threads = ctx.options.threads
     opts = options if options is not None else {"threads": threads}
     runners: dict = {}
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
-from partialdeploy.records import ManifestEntry
+from partialdeploy.records import Artifact
 from partialdeploy.backends.runner import BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
 from partialdeploy.lazy import probe_import
 
@@ -35,7 +35,7 @@ class OnnxRuntimeRunner(Runner):
     layer_source = "ONNX Runtime profiler (kernel time per node)"
 
     @classmethod
-    def artifact_options(cls, entry: ManifestEntry, mode: str = "latency") -> dict:
+    def artifact_options(cls, entry: Artifact, mode: str = "latency") -> dict:
         opts: dict = {}
         extra = entry.extra
         level = extra.get("graph_optimization_level")

@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 from partialdeploy.backends.onnxruntime.quantizer import block_nodes, calibration_method, ort_quantizer, quantize_qdq
-from partialdeploy.backends.target import Artifact, ExportContext, Target, quiet
+from partialdeploy.backends.target import ExportContext, Target, quiet
+from partialdeploy.records import Artifact
 from partialdeploy.errors import RuntimeUnavailable, UserError, VerificationError, first_line
-from partialdeploy.exporters.onnx import io_meta
+from partialdeploy.exporting.onnx import io_meta
 from partialdeploy.verification import Proof, open_options, stage_name, static_batch
 
 INSTALL = "pip install onnxruntime onnx"
@@ -121,7 +122,7 @@ def _int8_source(ctx: ExportContext, fused: Path, extra: dict, notes: list[str])
     """The ONNX to quantize: the verified one with the attention's q/k/v projections fused (one Q/DQ
     MatMul instead of three, as the fp32 artifact has), written to ``fused`` (the caller removes it) when
     there is something to fuse."""
-    from partialdeploy.exporters.onnx_forms import fuse_sibling_matmuls
+    from partialdeploy.exporting.onnx_forms import fuse_sibling_matmuls
 
     try:
         n = fuse_sibling_matmuls(ctx.onnx_path, fused)
@@ -178,7 +179,7 @@ class OnnxRuntimeTarget(Target):
         tmp = dst.with_name("model.optimized.tmp.onnx")
         form = dst.with_name("model.form.tmp.onnx")
         try:
-            from partialdeploy.exporters.onnx_forms import fuse_sibling_matmuls
+            from partialdeploy.exporting.onnx_forms import fuse_sibling_matmuls
 
             n = fuse_sibling_matmuls(ctx.onnx_path, form)
             extra["deploy_form"] = {"attention_projections": "fused qkv" if n else "as exported"}
@@ -229,14 +230,14 @@ class OnnxRuntimeTarget(Target):
             return qdq(pre, dst.with_name(f"model.int8-{tries[0]}.tmp.onnx"), block_nodes(pre, float_blocks))
 
         # every candidate is opened exactly as the artifact will be: the kept one's gate is its certificate
-        opts = open_options(OnnxRuntimeRunner, ctx, "onnxruntime", "int8", extra)
+        opts = open_options(OnnxRuntimeRunner, ctx, Artifact("onnxruntime", "int8", "model.onnx", extra=extra))
         try:
             source = _int8_source(ctx, dst.with_name("model.fused.tmp.onnx"), extra, notes)
             with quiet():
                 quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
             fb = quantize_until_gate(ctx, ort_quantizer(ctx, "onnxruntime", quantize, opts),
                                      stage_name("onnxruntime", "int8"),
-                                     enabled=bool(ctx.options.get("int8_fallback", True)))
+                                     enabled=ctx.options.int8_fallback)
             proof = Proof.of(ctx, fb.handle, opts, fb.attempts[-1].results)  # the kept file, as it was gated
             fb.handle.replace(dst)
         except (UserError, VerificationError):

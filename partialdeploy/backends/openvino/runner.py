@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError, first_line
-from partialdeploy.records import ManifestEntry
+from partialdeploy.records import Artifact
 from partialdeploy.backends.runner import ASYNC_QUEUE, BOUNDARY_TAPS, LAYER_TIMES, Runner, TensorMeta
 from partialdeploy.lazy import probe_import
 
@@ -77,7 +77,7 @@ class OpenVINORunner(Runner):
     layer_source = "OpenVINO PERF_COUNT (real time per node)"
 
     @classmethod
-    def artifact_options(cls, entry: ManifestEntry, mode: str = "latency") -> dict:
+    def artifact_options(cls, entry: Artifact, mode: str = "latency") -> dict:
         opts: dict = {"performance_hint": "THROUGHPUT" if mode == "throughput" else "LATENCY"}
         rc = entry.extra.get("runtime_config")
         if rc:  # compile exactly as the export's parity gate did

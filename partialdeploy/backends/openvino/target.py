@@ -11,7 +11,7 @@ bf16: the fp32 IR plus the runtime config INFERENCE_PRECISION_HINT=bf16 (extra.r
 int8: NNCF post-training quantization over the calibration images (MIXED preset: symmetric weights,
       asymmetric activations — GELU/hard-sigmoid outputs are not ReLU-positive), every calibration
       image used, non-quantized parts kept fp32. Quantized from the ONNX with the attention's q/k/v
-      projections fused into one (exporters/onnx_forms.py): one int8 FullyConnected instead of three.
+      projections fused into one (exporting/onnx_forms.py): one int8 FullyConnected instead of three.
       Measured selection at export (partialdeploy.tuning) also times NNCF's PERFORMANCE preset
       (symmetric activations, what ``nncf.quantize`` does by default), each with the float parts in
       f32 and, on a CPU with bf16 units, in bf16; it keeps the fastest that passes the INT8 gate.
@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from partialdeploy.errors import RuntimeUnavailable, UserError
-from partialdeploy.backends.target import Artifact, ExportContext, Target
+from partialdeploy.backends.target import ExportContext, Target
+from partialdeploy.records import Artifact
 from partialdeploy.errors import first_line
 from partialdeploy.verification import Alternative, pad_batch, run_padded
 
@@ -125,7 +126,7 @@ class OpenVINOTarget(Target):
     def _int8_source(ctx: ExportContext, out_dir: Path, extra: dict, notes: list[str]) -> Path:
         """The ONNX to quantize: the verified one with the attention's q/k/v projections fused (one
         int8 FullyConnected instead of three; exact, and the INT8 gate still judges the result)."""
-        from partialdeploy.exporters.onnx_forms import fuse_sibling_matmuls
+        from partialdeploy.exporting.onnx_forms import fuse_sibling_matmuls
 
         fused = out_dir / "model.fused.tmp.onnx"
         try:
@@ -149,7 +150,7 @@ class OpenVINOTarget(Target):
         from partialdeploy.int8fallback import Quantizer, quantize_until_gate
         from partialdeploy.analysis.taps import collector
 
-        threads = ctx.options.get("threads")
+        threads = ctx.options.threads
         cfg = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             cfg["INFERENCE_NUM_THREADS"] = int(threads)
@@ -175,7 +176,7 @@ class OpenVINOTarget(Target):
             reference=collector(None, "openvino", threads, model=model),
             timer=timer)
         fb = quantize_until_gate(ctx, quantizer, "ONNX -> OpenVINO int8 (CPU)",
-                                 enabled=bool(ctx.options.get("int8_fallback", True)))
+                                 enabled=ctx.options.int8_fallback)
         extra["int8_fallback"] = fb.to_dict()
         if fb.note():
             notes.append(fb.note())
@@ -201,7 +202,7 @@ class OpenVINOTarget(Target):
         batches = [calib[i:i + bs] for i in range(0, n, bs)]
         name = ctx.input_name
         ds = nncf.Dataset(batches, lambda b: {name: b})
-        preset = str(preset or ctx.options.get("openvino_preset", "mixed")).upper()
+        preset = str(preset or ctx.options.runtime_option("openvino_preset", "mixed")).upper()
         if preset not in ("MIXED", "PERFORMANCE"):
             raise UserError(f"openvino_preset {preset.lower()!r} must be mixed or performance")
         import contextlib

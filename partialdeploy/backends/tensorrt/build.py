@@ -47,12 +47,12 @@ QUANTIZATION_MODES = ("explicit", "implicit")  # INT8: Q/DQ in the ONNX (every g
 IMPLICIT_GENERATIONS = (8, 10)  # the generations that still have INT8 calibrators
 
 
-def batch_range(options: dict, dynamic: bool, static_batch: int = 1) -> dict:
+def batch_range(requested: dict | None, dynamic: bool, static_batch: int = 1) -> dict:
     """min/opt/max batch for the optimization profile (dynamic) or the fixed batch (static)."""
     if not dynamic:
         return {"min": static_batch, "opt": static_batch, "max": static_batch}
     r = dict(DEFAULT_BATCH_RANGE)
-    r.update({k: int(v) for k, v in (options.get("batch_range") or {}).items() if k in r and v is not None})
+    r.update({k: int(v) for k, v in (requested or {}).items() if k in r and v is not None})
     if not 1 <= r["min"] <= r["opt"] <= r["max"]:
         raise UserError(f"batch range must satisfy 1 <= min <= opt <= max, got {r}")
     return r

@@ -31,7 +31,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from partialdeploy.backends.target import Artifact, ExportContext, Target
+from partialdeploy.backends.target import ExportContext, Target
+from partialdeploy.records import Artifact
 from partialdeploy.backends.tensorrt.build import (CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE, batch_range,
                                                    build_engine, check_generation)
 from partialdeploy.backends.tensorrt.cuda import SIDECAR
@@ -93,15 +94,15 @@ class TensorRTTarget(Target):
     def export(self, ctx: ExportContext, out_dir: Path) -> Artifact:
         prec = ctx.precision  # one of self.precisions (Target.refusal, at the request)
         opts = ctx.options
-        quant = str(opts.get("int8_quantization") or "explicit").lower()
-        generation = check_generation(opts.get("tensorrt"), quant if prec == "int8" else "explicit", prec)
+        quant = str(opts.runtime_option("int8_quantization", "explicit")).lower()
+        generation = check_generation(opts.runtime_option("tensorrt"), quant if prec == "int8" else "explicit", prec)
         implicit = prec == "int8" and quant == "implicit"
         # the precision is in the ONNX, so an explicit bundle builds with either generation whose parser takes
         # it; the profile's generation is recorded as the one expected (the other builds only on request)
         gens = [generation] if implicit else list(GENERATIONS)
-        static_b = int(opts.get("batch") or 1)
-        brange = batch_range(opts, ctx.dynamic_batch, static_b)
-        ws = int(opts.get("workspace_mb") or DEFAULT_WORKSPACE_MB)
+        static_b = opts.batch
+        brange = batch_range(opts.batch_range, ctx.dynamic_batch, static_b)
+        ws = int(opts.runtime_option("workspace_mb", DEFAULT_WORKSPACE_MB))
         out_dir = Path(out_dir)
         work = out_dir / "model.precision.part.onnx"
         notes: list[str] = []
@@ -129,9 +130,9 @@ class TensorRTTarget(Target):
                 chw=[int(ctx.spec.in_chans or 3), ctx.img_size, ctx.img_size], batch=brange,
                 dynamic=ctx.dynamic_batch, input_name=ctx.input_name, output_name=ctx.output_name, workspace_mb=ws,
                 tolerance=ctx.tolerances.get(prec), ops_report=rep, model_name=ctx.spec.name, generation=generation,
-                quantization=quant, onnx_precision=info, profile=opts.get("profile"), builds_with=builds,
+                quantization=quant, onnx_precision=info, profile=opts.profile, builds_with=builds,
                 preprocessing=preprocessing_record(ctx.spec), labels=ctx.spec.labels,
-                num_classes=ctx.spec.num_classes, wheel=opts.get("bundle_wheel")))
+                num_classes=ctx.spec.num_classes, wheel=opts.runtime_option("bundle_wheel")))
         finally:
             work.unlink(missing_ok=True)
             for f in out_dir.glob("model.int8-*.part.onnx"):  # fallback attempts
@@ -174,19 +175,18 @@ class TensorRTTarget(Target):
         from partialdeploy.int8fallback import quantize_until_gate
 
         opts = ctx.options
-        base = [str(b) for b in opts.get("int8_exclude") or ()]  # blocks asked to stay float
         method = calibration_method(opts)
         infos: dict = {}
 
         def quantize(float_blocks):
             path = dst.with_name(f"model.int8-{len(infos) + 1}.part.onnx")
             infos[path] = to_qdq_int8(ctx.onnx_path, path, ctx.calib, ctx.input_name,
-                                      exclude=list(dict.fromkeys(base + list(float_blocks))), method=method)
+                                      exclude=list(float_blocks), method=method)
             return path
 
         fb = quantize_until_gate(ctx, ort_quantizer(ctx, "tensorrt", quantize),
                                  "TensorRT-ready int8 ONNX in ONNX Runtime (CPU)",
-                                 enabled=bool(opts.get("int8_fallback", True)))
+                                 enabled=opts.int8_fallback)
         if fb.latency_ms:  # no GPU here: the cost is timed where the Q/DQ ONNX is proven
             fb.latency_ms["method"] = ("ONNX Runtime CPU on the Q/DQ ONNX (the device's TensorRT latency differs); "
                                        + fb.latency_ms["method"])

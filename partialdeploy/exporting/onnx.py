@@ -15,7 +15,8 @@ from pathlib import Path
 
 from partialdeploy.version import __version__
 from partialdeploy.errors import UserError, first_line
-from partialdeploy.backends.target import Artifact, ExportContext, Target, quiet
+from partialdeploy.backends.target import ExportContext, Target, quiet
+from partialdeploy.records import Artifact
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "input"
