@@ -12,7 +12,7 @@ against the train-form reference by the same code (numpy only; runtimes come in 
 * :func:`convert_and_verify` — what the pipeline does per target: convert, then verify.
 
 Targets only convert. The two places that need a gate *while* converting — the INT8 fallback loop
-(int8fallback.py, through :func:`gate_results`) and OpenVINO's choice of a compile configuration —
+(exporting/int8fallback.py, through :func:`gate_results`) and OpenVINO's choice of a compile configuration —
 use the same functions.
 """
 

@@ -172,7 +172,7 @@ def test_int8_fallback_ranks_the_familys_blocks(exported, name, tmp_path, real_i
     kept in float, it adds less."""
     from partialdeploy.backends.tensorrt.precision import to_qdq_int8
     from partialdeploy.backends.onnxruntime.quantizer import block_nodes
-    from partialdeploy.int8fallback import added_error
+    from partialdeploy.exporting.int8fallback import added_error
     from partialdeploy.analysis.taps import collector
 
     spec, _, path = exported[name]

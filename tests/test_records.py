@@ -107,7 +107,7 @@ def test_one_gate_core_reports_and_raises_alike():
 def test_int8_fallback_gates_through_the_core():
     """The INT8 fallback loop uses the same core: a damaged quantization fails with its numbers."""
     from partialdeploy.exporting.options import ExportOptions
-    from partialdeploy.int8fallback import Quantizer, quantize_until_gate
+    from partialdeploy.exporting.int8fallback import Quantizer, quantize_until_gate
 
     ctx, fn = _ctx()
     ctx.options = ExportOptions()

@@ -92,13 +92,13 @@ def quantize_qdq(src: Path, dst: Path, calib: np.ndarray, input_name: str, batch
 
 
 def ort_quantizer(ctx, name: str, quantize: Callable[[list], Path], options: dict | None = None):
-    """The INT8 fallback loop's :class:`~partialdeploy.int8fallback.Quantizer` for candidates that are
+    """The INT8 fallback loop's :class:`~partialdeploy.exporting.int8fallback.Quantizer` for candidates that are
     ONNX files run in ONNX Runtime: ``quantize(float_blocks) -> path``; each candidate is opened once,
     with ``options`` (default: the context's threads) — the options its gate, its timing and, for the
     ONNX Runtime target, the artifact itself use — and its file removed when the loop drops it. The
     boundary taps and the fp32 reference (the context's ONNX) come from :mod:`partialdeploy.analysis.taps`."""
     from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
-    from partialdeploy.int8fallback import Quantizer
+    from partialdeploy.exporting.int8fallback import Quantizer
     from partialdeploy.analysis.taps import collector
 
     threads = ctx.options.threads

@@ -214,7 +214,7 @@ class OnnxRuntimeTarget(Target):
         from onnxruntime.quantization import quant_pre_process
 
         from partialdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
-        from partialdeploy.int8fallback import quantize_until_gate
+        from partialdeploy.exporting.int8fallback import quantize_until_gate
 
         method = calibration_method(ctx.options)
         pre = dst.with_name("model.preprocessed.tmp.onnx")

@@ -144,10 +144,10 @@ class OpenVINOTarget(Target):
 
     def _int8(self, ctx: ExportContext, model, extra: dict, notes: list[str], forms: list):
         """NNCF PTQ; when it misses the INT8 gate, blocks kept in float through NNCF's ignored scope
-        until the gate holds (partialdeploy.int8fallback)."""
+        until the gate holds (partialdeploy.exporting.int8fallback)."""
         import openvino as ov
 
-        from partialdeploy.int8fallback import Quantizer, quantize_until_gate
+        from partialdeploy.exporting.int8fallback import Quantizer, quantize_until_gate
         from partialdeploy.analysis.taps import collector
 
         threads = ctx.options.threads

@@ -166,13 +166,13 @@ class TensorRTTarget(Target):
 
     @staticmethod
     def _qdq_until_gate(ctx: ExportContext, dst: Path):
-        """The Q/DQ INT8 ONNX, through the INT8 fallback loop (partialdeploy.int8fallback): plain PTQ
+        """The Q/DQ INT8 ONNX, through the INT8 fallback loop (partialdeploy.exporting.int8fallback): plain PTQ
         first; when it misses the INT8 gate in ONNX Runtime (CPU), the blocks that add the most
         quantization error are left without Q/DQ (TensorRT then runs them in float: strong typing
         keeps them fp32) until the gate holds. Returns (Q/DQ summary of the kept model, FallbackResult);
         VerificationError (exit 1) with every attempt's numbers when no mix holds."""
         from partialdeploy.backends.onnxruntime.quantizer import calibration_method, ort_quantizer
-        from partialdeploy.int8fallback import quantize_until_gate
+        from partialdeploy.exporting.int8fallback import quantize_until_gate
 
         opts = ctx.options
         method = calibration_method(opts)
