@@ -116,7 +116,7 @@ def test_every_export_option_is_typed_and_settable_by_flag_or_profile(tmp_path):
     o = ExportRequest.from_flags(profile=str(prof), int8_exclude="stages.1.blocks.0, head,", fallback=False,
                                  tune_budget=1.5).options
     assert o.int8_exclude == ("stages.1.blocks.0", "head") and not o.int8_fallback and o.tune_budget == 1.5
-    for bad, words in (({"tune_budget": -1}, "--tune-budget"), ({"int8_max_float_blocks": -1}, "int8-max-float"),
+    for bad, words in (({"tune_budget": -1}, "--tune-budget"), ({"int8_max_float_blocks": -1}, "int8_max_float_blocks"),
                        ({"int8_exclude": [3]}, "block names"), ({"warp_drive": 1}, "unknown export option")):
         with pytest.raises(UserError, match=words):
             ExportOptions.from_fields(bad)

@@ -42,7 +42,7 @@ class ExportOptions:
         object.__setattr__(self, "tune_budget", b)
         if isinstance(self.int8_max_float_blocks, bool) or not isinstance(self.int8_max_float_blocks, int) \
                 or self.int8_max_float_blocks < 0:
-            raise UserError(f"--int8-max-float-blocks {self.int8_max_float_blocks!r} must be an integer ≥ 0")
+            raise UserError(f"int8_max_float_blocks {self.int8_max_float_blocks!r} must be an integer ≥ 0")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise UserError(f"threads {self.threads!r} must be an integer ≥ 1")
