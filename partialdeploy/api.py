@@ -220,10 +220,15 @@ def profile(source: str | Path, *, target: str | None = None, batches: Iterable[
         if on_event else None
     rep = run_profile(source, s, target, path, progress=progress, device=device)
     results = tuple(ProfileResult.from_dict(r) for r in rep.get("results", []))
-    if exit_code(rep):  # a runtime that is missing raised RuntimeUnavailable above (or skipped its artifact)
+    code = exit_code(rep)  # a runtime that is missing raised RuntimeUnavailable above (or skipped its artifact)
+    if code == 1:
         bad = next(r for r in results if r.status == "error")
         raise UserError(f"{bad.target}/{bad.precision} batch {bad.batch} failed to run: {bad.reason} "
                         f"(the report so far: {path})")
+    if code == 2:
+        why = "; ".join(dict.fromkeys(f"{r.target}/{r.precision}: {r.reason}" for r in results if r.reason))
+        raise UserError(f"nothing was measured: every case was skipped or cannot run on this machine"
+                        f"{' (' + why[:300] + ')' if why else ''}; an existing report at {path} is kept")
     return ProfileReport(path, str(rep.get("device", "")), bool(rep.get("complete")), results, rep)
 
 

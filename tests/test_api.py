@@ -97,6 +97,17 @@ def test_missing_runtime_is_runtime_unavailable(tmp_path):
         pd.profile(tmp_path / "m.engine", runs=1, min_time_s=None, warmup=0, blocks=1, layers=False)
 
 
+def test_profile_that_measures_nothing_is_a_user_error(exported, tmp_path):
+    """Every case skipped here (a batch the static model cannot take): one UserError (it was a
+    StopIteration), and a report already there is not replaced by the empty run."""
+    res, _ = exported
+    (tmp_path / "p.json").write_text("{}")
+    with pytest.raises(pd.UserError, match="nothing was measured.*batch"):
+        pd.profile(res.out_dir, batches=(1000000,), runs=1, min_time_s=None, warmup=0, blocks=1, layers=False,
+                   out=tmp_path / "p.json")
+    assert (tmp_path / "p.json").read_text() == "{}"
+
+
 def test_parity_error_carries_the_numbers(tmp_path):
     """A tolerance nobody can meet (a profile may set one): the gate fails, the error has the numbers."""
     prof = tmp_path / "strict.yaml"
