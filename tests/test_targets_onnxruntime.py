@@ -39,7 +39,8 @@ def test_int8_static_batch(tmp_path):
 
 def test_fp16_refused_with_pointer(tmp_path):
     """Refused at the request, before any work, with where fp16 is (a target trusts the request)."""
-    from partialdeploy.pipeline import ExportRequest, run_export
+    from partialdeploy.exporting.request import ExportRequest
+    from partialdeploy.exporting.run import run_export
 
     with pytest.raises(UserError, match="openvino or --target tensorrt"):
         run_export(ExportRequest(targets=("onnxruntime",), precision="fp16", out_dir=tmp_path / "d"))
