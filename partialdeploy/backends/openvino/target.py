@@ -181,8 +181,9 @@ class OpenVINOTarget(Target):
         if fb.note():
             notes.append(fb.note())
         cost = (time.perf_counter() - t_q) / max(len(fb.attempts), 1)  # one quantization, about
+        asked = ctx.options.runtime_option("openvino_preset") is not None  # the user chose the preset
         forms.extend(int8_forms(lambda preset: self._quantize(ctx, model.clone(), {}, fb.float_blocks, preset),
-                                extra["preset"], user_preset=ctx.options.runtime_option("openvino_preset") is not None, cost_s=cost))
+                                extra["preset"], user_preset=asked, cost_s=cost))
         return fb.handle
 
     @staticmethod
