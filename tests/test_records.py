@@ -121,13 +121,23 @@ def test_int8_fallback_gates_through_the_core():
     assert isinstance(res.attempts[0].results[0], ParityResult) and res.to_dict()["after"]["passed"]
 
 
+def _prep_of(path):
+    """What diff reads from a model file: its metadata, through its runtime's runner."""
+    from partialdeploy.analysis.sides import prep_from_metadata
+    from partialdeploy.backends import get, runtime_for_path
+
+    with get(runtime_for_path(path)).runner_class()(path) as r:
+        return prep_from_metadata(r.model_metadata(), path.name)
+
+
 def test_onnx_metadata_architecture_reads_back(tmp_path):
     """The export writes the architecture as ArchSpec.to_json(); diff reads it back with from_json
-    (and still reads the separate keys of an ONNX without it)."""
+    through the runner, from the ONNX and from the OpenVINO IR converted from it (and still reads the
+    separate keys of an ONNX without it)."""
     onnx = pytest.importorskip("onnx")
+    ov = pytest.importorskip("openvino")
     from onnx import TensorProto, helper
 
-    from partialdeploy.analysis.sides import prep_from_onnx
     from partialdeploy.families import variant_spec
     from partialdeploy.spec import ArchSpec
 
@@ -136,15 +146,18 @@ def test_onnx_metadata_architecture_reads_back(tmp_path):
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    m = helper.make_model(graph)
+    m = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)])  # ONNX Runtime loads it
     helper.set_model_props(m, {"architecture": spec.to_json()})
     onnx.save(m, tmp_path / "a.onnx")
-    p = prep_from_onnx(tmp_path / "a.onnx")
-    assert (p.size, p.mean, p.labels, p.crop_ratio) == (64, (0.5, 0.5, 0.5), ["a", "b"], spec.crop_ratio)
-    old = helper.make_model(graph)
+    ov.save_model(ov.convert_model(str(tmp_path / "a.onnx")), str(tmp_path / "a.xml"))
+    for f in ("a.onnx", "a.xml"):
+        p = _prep_of(tmp_path / f)
+        assert (p.size, p.mean, p.labels, p.crop_ratio) == (64, (0.5, 0.5, 0.5), ["a", "b"], spec.crop_ratio)
+        assert p.source == f"{f} metadata"
+    old = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)])
     helper.set_model_props(old, {"img_size": "96", "mean": "[0.1, 0.2, 0.3]", "std": "[1, 1, 1]"})
     onnx.save(old, tmp_path / "b.onnx")
-    p = prep_from_onnx(tmp_path / "b.onnx")
+    p = _prep_of(tmp_path / "b.onnx")
     assert (p.size, p.mean, p.std) == (96, (0.1, 0.2, 0.3), (1, 1, 1))
 
 

@@ -52,18 +52,14 @@ class Side:
                 "boundaries": len(self.boundaries)}
 
 
-def prep_from_onnx(path: Path) -> Preprocessing | None:
-    import onnx
-
-    try:
-        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception:
-        return None
+def prep_from_metadata(meta: dict, name: str) -> Preprocessing | None:
+    """The preprocessing a model file records in its metadata (``Runner.model_metadata``, any runtime
+    that keeps it: an ONNX, an OpenVINO IR), None when it records none; ``name`` says where it came from."""
     demo = _is_demo_sha(meta.get("checkpoint_sha256"))
     try:  # the architecture the export wrote (ArchSpec.to_json): its preprocessing
         spec = ArchSpec.from_json(meta["architecture"])
         return Preprocessing(spec.img_size, tuple(spec.mean), tuple(spec.std), float(spec.crop_ratio), demo=demo,
-                             labels=list(spec.labels) if spec.labels else None, source=f"{path.name} metadata")
+                             labels=list(spec.labels) if spec.labels else None, source=f"{name} metadata")
     except Exception:
         pass
     try:  # an ONNX without (a readable) architecture: the separate preprocessing keys
@@ -73,7 +69,7 @@ def prep_from_onnx(path: Path) -> Preprocessing | None:
         return None
     labels = json.loads(meta["labels"]) if meta.get("labels") else None
     return Preprocessing(size, mean, std, float(meta.get("crop_ratio", 0.875)), demo=demo, labels=labels,
-                         source=f"{path.name} metadata")
+                         source=f"{name} metadata")
 
 
 def _is_demo_sha(sha: str | None) -> bool:
@@ -195,7 +191,7 @@ def _open_model(p: Path, runtime: str, threads, label: str, entry: Artifact | No
     opts = backends.get(runtime).runner_class().artifact_options(entry) if entry is not None else {}
     taps = open_taps(p, runtime, threads, **opts)
     prec = entry.precision if entry is not None else ("int8" if taps.quantized else "fp32")
-    prep = prep_from_onnx(p) if p.suffix.lower() == ".onnx" else None
+    prep = prep_from_metadata(taps.runner.model_metadata(), p.name)
     side = Side(str(p), taps.label, prec, taps.collect, taps.boundaries, prep)
     if entry is not None and entry.parity:
         side.certificate = entry.parity[-1].tolerance

@@ -113,6 +113,12 @@ class Runner(ABC):
         """The block boundaries exposed as outputs (loaded with ``taps=True``), execution order."""
         return []
 
+    def model_metadata(self) -> dict[str, str]:
+        """The metadata the exporter wrote into the loaded model (the ONNX ``metadata_props``: the
+        architecture and its preprocessing; OpenVINO keeps them in ``rt_info["framework"]``); {} when
+        the runtime cannot say."""
+        return {}
+
     def quantized(self) -> bool | None:
         """Does the loaded model carry INT8 quantization (Q/DQ, FakeQuantize)? None: cannot tell."""
         return None

@@ -115,6 +115,9 @@ class OnnxRuntimeRunner(Runner):
     def boundaries(self) -> list[str]:
         return list(self._bounds)
 
+    def model_metadata(self) -> dict[str, str]:
+        return dict(self.session.get_modelmeta().custom_metadata_map) if self.session is not None else {}
+
     def quantized(self) -> bool | None:
         if self._qdq is None and self.path is not None and self.path.is_file():
             import onnx

@@ -56,6 +56,14 @@ def ov_boundaries(model) -> list[str]:
     return list(dict.fromkeys(order))
 
 
+def _framework_metadata(model) -> dict[str, str]:
+    """The ONNX metadata the conversion kept in the IR's ``rt_info["framework"]``."""
+    try:
+        return {str(k): v.astype(str) for k, v in model.get_rt_info()["framework"].items()}
+    except Exception:  # an IR without (readable) framework metadata
+        return {}
+
+
 class OpenVINORunner(Runner):
     name = "openvino"
     capabilities = frozenset({ASYNC_QUEUE, LAYER_TIMES, BOUNDARY_TAPS})
@@ -103,6 +111,7 @@ class OpenVINORunner(Runner):
             model = self.options.get("model")
             model = self.core.read_model(str(self.path)) if model is None else model.clone()
             self._quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+            self._metadata = _framework_metadata(model)
             if self.options.get("taps"):
                 self._bounds = ov_boundaries(model)
                 if self._bounds:
@@ -121,6 +130,9 @@ class OpenVINORunner(Runner):
 
     def boundaries(self) -> list[str]:
         return list(self._bounds)
+
+    def model_metadata(self) -> dict[str, str]:
+        return dict(getattr(self, "_metadata", {}))
 
     def quantized(self) -> bool | None:
         return self._quantized
