@@ -165,6 +165,22 @@ def test_proxyjump_from_ssh_config_is_honoured(sshd, cfg):
     assert_nothing_left(sshd)
 
 
+def test_per_layer_times_on_the_device_name_the_models_blocks(sshd, cfg, dist, tmp_path):
+    """The per-layer pass runs on the device too (the default --layers), its layers mapped to the
+    checkpoint's block names there: the families travel in the zipapp."""
+    out = tmp_path / "r.json"
+    r = cli("profile", dist, "--remote", "edgebox", "--ssh-config", cfg, "--remote-python", PY, "--target", "onnx",
+            "--runs", "10", "--min-time", "0", "--blocks", "1", "--warmup", "1", "-o", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    ok = [x for x in rep["results"] if x["status"] == "ok"]
+    assert ok and rep["complete"] and not rep.get("interrupted")
+    for x in ok:
+        blocks = {b["block"] for b in x["layers"]["blocks"]}
+        assert "stages.0.blocks.0" in blocks and "head" in blocks and not x.get("layers_error"), blocks
+    assert_nothing_left(sshd)
+
+
 def test_crash_on_the_device_shows_its_stderr_and_cleans_up(sshd, cfg, dist, tmp_path):
     crash = tmp_path / "crashing-python"
     crash.write_text("#!/bin/sh\necho 'Fatal Python error: device-side crash marker' >&2\nexit 134\n")

@@ -50,8 +50,8 @@ def test_zipapp_holds_the_device_side_and_nothing_of_the_export_side(tmp_path):
                  "partialdeploy/records.py", "partialdeploy/verify.py", "partialdeploy/remote/agent.py",
                  "partialdeploy/remote/device_profile.py", "partialdeploy/backends/tensorrt/build.py"):
         assert need in names
+    assert "partialdeploy/families/base.py" in names  # per-layer times are named as the model's family does
     assert not [n for n in names if n.startswith(("partialdeploy/exporting", "partialdeploy/models",
-                                                  "partialdeploy/families",
                                                   "partialdeploy/data", "partialdeploy/cli",
                                                   "partialdeploy/backends/target.py"))
                 or n.endswith(("/target.py", "/bundle.py", "torch/runner.py"))]
@@ -89,6 +89,21 @@ def _tree(root, files: dict):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(text)
     return str(root)
+
+
+def test_a_device_side_that_stops_without_its_result_is_never_a_clean_run():
+    """A partial report that came home from a device whose profiler then failed or crashed is kept, but
+    the run is not clean (profile_one: interrupted, a warning naming why, exit 1)."""
+    from partialdeploy.remote.profile import stopped_early
+    from partialdeploy.remote.session import AgentRun
+
+    done = AgentRun(rc=0, events=[{"event": "result", "report": {}}])
+    assert stopped_early(done) is None
+    crashed = AgentRun(rc=1, partial={"results": []}, stderr_tail="Traceback ...\nImportError: no module x\n")
+    assert stopped_early(crashed) == "the device-side profiler crashed (exit 1: ImportError: no module x)"
+    failed = AgentRun(rc=2, events=[{"event": "error", "message": "disk full", "exit_code": 2}])
+    assert stopped_early(failed) == "the device-side profiler stopped: disk full"
+    assert "no message" in stopped_early(AgentRun(rc=-9))
 
 
 def test_fingerprint_of_a_jetson(tmp_path):

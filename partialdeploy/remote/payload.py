@@ -3,8 +3,8 @@ package, and a bootstrap that checks the zipapp's sha256 before running it.
 
 The zipapp holds ``partialdeploy.remote.agent`` and every ``partialdeploy`` module it can reach
 (imports at any depth, every runtime's declaration and the runners the backends name as
-``"module:Class"``) short of the export side (``NOT_SHIPPED``): profiling, runners, records, verify, the
-TensorRT build — no converters, no torch, no data files. It is built in
+``"module:Class"``) short of the export side (``NOT_SHIPPED``): profiling, runners, records, verify, the families'
+block names, the TensorRT build — no converters, no torch, no data files. It is built in
 memory with fixed timestamps, so the same installed package gives the same sha256.
 """
 
@@ -26,10 +26,11 @@ ROOTS = ("partialdeploy.remote.agent", "partialdeploy.backends.tensorrt.build")
 _RUNNER_REF = re.compile(r"^(partialdeploy\.backends\.[a-z_]+\.runner):[A-Za-z_]+$")
 MIN_PYTHON = (3, 9)
 # The export side, never needed to profile or build an exported artifact: the closure does not follow
-# lazy imports into it (the package's PEP 562 API facade, checkpoints' families and models, the torch
-# runner, the export, the converters, planner, diff and inspect, CLI). The device-side tests run the real thing.
+# lazy imports into it (the package's PEP 562 API facade, the models, the torch runner, the export, the
+# converters, planner, diff and inspect, CLI). The families do ship (torch-free at import): the per-layer
+# pass names blocks as the model's family does. The device-side tests run the real thing.
 NOT_SHIPPED = ("partialdeploy.api", "partialdeploy.backends.torch.runner", "partialdeploy.backends.target",
-               "partialdeploy.families", "partialdeploy.models", "partialdeploy.exporting",
+               "partialdeploy.models", "partialdeploy.exporting",
                "partialdeploy.planner", "partialdeploy.cli",
                "partialdeploy.analysis.blockdiff", "partialdeploy.analysis.sides", "partialdeploy.analysis.taps",
                "partialdeploy.analysis.inspect")

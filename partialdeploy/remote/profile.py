@@ -152,6 +152,17 @@ def _unfinished(rep: dict, why: str) -> None:
             r["status"], r["reason"] = "interrupted", why
 
 
+def stopped_early(run: AgentRun) -> str | None:
+    """Why the device side ended without its result (an error or a crash after partial reports), or None."""
+    if run.last("result") is not None and run.rc in (0, None):
+        return None
+    err = run.last("error")
+    if err:
+        return f"the device-side profiler stopped: {str(err.get('message'))[:300]}"
+    tail = run.stderr_tail.strip().splitlines()[-1:] or ["no message"]
+    return f"the device-side profiler crashed (exit {run.rc}: {tail[0][:300]})"
+
+
 def profile_one(req: RemoteRequest, host: Host, progress=None, note=None) -> tuple[dict | None, int]:
     """Profile on one device: (its report or None, exit code)."""
     from partialdeploy.backends import canonical
@@ -198,6 +209,12 @@ def profile_one(req: RemoteRequest, host: Host, progress=None, note=None) -> tup
         if run.interrupted:
             rep["interrupted"] = True
             return rep, 130
+        why = stopped_early(run)
+        if why:  # a partial report came home, but the device side did not finish: never a clean run
+            rep["interrupted"] = True
+            rep.setdefault("warnings", []).append(f"{host.text}: {why}; kept what was measured")
+            _unfinished(rep, why)
+            return rep, 1
         from partialdeploy.profiling.profiler import exit_code
 
         return rep, exit_code(rep)  # 1: an artifact failed; 2: nothing could be measured there
