@@ -19,7 +19,7 @@ from partialdeploy.errors import UserError, first_line
 from partialdeploy import families
 from partialdeploy.families.partialnet import infer_from_weights  # noqa: F401  (re-exported)
 from partialdeploy.spec import ArchSpec
-from partialdeploy.verify import file_sha256
+from partialdeploy.integrity import file_sha256
 from partialdeploy.weights import check_against_model, check_tensors
 
 

@@ -3,7 +3,7 @@
 * :class:`ParityResult` — one parity gate's numbers (``parity.gate`` makes them; the manifest, the
   TensorRT bundle and the engine sidecar store them);
 * :class:`Artifact` — one artifact from its conversion to its entry in ``manifest.json`` (made by a
-  target, gated by ``verification``, recorded by ``exporting.manifest``; read by ``verify``,
+  target, gated by ``verification``, recorded by ``exporting.manifest``; read by ``integrity``,
   ``profiling``, ``diff``, ``backends.tensorrt.build``);
 * :class:`TargetFailure` / :class:`TargetSkip` — a target that failed / was not attempted in an export
   (the result's and the manifest's ``failures`` / ``skipped``);
@@ -12,7 +12,7 @@
 
 ``to_dict`` gives plain JSON types; ``from_dict`` is its inverse and reads files written by any earlier
 version (missing keys take their defaults, unknown keys are kept and written back). Plain Python, no
-numpy: the device side (``verify``, ``build-engine``) reads these too.
+numpy: the device side (``integrity``, ``build-engine``) reads these too.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ class Artifact:
     """One artifact, from its conversion to ``manifest.json``: a target makes it (paths relative to its
     directory), verification adds its parity results, the export moves it into place and records its
     hashes and size (``sha256``, ``files_sha256``, ``size_bytes``, ``command``), and it is written as one
-    manifest entry; ``verify``, ``profile``, ``diff`` and ``build-engine`` read it back with
-    :meth:`from_dict`. The integrity fields are kept exactly as read — ``verify.check_artifact_files``
+    manifest entry; ``integrity``, ``profile``, ``diff`` and ``build-engine`` read it back with
+    :meth:`from_dict`. The integrity fields are kept exactly as read — ``integrity.check_artifact_files``
     judges them — so a damaged value is refused there, never silently replaced by a default here."""
 
     target: str

@@ -129,12 +129,12 @@ class Proof:
 
     @classmethod
     def of(cls, ctx, path: Path, options: dict, results) -> "Proof":
-        from partialdeploy.verify import artifact_sha256
+        from partialdeploy.integrity import artifact_sha256
 
         return cls(artifact_sha256(path), cls.canon(options), cls.key(ctx), tuple(results))
 
     def holds(self, ctx, path: Path, options: dict) -> bool:
-        from partialdeploy.verify import artifact_sha256
+        from partialdeploy.integrity import artifact_sha256
 
         return (self.images == self.key(ctx) and self.options == self.canon(options)
                 and all(r.passed for r in self.results) and self.digest == artifact_sha256(path))

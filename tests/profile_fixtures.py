@@ -58,7 +58,7 @@ def tiny_net():
 
 
 def _sha(p: Path) -> str:
-    from partialdeploy.verify import artifact_sha256
+    from partialdeploy.integrity import artifact_sha256
 
     return artifact_sha256(p)
 

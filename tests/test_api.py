@@ -33,7 +33,7 @@ def exported(tmp_path_factory):
 
 
 def test_export_returns_a_frozen_result_with_paths_hashes_and_numbers(exported):
-    from partialdeploy.verify import file_sha256
+    from partialdeploy.integrity import file_sha256
 
     res, events = exported
     assert res.ok and not res.failures and res.manifest.is_file()

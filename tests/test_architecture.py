@@ -360,7 +360,7 @@ def test_a_runtime_package_with_boundary_taps_works_through_export_verify_profil
     from partialdeploy.exporting.run import run_export
     from partialdeploy.profiling.profiler import profile
     from partialdeploy.profiling.settings import Settings
-    from partialdeploy.verify import verified_export
+    from partialdeploy.integrity import verified_export
 
     pkg = tmp_path / "taprt_runtime"
     pkg.mkdir()

@@ -33,7 +33,7 @@ def _certified(demo_dir, tmp_path):
     """An export folder whose onnxruntime/int8 artifact drifts inside stages.4.blocks.1 beyond diff's
     per-block INT8 tolerance (cosine 0.974 < 0.98) while its logits hold the INT8 gate (cosine 0.92,
     15+/16 top-1): the manifest certifies it, with stages.2.blocks.0 recorded as kept in float."""
-    from partialdeploy.verify import files_sha256
+    from partialdeploy.integrity import files_sha256
 
     d = tmp_path / "d"
     shutil.copytree(demo_dir, d)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import randomize
-from partialdeploy import budget, families
+from partialdeploy import families
+from partialdeploy.exporting import budget
 from partialdeploy.analysis.blocknames import HEAD
 from partialdeploy.profiling.layers import layer_breakdown
 

@@ -62,7 +62,7 @@ def test_manifest_entry_keeps_unknown_keys_and_integrity_fields_as_read():
 
 
 def test_damaged_parity_in_a_manifest_is_refused(tmp_path):
-    from partialdeploy.verify import load_manifest
+    from partialdeploy.integrity import load_manifest
 
     m = {"schema": "partialdeploy.manifest/1", "artifacts": [{**OLD_ENTRY, "parity": [{"stage": 3}]}]}
     (tmp_path / "manifest.json").write_text(json.dumps(m))

@@ -13,7 +13,7 @@ import torch
 
 from conftest import run_cli
 from hostile import conv_key, export_demo, mutate, read_manifest, save_pth, tree, write_manifest
-from partialdeploy import budget
+from partialdeploy.exporting import budget
 from partialdeploy.checkpoint import load_checkpoint, load_model, resolve_spec
 from partialdeploy.errors import UserError
 
@@ -293,7 +293,7 @@ def test_build_engine_verifies_the_bundle_before_needing_a_gpu(tmp_path):
     bj = json.loads((bundle / "bundle.json").read_text())
     ref.write_bytes(bytes(b[:-1]) + bytes([b[-1] ^ 0xFF]))  # restored
     from partialdeploy.backends.tensorrt.build import build_engine
-    from partialdeploy.verify import verify_inside_export
+    from partialdeploy.integrity import verify_inside_export
 
     assert verify_inside_export(bundle).target == "tensorrt"
     # a bundle.json pointing out of its directory (the bundle copied alone, no manifest above it)

@@ -47,7 +47,7 @@ def test_zipapp_holds_the_device_side_and_nothing_of_the_export_side(tmp_path):
     for need in ("__main__.py", "partialdeploy/profiling/profiler.py", "partialdeploy/backends/onnxruntime/runner.py",
                  "partialdeploy/backends/openvino/runner.py", "partialdeploy/backends/tensorrt/runner.py",
                  "partialdeploy/backends/tensorrt/__init__.py", "partialdeploy/backends/torch/__init__.py",
-                 "partialdeploy/records.py", "partialdeploy/verify.py", "partialdeploy/remote/agent.py",
+                 "partialdeploy/records.py", "partialdeploy/integrity.py", "partialdeploy/remote/agent.py",
                  "partialdeploy/remote/device_profile.py", "partialdeploy/backends/tensorrt/build.py"):
         assert need in names
     assert "partialdeploy/families/base.py" in names  # per-layer times are named as the model's family does

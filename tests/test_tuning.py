@@ -1,4 +1,4 @@
-"""Measured selection at export (partialdeploy.tuning): every timing in the manifest, INT8 timed
+"""Measured selection at export (partialdeploy.exporting.tuning): every timing in the manifest, INT8 timed
 against its fp32 sibling and never slower silently, the fastest form that passes the gate kept, a form
 that misses it refused, and a bad budget refused before any work. Real OpenVINO / ONNX Runtime on the
 demo model (small: a few seconds)."""
@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
 
-from partialdeploy import tuning  # noqa: E402
+from partialdeploy.exporting import tuning  # noqa: E402
 from partialdeploy.errors import UserError  # noqa: E402
 from partialdeploy.exporting.options import ExportOptions  # noqa: E402
 from partialdeploy.exporting.request import ExportRequest  # noqa: E402
@@ -66,7 +66,7 @@ def test_openvino_int8_offers_bf16_float_parts_only_with_bf16_units(int8_export)
 def test_onnxruntime_int8_offers_gelu_in_float_and_leaves_one_file(int8_export):
     """The demo uses GELU: the Q/DQ form without Q/DQ on GELU is built and timed (or skipped over budget,
     said so); whichever is kept, the artifact directory holds one model file, the one the manifest hashes."""
-    from partialdeploy.verify import artifact_sha256
+    from partialdeploy.integrity import artifact_sha256
 
     res, manifest = int8_export
     ort = next(e for e in manifest["artifacts"] if e["target"] == "onnxruntime")

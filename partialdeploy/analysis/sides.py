@@ -16,7 +16,7 @@ import numpy as np
 from partialdeploy.errors import UserError
 from partialdeploy.records import Artifact
 from partialdeploy.spec import ArchSpec
-from partialdeploy.verify import MANIFEST
+from partialdeploy.integrity import MANIFEST
 
 CKPT_SUFFIXES = {".ckpt", ".pth", ".pt", ".bin", ".safetensors"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -76,7 +76,7 @@ def _is_demo_sha(sha: str | None) -> bool:
     if not sha:
         return False
     from partialdeploy import demo
-    from partialdeploy.verify import file_sha256
+    from partialdeploy.integrity import file_sha256
 
     return sha == file_sha256(demo.DEMO_CKPT)
 
@@ -110,7 +110,7 @@ def _tap_runtime(entry: Artifact) -> tuple[str, str | None]:
 def _pick_artifact(man: dict, root: Path, target: str | None, precision: str | None, label: str) -> Artifact:
     from partialdeploy import backends
     from partialdeploy.backends.runner import BOUNDARY_TAPS
-    from partialdeploy.verify import entries
+    from partialdeploy.integrity import entries
 
     every = entries(man)
     arts = [a for a in every if (target is None or a.target == target)
@@ -151,7 +151,7 @@ def open_side(arg: str | Path, target: str | None = None, precision: str | None 
         if not mp.is_file():
             raise UserError(f"{label} {p} is a directory without {MANIFEST}: pass an export directory, "
                             "a checkpoint, an .onnx or an .xml")
-        from partialdeploy.verify import load_manifest, check_artifact_files
+        from partialdeploy.integrity import load_manifest, check_artifact_files
 
         man = load_manifest(mp)
         art = _pick_artifact(man, p, target, precision, label)
@@ -171,7 +171,7 @@ def open_side(arg: str | Path, target: str | None = None, precision: str | None 
         raise UserError(f"{label} {p}: cannot tell what it is from '{p.suffix.lower()}'; pass a checkpoint "
                         f"({', '.join(sorted(CKPT_SUFFIXES))}), a model file "
                         f"({', '.join(backends.suffixes())}) or an export directory") from None
-    from partialdeploy.verify import export_of
+    from partialdeploy.integrity import export_of
 
     found = export_of(p)  # a file of an export directory is checked against its manifest
     if p.suffix.lower() == ".onnx":

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from partialdeploy.errors import UserError
-from partialdeploy.verify import MANIFEST
+from partialdeploy.integrity import MANIFEST
 
 SCHEMA_PREFIX = "partialdeploy.manifest/"
 MAX_MANIFEST_BYTES = 64 << 20

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from partialdeploy import budget
+from partialdeploy.exporting import budget
 from partialdeploy.errors import UserError
 from partialdeploy.backends import get_target
 from partialdeploy.exporting.request import ExportRequest

@@ -14,7 +14,7 @@ from partialdeploy.records import Artifact
 from partialdeploy.backends import get_target
 from partialdeploy.exporting import export_dir
 from partialdeploy.images import preprocessing_record
-from partialdeploy.verify import MANIFEST
+from partialdeploy.integrity import MANIFEST
 
 MANIFEST_SCHEMA = "partialdeploy.manifest/1"
 
@@ -56,7 +56,7 @@ def _size(path: Path) -> int:
 
 def record(out_dir: Path, a: Artifact, command: str) -> Artifact:
     """``a``, placed in ``out_dir``, with what the manifest records of it: its hashes, size, command."""
-    from partialdeploy.verify import artifact_sha256, files_sha256
+    from partialdeploy.integrity import artifact_sha256, files_sha256
 
     p = out_dir / a.path
     a.sha256, a.files_sha256, a.size_bytes = artifact_sha256(p), files_sha256(out_dir, a.files), _size(p)

@@ -57,7 +57,7 @@ def convert_targets(targets, precision: str, ctx_common: dict, staging: Path, no
         if art is None:
             continue
         if art.verified == "parity":  # measured selection among its forms; INT8 timed against fp32
-            from partialdeploy.tuning import tune_or_record
+            from partialdeploy.exporting.tuning import tune_or_record
 
             tune_or_record(ctx, art, tdir, notes)
         done.staged.append((tdir, Path(name) / precision))

@@ -55,7 +55,7 @@ def measure_export(export_dir: Path, data: LabelledSet) -> list[dict]:
     from partialdeploy import backends
     from partialdeploy.safety import write_json_atomic
     from partialdeploy.verification import runner_logits
-    from partialdeploy.verify import verified_export
+    from partialdeploy.integrity import verified_export
 
     _, base, arts = verified_export(Path(export_dir))
     records = []

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from partialdeploy.errors import UserError
 from partialdeploy.records import Artifact, ProfileResult
-from partialdeploy.verify import MANIFEST
+from partialdeploy.integrity import MANIFEST
 
 ACCURACY = "accuracy.json"
 ACCURACY_SCHEMA = "partialdeploy.accuracy/1"
@@ -130,7 +130,7 @@ class Manifests:
         self._accuracy: dict[Path, dict] = {}
 
     def get(self, d: Path) -> tuple[dict, list[Artifact]] | None:
-        from partialdeploy.verify import entries, load_manifest
+        from partialdeploy.integrity import entries, load_manifest
 
         d = Path(d).resolve()
         if d not in self._by_dir:
@@ -143,7 +143,7 @@ class Manifests:
 
     def problem(self, d: Path, entry: Artifact) -> str | None:
         """Why the artifact of ``entry`` cannot be trusted now (None: its files match the manifest)."""
-        from partialdeploy.verify import check_artifact_files
+        from partialdeploy.integrity import check_artifact_files
 
         key = (Path(d).resolve(), entry.path)
         if key not in self._verified:
@@ -291,7 +291,7 @@ def _describe(c: Candidate, d: Path, m: dict, e: Artifact, manifests: Manifests)
 def _files_size(d: Path, e: Artifact) -> int | None:
     """Bytes of every file of the artifact (an OpenVINO IR is its .xml and its .bin), as listed in the
     manifest; the manifest's ``size_bytes`` when the files cannot be read."""
-    from partialdeploy.verify import safe_join
+    from partialdeploy.integrity import safe_join
 
     try:
         files = e.files if isinstance(e.files, list) and e.files else [e.path]

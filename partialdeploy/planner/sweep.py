@@ -139,7 +139,7 @@ class SweepRequest:
 
     def cells(self) -> list[Cell]:
         if not self._cells:
-            from partialdeploy.verify import file_sha256
+            from partialdeploy.integrity import file_sha256
 
             for ck in self.checkpoints:
                 sha = file_sha256(ck)
@@ -252,7 +252,7 @@ def run_sweep(req: SweepRequest, progress: Progress | None = None, measure: Call
 def _reusable(cell: Cell) -> bool:
     """Done before with the same key, and its artifact, accuracy record and profile still there and
     matching the manifest."""
-    from partialdeploy.verify import verified_export
+    from partialdeploy.integrity import verified_export
 
     try:
         rec = json.loads((cell.dir / CELL).read_text())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from partialdeploy.errors import UserError
 from partialdeploy.records import Artifact
-from partialdeploy.verify import MANIFEST
+from partialdeploy.integrity import MANIFEST
 
 
 def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[Artifact], Path]:
@@ -24,7 +24,7 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[Arti
 
         refuse_while_exporting(manifest_path.parent, "profile")
     if manifest_path is not None and manifest_path.exists():
-        from partialdeploy.verify import entries, load_manifest, check_artifact_files
+        from partialdeploy.integrity import entries, load_manifest, check_artifact_files
 
         m = load_manifest(manifest_path)
         arts = [a for a in entries(m) if a.path]
@@ -48,7 +48,7 @@ def plan(source: str | Path, target: str | None = None) -> tuple[dict, list[Arti
                             f"({', '.join(suffixes())})") from None
     else:
         tgt = target or runtime_for_path(src)
-    from partialdeploy.verify import verify_inside_export
+    from partialdeploy.integrity import verify_inside_export
 
     verify_inside_export(src)  # a file inside an export directory is checked against its manifest
     entry = Artifact(target=tgt, precision="?", path=src.name)

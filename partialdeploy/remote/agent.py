@@ -64,7 +64,7 @@ def file_sha256(path: str) -> str:
 def load_job(workdir: str, name: str, sha: str) -> dict:
     """The job file, after its sha256 and those of every file it lists were checked."""
     from partialdeploy.errors import UserError
-    from partialdeploy.verify import safe_join
+    from partialdeploy.integrity import safe_join
 
     path = os.path.join(workdir, os.path.basename(name))
     if file_sha256(path) != sha:

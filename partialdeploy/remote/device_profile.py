@@ -130,7 +130,7 @@ def run_build(workdir: str, job: dict) -> int:
     """Build and gate the TensorRT engine of the pushed bundle; the sidecar records the device."""
     from partialdeploy.remote.probe import identity
     from partialdeploy.backends.tensorrt.build import build_engine
-    from partialdeploy.verify import file_sha256
+    from partialdeploy.integrity import file_sha256
 
     bundle = os.path.join(workdir, EXPORT_DIR, job["bundle"])
     opts = job.get("options") or {}

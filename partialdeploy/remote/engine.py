@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from partialdeploy.verify import file_sha256
+from partialdeploy.integrity import file_sha256
 from partialdeploy.errors import UserError, VerificationError
 from partialdeploy.remote import probe as probes
 from partialdeploy.remote.hosts import check_remote_python, parse_host
@@ -31,7 +31,7 @@ JOB = "job.json"
 def bundle_files(bundle: Path) -> list[tuple[Path, str]]:
     """The bundle's files to push (a previous engine and its sidecar stay here)."""
     from partialdeploy.backends.tensorrt.build import load_bundle
-    from partialdeploy.verify import verify_inside_export
+    from partialdeploy.integrity import verify_inside_export
 
     bundle = Path(bundle)
     if not bundle.is_dir():

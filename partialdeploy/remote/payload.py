@@ -3,7 +3,7 @@ package, and a bootstrap that checks the zipapp's sha256 before running it.
 
 The zipapp holds ``partialdeploy.remote.agent`` and every ``partialdeploy`` module it can reach
 (imports at any depth, every runtime's declaration and the runners the backends name as
-``"module:Class"``) short of the export side (``NOT_SHIPPED``): profiling, runners, records, verify, the families'
+``"module:Class"``) short of the export side (``NOT_SHIPPED``): profiling, runners, records, integrity, the families'
 block names, the TensorRT build — no converters, no torch, no data files. It is built in
 memory with fixed timestamps, so the same installed package gives the same sha256.
 """

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from partialdeploy.verify import file_sha256
+from partialdeploy.integrity import file_sha256
 from partialdeploy.errors import UserError
 from partialdeploy.records import Artifact, ProfileResult
 from partialdeploy.remote import probe as probes
@@ -63,7 +63,7 @@ class RemoteOutcome:
 
 def artifact_files(base: Path, entry: Artifact) -> list[str]:
     """The files an artifact consists of, relative to the export (what has to travel)."""
-    from partialdeploy.verify import safe_join
+    from partialdeploy.integrity import safe_join
 
     if entry.files:
         rels = list(entry.files)
@@ -86,7 +86,7 @@ def artifact_files(base: Path, entry: Artifact) -> list[str]:
 def plan_export(source: Path, target: str | None) -> tuple[dict, Path, list[Artifact]]:
     """The verified export (manifest, base, entries) — only an export directory or manifest travels."""
     from partialdeploy.backends import canonical
-    from partialdeploy.verify import manifest_path_of, verified_export
+    from partialdeploy.integrity import manifest_path_of, verified_export
 
     mp = manifest_path_of(source)
     if mp is None:

@@ -28,7 +28,7 @@ def load(path: str | Path) -> dict:
     except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"{p} is not a readable JSON report: {str(e)[:160]}") from None
     data = validate(data, str(p))
-    from partialdeploy.verify import verify_profiled_artifacts
+    from partialdeploy.integrity import verify_profiled_artifacts
 
     verify_profiled_artifacts(data, p)  # inside an export dir: the measured artifacts are still the exported ones
     return data

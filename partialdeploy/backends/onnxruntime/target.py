@@ -89,11 +89,11 @@ def gelu_nodes(path: Path) -> list[str]:
 
 def gelu_float_form(ctx: ExportContext, qdq, float_blocks) -> list:
     """The INT8 form with every GELU left in float (so ONNX Runtime fuses it), the same blocks kept in
-    float, quantized from the same form of the ONNX as the artifact; built by partialdeploy.tuning only
+    float, quantized from the same form of the ONNX as the artifact; built by partialdeploy.exporting.tuning only
     within the budget. None when the model has no GELU."""
     from onnxruntime.quantization import quant_pre_process
 
-    from partialdeploy.tuning import Form
+    from partialdeploy.exporting.tuning import Form
 
     if not gelu_nodes(ctx.onnx_path):
         return []
@@ -162,7 +162,7 @@ class OnnxRuntimeTarget(Target):
                        "nodes_in": node_count(ctx.onnx_path)}
         t0 = time.perf_counter()
         proof = None
-        forms: list = []  # other correct forms, timed at export (partialdeploy.tuning)
+        forms: list = []  # other correct forms, timed at export (partialdeploy.exporting.tuning)
         if prec == "int8":
             proof = self._int8(ctx, dst, extra, notes, forms)
         else:

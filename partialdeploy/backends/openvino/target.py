@@ -12,7 +12,7 @@ int8: NNCF post-training quantization over the calibration images (MIXED preset:
       asymmetric activations — GELU/hard-sigmoid outputs are not ReLU-positive), every calibration
       image used, non-quantized parts kept fp32. Quantized from the ONNX with the attention's q/k/v
       projections fused into one (exporting/onnx_forms.py): one int8 FullyConnected instead of three.
-      Measured selection at export (partialdeploy.tuning) also times NNCF's PERFORMANCE preset
+      Measured selection at export (partialdeploy.exporting.tuning) also times NNCF's PERFORMANCE preset
       (symmetric activations, what ``nncf.quantize`` does by default), each with the float parts in
       f32 and, on a CPU with bf16 units, in bf16; it keeps the fastest that passes the INT8 gate.
 fp32/fp16/int8 parity runs with INFERENCE_PRECISION_HINT=f32 (on a bf16-capable CPU the plugin would
@@ -237,7 +237,7 @@ BF16_PARTS = {"runtime_config": {"INFERENCE_PRECISION_HINT": "bf16"}, "compute_p
 
 
 def int8_forms(requantize=None, preset: str = "mixed", user_preset: bool = False, cost_s: float = 0.0) -> list:
-    """The other correct ways to run an INT8 model, timed at export (partialdeploy.tuning), each kept only
+    """The other correct ways to run an INT8 model, timed at export (partialdeploy.exporting.tuning), each kept only
     when it is faster here and passes the INT8 gate:
 
     * on a CPU with bf16 units, the layers NNCF left in float computed in bf16 (what OpenVINO's default
@@ -247,7 +247,7 @@ def int8_forms(requantize=None, preset: str = "mixed", user_preset: bool = False
       quantization took): PERFORMANCE quantizes activations symmetrically (signed int8, no zero point),
       NNCF's default for CNNs; MIXED (ours) asymmetrically — which one runs faster and which holds the
       gate depends on the model and the CPU, so both are measured."""
-    from partialdeploy.tuning import Form, built_once
+    from partialdeploy.exporting.tuning import Form, built_once
 
     bf16 = bf16_error() is None
     forms = [Form("float parts in bf16", BF16_PARTS,

@@ -35,7 +35,7 @@ from partialdeploy.backends.tensorrt.cuda import SIDECAR, check, check_engine_co
 from partialdeploy.backends.tensorrt.onnx_support import GENERATIONS
 from partialdeploy.errors import UserError
 from partialdeploy.records import ParityResult
-from partialdeploy.verify import safe_join, verify_inside_export
+from partialdeploy.integrity import safe_join, verify_inside_export
 
 BUNDLE_SCHEMA = "partialdeploy.tensorrt-bundle/2"
 ENGINE = "model.engine"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partialdeploy.verify import file_sha256
+from partialdeploy.integrity import file_sha256
 from partialdeploy.backends.tensorrt.cuda import SIDECAR
 from partialdeploy.errors import UserError
 from partialdeploy.backends.tensorrt.build import (BUNDLE_SCHEMA, CALIB_CACHE, DEFAULT_WORKSPACE_MB, ENGINE,

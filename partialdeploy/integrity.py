@@ -1,4 +1,5 @@
-"""Artifacts are verified before use (no torch, no numpy: the device side imports this too).
+"""Artifact integrity: manifests read as untrusted JSON, files checked by sha256 before use (no torch,
+no numpy: the device side imports this too). Parity gates are `verification.py`, not this module.
 
 Every command that loads something from an export directory calls one of:
 
