@@ -387,18 +387,25 @@ def test_a_runtime_package_with_boundary_taps_works_through_export_verify_profil
 
 # ---- verification in one place: targets convert, the pipeline opens and gates
 
-def test_pipeline_gates_what_a_target_converted(fake_backend, tmp_path):
+def test_pipeline_gates_what_a_target_converted(fake_backend, tmp_path, monkeypatch):
     """The fake target only writes a file; its runner answers zeros: the pipeline's one verification
-    path (open through the runner, gate) catches it, exit 1, nothing claimed."""
+    path (open through the runner, gate) catches it, exit 1, nothing claimed. Each artifact is gated
+    once: the `onnx` artifact is the deploy ONNX gated in ONNX Runtime, and that gate is its certificate."""
+    from partialdeploy import verification
     from partialdeploy.exporting.request import ExportRequest
     from partialdeploy.exporting.run import run_export
 
+    opened = []
+    real = verification.verify_file
+    monkeypatch.setattr(verification, "verify_file",
+                        lambda ctx, cls, path, *a, **k: opened.append(cls.name) or real(ctx, cls, path, *a, **k))
     res = run_export(ExportRequest(targets=("onnx", "fakert"), out_dir=tmp_path / "dist", parity_images=4))
     assert res.exit_code == 1 and [a.target for a in res.artifacts] == ["onnx"]
     assert res.failures[0].target == "fakert" and res.failures[0].kind == "verification"
     assert "ONNX -> fakert fp32" in res.failures[0].error
-    onnx = res.artifacts[0]  # the interchange ONNX went through the same path, in ONNX Runtime
-    assert onnx.verified == "parity" and onnx.parity[-1].stage.startswith("ONNX -> ONNX Runtime fp32")
+    onnx = res.artifacts[0]  # the interchange ONNX: certified by the deploy ONNX's gate, not run again
+    assert onnx.verified == "parity" and onnx.parity[-1].stage == "ONNX -> ONNX Runtime fp32 (4 parity images)"
+    assert onnx.parity[-1].passed and opened == ["fakert"]
     assert not (tmp_path / "dist" / "fakert").exists()
 
 

@@ -47,6 +47,10 @@ class ExportContext:
     deploy_model: Any = None  # deploy-form torch.nn.Module (CoreML converts from it); None without torch
     options: ExportOptions = field(default_factory=ExportOptions)  # flags and profile fields, typed
     tolerances: dict = field(default_factory=dict)  # precision -> parity.Tolerance overrides
+    # the deploy ONNX's own gate in ONNX Runtime (train form -> ONNX) and the runner options it ran with:
+    # the `onnx` target ships that very file, so this gate is its certificate (verification.Proof)
+    onnx_gate: Any = None
+    onnx_gate_options: dict | None = None
 
 
 class Target(ABC):
@@ -63,7 +67,7 @@ class Target(ABC):
     def refusal(cls, precision: str) -> str | None:
         """Why this target cannot make ``precision`` here — not one of its ``precisions``, or the machine
         lacks what it needs (``check_precision``) — else None. The one check, made once at the request
-        (``pipeline.check_request``: an error for a single target, a skip among several); ``export``
+        (``exporting.request.check_request``: an error for a single target, a skip among several); ``export``
         trusts it."""
         if precision not in cls.precisions:
             return cls.precision_error(precision)

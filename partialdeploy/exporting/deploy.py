@@ -42,7 +42,8 @@ def onnx_metadata(spec, checkpoint_sha256: str) -> dict:
 
 def deploy_onnx(req: ExportRequest, spec, ckpt, deploy, px, ref, staging: Path):
     """The deploy-form ONNX (with the preprocessing in its metadata) and its gate in ONNX Runtime:
-    (path, exporting.onnx.OnnxInfo, ParityResult)."""
+    (path, exporting.onnx.OnnxInfo, ParityResult, the runner options it was gated with — what the
+    `onnx` target's artifact, this same file, opens with: its certificate)."""
     from partialdeploy.exporting.onnx import export_onnx
     from partialdeploy import backends
     from partialdeploy.verification import runner_logits
@@ -50,10 +51,11 @@ def deploy_onnx(req: ExportRequest, spec, ckpt, deploy, px, ref, staging: Path):
     onnx_path = staging / "deploy.onnx"
     info = export_onnx(deploy, onnx_path, spec.img_size, dynamic_batch=req.dynamic_batch, batch=req.batch,
                        opset=req.opset, metadata=onnx_metadata(spec, ckpt.sha256), in_chans=spec.in_chans)
-    with backends.get("onnxruntime").runner_class()(onnx_path) as r:
+    options = {"threads": req.options.threads}
+    with backends.get("onnxruntime").runner_class()(onnx_path, **options) as r:
         out = runner_logits(r, 1)(px)  # in the model's static batch, the last chunk padded
     res: ParityResult = parity.gate(ref, out, "train form -> ONNX (ONNX Runtime)", req.tolerances.get("fp32", "fp32"))
-    return onnx_path, info, res
+    return onnx_path, info, res, options
 
 
 def onnx_summary(info, res: ParityResult) -> tuple[dict, str]:

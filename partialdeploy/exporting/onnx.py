@@ -148,5 +148,21 @@ class OnnxTarget(Target):
         dst = Path(out_dir) / "model.onnx"
         shutil.copyfile(ctx.onnx_path, dst)
         ins, outs = io_meta(dst)
-        return Artifact(target=self.name, precision="fp32", path="model.onnx", files=["model.onnx"], inputs=ins,
-                        outputs=outs, runtime_version=self.version())
+        art = Artifact(target=self.name, precision="fp32", path="model.onnx", files=["model.onnx"], inputs=ins,
+                       outputs=outs, runtime_version=self.version())
+        art.proof = self._proof(ctx, dst)
+        return art
+
+    def _proof(self, ctx: ExportContext, dst: Path):
+        """The deploy ONNX's own gate certifies this copy of it (one gate per artifact) — when it ran
+        on exactly the images this artifact is judged on (no held-out set to add) and passed;
+        verification checks the file's sha256 and the runner options before it relies on it."""
+        gate = ctx.onnx_gate
+        if gate is None or ctx.onnx_gate_options is None or ctx.eval_images is not None or not gate.passed:
+            return None
+        from dataclasses import replace
+
+        from partialdeploy.verification import Proof, stage_name
+
+        res = replace(gate, stage=f"{stage_name(self.name, 'fp32')} ({len(ctx.parity_inputs)} parity images)")
+        return Proof.of(ctx, dst, ctx.onnx_gate_options, [res])

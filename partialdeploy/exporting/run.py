@@ -120,7 +120,8 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
     staging = guard.new_staging()
     try:
         t0 = time.perf_counter()
-        onnx_path, info, onnx_res = deploy_step.deploy_onnx(req, spec, loaded.ckpt, deploy, imgs.parity, ref, staging)
+        onnx_path, info, onnx_res, onnx_opts = deploy_step.deploy_onnx(req, spec, loaded.ckpt, deploy, imgs.parity,
+                                                                       ref, staging)
         notes += info.warnings
         onnx_info, detail = deploy_step.onnx_summary(info, onnx_res)
         stages.timed("onnx export", t0, detail, onnx_res)
@@ -132,7 +133,8 @@ def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportR
                           eval_images=imgs.eval_x, eval_labels=imgs.eval_y, eval_reference=eval_ref,
                           deploy_model=deploy,
                           parity_raw=imgs.check.raw_samples() if _carry_images(targets) else None,
-                          options=req.options.with_batch(req.batch), tolerances=req.tolerances)
+                          options=req.options.with_batch(req.batch), tolerances=req.tolerances,
+                          onnx_gate=onnx_res, onnx_gate_options=onnx_opts)
         done = convert_targets(targets, req.precision, ctx_common, staging, notes, say, stages.add)
         manifest_path = None
         if done.artifacts:
