@@ -110,6 +110,8 @@ class ProfileReport:
     complete: bool
     results: tuple  # records.ProfileResult, one per (artifact, batch)
     data: dict = field(repr=False, default_factory=dict)  # the report as written
+    exit_code: int = 0  # what `partialdeploy profile` exits with: 1 a case failed, 2 nothing measured
+    written: bool = True  # False: nothing was measured and an existing report at ``path`` was kept
 
     def result(self, target: str, batch: int = 1, precision: str | None = None):
         for r in self.results:
@@ -203,24 +205,32 @@ def _export_result(res, batch: int | None) -> ExportResult:
 def profile(source: str | Path, *, target: str | None = None, batches: Iterable[int] = (1,),
             threads: int | None = None, mode: str = "latency", runs: int | None = 100,
             min_time_s: float | None = 1.0, warmup: int = 10, blocks: int = 3, layers: bool = True,
-            out: str | Path | None = None, device: str | None = None,
-            on_event: Event | None = None) -> ProfileReport:
+            out: str | Path | None = None, device: str | None = None, warmup_time_s: float | None = None,
+            max_time_s: float | None = 120.0, top: int = 10, cv_threshold: float = 0.10,
+            on_event: Event | None = None, check: bool = True) -> ProfileReport:
     """Time every artifact of an export directory (or one model file) the way ``partialdeploy
-    profile`` does, and write the JSON report (``out``; default beside the source)."""
-    from partialdeploy.profiling.profiler import exit_code
-    from partialdeploy.profiling.profiler import profile as run_profile
+    profile`` does, and write the JSON report (``out``; default beside the source). With ``check``
+    (default) a case that failed or a run that measured nothing raises UserError; without it the
+    report says so (``exit_code``, ``written``) — what the CLI renders."""
+    from partialdeploy.profiling.profiler import Profiler, exit_code
     from partialdeploy.profiling.settings import Settings
     from partialdeploy.profiling.source import default_report_path
     from partialdeploy.records import ProfileResult
 
     s = Settings(batches=tuple(int(b) for b in batches), threads=threads, mode=mode, runs=runs,
-                 min_time_s=min_time_s, warmup=warmup, blocks=blocks, layers=layers)
+                 min_time_s=min_time_s, warmup=warmup, blocks=blocks, layers=layers, warmup_time_s=warmup_time_s,
+                 max_time_s=max_time_s, top=top, cv_threshold=cv_threshold)
     path = Path(out) if out else default_report_path(source)
     progress = (lambda done, total, label: on_event("profile", {"done": done, "total": total, "case": label})) \
         if on_event else None
-    rep = run_profile(source, s, target, path, progress=progress, device=device)
+    prof = Profiler(source, s, target, path, progress=progress, device=device)
+    rep = prof.run()
     results = tuple(ProfileResult.from_dict(r) for r in rep.get("results", []))
     code = exit_code(rep)  # a runtime that is missing raised RuntimeUnavailable above (or skipped its artifact)
+    report = ProfileReport(path, str(rep.get("device", "")), bool(rep.get("complete")), results, rep, code,
+                           bool(prof.written))
+    if not check:
+        return report
     if code == 1:
         bad = next(r for r in results if r.status == "error")
         raise UserError(f"{bad.target}/{bad.precision} batch {bad.batch} failed to run: {bad.reason} "
@@ -229,7 +239,7 @@ def profile(source: str | Path, *, target: str | None = None, batches: Iterable[
         why = "; ".join(dict.fromkeys(f"{r.target}/{r.precision}: {r.reason}" for r in results if r.reason))
         raise UserError(f"nothing was measured: every case was skipped or cannot run on this machine"
                         f"{' (' + why[:300] + ')' if why else ''}; an existing report at {path} is kept")
-    return ProfileReport(path, str(rep.get("device", "")), bool(rep.get("complete")), results, rep)
+    return report
 
 
 def diff(ref: str | Path, cand: str | Path, *, images: str | Path | None = None, count: int = 16,

@@ -68,9 +68,7 @@ def profile(
 
     Exit codes: 0 ok, 1 an artifact failed to load or run, 2 bad input / runtime unavailable / nothing
     measured (an existing report is then kept), 130 interrupted."""
-    from partialdeploy.profiling.profiler import Profiler, exit_code
     from partialdeploy.profiling.settings import Settings, parse_batches
-    from partialdeploy.profiling.source import default_report_path
     from partialdeploy.report.text import parse_threshold
 
     try:
@@ -89,51 +87,54 @@ def profile(
         profile_remote_cmd(source, settings, target, remote, remote_python, ssh_config, accept_new_host_key,
                            sustained, cooldown, output, as_json, remote_timeout)
     try:
-        out_path = output or default_report_path(source)
-        prof, report = _run(Profiler, source, settings, target, out_path, device, as_json)
+        rep = _run(source, settings, target, output, device, as_json)
     except PartialDeployError as e:
         fail(e)
-    _conclude(prof, report, exit_code(report), out_path, as_json)
+    _conclude(rep, as_json)
 
 
-def _run(profiler_cls, source, settings, target, out_path: Path, device, as_json: bool):
-    """Run the profiler (a progress bar on stderr unless --json); returns it and its report."""
+def _run(source, settings, target, output: Optional[Path], device, as_json: bool):
+    """``partialdeploy.profile`` (a progress bar on stderr unless --json); returns its ProfileReport."""
+    from partialdeploy import api
+
+    kw = {k: getattr(settings, k) for k in ("batches", "threads", "mode", "warmup", "warmup_time_s", "runs",
+                                            "min_time_s", "max_time_s", "blocks", "layers", "top", "cv_threshold")}
+    kw.update(out=output, target=target, device=device, check=False)
     if as_json:
-        prof = profiler_cls(source, settings, target, out_path, device=device)
-        return prof, prof.run()
+        return api.profile(source, **kw)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task("profiling", total=None)
 
-        def progress(done, total, label):
-            bar.update(task, completed=done, total=total, description=label)
+        def progress(stage, info):
+            bar.update(task, completed=info["done"], total=info["total"], description=info["case"])
 
-        prof = profiler_cls(source, settings, target, out_path, progress=progress, device=device)
-        return prof, prof.run()
+        return api.profile(source, on_event=progress, **kw)
 
 
-def _conclude(prof, report: dict, code: int, out_path: Path, as_json: bool) -> None:
-    """Print the report (or its JSON), say where it is, and exit with ``code`` (130 when interrupted)."""
+def _conclude(rep, as_json: bool) -> None:
+    """Print the report (or its JSON), say where it is, and exit with its code (130 when interrupted)."""
+    report, out_path, code = rep.data, rep.path, rep.exit_code
     kept = f"{out_path} was kept as it was" if out_path.exists() else "no report was written"
-    where = f"report: {out_path}" if prof.written else f"nothing measured: {kept}"
+    where = f"report: {out_path}" if rep.written else f"nothing measured: {kept}"
     if as_json:
         emit_json(report)
     else:
         print_profile(report)
-        out.print(f"{where}  (render: partialdeploy report {out_path} --html report.html)" if prof.written else where,
+        out.print(f"{where}  (render: partialdeploy report {out_path} --html report.html)" if rep.written else where,
                   soft_wrap=True)
     if report.get("interrupted"):
         import signal
 
         from partialdeploy import safety
 
-        msg = f"partial results written to {out_path}" if prof.written else where
+        msg = f"partial results written to {out_path}" if rep.written else where
         if safety.received() in (None, signal.SIGINT):  # a SIGTERM gets its one line from main()
             err.print(f"interrupted: {msg}", soft_wrap=True, markup=False)
         raise typer.Exit(130)
     if code == 2:
         err.print("[bold red]error:[/] nothing was measured: every case was skipped or cannot run on this machine "
-                  f"(the reasons are above){'' if prof.written else '; ' + kept}", soft_wrap=True)
+                  f"(the reasons are above){'' if rep.written else '; ' + kept}", soft_wrap=True)
     raise typer.Exit(code)
