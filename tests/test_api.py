@@ -106,6 +106,11 @@ def test_profile_that_measures_nothing_is_a_user_error(exported, tmp_path):
         pd.profile(res.out_dir, batches=(1000000,), runs=1, min_time_s=None, warmup=0, blocks=1, layers=False,
                    out=tmp_path / "p.json")
     assert (tmp_path / "p.json").read_text() == "{}"
+    # without check (how the CLI calls it) the report says so instead: exit code 2, nothing written
+    rep = pd.profile(res.out_dir, batches=(1000000,), runs=1, min_time_s=None, warmup=0, blocks=1, layers=False,
+                     out=tmp_path / "p.json", check=False)
+    assert rep.exit_code == 2 and not rep.written and (tmp_path / "p.json").read_text() == "{}"
+    assert rep.results and all(r.status != "ok" for r in rep.results)
 
 
 def test_parity_error_carries_the_numbers(tmp_path):
