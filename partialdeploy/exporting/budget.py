@@ -5,14 +5,13 @@ killer minutes later or filling the disk.
 
 The estimate is deliberately simple and on the high side (no torch needed):
 
-* weights: the parameters plus the constants the family's deploy form bakes in (PartialNet's and
-  the partial ConvNeXt's PAT_sf blocks: the attention bias, heads × L × L with L = (size/32)², one
-  per block), held about five times at once (train form, deploy form, ONNX in memory, a runtime
-  session, a converter);
-* activations: per image, what the family says is alive at its widest point
-  (``Family.memory``: e.g. PartialNet embed_dim × (size/4)² × (mlp_ratio + 3) plus attention
-  scores; ECA-ResNet its stem output; ECA-MobileNetV2 its widest expansion), plus the input, for
-  the largest batch run at once (PyTorch runs the gate 8 images at a time);
+* weights: the parameters plus the constants the family's deploy form bakes in (``Family.memory``:
+  e.g. the PAT_sf blocks' attention bias, heads × L × L with L = (size/32)², one per block), held
+  about five times at once (train form, deploy form, ONNX in memory, a runtime session, a converter);
+* activations: per image, what the family says is alive at its widest point (``Family.memory``:
+  e.g. PartialNet embed_dim × (size/4)² × (mlp_ratio + 3) plus attention scores; each family
+  knows its own), plus the input, for the largest batch run at once (PyTorch runs the gate 8
+  images at a time);
 * images: parity, calibration and held-out images as float32 (3 × size²), twice (the list of
   preprocessed images and the stacked batch), plus 1 GiB for the interpreter and the runtimes' code;
 * disk: the artifacts (ONNX once in staging, once per target; the TensorRT bundle also stores the
