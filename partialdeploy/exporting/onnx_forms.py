@@ -85,3 +85,23 @@ def fuse_sibling_matmuls(src: Path, dst: Path) -> int:
         onnx.checker.check_model(m)
     onnx.save(m, str(dst))
     return fused
+
+
+def int8_source(onnx_path: Path, fused: Path, extra: dict, notes: list[str]) -> tuple[Path, int]:
+    """The ONNX an INT8 quantizer starts from: the verified ``onnx_path`` with the attention's q/k/v
+    projections fused (one MatMul + Split; exact, and the INT8 gate still judges the result), written to
+    ``fused`` (the caller removes it) when there is something to fuse; else ``onnx_path`` itself.
+    Records the form in ``extra["deploy_form"]``. Returns (path, number of groups fused)."""
+    from partialdeploy.errors import first_line
+
+    try:
+        n = fuse_sibling_matmuls(onnx_path, fused)
+    except Exception as e:  # keep the verified ONNX as it is
+        notes.append(f"q/k/v projections left separate: {first_line(e, 120)}")
+        n = 0
+    extra["deploy_form"] = {"attention_projections": "fused qkv" if n else "as exported"}
+    if not n:
+        Path(fused).unlink(missing_ok=True)
+        return Path(onnx_path), 0
+    return Path(fused), n
+

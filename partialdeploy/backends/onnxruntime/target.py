@@ -119,21 +119,10 @@ def gelu_float_form(ctx: ExportContext, qdq, float_blocks) -> list:
 
 
 def _int8_source(ctx: ExportContext, fused: Path, extra: dict, notes: list[str]) -> Path:
-    """The ONNX to quantize: the verified one with the attention's q/k/v projections fused (one Q/DQ
-    MatMul instead of three, as the fp32 artifact has), written to ``fused`` (the caller removes it) when
-    there is something to fuse."""
-    from partialdeploy.exporting.onnx_forms import fuse_sibling_matmuls
+    """The ONNX to quantize: q/k/v fused (one Q/DQ MatMul instead of three, as the fp32 artifact has)."""
+    from partialdeploy.exporting.onnx_forms import int8_source
 
-    try:
-        n = fuse_sibling_matmuls(ctx.onnx_path, fused)
-    except Exception as e:  # keep the verified ONNX as it is
-        notes.append(f"q/k/v projections left separate: {first_line(e, 120)}")
-        n = 0
-    extra["deploy_form"] = {"attention_projections": "fused qkv" if n else "as exported"}
-    if not n:
-        fused.unlink(missing_ok=True)
-        return ctx.onnx_path
-    return fused
+    return int8_source(ctx.onnx_path, fused, extra, notes)[0]
 
 
 class OnnxRuntimeTarget(Target):

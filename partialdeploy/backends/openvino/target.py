@@ -126,21 +126,12 @@ class OpenVINOTarget(Target):
     def _int8_source(ctx: ExportContext, out_dir: Path, extra: dict, notes: list[str]) -> Path:
         """The ONNX to quantize: the verified one with the attention's q/k/v projections fused (one
         int8 FullyConnected instead of three; exact, and the INT8 gate still judges the result)."""
-        from partialdeploy.exporting.onnx_forms import fuse_sibling_matmuls
+        from partialdeploy.exporting.onnx_forms import int8_source
 
-        fused = out_dir / "model.fused.tmp.onnx"
-        try:
-            n = fuse_sibling_matmuls(ctx.onnx_path, fused)
-        except Exception as e:  # keep the verified ONNX as it is
-            fused.unlink(missing_ok=True)
-            notes.append(f"q/k/v projections left separate: {first_line(e, 120)}")
-            n = 0
-        extra["deploy_form"] = {"attention_projections": "fused qkv" if n else "as exported"}
-        if not n:
-            fused.unlink(missing_ok=True)
-            return ctx.onnx_path
-        notes.append(f"INT8 quantized with {n} group(s) of q/k/v projections fused into one MatMul + Split")
-        return fused
+        src, n = int8_source(ctx.onnx_path, out_dir / "model.fused.tmp.onnx", extra, notes)
+        if n:
+            notes.append(f"INT8 quantized with {n} group(s) of q/k/v projections fused into one MatMul + Split")
+        return src
 
     def _int8(self, ctx: ExportContext, model, extra: dict, notes: list[str], forms: list):
         """NNCF PTQ; when it misses the INT8 gate, blocks kept in float through NNCF's ignored scope
