@@ -541,7 +541,7 @@ def bench_eca_forms(spec, model, deploy, x, rounds, threads, tmp: Path):
 
 
 def bench_int8_fallback(rounds, threads, tmp: Path):
-    """INT8 with and without the fallback (issue #10), through the real pipeline: the demo model as
+    """INT8 with and without the fallback, through the real pipeline: the demo model as
     trained, and the demo with activation outlier channels injected in two blocks (function unchanged)
     — plain PTQ (gate disabled so the artifact is kept) vs the fallback mix, latency interleaved and
     top-1 agreement / accuracy on the 360 held-out digits. TensorRT: the bundle's Q/DQ ONNX (what the
@@ -621,7 +621,7 @@ def main():
     ap.add_argument("--families", default="eca-resnet50,eca-mobilenetv2",
                     help="other families next to PartialNet (naive export vs ours); '' for none")
     ap.add_argument("--eca-forms", action="store_true", help="also time the ECA gate's deploy forms")
-    ap.add_argument("--int8-fallback", action="store_true", help="INT8 with and without the fallback (issue #10)")
+    ap.add_argument("--int8-fallback", action="store_true", help="INT8 with and without the fallback")
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # numpy's GEMM: same threads
         os.environ[var] = str(args.threads)

@@ -1,5 +1,5 @@
 """INT8 that holds its gate: when plain post-training quantization misses the INT8 gate, keep the
-most sensitive blocks in float and quantize again, until the gate holds (issue #10).
+most sensitive blocks in float and quantize again, until the gate holds.
 
 One loop for every runtime, which knows none. A runtime's target provides a :class:`Quantizer` — how
 to quantize with a set of blocks left in float (OpenVINO: NNCF ``ignored_scope``; ONNX Runtime:

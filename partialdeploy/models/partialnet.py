@@ -43,7 +43,7 @@ class PartialConv(nn.Module):
         self.dim_untouched = dim - self.dim_conv3
         self.partial_conv3 = nn.Conv2d(self.dim_conv3, self.dim_conv3, 3, 1, 1, bias=False)
 
-    def forward(self, x):  # split/concat form: slicing exports as ScatterND (FasterNet issue #16)
+    def forward(self, x):  # split/concat form: slicing exports as ScatterND (seen upstream in FasterNet)
         x1, x2 = torch.split(x, [self.dim_conv3, self.dim_untouched], dim=1)
         return torch.cat((self.partial_conv3(x1), x2), 1)
 
