@@ -20,7 +20,12 @@ Method (docs/architecture.md, "Measuring"): every runtime is timed in blocks (wa
 runs, median per block), blocks are cycled round-robin over all rows ``--rounds`` times, and the
 number reported is the median of block medians. The goal table compares, per precision class
 (fp32, bf16, int8) and batch, our best row with the best peer of the class, and says which classes
-this CPU can judge (bf16 needs bf16 units, int8 VNNI/AMX). ONNX Runtime's worker threads do not spin (they
+this CPU can judge (bf16 needs bf16 units, int8 VNNI/AMX). Its verdict comes from the round-by-round
+ratio of the two rows (both timed in the same round) and the distribution-free 95 % interval of its
+median: "met" when all of the interval is within the goal, "MISS" when all of it is over, else
+"within noise" — on a noisy machine one ratio of medians decides nothing. ``--layers`` (default) adds
+where the time goes: our artifact beside the peer of its class, layer time by kind from the runtimes'
+own counters (scripts/bench_layers.py). ONNX Runtime's worker threads do not spin (they
 would steal the cores from whatever runs next). The precision each runtime computes in is read back
 from the runtime and printed. Achieved GFLOP/s = model FLOPs (2·MAC of Conv/MatMul/Gemm, counted on
 our ONNX) / latency, against the GEMM rate measured in the same cycle.
@@ -44,6 +49,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/: the bench's peer module beside it
+import bench_layers  # noqa: E402
 import bench_peers as peers  # noqa: E402
 from bench_peers import ort_session, ov_compiled  # noqa: E402,F401  (the bench's runtimes live with the peers)
 
@@ -72,8 +78,10 @@ SETTLE_S = 0.3  # pause after every block: the previous block's thread pool goes
 
 def cycle(fns: dict, xs: dict, rounds: int, warmup: int, runs: int) -> dict:
     """{name: (median of block medians in ms, spread of the block medians in % of that median,
-    median CPU ms per run)}. CPU time (all threads of this process) is the work done; on a loaded
-    machine the wall time also holds the time a runtime's threads waited for a core.
+    median CPU ms per run, the block medians in ms round by round)}. The rounds pair the rows: a ratio
+    of two rows taken round by round cancels what moved the whole machine during one round. CPU time
+    (all threads of this process) is the work done; on a loaded machine the wall time also holds the
+    time a runtime's threads waited for a core.
 
     Every block is followed by a pause (SETTLE_S): a thread pool keeps spinning for a while after its
     last call (OpenBLAS's after the GEMM row does, ~0.1 s), and without the pause it steals the cores
@@ -90,7 +98,8 @@ def cycle(fns: dict, xs: dict, rounds: int, warmup: int, runs: int) -> dict:
     out = {}
     for k, v in meds.items():
         m = statistics.median(v)
-        out[k] = (m * 1e3, 100 * (max(v) - min(v)) / m if m else 0.0, statistics.median(cpus[k]) * 1e3)
+        out[k] = (m * 1e3, 100 * (max(v) - min(v)) / m if m else 0.0, statistics.median(cpus[k]) * 1e3,
+                  [t * 1e3 for t in v])
     return out
 
 
@@ -291,10 +300,16 @@ def bench_variant(v: str, args, tmp: Path, bf16_ok: bool) -> dict:
                     fn, computes = artifact_runner(d / "int8", q[t], args.threads)
                     rows[label] = (fn, "i8+" + computes,
                                    d / "int8" / q[t].path if t == "onnxruntime" else None)
+        h = {}
         if bf16_ok and args.bf16:
             h = export(ckpt, ("openvino",), "bf16", d / "bf16", b, None)
             if "openvino" in h:
                 rows["OV bf16"] = (*artifact_runner(d / "bf16", h["openvino"], args.threads), None)
+        arts = {"ORT target fp32": (d / "fp32", fp.get("onnxruntime")), "OV f32": (d / "fp32", fp.get("openvino")),
+                "OV bf16": (d / "bf16", h.get("openvino"))}
+        if args.int8:
+            arts.update({"ORT int8": (d / "int8", q.get("onnxruntime")), "OV int8": (d / "int8", q.get("openvino"))})
+        src = layer_sources(naive, ours_onnx, rows, arts)
         gemm, gemm_gflop = gemm_fn()
         peaks, conv_gflop = conv_peak_fns(args.threads, d)
         x = natural_batch(224, spec.mean, spec.std, n=b).astype(np.float32)
@@ -309,10 +324,10 @@ def bench_variant(v: str, args, tmp: Path, bf16_ok: bool) -> dict:
         conv_f32, conv_i8 = (conv_gflop / (times[k][0] / 1e3) for k in ("conv f32 peak", "conv int8 peak"))
         table = {}
         for k, (_fn, prec, f) in rows.items():
-            ms, spread, cpu_ms = times[k]
+            ms, spread, cpu_ms, per_round = times[k]
             nodes = onnx_facts(f)[0] if f is not None else None
             table[k] = {"ms": ms, "spread_pct": spread, "cpu_ms": cpu_ms, "computes": prec, "nodes": nodes,
-                        "gflops": gflop * b / (ms / 1e3)}
+                        "gflops": gflop * b / (ms / 1e3), "rounds_ms": per_round}
         base, base_cpu = table["naive ORT"]["ms"], table["naive ORT"]["cpu_ms"]
         for r in table.values():
             r["ratio"] = r["ms"] / base
@@ -326,7 +341,35 @@ def bench_variant(v: str, args, tmp: Path, bf16_ok: bool) -> dict:
                                 "conv_f32_gflops": conv_f32, "conv_int8_gflops": conv_i8, "model_gflop": gflop,
                                 "floor_fp32": floor_f32, "floor_int8": floor_i8}
         print_batch(v, b, result["batches"][b], args)
+        if args.layers:
+            layers = bench_layers.breakdown(src, x, args.threads)
+            bench_layers.print_breakdown(v, b, layers, 10)
+            result["batches"][b]["layers"] = layers
     return result
+
+
+def layer_sources(naive: Path, ours_onnx: Path | None, rows: dict, arts: dict) -> dict:
+    """{row: (runtime, file, config)} to reopen each timed row for the per-layer breakdown, with the
+    config the row was timed with (scripts/bench_layers.py)."""
+    src = {"naive ORT": ("onnxruntime", naive, {}),
+           "naive OV f32": ("openvino", naive, {"INFERENCE_PRECISION_HINT": "f32"}),
+           "naive OV default": ("openvino", naive, {})}
+    for row, f in (("naive NNCF OV", naive.with_name("naive_nncf.xml")),
+                   ("naive ORT QDQ", naive.with_name("naive_qdq.onnx"))):
+        if row in rows and f.exists():
+            src[row] = ("openvino" if f.suffix == ".xml" else "onnxruntime", f, {})
+    if ours_onnx is not None:
+        src["ours ORT"] = ("onnxruntime", ours_onnx, {})
+    for row, (d, art) in arts.items():
+        if art is None or row not in rows:
+            continue
+        extra = art.extra or {}
+        if art.target == "openvino":
+            src[row] = ("openvino", d / art.path, {"INFERENCE_PRECISION_HINT": "f32",
+                                                   **(extra.get("runtime_config") or {})})
+        else:
+            src[row] = ("onnxruntime", d / art.path, {"level": extra.get("graph_optimization_level", "all")})
+    return src
 
 
 def calib_arrays(spec):
@@ -602,7 +645,8 @@ def bench_int8_fallback(rounds, threads, tmp: Path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default="t0,t2,s")
-    ap.add_argument("--rounds", type=int, default=5, help="blocks per row (cycled round-robin)")
+    ap.add_argument("--rounds", type=int, default=9,
+                    help="blocks per row (cycled round-robin); the goal verdicts need ≥ 6 for a 95 %% interval")
     ap.add_argument("--runs", type=int, default=20, help="timed runs per batch-1 block (batch 8: a quarter)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed runs at the start of every block")
     ap.add_argument("--threads", type=int, default=2)
@@ -622,6 +666,9 @@ def main():
                     help="other families next to PartialNet (naive export vs ours); '' for none")
     ap.add_argument("--eca-forms", action="store_true", help="also time the ECA gate's deploy forms")
     ap.add_argument("--int8-fallback", action="store_true", help="INT8 with and without the fallback")
+    ap.add_argument("--layers", action=argparse.BooleanOptionalAction, default=True,
+                    help="where the time goes: our artifact and the peer of its class, layer time by kind "
+                         "(OpenVINO perf counters, ONNX Runtime profiler; scripts/bench_layers.py)")
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # numpy's GEMM: same threads
         os.environ[var] = str(args.threads)

@@ -113,9 +113,10 @@ def ov_default(path, threads: int):
     return (lambda x: req.infer({0: x}, share_inputs=True)[out]), hint_name(c.get_property("INFERENCE_PRECISION_HINT"))
 
 
-def nncf_peer(path, calib, threads: int):
-    """``nncf.quantize`` with its defaults on the converted naive file, compiled with default hints.
-    Returns (fn, "i8+<float precision>") or raises whatever NNCF raises."""
+def nncf_peer(path, calib, threads: int, save: Path | None = None):
+    """``nncf.quantize`` with its defaults on the converted naive file, compiled with default hints
+    (and saved as an IR at ``save``, for the per-layer breakdown). Returns (fn, "i8+<float precision>")
+    or raises whatever NNCF raises."""
     import contextlib
     import io
     import logging
@@ -137,6 +138,8 @@ def nncf_peer(path, calib, threads: int):
             q = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
     finally:
         log.setLevel(old)
+    if save is not None:
+        ov.save_model(q, str(save))
     fn, prec = ov_default(q, threads)
     return fn, "i8+" + prec
 
@@ -180,7 +183,8 @@ def build_peers(naive: Path, calib, threads: int, say) -> tuple[dict, dict]:
     rows["naive ORT"] = (*ort_session(naive, threads), naive)
     rows["naive OV f32"] = (*ov_compiled(naive, threads), naive)
     rows["naive OV default"] = (*ov_default(naive, threads), None)
-    for label, build in (("naive NNCF OV", lambda: (*nncf_peer(naive, calib, threads), None)),
+    nncf_ir = naive.with_name("naive_nncf.xml")
+    for label, build in (("naive NNCF OV", lambda: (*nncf_peer(naive, calib, threads, nncf_ir), None)),
                          ("naive ORT QDQ", lambda: ort_qdq_peer(naive, calib, naive.with_name("naive_qdq.onnx"),
                                                                 threads))):
         try:
@@ -193,6 +197,44 @@ def build_peers(naive: Path, calib, threads: int, say) -> tuple[dict, dict]:
 
 
 # ---------------------------------------------------------------- the goal table
+
+CONFIDENCE = 0.95
+
+
+def median_interval(values, conf: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(low, high, coverage): the distribution-free interval for the median of ``values`` — the k-th
+    smallest and k-th largest, k the largest with P(Binomial(n, 1/2) < k) <= (1 - conf) / 2. With fewer
+    than 6 values no such k exists: the interval is (min, max) and its coverage, 1 - 2^(1-n), is said."""
+    import math
+
+    v = sorted(values)
+    n = len(v)
+    k, tail = 1, 0.0
+    for j in range(1, n // 2 + 1):  # tail = P(B <= j - 1)
+        t = sum(math.comb(n, i) for i in range(j)) / 2 ** n
+        if t > (1 - conf) / 2:
+            break
+        k, tail = j, t
+    if tail == 0.0:
+        tail = 1 / 2 ** n
+    return v[k - 1], v[n - k], 1 - 2 * tail
+
+
+def paired(rows: dict, mine: str, peer: str, goal: float) -> dict | None:
+    """Our row over the peer's, round by round (both timed in the same cycle of blocks): the median
+    ratio, its interval, how many rounds met the goal, and the verdict the interval allows — "met"
+    when even its high end is within the goal, "MISS" when even its low end is over, else "within
+    noise". None without per-round times for both rows (at least 3 rounds)."""
+    a, b = rows[mine].get("rounds_ms"), rows[peer].get("rounds_ms")
+    if not a or not b or len(a) != len(b) or len(a) < 3:
+        return None
+    import statistics
+
+    r = [x / y for x, y in zip(a, b)]
+    lo, hi, cover = median_interval(r)
+    verdict = "met" if hi <= goal else "MISS" if lo > goal else "within noise"
+    return {"median": statistics.median(r), "low": lo, "high": hi, "coverage": cover, "rounds": len(r),
+            "rounds_met": sum(x <= goal for x in r), "verdict": verdict}
 
 def row_class(label: str, computes: str) -> str | None:
     """The precision class of a row, from what it computes (read back from the runtime)."""
@@ -221,22 +263,32 @@ def peer_goals(variant: str, batch: int, rows: dict, failed: dict, flags: set[st
         if mine and peers:
             rec["ratio"] = rec["ours_ms"] / rec["peer_ms"]
             rec["cpu_ratio"] = _cpu_ratio(rows, [k for _, k in mine], [k for _, k in peers])
+            rec["paired"] = paired(rows, rec["ours"], rec["peer"], PEER_GOAL)
         if not mine:
             rec["verdict"] = "not measured" if why_not[cls] is None else "not on this CPU"
         elif not peers:
             rec["verdict"] = "win (every peer crashed)" if crashed else "no peer ran"
         else:
-            rec["verdict"] = "met" if rec["ratio"] <= PEER_GOAL else "MISS"
+            rec["verdict"] = _verdict(rec["ratio"], rec["paired"], PEER_GOAL)
         if rec["ratio"] is not None and not rec["judged"]:
             rec["verdict"] += " (not judged here)"
         out.append(rec)
     if "ours ORT" in rows and "naive ORT" in rows:
         r = rows["ours ORT"]["ms"] / rows["naive ORT"]["ms"]
+        p = paired(rows, "ours ORT", "naive ORT", ONNX_GOAL)
         out.append({"variant": variant, "batch": batch, "class": "ONNX in ORT", "ours": "ours ORT",
                     "peer": "naive ORT", "ratio": r, "goal": ONNX_GOAL, "crashed": {}, "judged": True,
-                    "cpu_ratio": _cpu_ratio(rows, ["ours ORT"], ["naive ORT"]),
-                    "why_not": None, "verdict": "met" if r <= ONNX_GOAL else "MISS"})
+                    "cpu_ratio": _cpu_ratio(rows, ["ours ORT"], ["naive ORT"]), "paired": p,
+                    "why_not": None, "verdict": _verdict(r, p, ONNX_GOAL)})
     return out
+
+
+def _verdict(ratio: float, pair: dict | None, goal: float) -> str:
+    """From the paired interval when the rounds were kept (met / MISS / within noise), else from the
+    ratio of the medians alone."""
+    if pair is not None:
+        return pair["verdict"]
+    return "met" if ratio <= goal else "MISS"
 
 
 def _cpu_ratio(rows: dict, mine: list, peers: list) -> float | None:
@@ -252,14 +304,18 @@ def print_peer_goals(goals: list[dict], flags: set[str]) -> None:
           f"our ONNX in ONNX Runtime ≤ {ONNX_GOAL} × naive), CPU class {cpu_class(flags)}:")
     for cls, why in judgeable(flags).items():
         print(f"  {cls}: {'judged on this CPU' if why is None else 'NOT judged here — ' + why}")
-    print(f"  {'model':5} {'b':>2} {'class':11} {'ratio':>7} {'goal':>6} {'floor':>6} {'CPU ratio':>9}  {'verdict':26} "
-          "ours / best peer (by wall time)")
+    print("  ratio: of the median times; paired: the median of the round-by-round ratios and its "
+          f"distribution-free {CONFIDENCE:.0%} interval (met: all of it within the goal; MISS: all of it over)")
+    print(f"  {'model':5} {'b':>2} {'class':11} {'ratio':>7} {'paired [interval]':>22} {'goal':>6} {'floor':>6} "
+          f"{'CPU ratio':>9}  {'verdict':26} ours / best peer (by wall time)")
     for g in goals:
         r = "-" if g["ratio"] is None else f"{g['ratio']:.3f}"
+        p = g.get("paired")
+        pr = "-" if not p else f"{p['median']:.3f} [{p['low']:.2f}–{p['high']:.2f}]"
         f = f"{g['floor']:.2f}" if g.get("floor") is not None else "-"
         c = f"{g['cpu_ratio']:.3f}" if g.get("cpu_ratio") is not None else "-"
         pair = f"{g['ours'] or '-'} / {g['peer'] or '-'}"
         if g["crashed"]:
             pair += "; crashed: " + "; ".join(f"{k} ({v[:90]})" for k, v in g["crashed"].items())
-        print(f"  {g['variant'].upper():5} {g['batch']:>2} {g['class']:11} {r:>7} ≤{g['goal']:.2f} {f:>6} {c:>9}  "
-              f"{g['verdict']:26} {pair}")
+        print(f"  {g['variant'].upper():5} {g['batch']:>2} {g['class']:11} {r:>7} {pr:>22} ≤{g['goal']:.2f} {f:>6} "
+              f"{c:>9}  {g['verdict']:26} {pair}")

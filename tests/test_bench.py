@@ -143,3 +143,73 @@ def test_goal_table_judges_only_what_the_cpu_can_run(peers):
     assert goals["bf16"]["verdict"] == "not on this CPU" and not goals["bf16"]["judged"]
     assert goals["int8"]["verdict"] == "MISS (not judged here)"
     assert goals["ONNX in ORT"]["ratio"] == pytest.approx(0.94) and goals["ONNX in ORT"]["verdict"] == "met"
+
+
+def test_median_interval_is_the_distribution_free_one(peers):
+    """k-th smallest / k-th largest with the binomial tail: n=9 -> 2nd and 8th (96.1 %); below 6 rounds
+    no 95 % interval exists and (min, max) comes with its real coverage."""
+    lo, hi, cover = peers.median_interval([9, 1, 8, 2, 7, 3, 6, 4, 5])
+    assert (lo, hi) == (2, 8) and cover == pytest.approx(1 - 2 * 10 / 512)
+    lo, hi, cover = peers.median_interval([3, 1, 2, 5, 4])
+    assert (lo, hi) == (1, 5) and cover == pytest.approx(1 - 2 / 32) and cover < 0.95
+    lo, hi, cover = peers.median_interval(list(range(20)))
+    assert (lo, hi) == (5, 14) and cover >= 0.95  # P(B(20, .5) <= 5) = 0.0207 <= 0.025 < P(B <= 6)
+
+
+def test_goal_verdict_comes_from_the_paired_rounds(peers):
+    """Round by round ratios of the two rows decide: a machine-wide slow round moves both rows and
+    cancels; an interval that straddles the goal is "within noise", not a pass or a miss."""
+    def rows(ours, peer):
+        return {"naive ORT": {"ms": 20.0, "computes": "f32", "rounds_ms": [20.0] * len(ours)},
+                "naive OV f32": {"ms": sorted(peer)[len(peer) // 2], "computes": "f32", "rounds_ms": peer},
+                "OV f32": {"ms": sorted(ours)[len(ours) // 2], "computes": "f32", "rounds_ms": ours}}
+
+    peer = [10.0, 14.0, 10.0, 10.5, 13.0, 10.0, 10.2, 16.0, 10.1]
+    fast = [p * 0.8 for p in peer]  # 0.80 in every round, though the rounds moved by 60 %
+    g = next(g for g in peers.peer_goals("t0", 1, rows(fast, peer), {}, set()) if g["class"] == "fp32")
+    assert g["verdict"] == "met" and g["paired"]["median"] == pytest.approx(0.8)
+    assert g["paired"]["rounds_met"] == 9 and g["paired"]["high"] == pytest.approx(0.8)
+    slow = [p * 0.9 for p in peer]
+    g = next(g for g in peers.peer_goals("t0", 1, rows(slow, peer), {}, set()) if g["class"] == "fp32")
+    assert g["verdict"] == "MISS" and g["paired"]["low"] == pytest.approx(0.9)
+    mixed = [p * f for p, f in zip(peer, (0.7, 0.9, 0.8, 0.95, 0.75, 0.88, 0.82, 0.92, 0.86))]
+    g = next(g for g in peers.peer_goals("t0", 1, rows(mixed, peer), {}, set()) if g["class"] == "fp32")
+    assert g["verdict"] == "within noise" and g["paired"]["low"] < 0.85 < g["paired"]["high"]
+    assert g["paired"]["rounds_met"] == 4
+    onnx = {"naive ORT": {"ms": 10.0, "computes": "f32", "rounds_ms": [10.0, 30.0, 10.0]},
+            "ours ORT": {"ms": 9.0, "computes": "f32", "rounds_ms": [9.0, 27.0, 9.0]}}
+    g = next(g for g in peers.peer_goals("t0", 1, onnx, {}, set()) if g["class"] == "ONNX in ORT")
+    assert g["verdict"] == "met" and g["paired"]["coverage"] == pytest.approx(0.75)
+
+
+@pytest.fixture(scope="module")
+def layers():
+    spec = importlib.util.spec_from_file_location("bench_layers", ROOT / "scripts" / "bench_layers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_where_time_goes_reads_the_runtimes_own_counters(peers, layers, tmp_path):
+    """The per-layer breakdown reopens each row as it was timed and reads OpenVINO's perf counters and
+    ONNX Runtime's profiler: the tiny net's two convolutions are found in f32, the NNCF peer's in int8
+    (its IR saved by the peer build), the Q/DQ peer's as ONNX Runtime's int8 kernels."""
+    naive = _tiny_onnx(tmp_path / "naive.onnx")
+    calib = np.random.default_rng(3).random((8, 3, 32, 32), dtype=np.float32)
+    rows, failed = peers.build_peers(naive, calib, 1, lambda m: None)
+    assert not failed and (tmp_path / "naive_nncf.xml").exists()
+    src = {"naive OV f32": ("openvino", naive, {"INFERENCE_PRECISION_HINT": "f32"}),
+           "OV f32": ("openvino", naive, {"INFERENCE_PRECISION_HINT": "f32"}),
+           "naive NNCF OV": ("openvino", tmp_path / "naive_nncf.xml", {"INFERENCE_PRECISION_HINT": "f32"}),
+           "naive ORT": ("onnxruntime", naive, {}),
+           "naive ORT QDQ": ("onnxruntime", tmp_path / "naive_qdq.onnx", {})}
+    out = layers.breakdown(src, calib[:1], threads=1, runs=3)
+    assert set(out) == set(src)  # "OV int8" etc. were not given: not made up
+    assert out["naive OV f32"]["conv"]["nodes"] == {"f32": 2} and out["naive OV f32"]["conv"]["ms"] > 0
+    assert out["naive NNCF OV"]["conv"]["nodes"] == {"i8": 2}
+    assert sum(out["naive ORT"]["conv"]["nodes"].values()) == 2
+    qdq = out["naive ORT QDQ"]
+    assert "QLinearConv" in qdq["conv"]["nodes"] or "quantize" in qdq, qdq
+    assert all(np.isfinite(r["ms"]) and r["ms"] >= 0 for t in out.values() for r in t.values())
+    assert layers.kind("ReorderInput") == "layout" and layers.kind("VariadicSplit") == "split/concat"
+    assert layers.exec_precision("brgconv_avx512_1x1_I8") == "i8" and layers.exec_precision("jit_avx512_bf16") == "bf16"
