@@ -436,7 +436,10 @@ def print_batch(v: str, b: int, res: dict, args) -> None:
 def goal_table(results: list[dict], flags: set[str]) -> list[dict]:
     """Per model, batch and precision class: our best gated row against the best peer of the class
     (bench_peers.peer_goals), with the class's floor (the model's FLOPs at this CPU's best measured
-    rate) as a ratio to that peer: a goal under it needs less arithmetic, not a better graph."""
+    rate) as a ratio to that peer: a goal under it needs less arithmetic, not a better graph; and, with
+    --layers, the arithmetic bound: our time if every layer other than conv and matmul took none (the
+    share from our row's per-layer counters), over the peer's — a goal under it cannot be met by any
+    form of the graph that keeps the same convolutions and matrix products, only by faster kernels."""
     out = []
     for res in results:
         for b, br in res["batches"].items():
@@ -446,6 +449,10 @@ def goal_table(results: list[dict], flags: set[str]) -> list[dict]:
                 floor = {"fp32": br.get("floor_fp32"), "int8": br.get("floor_int8")}.get(g["class"])
                 if floor is not None and g.get("peer_ms"):
                     g["floor"] = floor * naive_ms / g["peer_ms"]
+                share = bench_layers.arithmetic_share(br.get("layers", {}).get(g["ours"] or "", {}))
+                if share is not None and g.get("peer_ms") and g.get("ours_ms"):
+                    # our time if every layer but conv and matmul took none, over the peer's
+                    g["arith_bound"] = g["ours_ms"] * share / g["peer_ms"]
             out += goals
     return out
 

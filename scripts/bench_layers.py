@@ -118,7 +118,8 @@ class _OnnxRuntime:
 
 
 # the pairs printed per model and batch: (class, our row, the peer row of that class)
-PAIRS = (("fp32", "OV f32", "naive OV f32"), ("bf16", "OV bf16", "naive OV default"),
+PAIRS = (("fp32", "OV f32", "naive OV f32"), ("fp32", "ORT target fp32", "naive ORT"),
+         ("bf16", "OV bf16", "naive OV default"),
          ("int8", "OV int8", "naive NNCF OV"), ("int8", "ORT int8", "naive ORT QDQ"),
          ("ONNX in ORT", "ours ORT", "naive ORT"))
 
@@ -160,3 +161,14 @@ def print_breakdown(variant: str, batch: int, layers: dict, runs: int) -> None:
             print(f"    {k:13} {_cell(a.get(k)):44} {_cell(b.get(k))}")
         ta, tb = (sum(r["ms"] for r in t.values()) for t in (a, b))
         print(f"    {'total':13} {ta:7.2f}{'':37} {tb:7.2f}   (ratio {ta / tb:.3f})" if tb else "")
+
+
+ARITHMETIC = ("conv", "matmul")
+
+
+def arithmetic_share(layers: dict) -> float | None:
+    """The share of a row's layer time spent in convolutions and matrix products — the arithmetic a
+    graph form cannot remove without changing the model; the rest (layout, split/concat, pooling,
+    element-wise, Q/DQ) is what a better form can shrink."""
+    total = sum(r["ms"] for r in layers.values())
+    return sum(layers.get(k, {}).get("ms", 0.0) for k in ARITHMETIC) / total if total > 0 else None

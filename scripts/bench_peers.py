@@ -306,16 +306,19 @@ def print_peer_goals(goals: list[dict], flags: set[str]) -> None:
         print(f"  {cls}: {'judged on this CPU' if why is None else 'NOT judged here — ' + why}")
     print("  ratio: of the median times; paired: the median of the round-by-round ratios and its "
           f"distribution-free {CONFIDENCE:.0%} interval (met: all of it within the goal; MISS: all of it over)")
+    print("  floor: the model's FLOPs at this CPU's best measured rate; arith: our time if only our convolutions "
+          "and matrix products took any (per-layer counters), both over the peer's time")
     print(f"  {'model':5} {'b':>2} {'class':11} {'ratio':>7} {'paired [interval]':>22} {'goal':>6} {'floor':>6} "
-          f"{'CPU ratio':>9}  {'verdict':26} ours / best peer (by wall time)")
+          f"{'arith':>6} {'CPU ratio':>9}  {'verdict':26} ours / best peer (by wall time)")
     for g in goals:
         r = "-" if g["ratio"] is None else f"{g['ratio']:.3f}"
         p = g.get("paired")
         pr = "-" if not p else f"{p['median']:.3f} [{p['low']:.2f}–{p['high']:.2f}]"
         f = f"{g['floor']:.2f}" if g.get("floor") is not None else "-"
+        ar = f"{g['arith_bound']:.2f}" if g.get("arith_bound") is not None else "-"
         c = f"{g['cpu_ratio']:.3f}" if g.get("cpu_ratio") is not None else "-"
         pair = f"{g['ours'] or '-'} / {g['peer'] or '-'}"
         if g["crashed"]:
             pair += "; crashed: " + "; ".join(f"{k} ({v[:90]})" for k, v in g["crashed"].items())
         print(f"  {g['variant'].upper():5} {g['batch']:>2} {g['class']:11} {r:>7} {pr:>22} ≤{g['goal']:.2f} {f:>6} "
-              f"{c:>9}  {g['verdict']:26} {pair}")
+              f"{ar:>6} {c:>9}  {g['verdict']:26} {pair}")

@@ -213,3 +213,22 @@ def test_where_time_goes_reads_the_runtimes_own_counters(peers, layers, tmp_path
     assert all(np.isfinite(r["ms"]) and r["ms"] >= 0 for t in out.values() for r in t.values())
     assert layers.kind("ReorderInput") == "layout" and layers.kind("VariadicSplit") == "split/concat"
     assert layers.exec_precision("brgconv_avx512_1x1_I8") == "i8" and layers.exec_precision("jit_avx512_bf16") == "bf16"
+
+
+def test_arithmetic_share_is_conv_and_matmul_over_all(layers):
+    rec = {"conv": {"ms": 6.0, "nodes": {}}, "matmul": {"ms": 1.0, "nodes": {}}, "layout": {"ms": 2.0, "nodes": {}},
+           "other": {"ms": 1.0, "nodes": {}}}
+    assert layers.arithmetic_share(rec) == pytest.approx(0.7)
+    assert layers.arithmetic_share({}) is None
+
+
+def test_goal_table_gives_the_arithmetic_bound_from_our_rows_counters(bench):
+    rows = {"naive ORT": {"ms": 10.0, "computes": "f32"}, "naive OV f32": {"ms": 8.0, "computes": "f32"},
+            "OV f32": {"ms": 7.2, "computes": "f32"}}
+    layers = {"OV f32": {"conv": {"ms": 5.0, "nodes": {}}, "matmul": {"ms": 1.0, "nodes": {}},
+                         "layout": {"ms": 1.5, "nodes": {}}, "other": {"ms": 0.5, "nodes": {}}}}
+    res = [{"variant": "t0", "batches": {1: {"rows": rows, "layers": layers, "floor_fp32": 0.3, "floor_int8": 0.1}}}]
+    g = next(g for g in bench.goal_table(res, {"avx2"}) if g["class"] == "fp32")
+    assert g["ours"] == "OV f32" and g["ratio"] == pytest.approx(0.9) and g["verdict"] == "MISS"
+    assert g["arith_bound"] == pytest.approx(7.2 * 0.75 / 8.0)  # 0.675: reachable by a better form
+    assert g["floor"] == pytest.approx(0.3 * 10 / 8)
