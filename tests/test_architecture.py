@@ -390,7 +390,8 @@ def test_a_runtime_package_with_boundary_taps_works_through_export_verify_profil
 def test_pipeline_gates_what_a_target_converted(fake_backend, tmp_path, monkeypatch):
     """The fake target only writes a file; its runner answers zeros: the pipeline's one verification
     path (open through the runner, gate) catches it, exit 1, nothing claimed. Each artifact is gated
-    once: the `onnx` artifact is the deploy ONNX gated in ONNX Runtime, and that gate is its certificate."""
+    once: the demo's `onnx` artifact (q/k/v fused, so not the deploy ONNX) by its own run in ONNX Runtime,
+    which is its certificate (the pipeline does not run it again)."""
     from partialdeploy import verification
     from partialdeploy.exporting.request import ExportRequest
     from partialdeploy.exporting.run import run_export
@@ -403,9 +404,10 @@ def test_pipeline_gates_what_a_target_converted(fake_backend, tmp_path, monkeypa
     assert res.exit_code == 1 and [a.target for a in res.artifacts] == ["onnx"]
     assert res.failures[0].target == "fakert" and res.failures[0].kind == "verification"
     assert "ONNX -> fakert fp32" in res.failures[0].error
-    onnx = res.artifacts[0]  # the interchange ONNX: certified by the deploy ONNX's gate, not run again
+    onnx = res.artifacts[0]  # the interchange ONNX, gated once by its target in ONNX Runtime
+    assert onnx.extra["deploy_form"] == {"attention_projections": "fused qkv"}
     assert onnx.verified == "parity" and onnx.parity[-1].stage == "ONNX -> ONNX Runtime fp32 (4 parity images)"
-    assert onnx.parity[-1].passed and opened == ["fakert"]
+    assert onnx.parity[-1].passed and opened == ["onnxruntime", "fakert"]
     assert not (tmp_path / "dist" / "fakert").exists()
 
 

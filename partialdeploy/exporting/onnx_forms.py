@@ -5,8 +5,10 @@ The deploy form keeps the attention block's q, k and v as three projections beca
 plugin miscomputed the fused static-shape attention in float (its MHA fusion; see the deploy form).
 Three small projections cost more than one, in ONNX Runtime (three Gemms: about twice the fused one)
 and in INT8 (three quantized FullyConnected layers, each with its own requantization, where NNCF's
-quantization of the naive export has one), so the ONNX Runtime target and both INT8 quantizers fuse
-them back (:func:`fuse_sibling_matmuls`).
+quantization of the naive export has one), so the ``onnx`` and ONNX Runtime targets and both INT8
+quantizers fuse them back (:func:`fuse_sibling_matmuls`). This MatMul + Add + Split form also runs exact
+in OpenVINO's float CPU plugin (the miscomputed one was qkv + Gather; the ``onnx`` target's test checks
+it), but OpenVINO's float IRs are still converted from the separate form.
 """
 
 from __future__ import annotations

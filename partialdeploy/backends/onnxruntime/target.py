@@ -174,7 +174,7 @@ class OnnxRuntimeTarget(Target):
             extra["deploy_form"] = {"attention_projections": "fused qkv" if n else "as exported"}
             if n:
                 notes.append(f"deploy form for ONNX Runtime: {n} group(s) of q/k/v projections fused into one "
-                             "MatMul + Split (OpenVINO keeps them separate)")
+                             "MatMul + Split, as in the onnx target (OpenVINO's float IRs keep them separate)")
             with quiet():
                 optimize_offline(form, tmp, "basic")
             bad = nonstandard_ops(tmp)
