@@ -136,7 +136,7 @@ def io_meta(path: Path) -> tuple[list[dict], list[dict]]:
 class OnnxTarget(Target):
     """The verified deploy-form ONNX (fp32) for any ONNX consumer, with the attention's q/k/v
     projections fused into one MatMul + Split when the model has any (exact, standard ops:
-    ``onnx_forms.fuse_sibling_matmuls``; ONNX Runtime runs one projection faster than three). The
+    ``onnx_forms.fuse_sibling_matmuls``; one Gemm instead of three for ONNX Runtime). The
     fused file is gated on its own; a model without attention gets the deploy ONNX byte for byte,
     certified by the deploy ONNX's gate."""
 
@@ -180,7 +180,7 @@ class OnnxTarget(Target):
             n = 0
         if n:
             notes.append(f"{n} group(s) of q/k/v projections fused into one MatMul + Split (exact, standard ONNX "
-                         "ops; one projection runs faster than three in ONNX Runtime); gated on its own")
+                         "ops; one Gemm instead of three for ONNX Runtime); gated on its own")
         else:
             dst.unlink(missing_ok=True)
         return n
