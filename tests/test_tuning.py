@@ -37,6 +37,9 @@ def test_every_timing_is_in_the_manifest_and_int8_is_timed_against_fp32(int8_exp
         lat = tune["latency_ms"]
         assert {"as exported", "fp32"} <= set(lat) and all(v > 0 for v in lat.values())
         assert tune["chosen"] in lat
+        per_round = tune["rounds_ms"]  # the rounds that pair the forms, as timed
+        assert set(per_round) == set(lat) and all(len(v) == tune["rounds"] for v in per_round.values())
+        assert all(min(v) <= lat[k] <= max(v) for k, v in per_round.items())
         speed = entry["extra"]["int8_speed"]
         assert speed["int8_ms"] == pytest.approx(lat[tune["chosen"]], rel=1e-3)
         assert speed["fp32_ms"] == pytest.approx(lat["fp32"], rel=1e-3)
@@ -115,6 +118,25 @@ def test_a_faster_form_that_misses_the_gate_is_not_kept(int8_export):
     assert (art.extra, [p.to_dict() for p in art.parity]) == before
 
 
+def test_a_lead_that_one_round_reverses_keeps_the_artifact_as_exported(int8_export):
+    """Faster by the medians but not in every interleaved round: noise, not a lead — the form is not
+    even gated, and the record says why."""
+    from partialdeploy.records import Artifact
+    from partialdeploy.records import ParityResult
+    from targets_common import make_ctx
+
+    res, manifest = int8_export
+    entry = next(e for e in manifest["artifacts"] if e["target"] == "openvino")
+    art = Artifact("openvino", "int8", "model.xml", extra=dict(entry["extra"]),
+                   parity=[ParityResult.from_dict(p) for p in entry["parity"]])
+    form = tuning.Form("claims f16", {"compute_precision": "f16"})
+    per_round = {"as exported": [2.0, 2.0, 1.5], "claims f16": [1.8, 1.7, 1.9]}
+    assert tuning.rounds_faster(per_round, "claims f16", "as exported") == (2, 3)
+    chosen, gated = tuning._choose(make_ctx("int8"), art, res.out_dir / "openvino" / "int8", [form],
+                                   {"as exported": 2.0, "claims f16": 1.8}, per_round)
+    assert chosen == "as exported" and gated == {"claims f16": "not kept: faster in only 2 of 3 interleaved rounds"}
+
+
 def test_int8_slower_than_fp32_is_said_everywhere():
     from partialdeploy.records import Artifact
 
@@ -126,6 +148,10 @@ def test_int8_slower_than_fp32_is_said_everywhere():
     fast = Artifact("onnxruntime", "int8", "model.onnx")
     tuning._int8_speed(fast, 4.0, 5.0, notes)
     assert not fast.extra["int8_speed"]["slower_than_fp32"] and len(notes) == 1 and not fast.notes
+    held = Artifact("openvino", "int8", "model.xml")  # how often fp32 won the paired rounds is said with it
+    tuning._int8_speed(held, 6.0, 5.0, notes, (4, 5))
+    assert held.extra["int8_speed"]["rounds_fp32_faster"] == "4/5"
+    assert "slower in 4 of 5 interleaved rounds" in notes[-1]
 
 
 def test_budget_zero_is_recorded_and_bad_budgets_are_refused_before_work(tmp_path):

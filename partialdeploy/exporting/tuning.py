@@ -56,9 +56,10 @@ def merged(extra: dict, more: dict) -> dict:
     return out
 
 
-def interleaved(fns: dict[str, Callable[[], object]], budget_s: float) -> tuple[dict, int]:
+def interleaved(fns: dict[str, Callable[[], object]], budget_s: float) -> tuple[dict, int, dict]:
     """Median of block medians (ms) per function, timed in blocks cycled round-robin: at least
-    MIN_ROUNDS rounds, more (up to MAX_ROUNDS) while the budget allows. Returns ({name: ms}, rounds)."""
+    MIN_ROUNDS rounds, more (up to MAX_ROUNDS) while the budget allows. Returns ({name: ms}, rounds,
+    {name: [block median ms, round by round]}) — the rounds pair the functions (see :func:`rounds_faster`)."""
     meds: dict = {k: [] for k in fns}
     t_start = time.perf_counter()
     rounds = 0
@@ -77,7 +78,14 @@ def interleaved(fns: dict[str, Callable[[], object]], budget_s: float) -> tuple[
         spent = time.perf_counter() - t_start
         if rounds >= MIN_ROUNDS and spent * (rounds + 1) / rounds > budget_s:
             break
-    return {k: float(np.median(v)) for k, v in meds.items()}, rounds
+    return {k: float(np.median(v)) for k, v in meds.items()}, rounds, meds
+
+
+def rounds_faster(per_round: dict, a: str, b: str) -> tuple[int, int]:
+    """(rounds in which ``a`` was faster than ``b``, rounds): both were timed in every round, so what
+    slowed the machine during a round slowed both."""
+    pairs = list(zip(per_round.get(a, []), per_round.get(b, [])))
+    return sum(x < y for x, y in pairs), len(pairs)
 
 
 def _opener(ctx, art, art_dir: Path):
@@ -148,13 +156,13 @@ def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
         if art.precision == "int8":
             runners["fp32"] = _fp32_sibling(ctx, cls)
         feeds = {k: _feed(ctx, r) for k, r in runners.items()}
-        ms, rounds = interleaved({k: (lambda r=r, f=feeds[k]: r.infer(f)) for k, r in runners.items()},
-                                 max(budget - (time.perf_counter() - t0), 0.0))
+        ms, rounds, per_round = interleaved({k: (lambda r=r, f=feeds[k]: r.infer(f)) for k, r in runners.items()},
+                                            max(budget - (time.perf_counter() - t0), 0.0))
     finally:
         for r in runners.values():
             r.close()
     try:
-        chosen, gated = _choose(ctx, art, art_dir, forms, ms)
+        chosen, gated = _choose(ctx, art, art_dir, forms, ms, per_round)
     finally:  # the files of the forms not kept
         for f in forms:
             if f.path:
@@ -162,11 +170,12 @@ def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
                     src.unlink(missing_ok=True)
     rec = {"budget_s": budget, "timed": True, "rounds": rounds, "latency_ms": {k: round(v, 4) for k, v in ms.items()},
            "chosen": chosen, "gated": gated, "skipped": skipped,
+           "rounds_ms": {k: [round(t, 4) for t in v] for k, v in per_round.items()},
            "method": f"batch as exported, median of {rounds} interleaved block medians (≥{BLOCK_S}s or "
                      f"{BLOCK_RUNS} runs each, warm-up per block), seconds {time.perf_counter() - t0:.1f}"}
     art.extra["tuning"] = rec
     if "fp32" in ms:
-        _int8_speed(art, ms[chosen], ms["fp32"], run_notes)
+        _int8_speed(art, ms[chosen], ms["fp32"], run_notes, rounds_faster(per_round, "fp32", chosen))
 
 
 def tune_or_record(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
@@ -183,9 +192,12 @@ def tune_or_record(ctx, art, art_dir: Path, run_notes: list[str] | None = None) 
                          + ("; INT8 speed against fp32 not measured" if art.precision == "int8" else ""))
 
 
-def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict) -> tuple[str, dict]:
+def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict, per_round: dict | None = None
+            ) -> tuple[str, dict]:
     """Gate the forms faster than the recorded one, fastest first; the first that passes is kept
-    (its extra merged, its note added). Returns (kept form name, {form: passed})."""
+    (its extra merged, its note added). With the round-by-round times, a form counts as faster only
+    when it was faster in every round: a lead that one round of noise reverses is no lead, and the
+    artifact stays as exported. Returns (kept form name, {form: passed, failed or why not tried})."""
     from partialdeploy.errors import UserError, VerificationError
     from partialdeploy.verification import verify_artifact
 
@@ -194,6 +206,10 @@ def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict) -> tuple[str, 
     for name in sorted((n for n in ms if n in by_name), key=ms.get):
         if ms[name] >= ms["as exported"]:
             break
+        won, n = rounds_faster(per_round or {}, name, "as exported")
+        if n and won < n:
+            gated[name] = f"not kept: faster in only {won} of {n} interleaved rounds"
+            continue
         f = by_name[name]
         saved = (dict(art.extra), list(art.parity), art.alternatives, art.proof, art.path)
         art.extra = merged(art.extra, f.extra)
@@ -244,15 +260,23 @@ class built_once:  # noqa: N801  (used like a decorator: a function that builds 
         return self._name
 
 
-def _int8_speed(art, int8_ms: float, fp32_ms: float, run_notes: list[str] | None) -> None:
+def _int8_speed(art, int8_ms: float, fp32_ms: float, run_notes: list[str] | None,
+                fp32_won: tuple[int, int] = (0, 0)) -> None:
+    """Record (and, when the INT8 median is the slower one, say) how INT8 compares with its fp32
+    sibling; ``fp32_won`` = (rounds in which fp32 was faster, rounds), said with it: the user sees
+    whether the verdict held round after round or only in the medians."""
     ratio = int8_ms / fp32_ms if fp32_ms > 0 else float("nan")
     slower = bool(ratio > SLOWER)
+    won, n = fp32_won
     art.extra["int8_speed"] = {"int8_ms": round(int8_ms, 4), "fp32_ms": round(fp32_ms, 4), "ratio": round(ratio, 3),
                                "slower_than_fp32": slower,
                                "fp32_form": "the verified fp32 ONNX in the same runtime, same threads"}
+    if n:
+        art.extra["int8_speed"]["rounds_fp32_faster"] = f"{won}/{n}"
     if slower:
+        held = f", slower in {won} of {n} interleaved rounds" if n else ""
         msg = (f"{art.target} int8 is SLOWER than fp32 on this machine: {int8_ms:.3g} ms against {fp32_ms:.3g} ms "
-               f"(×{ratio:.2f}); prefer the fp32 artifact for speed here")
+               f"(×{ratio:.2f}{held}); prefer the fp32 artifact for speed here")
         art.notes.append(msg)
         if run_notes is not None:
             run_notes.append(msg)
