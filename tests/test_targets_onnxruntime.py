@@ -81,18 +81,21 @@ def test_fuse_sibling_matmuls_exact(tmp_path):
 
     rng = np.random.default_rng(0)
     nodes, inits, outs = [], [], []
-    for i, width in enumerate((8, 8, 4)):
+    for i, (scope, width) in enumerate((("blk", 8), ("blk", 8), ("blk", 4), ("other", 8))):
         inits += [numpy_helper.from_array(rng.standard_normal((6, width)).astype(np.float32), f"w{i}"),
                   numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), f"b{i}")]
-        nodes += [helper.make_node("MatMul", ["x", f"w{i}"], [f"m{i}"], name=f"blk/p{i}/MatMul"),
-                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"y{i}"], name=f"blk/p{i}/Add")]
+        nodes += [helper.make_node("MatMul", ["x", f"w{i}"], [f"m{i}"], name=f"{scope}/p{i}/MatMul"),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"y{i}"], name=f"{scope}/p{i}/Add")]
         outs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [2, 5, width]))
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 6])], outs, inits)
     src, dst = tmp_path / "a.onnx", tmp_path / "b.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(src))
     assert fuse_sibling_matmuls(src, dst) == 1
     fused = onnx.load(str(dst))
-    assert [n.op_type for n in fused.graph.node] == ["MatMul", "Add", "Split"]
+    # one group per name scope (a block's fused nodes keep its prefix: block exclusion still finds them)
+    assert [(n.op_type, n.name) for n in fused.graph.node] == [
+        ("MatMul", "blk/fused_matmul_1/MatMul"), ("Add", "blk/fused_matmul_1/Add"),
+        ("Split", "blk/fused_matmul_1/Split"), ("MatMul", "other/p3/MatMul"), ("Add", "other/p3/Add")]
     x = rng.standard_normal((2, 5, 6)).astype(np.float32)
     a = ort.InferenceSession(str(src)).run(None, {"x": x})
     b = ort.InferenceSession(str(dst)).run(None, {"x": x})

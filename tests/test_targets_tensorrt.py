@@ -140,6 +140,58 @@ def test_int8_bundle_is_explicit_qdq_and_proven(int8_bundle):
     assert b["calibration"] is None
 
 
+def _qkv_matmuls(m, block="stages.6.blocks.0/mixing/"):
+    """The attention block's q/k/v projection MatMuls (the attention core's two MatMuls and proj aside)."""
+    return [n for n in m.graph.node if n.op_type == "MatMul" and n.name.startswith(block)
+            and ("fused_matmul" in n.name or n.name.endswith(("/q/MatMul", "/k/MatMul", "/v/MatMul")))]
+
+
+def test_int8_bundle_quantizes_the_fused_qkv_form(int8_bundle):
+    """The bundle's Q/DQ ONNX starts from the ONNX the other INT8 targets quantize
+    (``exporting.onnx_forms.int8_source``): one Q/DQ MatMul + Split per q/k/v group instead of three,
+    exact against the verified ONNX before quantization, gated, the form recorded in the manifest
+    and in bundle.json, and the fused intermediate not left in the bundle."""
+    import onnx
+
+    art, d, ctx = int8_bundle
+    src = onnx.load(str(ctx.onnx_path))
+    assert len(_qkv_matmuls(src)) == 3  # the deploy form keeps q, k, v separate (OpenVINO's float attention)
+    m = onnx.load(str(d / "model.onnx"))
+    qkv = _qkv_matmuls(m)
+    assert [n.name for n in qkv] == ["stages.6.blocks.0/mixing/fused_matmul_1/MatMul"]
+    producer = {o: n.op_type for n in m.graph.node for o in n.output}
+    assert [producer.get(i) for i in qkv[0].input] == ["DequantizeLinear", "DequantizeLinear"]  # int8 x int8
+    assert any(n.op_type == "Split" and n.name.startswith("stages.6.blocks.0/mixing/fused_matmul_1/")
+               for n in m.graph.node)
+    assert art.extra["deploy_form"] == {"attention_projections": "fused qkv"}
+    b = json.loads((d / "bundle.json").read_text())
+    assert b["onnx_precision"]["deploy_form"] == {"attention_projections": "fused qkv"}
+    assert "1 group(s) of q/k/v projections fused" in b["onnx_precision"]["summary"]
+    assert all(p.passed for p in art.parity) and art.parity
+    assert sorted(art.files) == sorted(p.name for p in d.iterdir())  # no fused / attempt file left
+
+
+def test_int8_exclude_of_the_attention_block_keeps_its_fused_nodes_float(tmp_path):
+    """``--int8-exclude stages.6.blocks.0`` (the attention block): its fused q/k/v MatMul, like every
+    other node of the block, gets no Q/DQ; the blocks around it stay quantized."""
+    import onnx
+
+    art, d, _ = _export(tmp_path, "int8", with_eval=False, int8_exclude="stages.6.blocks.0")
+    fb = art.extra["int8_fallback"]
+    assert fb["asked"] == ["stages.6.blocks.0"] and fb["float_blocks"] == ["stages.6.blocks.0"]
+    assert art.extra["deploy_form"] == {"attention_projections": "fused qkv"}
+    m = onnx.load(str(d / "model.onnx"))
+    producer = {o: n.op_type for n in m.graph.node for o in n.output}
+    assert [n.name for n in _qkv_matmuls(m)] == ["stages.6.blocks.0/mixing/fused_matmul_1/MatMul"]
+    for n in m.graph.node:
+        if n.op_type in ("Conv", "MatMul", "Gemm"):
+            fed = any(producer.get(i) == "DequantizeLinear" for i in n.input)
+            assert fed != n.name.startswith("stages.6.blocks.0/"), n.name
+    b = json.loads((d / "bundle.json").read_text())
+    assert b["onnx_precision"]["excluded_blocks"] == ["stages.6.blocks.0"] and b["onnx_precision"]["float_nodes"] >= 4
+    assert all(p.passed for p in art.parity) and sorted(art.files) == sorted(p.name for p in d.iterdir())
+
+
 def test_int8_exclude_leaves_blocks_without_qdq(tmp_path):
     import onnx
 

@@ -5,10 +5,11 @@ The deploy form keeps the attention block's q, k and v as three projections beca
 plugin miscomputed the fused static-shape attention in float (its MHA fusion; see the deploy form).
 Three small projections cost more than one, in ONNX Runtime (three Gemms: about twice the fused one)
 and in INT8 (three quantized FullyConnected layers, each with its own requantization, where NNCF's
-quantization of the naive export has one), so the ``onnx`` and ONNX Runtime targets and both INT8
-quantizers fuse them back (:func:`fuse_sibling_matmuls`). This MatMul + Add + Split form also runs exact
-in OpenVINO's float CPU plugin (the miscomputed one was qkv + Gather; the ``onnx`` target's test checks
-it), but OpenVINO's float IRs are still converted from the separate form.
+quantization of the naive export has one), so the ``onnx`` and ONNX Runtime targets and every INT8
+quantizer (ONNX Runtime, OpenVINO/NNCF, TensorRT's Q/DQ ONNX) fuse them back
+(:func:`fuse_sibling_matmuls`). This MatMul + Add + Split form also runs exact in OpenVINO's float CPU
+plugin (the miscomputed one was qkv + Gather; the ``onnx`` target's test checks it), but OpenVINO's
+float IRs are still converted from the separate form.
 """
 
 from __future__ import annotations
@@ -16,12 +17,20 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _scope(name: str) -> str:
+    """The name scope of a projection's MatMul (``blk/attn/q/MatMul`` -> ``blk/attn``); "" when unscoped."""
+    return name.rsplit("/", 2)[0] if "/" in name else ""
+
+
 def fuse_sibling_matmuls(src: Path, dst: Path) -> int:
     """One projection where the deploy form has several: MatMul(+Add bias) nodes that read the same
     tensor with constant weights (the separate q/k/v of the attention block) become one MatMul + Add
     over the concatenated weights and a Split. Exact (the same products, concatenated); standard ONNX
-    ops only; the fused nodes keep their block's name prefix (the INT8 fallback and the boundary taps
-    still find them). Writes ``dst`` and returns the number of groups fused (0: unchanged)."""
+    ops only. Only nodes of one name scope (``stages.6.blocks.0/mixing/q/MatMul`` ->
+    ``stages.6.blocks.0/mixing``) are fused together and the fused nodes are named in that scope, so a
+    block's fused nodes keep its name prefix (the INT8 fallback's and ``--int8-exclude``'s block
+    exclusion, ``block_nodes``, and the boundary taps still find them). Writes ``dst`` and returns the
+    number of groups fused (0: unchanged)."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -51,14 +60,14 @@ def fuse_sibling_matmuls(src: Path, dst: Path) -> int:
         b = const(other)
         if b is None or b.shape != (w.shape[1],):
             continue
-        groups.setdefault(n.input[0], []).append((n, add, w, b))
+        groups.setdefault((n.input[0], _scope(n.name)), []).append((n, add, w, b))
     drop, fused = set(), 0
     new_nodes: dict = {}  # id of the first MatMul of a group -> its replacement nodes
-    for x, members in groups.items():
+    for (x, scope), members in groups.items():
         if len(members) < 2 or len({w.shape[0] for _, _, w, _ in members}) != 1:
             continue
         fused += 1
-        base = members[0][0].name.rsplit("/", 2)[0] + f"/fused_matmul_{fused}"
+        base = f"{scope}/fused_matmul_{fused}" if scope else f"fused_matmul_{fused}"
         w = np.concatenate([w for _, _, w, _ in members], 1).astype(np.float32)
         b = np.concatenate([b for _, _, _, b in members]).astype(np.float32)
         sizes = np.array([mw.shape[1] for _, _, mw, _ in members], np.int64)

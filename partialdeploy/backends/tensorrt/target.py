@@ -9,7 +9,9 @@ fp32: the verified deploy ONNX. fp16 and int8 (``precision.py``):
 fp16: a strongly typed mixed-precision ONNX (onnxconverter-common ``convert_float_to_float16``, inputs
       and outputs kept fp32, the sums of squares / square roots of the channel gates kept fp32 so they
       cannot overflow fp16's 65504).
-int8: an explicit-quantization ONNX: Q/DQ nodes from ``onnxruntime.quantization.quantize_static``
+int8: an explicit-quantization ONNX of the verified ONNX with the attention's q/k/v projections fused
+      into one MatMul + Split (``exporting.onnx_forms.int8_source``, as for the ONNX Runtime and OpenVINO
+      INT8 artifacts; exact): Q/DQ nodes from ``onnxruntime.quantization.quantize_static``
       (symmetric int8 activations, per-channel symmetric int8 weights, float bias, Q/DQ only on the
       inputs of Conv / MatMul / Gemm where TensorRT fuses them), calibrated on the calibration images
       here (min-max by default, ``ort_calibration`` picks entropy / percentile); Conv/MatMul/Gemm outputs
@@ -105,14 +107,16 @@ class TensorRTTarget(Target):
         ws = int(opts.runtime_option("workspace_mb", DEFAULT_WORKSPACE_MB))
         out_dir = Path(out_dir)
         work = out_dir / "model.precision.part.onnx"
+        fused = out_dir / "model.fused.part.onnx"  # the Q/DQ source: q/k/v fused (exporting.onnx_forms)
         notes: list[str] = []
+        form: dict = {}  # extra["deploy_form"] of the Q/DQ ONNX, as the other INT8 targets record it
         fb = None  # INT8 fallback result (explicit Q/DQ INT8)
         t0 = time.perf_counter()
         try:
             if prec == "fp16":
                 info = to_fp16(ctx.onnx_path, work)
             elif prec == "int8" and not implicit:
-                info, fb = self._qdq_until_gate(ctx, work)
+                info, fb = self._qdq_until_gate(ctx, work, fused, form, notes)
             else:
                 info = {"precision": prec, "summary": "fp32" if prec == "fp32" else
                         f"fp32 ONNX; INT8 by TensorRT {generation}'s implicit calibration on the device"}
@@ -135,6 +139,7 @@ class TensorRTTarget(Target):
                 num_classes=ctx.spec.num_classes, wheel=opts.runtime_option("bundle_wheel")))
         finally:
             work.unlink(missing_ok=True)
+            fused.unlink(missing_ok=True)
             for f in out_dir.glob("model.int8-*.part.onnx"):  # fallback attempts
                 f.unlink(missing_ok=True)
         files = list(bundle["files"])
@@ -142,7 +147,8 @@ class TensorRTTarget(Target):
         out_shape = [bundle["input"]["shape"][0], ctx.spec.num_classes]
         outputs = [{"name": ctx.output_name, "shape": out_shape, "dtype": "float32"}]
         extra = {"trtexec": bundle["trtexec_line"], "tensorrt": bundle["tensorrt"], "onnx_precision": info,
-                 "batch": brange, "workspace_mb": ws, "onnx_ops_checked": len(rep["ops"]), "onnx_opset": rep["opset"]}
+                 "batch": brange, "workspace_mb": ws, "onnx_ops_checked": len(rep["ops"]), "onnx_opset": rep["opset"],
+                 **form}
         notes.append(f"model.onnx: {info['summary']}" + (" (proven in ONNX Runtime on CPU)" if parity else ""))
         if fb is not None:
             extra["int8_fallback"] = fb.to_dict()
@@ -165,22 +171,28 @@ class TensorRTTarget(Target):
                         parity=parity, verified=BUNDLE_VERIFIED, runtime_version=None, notes=notes, extra=extra)
 
     @staticmethod
-    def _qdq_until_gate(ctx: ExportContext, dst: Path):
+    def _qdq_until_gate(ctx: ExportContext, dst: Path, fused: Path, form: dict, notes: list[str]):
         """The Q/DQ INT8 ONNX, through the INT8 fallback loop (partialdeploy.exporting.int8fallback): plain PTQ
         first; when it misses the INT8 gate in ONNX Runtime (CPU), the blocks that add the most
         quantization error are left without Q/DQ (TensorRT then runs them in float: strong typing
-        keeps them fp32) until the gate holds. Returns (Q/DQ summary of the kept model, FallbackResult);
-        VerificationError (exit 1) with every attempt's numbers when no mix holds."""
+        keeps them fp32) until the gate holds. Every attempt quantizes the same source, written once to
+        ``fused`` (the caller removes it): the verified ONNX with the attention's q/k/v projections fused
+        (``exporting.onnx_forms.int8_source``: one Q/DQ MatMul instead of three, as the ONNX Runtime and
+        OpenVINO INT8 artifacts have; the fused nodes keep their block's name, so excluded blocks stay
+        float). Records the form in ``form["deploy_form"]``. Returns (Q/DQ summary of the kept model,
+        FallbackResult); VerificationError (exit 1) with every attempt's numbers when no mix holds."""
         from partialdeploy.backends.onnxruntime.quantizer import calibration_method, ort_quantizer
         from partialdeploy.exporting.int8fallback import quantize_until_gate
+        from partialdeploy.exporting.onnx_forms import int8_source
 
         opts = ctx.options
         method = calibration_method(opts)
+        source, n_fused = int8_source(ctx.onnx_path, fused, form, notes)
         infos: dict = {}
 
         def quantize(float_blocks):
             path = dst.with_name(f"model.int8-{len(infos) + 1}.part.onnx")
-            infos[path] = to_qdq_int8(ctx.onnx_path, path, ctx.calib, ctx.input_name,
+            infos[path] = to_qdq_int8(source, path, ctx.calib, ctx.input_name,
                                       exclude=list(float_blocks), method=method)
             return path
 
@@ -193,6 +205,9 @@ class TensorRTTarget(Target):
         fb.handle.replace(dst)
         info = dict(infos[fb.handle])
         info["fallback_float_blocks"] = fb.float_blocks
+        info["deploy_form"] = form["deploy_form"]  # bundle.json's onnx_precision: the form TensorRT builds
+        if n_fused:
+            info["summary"] += f"; {n_fused} group(s) of q/k/v projections fused into one MatMul + Split"
         return info, fb
 
     @staticmethod
