@@ -4,9 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import run_cli
+from test_exit_codes import cli  # noqa: F401 (the in-process entry point fixture)
 from partialdeploy.models import build_model
 from partialdeploy.families import variant_spec
 
@@ -65,7 +67,10 @@ def _one_line_error(r, code, *words):
         assert w in text, (w, text)
 
 
-def test_bad_inputs_exit_2_one_line_nothing_written(tmp_path):
+def _bad_inputs(tmp_path):
+    """(argv, word the one error line must contain) for bad inputs of every kind — a missing file, a
+    pickle payload that would create ``PWNED``, a truncated checkpoint, a variant or activation that does
+    not fit it, bad options, INT8 without calibration images — and the output folder none may create."""
     out = tmp_path / "out"
     evil = tmp_path / "evil.pth"
     marker = tmp_path / "PWNED"
@@ -94,12 +99,36 @@ def test_bad_inputs_exit_2_one_line_nothing_written(tmp_path):
           "-o", out], "calibration folder"),
         (["inspect", tmp_path / "missing.pth"], "does not exist"),
     ]
+    return cases, out, marker
+
+
+def _nothing_written(tmp_path, out, marker, args):
+    assert not out.exists(), args
+    assert not marker.exists(), "code from the checkpoint was executed"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".partialdeploy-staging")]
+
+
+@pytest.mark.slow  # one interpreter per case (~25 s): `make test-slow`; the default run has the test below
+def test_bad_inputs_exit_2_one_line_nothing_written(tmp_path):
+    cases, out, marker = _bad_inputs(tmp_path)
     for args, word in cases:
         r = run_cli(*args)
         _one_line_error(r, 2, word)
-        assert not out.exists(), args
-    assert not marker.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".partialdeploy-staging")]
+        _nothing_written(tmp_path, out, marker, args)
+
+
+def test_bad_inputs_exit_2_one_line_in_process(cli, tmp_path):  # noqa: F811
+    """Every bad input of the slow test above, through the real entry point (``cli.main``) in this
+    process; the pickle payload also through a real ``partialdeploy`` process (its exit code and stderr)."""
+    cases, out, marker = _bad_inputs(tmp_path)
+    for args, word in cases:
+        code, stdout, err = cli(*args)
+        _one_line_error(subprocess.CompletedProcess(args, code, stdout, err), 2, word)
+        _nothing_written(tmp_path, out, marker, args)
+    args, word = cases[1]
+    assert word == "refusing to load"
+    _one_line_error(run_cli(*args), 2, word)
+    _nothing_written(tmp_path, out, marker, args)
 
 
 def test_parity_breach_exits_1_with_numbers(tmp_path, monkeypatch):

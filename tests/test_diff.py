@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from test_exit_codes import cli  # noqa: F401 (the in-process entry point fixture)
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -113,6 +114,7 @@ def test_diff_error_paths(demo_onnx, tmp_path):
     assert r.returncode == 2 and "--images" in r.stderr
 
 
+@pytest.mark.slow  # a real two-target export and four diffs, each its own interpreter: `make test-slow`
 def test_diff_export_dir_checks_sha256_and_choice(tmp_path):
     from partialdeploy import demo
 
@@ -132,6 +134,43 @@ def test_diff_export_dir_checks_sha256_and_choice(tmp_path):
     art.write_bytes(bytes(data))
     r = run_cli("diff", demo.DEMO_CKPT, out, "--target", "onnxruntime")
     assert r.returncode == 2 and "changed after export" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_diff_export_dir_choice_and_sha256_in_process(cli, demo_dir, tmp_path):  # noqa: F811
+    """The slow test above without its export: the session's demo export with a second artifact entered
+    in its manifest (the same ONNX as onnxruntime/fp32, its sha256 recorded), diffed through the real
+    entry point in this process: several artifacts -> pick one; none matching -> say what there is;
+    the picked one diffed; a byte changed after export -> refused, not compared."""
+    import shutil
+
+    from partialdeploy import demo
+    from partialdeploy.integrity import files_sha256
+    from partialdeploy.records import Artifact
+
+    d = tmp_path / "dist"
+    shutil.copytree(demo_dir, d)
+    rel = "onnxruntime/fp32/model.onnx"
+    (d / rel).parent.mkdir(parents=True)
+    shutil.copyfile(d / "onnx/fp32/model.onnx", d / rel)
+    sha = files_sha256(d, [rel])
+    m = json.loads((d / "manifest.json").read_text())
+    m["artifacts"].append(Artifact(target="onnxruntime", precision="fp32", path=rel, files=[rel], sha256=sha[rel],
+                                   files_sha256=sha, size_bytes=(d / rel).stat().st_size,
+                                   verified="parity").to_dict())
+    (d / "manifest.json").write_text(json.dumps(m))
+    code, _, err = cli("diff", demo.DEMO_CKPT, d)
+    assert code == 2 and "several artifacts (onnx/fp32, onnxruntime/fp32)" in err
+    code, _, err = cli("diff", demo.DEMO_CKPT, d, "--target", "openvino")
+    assert code == 2 and "no artifact" in err and "it has: onnx/fp32, onnxruntime/fp32" in err
+    code, out, err = cli("diff", demo.DEMO_CKPT, d, "--target", "onnxruntime", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["cand"]["input"].endswith("(onnxruntime/fp32)") and res["first_divergent"] is None
+    data = bytearray((d / rel).read_bytes())
+    data[-10] ^= 0xFF  # damage the artifact: diff must refuse it, not compare it
+    (d / rel).write_bytes(bytes(data))
+    code, _, err = cli("diff", demo.DEMO_CKPT, d, "--target", "onnxruntime")
+    assert code == 2 and "changed after export" in err and "Traceback" not in err
 
 
 def test_diff_onnxruntime_vs_openvino_both_ways(demo_onnx, tmp_path):

@@ -24,6 +24,7 @@ import torch
 
 from hostile import ROOT, Payload, demo_state, export_demo, save_pth, tree
 from partialdeploy.errors import PartialDeployError
+from test_exit_codes import cli  # noqa: F401 (the in-process entry point fixture)
 
 SEED = int(os.environ.get("PARTIALDEPLOY_FUZZ_SEED", "12"))
 N_CKPT = 240
@@ -314,6 +315,7 @@ def _cli(*args, cwd):
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow  # seven interpreters, one a full export (~12 s): `make test-slow`; the default run has the next
 def test_fuzz_cli_sample(export_dir, tmp_path):
     """A sample through the real command line: exit 0 or 2, never a traceback; nothing written on 2."""
     rng = random.Random(SEED + 3)
@@ -333,6 +335,33 @@ def test_fuzz_cli_sample(export_dir, tmp_path):
                  cwd=tmp_path)
         assert r.returncode in (0, 2) and "Traceback" not in r.stderr, (how, r.returncode, r.stderr[-800:])
         if r.returncode == 2:
+            assert tree(d) == before, how
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_fuzz_cli_sample_in_process(cli, export_dir, tmp_path):  # noqa: F811
+    """The sample above through the real entry point (``cli.main``) in this process: the mutated
+    checkpoints of the sample that the loader refuses (the accepted one is a plain export, which other
+    default tests run) exit 2 with one error line and write nothing; the three mutated export folders
+    profile to exit 0 or 2, never a traceback, and are left as they were on 2."""
+    rng = random.Random(SEED + 3)
+    cks = list(mutated_checkpoints(tmp_path, 24))
+    refused = [(name, p) for name, p in (cks[i] for i in (0, 5, 11, 17)) if _outcome(_check_load, p) == "refused"]
+    assert len(refused) >= 2, refused  # the sample holds damaged checkpoints
+    for name, p in refused:
+        out = tmp_path / f"out-{p.stem}"
+        code, _, err = cli("export", p, "--act", "gelu", "-o", out)
+        lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("✓ ", "note:"))]
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), (name, code, err[-800:])
+        assert not out.exists(), name
+    for i in range(3):
+        d = tmp_path / f"e{i}"
+        how = mutate_export(export_dir, d, rng)
+        before = tree(d)
+        code, _, err = cli("profile", d, "--runs", "2", "--min-time", "0", "--warmup", "0", "--blocks", "1",
+                           "--no-layers")
+        assert code in (0, 2) and "Traceback" not in err and "internal error" not in err, (how, code, err[-800:])
+        if code == 2:
             assert tree(d) == before, how
     assert not (tmp_path / "PWNED").exists()
 
