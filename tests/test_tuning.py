@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("openvino")
@@ -66,37 +67,77 @@ def test_openvino_int8_offers_bf16_float_parts_only_with_bf16_units(int8_export)
         assert ov["extra"]["compute_precision"] == "f32"
 
 
-def test_onnxruntime_int8_offers_gelu_in_float_and_leaves_one_file(int8_export):
-    """The demo uses GELU: the Q/DQ form without Q/DQ on GELU is built and timed (or skipped over budget,
-    said so); whichever is kept, the artifact directory holds one model file, the one the manifest hashes."""
+def test_onnxruntime_int8_quantizes_the_arithmetic_and_offers_every_op_and_leaves_one_file(int8_export):
+    """Q/DQ sits on the convolutions and matrix products (element-wise ops in float, GELU one op); the
+    form with Q/DQ on every op ONNX Runtime knows is built and timed (or skipped over budget, said so);
+    whichever is kept, the directory holds one model file, the one the manifest hashes."""
+    import onnx
+
+    from partialdeploy.backends.onnxruntime.target import PLACEMENT_DEFAULT, PLACEMENT_EVERY
     from partialdeploy.integrity import artifact_sha256
 
     res, manifest = int8_export
     ort = next(e for e in manifest["artifacts"] if e["target"] == "onnxruntime")
     tune = ort["extra"]["tuning"]
-    assert "GELU in float" in set(tune["latency_ms"]) | set(tune["skipped"])
+    assert PLACEMENT_EVERY in set(tune["latency_ms"]) | set(tune["skipped"])
     d = res.out_dir / "onnxruntime" / "int8"
     assert sorted(p.name for p in d.iterdir()) == ["model.onnx"]
     assert artifact_sha256(d / "model.onnx") == ort["sha256"]
     placement = ort["extra"]["qdq_placement"]
-    assert ("GELU" in placement) == (tune["chosen"] == "GELU in float")
+    assert placement == (PLACEMENT_EVERY if tune["chosen"] == PLACEMENT_EVERY else PLACEMENT_DEFAULT)
+    assert ort["extra"]["deploy_form"]["gelu"] == "one Gelu op (opset 20)"  # the demo uses GELU
+    m = onnx.load(str(d / "model.onnx"))
+    ops = [n.op_type for n in m.graph.node]
+    assert "Gelu" in ops and "Erf" not in ops
+    if placement == PLACEMENT_DEFAULT:  # every Q/DQ pair is an input or the output of the arithmetic
+        arith = {"Conv", "MatMul", "Gemm"}
+        producer = {o: n for n in m.graph.node for o in n.output}
+        users: dict = {}
+        for n in m.graph.node:
+            for i in n.input:
+                users.setdefault(i, []).append(n)
+        for q in (n for n in m.graph.node if n.op_type == "QuantizeLinear"):
+            src = producer.get(q.input[0])
+            feeds = {u.op_type for dq in users.get(q.output[0], []) for u in users.get(dq.output[0], [])}
+            assert (src is not None and src.op_type in arith) or feeds & arith, (q.name, src and src.op_type, feeds)
 
 
-def test_gelu_nodes_finds_every_exported_gelu(tmp_path):
+def test_gelu_as_op_replaces_every_exported_gelu_exactly(tmp_path):
+    """torch's five-node GELU at opset 17 becomes ONNX's Gelu (opset 20), named in its scope; ONNX
+    Runtime computes the same outputs; a model without GELU is left alone (nothing written)."""
+    import onnx
+    import onnxruntime as ort
     import torch
 
-    from partialdeploy.backends.onnxruntime.target import gelu_nodes
+    from partialdeploy.exporting.onnx_forms import gelu_as_op
 
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.GELU(), torch.nn.Conv2d(4, 4, 1), torch.nn.GELU(),
-                              torch.nn.Conv2d(4, 2, 1), torch.nn.ReLU())
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = (torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 4, 1),
+                                      torch.nn.Conv2d(4, 2, 1))
+
+        def forward(self, x):
+            y = torch.nn.functional.gelu(self.a(x))
+            y = torch.nn.functional.gelu(self.b(y)) + y.mean(dim=(2, 3), keepdim=True)  # a ReduceMean too
+            return torch.relu(self.c(y))
+
     path = tmp_path / "g.onnx"
-    torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False, opset_version=17)
-    import onnx
-
-    ops = {n.name: n.op_type for n in onnx.load(str(path)).graph.node}
-    found = gelu_nodes(path)
-    assert sorted(ops[n] for n in found) == sorted(["Div", "Erf", "Add", "Mul", "Mul"] * 2)
-    assert not any(ops[n] in ("Conv", "Relu") for n in found)
+    torch.onnx.export(Net().eval(), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False, opset_version=17)
+    assert gelu_as_op(path, tmp_path / "g20.onnx") == 2
+    m = onnx.load(str(tmp_path / "g20.onnx"))
+    assert m.opset_import[0].version == 20 and [n.op_type for n in m.graph.node].count("Gelu") == 2
+    assert not {"Erf", "Div"} & {n.op_type for n in m.graph.node}
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    outs = []
+    for p in (path, tmp_path / "g20.onnx"):
+        s = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        outs.append(s.run(None, {s.get_inputs()[0].name: x})[0])
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    relu = tmp_path / "r.onnx"
+    torch.onnx.export(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.ReLU()), (torch.zeros(1, 3, 8, 8),),
+                      str(relu), dynamo=False, opset_version=17)
+    assert gelu_as_op(relu, tmp_path / "r20.onnx") == 0 and not (tmp_path / "r20.onnx").exists()
 
 
 def test_a_faster_form_that_misses_the_gate_is_not_kept(int8_export):

@@ -116,3 +116,90 @@ def int8_source(onnx_path: Path, fused: Path, extra: dict, notes: list[str]) -> 
         return Path(onnx_path), 0
     return Path(fused), n
 
+
+
+GELU_OPSET = 20  # the first opset with a standard Gelu operator
+
+
+def _scalar(consts: dict, name: str, value: float) -> bool:
+    v = consts.get(name)
+    return v is not None and v.size == 1 and abs(float(v.reshape(-1)[0]) - value) < 1e-6 * max(1.0, abs(value))
+
+
+def _gelu_groups(g) -> list[tuple[list, str, object]]:
+    """Every exact GELU as torch exports it at opset 17, ``x * (1 + erf(x / sqrt 2)) * 0.5``:
+    Div -> Erf -> Add -> Mul(x, ·) -> Mul(·, 0.5), nothing else reading its inner tensors. Returns
+    [(the first four nodes, x, the last Mul)]."""
+    from onnx import numpy_helper
+
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    producer = {o: n for n in g.node for o in n.output}
+    users: dict = {}
+    for n in g.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+
+    def only_user(name, op):
+        u = users.get(name, [])
+        return u[0] if len(u) == 1 and u[0].op_type == op else None
+
+    out = []
+    for erf in (n for n in g.node if n.op_type == "Erf"):
+        div = producer.get(erf.input[0])
+        if div is None or div.op_type != "Div" or not _scalar(consts, div.input[1], 2 ** 0.5):
+            continue
+        x = div.input[0]
+        add = only_user(erf.output[0], "Add") if only_user(div.output[0], "Erf") else None
+        if add is None or not _scalar(consts, next((i for i in add.input if i != erf.output[0]), ""), 1.0):
+            continue
+        mul = only_user(add.output[0], "Mul")
+        if mul is None or x not in mul.input:
+            continue
+        half = only_user(mul.output[0], "Mul")
+        if half is not None and _scalar(consts, next((i for i in half.input if i != mul.output[0]), ""), 0.5):
+            out.append(([div, erf, add, mul], x, half))
+    return out
+
+
+def gelu_as_op(src: Path, dst: Path) -> int:
+    """Every exact GELU of ``src`` as one standard ``Gelu`` operator (ONNX opset 20; the model is
+    converted to opset 20 by onnx's version converter first). Exact: the same function, one kernel.
+    Why: ONNX Runtime fuses the five-node GELU into one kernel at session creation — but not in a Q/DQ
+    model, where every consumer of a DequantizeLinear gets its own copy and the pattern no longer
+    matches, so a quantized GELU model ran five element-wise kernels per GELU. The ``Gelu`` node is named
+    in the scope of the nodes it replaces (a block keeps its name prefix). Writes ``dst`` and returns
+    the number of GELUs replaced (0: ``dst`` not written)."""
+    import onnx
+    from onnx import helper, version_converter
+
+    m = onnx.load(str(src))
+    groups = _gelu_groups(m.graph)
+    if not groups:
+        return 0
+    m = version_converter.convert_version(m, GELU_OPSET)
+    g = m.graph
+    groups = _gelu_groups(g)  # again: the converter rebuilds the graph
+    drop = {id(n) for nodes, _, _ in groups for n in nodes}
+    names = {n.name for n in g.node}
+    new = {}
+    for _, x, half in groups:
+        scope = half.name.rsplit("/", 1)[0] if "/" in half.name else ""
+        name = f"{scope}/Gelu" if scope else f"{half.name or 'gelu'}_gelu"
+        while name in names:  # unique, still in the scope
+            name += "_"
+        names.add(name)
+        new[id(half)] = helper.make_node("Gelu", [x], [half.output[0]], name=name)
+    nodes = [new.get(id(n), n) for n in g.node if id(n) not in drop]
+    used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
+    nodes = [n for n in nodes if n.op_type != "Constant" or n.output[0] in used]  # the GELUs' own constants
+    del g.node[:]
+    g.node.extend(nodes)
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(dst))
+    return len(groups)

@@ -67,8 +67,9 @@ def quantize_qdq(src: Path, dst: Path, calib: np.ndarray, input_name: str, batch
                  nodes_to_exclude=(), symmetric: bool = False, op_types=None, what: str = "INT8") -> Path:
     """``quantize_static`` in Q/DQ format: per-channel int8 weights; activations uint8 (ONNX Runtime's
     U8S8, what its x86 kernels run fastest) or, ``symmetric``, int8 with zero point 0 and the bias left
-    in float (what TensorRT requires). ``op_types``: quantize only the inputs of these ops (their outputs
-    stay float). ``nodes_to_exclude`` stay float. UserError on failure (``what`` names the form)."""
+    in float (what TensorRT requires). ``op_types``: quantize only these ops — their inputs and outputs,
+    or, ``symmetric``, their inputs only (their outputs stay float, as TensorRT wants); None: every op
+    ONNX Runtime's quantizer knows. ``nodes_to_exclude`` stay float. UserError on failure (``what`` names the form)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

@@ -13,7 +13,9 @@ fp16: not offered: ONNX Runtime's CPU provider has no fp16 kernels for most of t
       would insert casts and run slower than fp32) — use openvino or tensorrt for fp16.
 int8: static QDQ quantization (``quant_pre_process`` then ``quantize_static``) calibrated on the
       calibration images, per-channel int8 weights, uint8 activations (U8S8, what ORT's x86 kernels
-      with VNNI run fastest).
+      with VNNI run fastest), of the verified ONNX with q/k/v fused and every GELU as one ``Gelu`` op
+      (opset 20), Q/DQ on the convolutions and matrix products (ONNX Runtime's own default placement,
+      every op it knows, is the measured alternative).
 """
 
 from __future__ import annotations
@@ -59,70 +61,60 @@ def node_count(path: Path) -> int:
     return len(onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def gelu_nodes(path: Path) -> list[str]:
-    """Names of the nodes of every exact GELU (``x * 0.5 * (1 + erf(x / sqrt 2))`` as exported:
-    Div -> Erf -> Add -> Mul -> Mul): left without Q/DQ, ONNX Runtime fuses them into one Gelu kernel."""
-    import onnx
-
-    m = onnx.load(str(path), load_external_data=False)
-    producer = {o: n for n in m.graph.node for o in n.output}
-    consumers: dict = {}
-    for n in m.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    out = []
-    for e in (n for n in m.graph.node if n.op_type == "Erf"):
-        group = [e]
-        d = producer.get(e.input[0])
-        if d is not None and d.op_type == "Div":
-            group.append(d)
-        node = e
-        for op in ("Add", "Mul", "Mul"):
-            nxt = [c for c in consumers.get(node.output[0], []) if c.op_type == op]
-            if len(nxt) != 1:
-                break
-            node = nxt[0]
-            group.append(node)
-        out += [n.name for n in group if n.name]
-    return out
+# Q/DQ placement: the default puts Q/DQ on the inputs and outputs of the convolutions and matrix
+# products only, the element-wise ops between them (the channel gate's multiply, residual adds, concat,
+# GELU) run in float on the dequantized tensors; the alternative is ONNX Runtime's default, every op
+# its quantizer knows (QLinearMul/Add/Concat…), timed against it by the measured selection.
+ARITHMETIC_OPS = ("Conv", "MatMul", "Gemm")
+PLACEMENT_DEFAULT = "Conv/MatMul/Gemm (element-wise ops in float)"
+PLACEMENT_EVERY = "every quantizable op"
 
 
-def gelu_float_form(ctx: ExportContext, qdq, float_blocks) -> list:
-    """The INT8 form with every GELU left in float (so ONNX Runtime fuses it), the same blocks kept in
-    float, quantized from the same form of the ONNX as the artifact; built by partialdeploy.exporting.tuning only
-    within the budget. None when the model has no GELU."""
+def placement_form(ctx: ExportContext, qdq, float_blocks) -> list:
+    """The INT8 form with Q/DQ on every op ONNX Runtime's quantizer knows (its default), the same
+    blocks kept in float, quantized from the same form of the ONNX as the artifact; built by
+    partialdeploy.exporting.tuning only within the budget."""
     from onnxruntime.quantization import quant_pre_process
 
     from partialdeploy.exporting.tuning import Form
 
-    if not gelu_nodes(ctx.onnx_path):
-        return []
-    form = Form("GELU in float", {"qdq_placement": "every quantizable op but GELU (fused in float)"},
-                "Q/DQ left off every GELU so ONNX Runtime runs it as one fused float kernel")
+    form = Form(PLACEMENT_EVERY, {"qdq_placement": PLACEMENT_EVERY},
+                "Q/DQ on every op ONNX Runtime's quantizer knows (QLinearMul/Add/Concat between the convolutions)")
 
     def build(art_dir: Path) -> str:
-        pre = art_dir / "model.gelu-pre.part.onnx"
-        fused = art_dir / "model.gelu-fused.part.onnx"
+        pre = art_dir / "model.every-pre.part.onnx"
+        name = "model.every.part.onnx"
         try:
-            source = _int8_source(ctx, fused, {}, [])
+            source = _int8_source(ctx, art_dir / "model.every-src.part.onnx", {}, [])
             with quiet():
                 quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
-            name = "model.gelu-float.part.onnx"
-            qdq(pre, art_dir / name, block_nodes(pre, float_blocks) + gelu_nodes(pre))
+            qdq(pre, art_dir / name, block_nodes(pre, float_blocks), None)
         finally:
             pre.unlink(missing_ok=True)
-            fused.unlink(missing_ok=True)
+            for f in art_dir.glob("model.every-src.*"):
+                f.unlink(missing_ok=True)
         form.extra["nodes"] = node_count(art_dir / name)
         return name
     form.build = build
     return [form]
 
 
-def _int8_source(ctx: ExportContext, fused: Path, extra: dict, notes: list[str]) -> Path:
-    """The ONNX to quantize: q/k/v fused (one Q/DQ MatMul instead of three, as the fp32 artifact has)."""
-    from partialdeploy.exporting.onnx_forms import int8_source
+def _int8_source(ctx: ExportContext, path: Path, extra: dict, notes: list[str]) -> Path:
+    """The ONNX to quantize: q/k/v fused (one Q/DQ MatMul instead of three, as the fp32 artifact has)
+    and every GELU as one ``Gelu`` op (``onnx_forms.gelu_as_op``: in a Q/DQ model ONNX Runtime no
+    longer fuses the five-node GELU). Temporary files are ``path`` and ``path`` with ``.gelu`` before
+    its suffix; the caller removes them. Records both forms in ``extra["deploy_form"]``."""
+    from partialdeploy.exporting.onnx_forms import GELU_OPSET, gelu_as_op, int8_source
 
-    return int8_source(ctx.onnx_path, fused, extra, notes)[0]
+    src = int8_source(ctx.onnx_path, path, extra, notes)[0]
+    out = path.with_name(path.stem + ".gelu" + path.suffix)
+    try:
+        n = gelu_as_op(src, out)
+    except Exception as e:  # keep the five-node GELU: exact too, only slower
+        notes.append(f"GELU left as exported (five nodes): {first_line(e, 120)}")
+        n = 0
+    extra.setdefault("deploy_form", {})["gelu"] = f"one Gelu op (opset {GELU_OPSET})" if n else "as exported"
+    return out if n else src
 
 
 class OnnxRuntimeTarget(Target):
@@ -211,8 +203,9 @@ class OnnxRuntimeTarget(Target):
         bs = static_batch(ins[0]["shape"]) or 1
         tries = [0]
 
-        def qdq(src, path, exclude):
-            return quantize_qdq(src, path, ctx.calib, ctx.input_name, bs, method, exclude, what="ONNX Runtime INT8")
+        def qdq(src, path, exclude, op_types=ARITHMETIC_OPS):
+            return quantize_qdq(src, path, ctx.calib, ctx.input_name, bs, method, exclude, op_types=op_types,
+                                what="ONNX Runtime INT8")
 
         def quantize(float_blocks):
             tries[0] += 1  # every node of the blocks kept in float is excluded
@@ -221,7 +214,7 @@ class OnnxRuntimeTarget(Target):
         # every candidate is opened exactly as the artifact will be: the kept one's gate is its certificate
         opts = open_options(OnnxRuntimeRunner, ctx, Artifact("onnxruntime", "int8", "model.onnx", extra=extra))
         try:
-            source = _int8_source(ctx, dst.with_name("model.fused.tmp.onnx"), extra, notes)
+            source = _int8_source(ctx, dst.with_name("model.source.tmp.onnx"), extra, notes)
             with quiet():
                 quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
             fb = quantize_until_gate(ctx, ort_quantizer(ctx, "onnxruntime", quantize, opts),
@@ -240,8 +233,8 @@ class OnnxRuntimeTarget(Target):
         extra["int8_fallback"] = fb.to_dict()
         if fb.note():
             notes.append(fb.note())
-        forms.extend(gelu_float_form(ctx, qdq, fb.float_blocks))
-        extra.update(qdq_placement="every quantizable op")
+        forms.extend(placement_form(ctx, qdq, fb.float_blocks))
+        extra.update(qdq_placement=PLACEMENT_DEFAULT)
         extra.update(quantization="static QDQ", weights="int8 per-channel", activations="uint8 per-tensor",
                      calibration=method, calibration_images=len(ctx.calib))
         notes.append(f"INT8 static QDQ (U8S8, per-channel weights, {method} calibration) on {len(ctx.calib)} "
