@@ -146,15 +146,18 @@ def export(checkpoint: str | Path | None = None, targets: str | Iterable[str] | 
            variant: str | None = None, act: str | None = None, eval_dir: str | Path | None = None,
            calib_count: int | None = None, calib_seed: int = 0, check_images: str | Path | None = None,
            profile: str | None = None, fallback: bool = True, int8_exclude: str | Iterable[str] | None = None,
-           tune_budget: float | None = None, bundle_wheel: str | Path | None = None, opset: int = 17,
-           on_event: Event | None = None, check: bool = True, command: str | None = None) -> ExportResult:
+           tune_budget: float | None = None, tune_on=None, bundle_wheel: str | Path | None = None,
+           opset: int = 17, on_event: Event | None = None, check: bool = True,
+           command: str | None = None) -> ExportResult:
     """Export ``checkpoint`` (None: the bundled demo) to ``targets`` in ``precision`` (None: the
     profile's, else ``onnx`` / ``fp32``) into ``out``, every artifact proven by its parity gate, exactly
     as ``partialdeploy export`` does (which calls this).
 
     Raises UserError / RuntimeUnavailable on bad input (nothing written); with ``check`` (default) a
     failed gate raises ParityError carrying the numbers and the result of what was exported.
-    ``command`` is what the manifest records as the command (default ``partialdeploy.export(...)``)."""
+    ``command`` is what the manifest records as the command (default ``partialdeploy.export(...)``).
+    ``tune_on`` (a host, or ``remote.tune.TuneDevice`` with its Python and SSH options): the measured
+    selection times the forms on that device (``export --tune-on``)."""
     from partialdeploy.exporting.request import ExportRequest
     from partialdeploy.exporting.run import run_export
 
@@ -164,7 +167,8 @@ def export(checkpoint: str | Path | None = None, targets: str | Iterable[str] | 
         out_dir=Path(out), img_size=img_size, dynamic_batch=dynamic_batch, batch=batch, calib=_opt_path(calib),
         calib_count=calib_count, calib_seed=calib_seed, eval_dir=_opt_path(eval_dir),
         check_images=_opt_path(check_images), variant=variant, act=act, opset=opset, tune_budget=tune_budget,
-        int8_exclude=int8_exclude, bundle_wheel=_opt_path(bundle_wheel), command=command or "partialdeploy.export(...)")
+        tune_on=tune_on, int8_exclude=int8_exclude, bundle_wheel=_opt_path(bundle_wheel),
+        command=command or "partialdeploy.export(...)")
     progress = (lambda stage, msg: on_event(stage, {"message": msg})) if on_event else None
     try:
         res = run_export(req, progress)

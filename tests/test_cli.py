@@ -97,6 +97,10 @@ def _bad_inputs(tmp_path):
         (["export", good, "--precision", "int8", "--target", "openvino", "-o", out], "--calib"),
         (["export", good, "--calib", tmp_path / "nodir", "--precision", "int8", "--target", "openvino",
           "-o", out], "calibration folder"),
+        (["export", good, "--tune-on=-oProxyCommand=touch " + str(marker), "-o", out], "--tune-on"),
+        (["export", good, "--tune-on", "pi@10.0.0.7", "--tune-budget", "0", "-o", out], "--tune-budget"),
+        (["export", good, "--ssh-config", tmp_path / "nope", "-o", out], "go with --tune-on"),
+        (["export", good, "--tune-on", "pi@10.0.0.7", "--remote-timeout", "soon", "-o", out], "--remote-timeout"),
         (["inspect", tmp_path / "missing.pth"], "does not exist"),
     ]
     return cases, out, marker

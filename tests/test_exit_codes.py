@@ -130,6 +130,10 @@ def _cases():
         ("profile", "bad input", lambda t, d: ["profile", d, "--remote", "127.0.0.1", "--remote-timeout", "soon"],
          None, 2, "--remote-timeout 'soon' is not a duration"),
         ("profile", "bad input", lambda t, d: ["profile", d, "--remote-timeout", "5m"], None, 2, "go with --remote"),
+        ("export", "bad input", lambda t, d: ["export", "--tune-on", "-oProxyCommand=touch pwned", "-o", t / "o"], None,
+         2, "--tune-on '-oProxyCommand=touch pwned'"),
+        ("export", "bad input", lambda t, d: ["export", "--tune-on", "pi@10.0.0.7", "--tune-budget", "0", "-o",
+                                               t / "o"], None, 2, "--tune-budget, which is 0"),
         ("export", "usage", lambda t, d: ["export", "--bogus"], None, 2, "No such option: --bogus"),
         ("report compare", "usage", lambda t, d: ["report", "compare", "only-one.json"], None, 2, "Missing argument"),
     ]

@@ -15,6 +15,7 @@ pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
 
 from partialdeploy.exporting import tuning  # noqa: E402
+from partialdeploy.profiling import interleave  # noqa: E402
 from partialdeploy.errors import UserError  # noqa: E402
 from partialdeploy.exporting.options import ExportOptions  # noqa: E402
 from partialdeploy.exporting.request import ExportRequest  # noqa: E402
@@ -34,7 +35,7 @@ def test_every_timing_is_in_the_manifest_and_int8_is_timed_against_fp32(int8_exp
     res, manifest = int8_export
     for entry in manifest["artifacts"]:
         tune = entry["extra"]["tuning"]
-        assert tune["timed"] and tune["budget_s"] == 3 and tune["rounds"] >= tuning.MIN_ROUNDS
+        assert tune["timed"] and tune["budget_s"] == 3 and tune["rounds"] >= interleave.MIN_ROUNDS
         lat = tune["latency_ms"]
         assert {"as exported", "fp32"} <= set(lat) and all(v > 0 for v in lat.values())
         assert tune["chosen"] in lat
@@ -172,7 +173,7 @@ def test_a_lead_that_one_round_reverses_keeps_the_artifact_as_exported(int8_expo
                    parity=[ParityResult.from_dict(p) for p in entry["parity"]])
     form = tuning.Form("claims f16", {"compute_precision": "f16"})
     per_round = {"as exported": [2.0, 2.0, 1.5], "claims f16": [1.8, 1.7, 1.9]}
-    assert tuning.rounds_faster(per_round, "claims f16", "as exported") == (2, 3)
+    assert interleave.rounds_faster(per_round, "claims f16", "as exported") == (2, 3)
     chosen, gated = tuning._choose(make_ctx("int8"), art, res.out_dir / "openvino" / "int8", [form],
                                    {"as exported": 2.0, "claims f16": 1.8}, per_round)
     assert chosen == "as exported" and gated == {"claims f16": "not kept: faster in only 2 of 3 interleaved rounds"}

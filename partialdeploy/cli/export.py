@@ -12,10 +12,20 @@ from partialdeploy.backends import target_names
 from partialdeploy.errors import PartialDeployError
 
 
+TUNE_ON_HELP = ("Time the forms on this device over SSH instead (an ~/.ssh/config alias or [user@]host[:port], "
+                "as profile --remote); they are still built and gated here.")
+PYTHON_HELP = "Python on the device (needs numpy + the runtime)."
+CONFIG_HELP = "ssh_config to use instead of ~/.ssh/config."
+ACCEPT_HELP = "accept and record an unknown host key (a changed one is always refused)."
+TIMEOUT_HELP = ("With --tune-on: stop the timing job on the device after this long (default 10m per target); the "
+                "artifact is then kept as exported, the tuning recorded as not done.")
+
+
 @app.command(epilog="Examples:\n\n  partialdeploy export                      # the bundled demo -> dist/\n\n"
              "  partialdeploy export --target onnx ckpt.ckpt -o dist/\n\n"
              "  partialdeploy export --target all --precision int8 --calib images/ ckpt.pth\n\n"
-             "  partialdeploy export --profile tensorrt-jetson-orin-fp16 ckpt.pth")
+             "  partialdeploy export --profile tensorrt-jetson-orin-fp16 ckpt.pth\n\n"
+             "  partialdeploy export --target openvino --precision int8 --tune-on pi@10.0.0.7")
 def export(
     checkpoint: Optional[Path] = typer.Argument(None, help=CKPT_HELP, show_default=False),
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help=f"{', '.join(target_names())} or all "
@@ -61,6 +71,11 @@ def export(
                                                 "each artifact's correct forms on this machine (and INT8 against "
                                                 "fp32), keeping the fastest that passes the gate; 0 turns it off. "
                                                 "Default 5."),
+    tune_on: Optional[str] = typer.Option(None, "--tune-on", metavar="HOST", help=TUNE_ON_HELP),
+    remote_python: str = typer.Option("python3", "--remote-python", help=f"With --tune-on: {PYTHON_HELP}"),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help=f"With --tune-on: {CONFIG_HELP}"),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help=f"With --tune-on: {ACCEPT_HELP}"),
+    remote_timeout: Optional[str] = typer.Option(None, "--remote-timeout", help=TIMEOUT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
 ):
     """Checkpoint -> deploy form -> ONNX -> target artifacts, each proven by a parity gate.
@@ -68,11 +83,16 @@ def export(
     Exit codes: 0 ok, 1 a parity gate failed, 2 bad input / unavailable runtime."""
     from partialdeploy import api
 
+    try:
+        device = _tune_device(tune_on, remote_python, ssh_config, accept_new_host_key, remote_timeout)
+    except PartialDeployError as e:
+        fail(e)
     args = dict(checkpoint=checkpoint, targets=tuple(target or ()), precision=precision, out=output,
                 img_size=img_size, batch=batch, dynamic_batch=dynamic_batch, variant=variant, act=act,
                 eval_dir=eval_dir, calib=calib, calib_count=calib_count, calib_seed=calib_seed,
                 check_images=check_images, profile=profile, fallback=fallback, int8_exclude=int8_exclude,
-                tune_budget=tune_budget, bundle_wheel=bundle_wheel, opset=opset, check=False, command=command_line())
+                tune_budget=tune_budget, tune_on=device, bundle_wheel=bundle_wheel, opset=opset, check=False,
+                command=command_line())
     try:
         res = api.export(**args) if as_json else _with_progress(api.export, args)
     except PartialDeployError as e:
@@ -86,6 +106,21 @@ def export(
     else:
         _table(res, output)
     raise typer.Exit(res.exit_code)
+
+
+def _tune_device(host, python, ssh_config, accept_new, timeout):
+    """``--tune-on`` and its SSH options (shared with ``profile --remote``), or None."""
+    from partialdeploy.errors import UserError
+
+    if host is None:
+        if python != "python3" or ssh_config or accept_new or timeout:
+            raise UserError("--remote-python, --ssh-config, --accept-new-host-key and --remote-timeout go with "
+                            "--tune-on HOST")
+        return None
+    from partialdeploy.cli.remote import ssh_options
+    from partialdeploy.remote.tune import TuneDevice
+
+    return TuneDevice(host, python, ssh_options(ssh_config, accept_new, timeout))
 
 
 def _with_progress(export, args: dict):

@@ -25,6 +25,7 @@ class ExportOptions:
     batch_range: Mapping[str, int] | None = None  # {min, opt, max} of a dynamic batch (profile ``batch``)
     threads: int | None = None  # runtime threads of the gates (profile ``threads``)
     tune_budget: float = DEFAULT_TUNE_BUDGET_S  # seconds of measured selection per artifact; 0: off
+    tune_on: Any = None  # remote.tune.TuneDevice (or a host): the measured selection times there (--tune-on)
     int8_fallback: bool = True  # INT8: keep the most sensitive blocks in float until the gate holds
     int8_max_float_blocks: int = DEFAULT_MAX_FLOAT_BLOCKS  # ... at most this many
     int8_exclude: tuple[str, ...] = ()  # INT8: blocks kept in float from the start (official block names)
@@ -40,6 +41,8 @@ class ExportOptions:
         if not (b >= 0 and math.isfinite(b)):
             raise UserError(f"--tune-budget {b} must be ≥ 0 seconds (0 turns tuning off)")
         object.__setattr__(self, "tune_budget", b)
+        if self.tune_on is not None:
+            object.__setattr__(self, "tune_on", _tune_device(self.tune_on, b))
         if isinstance(self.int8_max_float_blocks, bool) or not isinstance(self.int8_max_float_blocks, int) \
                 or self.int8_max_float_blocks < 0:
             raise UserError(f"int8_max_float_blocks {self.int8_max_float_blocks!r} must be an integer ≥ 0")
@@ -70,6 +73,20 @@ class ExportOptions:
 
     def with_batch(self, batch: int) -> "ExportOptions":
         return replace(self, batch=int(batch))
+
+
+def _tune_device(value, budget: float):
+    """``tune_on`` checked (host syntax, --remote-python, --ssh-config) before any work or connection."""
+    from partialdeploy.remote.tune import TuneDevice
+
+    dev = TuneDevice(value) if isinstance(value, str) else value
+    if not isinstance(dev, TuneDevice):
+        raise UserError(f"tune_on {value!r} must be a host (e.g. jetson, pi@10.0.0.7) or a remote.tune.TuneDevice")
+    if budget == 0:
+        raise UserError("--tune-on times the forms on the device within --tune-budget, which is 0: give a budget "
+                        "(e.g. --tune-budget 5) or drop --tune-on")
+    dev.check()
+    return dev
 
 
 def parse_blocks(value) -> tuple[str, ...]:

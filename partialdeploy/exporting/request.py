@@ -43,7 +43,7 @@ class ExportRequest:
     _PROFILE_FIELDS = {"target": "targets", "precision": "precision", "img_size": "img_size",
                        "dynamic_batch": "dynamic_batch", "batch": "batch", "calib_images": "calib_count"}
     # flags that set a target option (ExportOptions), like the profile field of the same name
-    _OPTION_FLAGS = ("tune_budget", "int8_exclude", "int8_max_float_blocks", "bundle_wheel")
+    _OPTION_FLAGS = ("tune_budget", "tune_on", "int8_exclude", "int8_max_float_blocks", "bundle_wheel")
     _NOT_OPTIONS = ("description", "tolerances")  # profile fields that tell the targets nothing
 
     @classmethod
@@ -115,6 +115,8 @@ def check_request(req: ExportRequest) -> tuple[str, ...]:
     if req.out_dir.exists() and not req.out_dir.is_dir():
         raise UserError(f"output {req.out_dir} exists and is not a directory: choose another -o")
     export_dir.check_owned(req.out_dir, targets, req.precision)  # never write into a folder that is not ours
+    if req.options.tune_on is not None:  # an unreachable device is said before any work
+        req.options.tune_on.reachable()
     # optional runtimes must exist before any work when a single target was asked for explicitly
     if len(targets) == 1:
         t = get_target(targets[0])

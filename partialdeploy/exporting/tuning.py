@@ -25,9 +25,10 @@ from typing import Callable
 
 import numpy as np
 
-MIN_ROUNDS, MAX_ROUNDS = 3, 5
-BLOCK_S, BLOCK_RUNS, WARMUP = 0.05, 5, 2
+from partialdeploy.profiling.interleave import interleaved, method, rounds_faster
+
 SLOWER = 1.0  # an INT8 artifact whose latency ratio to fp32 exceeds this is reported as slower
+HERE = "this machine"
 
 
 @dataclass
@@ -54,38 +55,6 @@ def merged(extra: dict, more: dict) -> dict:
     for k, v in more.items():
         out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
-
-
-def interleaved(fns: dict[str, Callable[[], object]], budget_s: float) -> tuple[dict, int, dict]:
-    """Median of block medians (ms) per function, timed in blocks cycled round-robin: at least
-    MIN_ROUNDS rounds, more (up to MAX_ROUNDS) while the budget allows. Returns ({name: ms}, rounds,
-    {name: [block median ms, round by round]}) — the rounds pair the functions (see :func:`rounds_faster`)."""
-    meds: dict = {k: [] for k in fns}
-    t_start = time.perf_counter()
-    rounds = 0
-    while rounds < MAX_ROUNDS:
-        for name, fn in fns.items():
-            for _ in range(WARMUP):
-                fn()
-            ts: list[float] = []
-            t_end = time.perf_counter() + BLOCK_S
-            while len(ts) < BLOCK_RUNS or time.perf_counter() < t_end:
-                t0 = time.perf_counter()
-                fn()
-                ts.append(time.perf_counter() - t0)
-            meds[name].append(float(np.median(ts)) * 1e3)
-        rounds += 1
-        spent = time.perf_counter() - t_start
-        if rounds >= MIN_ROUNDS and spent * (rounds + 1) / rounds > budget_s:
-            break
-    return {k: float(np.median(v)) for k, v in meds.items()}, rounds, meds
-
-
-def rounds_faster(per_round: dict, a: str, b: str) -> tuple[int, int]:
-    """(rounds in which ``a`` was faster than ``b``, rounds): both were timed in every round, so what
-    slowed the machine during a round slowed both."""
-    pairs = list(zip(per_round.get(a, []), per_round.get(b, [])))
-    return sum(x < y for x, y in pairs), len(pairs)
 
 
 def _opener(ctx, art, art_dir: Path):
@@ -118,9 +87,10 @@ def _fp32_sibling(ctx, cls):
 
 
 def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
-    """Time the artifact's forms (and, for INT8, its fp32 sibling) within the budget; keep the fastest
-    form that passes the gate; record every timing. Does nothing when the budget is 0 (recorded), when
-    the runtime cannot run here, or when there is nothing to compare."""
+    """Time the artifact's forms (and, for INT8, its fp32 sibling) within the budget — here, or on the
+    device of ``--tune-on`` — keep the fastest form that passes the gate (here); record every timing.
+    Does nothing when the budget is 0 (recorded), when the runtime cannot run here, or when there is
+    nothing to compare."""
     forms = list(getattr(art, "forms", []) or [])
     if art.precision != "int8" and not forms:
         return
@@ -132,50 +102,108 @@ def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
         return
     from partialdeploy import backends
 
-    cls = backends.backend_of_target(art.target).runner_class()
-    if not cls.is_available():
+    if not backends.backend_of_target(art.target).runner_class().is_available():
         return
-    _, open_with = _opener(ctx, art, art_dir)
     t0 = time.perf_counter()
-    runners: dict = {}
     skipped: dict = {}
     try:
-        runners["as exported"] = open_with(art.extra)
-        for f in forms:
-            spent = time.perf_counter() - t0
-            cost = 0.0 if f.build is None or getattr(f.build, "built", False) else f.cost_s
-            if spent > budget / 2 or spent + cost > budget:
-                skipped[f.name] = "over budget" + (f" (building it takes ≈{f.cost_s:.0f} s)" if f.cost_s else "")
-                continue
-            try:
-                if f.build is not None:
-                    f.path = f.build(Path(art_dir))
-                runners[f.name] = open_with(merged(art.extra, f.extra), f.path)
-            except Exception as e:  # a form that cannot be built or compiled here is not a candidate
-                skipped[f.name] = f"not built or does not open: {str(e).splitlines()[0][:160]}"
-        if art.precision == "int8":
-            runners["fp32"] = _fp32_sibling(ctx, cls)
-        feeds = {k: _feed(ctx, r) for k, r in runners.items()}
-        ms, rounds, per_round = interleaved({k: (lambda r=r, f=feeds[k]: r.infer(f)) for k, r in runners.items()},
-                                            max(budget - (time.perf_counter() - t0), 0.0))
-    finally:
-        for r in runners.values():
-            r.close()
-    try:
-        chosen, gated = _choose(ctx, art, art_dir, forms, ms, per_round)
+        built = _build_forms(forms, Path(art_dir), budget, t0, skipped)
+        if ctx.options.tune_on is not None:
+            from partialdeploy.remote.tune import time_on_device
+
+            timing = time_on_device(ctx.options.tune_on, _candidates(ctx, art, art_dir, built),
+                                    ctx.parity_inputs[:1], max(budget - (time.perf_counter() - t0), 0.0),
+                                    note=art.notes.append)
+            ms, rounds, per_round, where = timing.ms, timing.rounds, timing.per_round, timing.label
+            skipped.update(timing.skipped)
+        else:
+            ms, rounds, per_round = _time_here(ctx, art, art_dir, built, skipped, max(budget - (time.perf_counter()
+                                                                                               - t0), 0.0))
+            where, timing = HERE, None
+        chosen, gated = _choose(ctx, art, art_dir, forms, ms, per_round, where)
     finally:  # the files of the forms not kept
         for f in forms:
             if f.path:
                 for src, _ in form_files(art, art_dir, f.path):
                     src.unlink(missing_ok=True)
-    rec = {"budget_s": budget, "timed": True, "rounds": rounds, "latency_ms": {k: round(v, 4) for k, v in ms.items()},
-           "chosen": chosen, "gated": gated, "skipped": skipped,
-           "rounds_ms": {k: [round(t, 4) for t in v] for k, v in per_round.items()},
-           "method": f"batch as exported, median of {rounds} interleaved block medians (≥{BLOCK_S}s or "
-                     f"{BLOCK_RUNS} runs each, warm-up per block), seconds {time.perf_counter() - t0:.1f}"}
+    rec = {"budget_s": budget, "timed": True, "timed_on": where, "rounds": rounds,
+           "latency_ms": {k: round(v, 4) for k, v in ms.items()}, "chosen": chosen, "gated": gated,
+           "skipped": skipped, "rounds_ms": {k: [round(t, 4) for t in v] for k, v in per_round.items()},
+           "method": f"{method(rounds, where)}, seconds {time.perf_counter() - t0:.1f}"}
+    if timing is not None:
+        rec["device"] = timing.device
     art.extra["tuning"] = rec
     if "fp32" in ms:
-        _int8_speed(art, ms[chosen], ms["fp32"], run_notes, rounds_faster(per_round, "fp32", chosen))
+        _int8_speed(art, ms[chosen], ms["fp32"], run_notes, rounds_faster(per_round, "fp32", chosen), where)
+
+
+def _build_forms(forms: list["Form"], art_dir: Path, budget: float, t0: float, skipped: dict) -> list["Form"]:
+    """The forms to time: each built (when it has files of its own) while the budget allows; a form over
+    budget or whose build fails is recorded in ``skipped``."""
+    out = []
+    for f in forms:
+        spent = time.perf_counter() - t0
+        cost = 0.0 if f.build is None or getattr(f.build, "built", False) else f.cost_s
+        if spent > budget / 2 or spent + cost > budget:
+            skipped[f.name] = "over budget" + (f" (building it takes ≈{f.cost_s:.0f} s)" if f.cost_s else "")
+            continue
+        try:
+            if f.build is not None:
+                f.path = f.build(art_dir)
+            out.append(f)
+        except Exception as e:  # a form that cannot be built here is not a candidate
+            skipped[f.name] = f"not built: {str(e).splitlines()[0][:160]}"
+    return out
+
+
+def _time_here(ctx, art, art_dir: Path, forms: list["Form"], skipped: dict, budget_s: float):
+    """:func:`interleaved` on this machine over {as exported, each form, fp32 sibling for INT8}."""
+    cls, open_with = _opener(ctx, art, art_dir)
+    runners: dict = {}
+    try:
+        runners["as exported"] = open_with(art.extra)
+        for f in forms:
+            try:
+                runners[f.name] = open_with(merged(art.extra, f.extra), f.path)
+            except Exception as e:  # a form that cannot be compiled here is not a candidate
+                skipped[f.name] = f"does not open: {str(e).splitlines()[0][:160]}"
+        if art.precision == "int8":
+            runners["fp32"] = _fp32_sibling(ctx, cls)
+        feeds = {k: _feed(ctx, r) for k, r in runners.items()}
+        return interleaved({k: (lambda r=r, f=feeds[k]: r.infer(f)) for k, r in runners.items()}, budget_s)
+    finally:
+        for r in runners.values():
+            r.close()
+
+
+def _candidates(ctx, art, art_dir: Path, forms: list["Form"]) -> list:
+    """What the device times (``remote.tune.Candidate``): each way's files and the options its runner
+    opens them with — as the gate opens them here (``verification.open_options``)."""
+    from dataclasses import replace
+
+    from partialdeploy.backends import backend_of_target
+    from partialdeploy.remote.profile import artifact_files
+    from partialdeploy.remote.tune import Candidate
+    from partialdeploy.verification import open_options
+
+    backend = backend_of_target(art.target)
+    cls = backend.runner_class()
+    mine = [Path(art_dir) / r for r in artifact_files(Path(art_dir), art)]
+
+    def files_of(main: str) -> list[Path]:
+        if main == art.path:
+            return mine
+        return [Path(art_dir) / main] + [src for src, _ in form_files(art, art_dir, main)[1:] if src.is_file()]
+
+    out = [Candidate("as exported", backend.name, art.path, files_of(art.path),
+                     open_options(cls, ctx, art), Path(art_dir))]
+    for f in forms:
+        out.append(Candidate(f.name, backend.name, f.path or art.path, files_of(f.path or art.path),
+                             open_options(cls, ctx, replace(art, extra=merged(art.extra, f.extra))), Path(art_dir)))
+    if art.precision == "int8":
+        onnx = Path(ctx.onnx_path)
+        out.append(Candidate("fp32", backend.name, onnx.name, [onnx], {"threads": ctx.options.threads}, onnx.parent))
+    return out
 
 
 def tune_or_record(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
@@ -192,8 +220,8 @@ def tune_or_record(ctx, art, art_dir: Path, run_notes: list[str] | None = None) 
                          + ("; INT8 speed against fp32 not measured" if art.precision == "int8" else ""))
 
 
-def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict, per_round: dict | None = None
-            ) -> tuple[str, dict]:
+def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict, per_round: dict | None = None,
+            where: str = HERE) -> tuple[str, dict]:
     """Gate the forms faster than the recorded one, fastest first; the first that passes is kept
     (its extra merged, its note added). With the round-by-round times, a form counts as faster only
     when it was faster in every round: a lead that one round of noise reverses is no lead, and the
@@ -227,7 +255,7 @@ def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict, per_round: dic
             f.path = None
         gated[name] = "passed"
         art.notes.append(f"measured selection: {name} ({ms[name]:.3g} ms against {ms['as exported']:.3g} ms as "
-                         f"exported on this machine)" + (f"; {f.note}" if f.note else ""))
+                         f"exported on {where})" + (f"; {f.note}" if f.note else ""))
         return name, gated
     return "as exported", gated
 
@@ -261,7 +289,7 @@ class built_once:  # noqa: N801  (used like a decorator: a function that builds 
 
 
 def _int8_speed(art, int8_ms: float, fp32_ms: float, run_notes: list[str] | None,
-                fp32_won: tuple[int, int] = (0, 0)) -> None:
+                fp32_won: tuple[int, int] = (0, 0), where: str = HERE) -> None:
     """Record (and, when the INT8 median is the slower one, say) how INT8 compares with its fp32
     sibling; ``fp32_won`` = (rounds in which fp32 was faster, rounds), said with it: the user sees
     whether the verdict held round after round or only in the medians."""
@@ -275,8 +303,8 @@ def _int8_speed(art, int8_ms: float, fp32_ms: float, run_notes: list[str] | None
         art.extra["int8_speed"]["rounds_fp32_faster"] = f"{won}/{n}"
     if slower:
         held = f", slower in {won} of {n} interleaved rounds" if n else ""
-        msg = (f"{art.target} int8 is SLOWER than fp32 on this machine: {int8_ms:.3g} ms against {fp32_ms:.3g} ms "
-               f"(×{ratio:.2f}{held}); prefer the fp32 artifact for speed here")
+        msg = (f"{art.target} int8 is SLOWER than fp32 on {where}: {int8_ms:.3g} ms against {fp32_ms:.3g} ms "
+               f"(×{ratio:.2f}{held}); prefer the fp32 artifact for speed {'here' if where == HERE else 'there'}")
         art.notes.append(msg)
         if run_notes is not None:
             run_notes.append(msg)

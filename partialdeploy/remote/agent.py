@@ -6,7 +6,8 @@ the agent checks the job file's, then every file the job lists, before anything 
 * ``probe`` — what the device has (``probe.probe``) and who it is; stdlib only (a bare python3 answers);
 * ``profile`` — ``profiling.profiler.Profiler`` on the pushed export, with the device fingerprint, thermal
   zones before/after each case, ``--cooldown`` pauses and ``--sustained`` windows;
-* ``build-engine`` — ``backends.tensorrt.build.build_engine`` on the pushed bundle.
+* ``build-engine`` — ``backends.tensorrt.build.build_engine`` on the pushed bundle;
+* ``tune`` — the export's measured selection timed here (``export --tune-on``: ``device_tune.run_tune``).
 
 Answers are JSON lines on stdout prefixed with ``@@partialdeploy`` (a runtime printing on stdout
 cannot forge one without the prefix, and the local side reads them as untrusted anyway); everything
@@ -116,6 +117,10 @@ def main() -> None:
             from partialdeploy.remote.device_profile import run_build
 
             code = run_build(workdir, load_job(workdir, args[1], args[2]))
+        elif args[:1] == ["tune"] and len(args) == 3:
+            from partialdeploy.remote.device_tune import run_tune
+
+            code = run_tune(workdir, load_job(workdir, args[1], args[2]))
         else:
             emit("error", message=f"unknown agent command {args[:1]}", exit_code=2)
     except PartialDeployError as e:

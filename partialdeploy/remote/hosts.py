@@ -32,44 +32,52 @@ class Host:
         return self.text
 
 
-def _bad(text: str, why: str) -> UserError:
-    return UserError(f"--remote {text!r}: {why}; write an ~/.ssh/config alias or [user@]host[:port]")
+def _bad(text: str, why: str, flag: str = "--remote") -> UserError:
+    return UserError(f"{flag} {text!r}: {why}; write an ~/.ssh/config alias or [user@]host[:port]")
 
 
-def parse_host(text) -> Host:
-    """A ``Host`` from the command line, or UserError (exit 2)."""
+def parse_host(text, flag: str = "--remote") -> Host:
+    """A ``Host`` from the command line (``flag``: the option that gave it, for the message), or
+    UserError (exit 2)."""
+    try:
+        return _parse(text)
+    except UserError as e:
+        raise _bad(str(text), str(e), flag) from None
+
+
+def _parse(text) -> Host:
     if not isinstance(text, str) or not text:
-        raise _bad(str(text), "empty host")
+        raise UserError("empty host")
     if text.startswith("-"):
-        raise _bad(text, "a host cannot start with '-' (it would be read as an ssh option)")
+        raise UserError("a host cannot start with '-' (it would be read as an ssh option)")
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text):
-        raise _bad(text, "a host cannot hold whitespace or control characters")
+        raise UserError("a host cannot hold whitespace or control characters")
     user = None
     rest = text
     if "@" in text:
         user, _, rest = text.rpartition("@")
         if not _USER.match(user):
-            raise _bad(text, f"user {user!r} is not a user name")
+            raise UserError(f"user {user!r} is not a user name")
     port = None
     if rest.startswith("["):  # [ipv6]:port
         m = re.match(r"^\[([^\]]+)\](?::(\d+))?$", rest)
         if not m or not _IPV6.match(m.group(1)):
-            raise _bad(text, "not a bracketed IPv6 address")
+            raise UserError("not a bracketed IPv6 address")
         name, port = m.group(1), m.group(2)
     elif rest.count(":") == 1:
         name, port = rest.split(":")
     elif rest.count(":") > 1:
         if not _IPV6.match(rest):
-            raise _bad(text, "not a host name or address")
+            raise UserError("not a host name or address")
         name = rest
     else:
         name = rest
     if port is not None:
         if not port.isdigit() or not 0 < int(port) < 65536:
-            raise _bad(text, f"port {port!r} is not a port number")
+            raise UserError(f"port {port!r} is not a port number")
         port = int(port)
     if ":" not in name and not _NAME.match(name):
-        raise _bad(text, f"{name!r} is not a host name")
+        raise UserError(f"{name!r} is not a host name")
     return Host(text=text, name=name, user=user, port=port)
 
 

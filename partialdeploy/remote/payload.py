@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import partialdeploy
-
-PKG = Path(partialdeploy.__file__).resolve().parent
+PKG = Path(__file__).resolve().parent.parent  # the installed partialdeploy package
 ROOTS = ("partialdeploy.remote.agent", "partialdeploy.backends.tensorrt.build")
 _RUNNER_REF = re.compile(r"^(partialdeploy\.backends\.[a-z_]+\.runner):[A-Za-z_]+$")
 MIN_PYTHON = (3, 9)

@@ -258,7 +258,7 @@ class Session:
                 except OSError:
                     pass
         run.stderr_tail = tail("".join(err_lines))
-        finished = any(e.get("event") in ("result", "probe", "error", "built") for e in run.events)
+        finished = any(e.get("event") in ("result", "probe", "error", "built", "tuned") for e in run.events)
         run.lost = not finished and not (run.interrupted or run.timed_out) and (
             run.rc in (255, None) or (run.rc or 0) < 0 or not self.conn.alive())
         return run

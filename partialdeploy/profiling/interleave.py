@@ -1,0 +1,54 @@
+"""Interleaved timing of a few ways to run the same thing (the export's measured selection,
+``exporting.tuning``, here or on a device with ``export --tune-on``: ``remote.device_tune``).
+
+Timing follows docs/architecture.md, "Measuring": blocks with warm-up, cycled round-robin, median of
+block medians; the rounds pair the functions, so what slowed the machine during a round slowed all.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+MIN_ROUNDS, MAX_ROUNDS = 3, 5
+BLOCK_S, BLOCK_RUNS, WARMUP = 0.05, 5, 2
+
+
+def interleaved(fns: dict[str, Callable[[], object]], budget_s: float) -> tuple[dict, int, dict]:
+    """Median of block medians (ms) per function, timed in blocks cycled round-robin: at least
+    MIN_ROUNDS rounds, more (up to MAX_ROUNDS) while the budget allows. Returns ({name: ms}, rounds,
+    {name: [block median ms, round by round]}) — the rounds pair the functions (see :func:`rounds_faster`)."""
+    meds: dict = {k: [] for k in fns}
+    t_start = time.perf_counter()
+    rounds = 0
+    while rounds < MAX_ROUNDS:
+        for name, fn in fns.items():
+            for _ in range(WARMUP):
+                fn()
+            ts: list[float] = []
+            t_end = time.perf_counter() + BLOCK_S
+            while len(ts) < BLOCK_RUNS or time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            meds[name].append(float(np.median(ts)) * 1e3)
+        rounds += 1
+        spent = time.perf_counter() - t_start
+        if rounds >= MIN_ROUNDS and spent * (rounds + 1) / rounds > budget_s:
+            break
+    return {k: float(np.median(v)) for k, v in meds.items()}, rounds, meds
+
+
+def rounds_faster(per_round: dict, a: str, b: str) -> tuple[int, int]:
+    """(rounds in which ``a`` was faster than ``b``, rounds): both were timed in every round, so what
+    slowed the machine during a round slowed both."""
+    pairs = list(zip(per_round.get(a, []), per_round.get(b, [])))
+    return sum(x < y for x, y in pairs), len(pairs)
+
+
+def method(rounds: int, where: str) -> str:
+    """How the times were taken, as the manifest records it."""
+    return (f"batch as exported, median of {rounds} interleaved block medians (≥{BLOCK_S}s or {BLOCK_RUNS} runs "
+            f"each, warm-up per block) on {where}")
