@@ -145,3 +145,60 @@ def test_tune_on_options_are_checked_before_any_connection():
     with pytest.raises(UserError, match="--remote-python"):
         ExportOptions(tune_on=TuneDevice("jetson", "python3; id"))
     assert ExportOptions(tune_on="pi@10.0.0.7:2222").tune_on == TuneDevice("pi@10.0.0.7:2222")
+
+
+def _tiny_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def _candidates(tmp_path):
+    from partialdeploy.remote.tune import Candidate
+
+    art, fp32 = tmp_path / "art", tmp_path / "fp32"
+    art.mkdir()
+    fp32.mkdir()
+    _tiny_onnx(art / "model.onnx")
+    (art / "broken.onnx").write_bytes(b"not an onnx model")
+    _tiny_onnx(fp32 / "model.onnx")
+    return [Candidate("as exported", "onnxruntime", "model.onnx", [art / "model.onnx"], {"threads": 1}, art),
+            Candidate("broken form", "onnxruntime", "broken.onnx", [art / "broken.onnx"], {"threads": 1}, art),
+            Candidate("fp32", "onnxruntime", "model.onnx", [fp32 / "model.onnx"], {"threads": 1}, fp32)]
+
+
+def test_a_form_that_does_not_open_on_the_device_is_skipped_there(sshd, tmp_path):
+    """The job as the export sends it (files under two roots, one name twice): what opens is timed, round
+    by round; what does not is answered as skipped, with why."""
+    import numpy as np
+
+    from partialdeploy.remote.tune import time_on_device
+
+    t = time_on_device(_device(sshd), _candidates(tmp_path), np.ones((1, 3, 8, 8), np.float32), 0.5)
+    assert set(t.ms) == {"as exported", "fp32"} and t.rounds >= 3
+    assert all(len(v) == t.rounds for v in t.per_round.values())
+    assert t.skipped["broken form"].startswith("does not open on the device") and t.label.startswith(sshd.host)
+    _nothing_left(sshd)
+
+
+@pytest.mark.slow  # waits out the deadline and the grace period (~10 s)
+def test_a_device_that_hangs_while_timing_is_stopped_at_the_deadline(sshd, tmp_path):
+    import numpy as np
+
+    from partialdeploy.remote.ssh import RemoteError
+    from partialdeploy.remote.tune import time_on_device
+
+    hung = tmp_path / "hangs-in-tune"  # answers the probe, then hangs in the timing job, deaf to "stop"
+    hung.write_text(f'#!/bin/sh\ncase " $* " in *" tune "*) exec sleep 600;; esac\nexec {PY} "$@"\n')
+    hung.chmod(0o755)
+    dev = TuneDevice(sshd.host, str(hung), SSHOptions(config=sshd.ssh_config(), job_timeout_s=4))
+    with pytest.raises(RemoteError, match=r"did not finish within 4 s \(--remote-timeout\): stopped while timing"):
+        time_on_device(dev, _candidates(tmp_path), np.ones((1, 3, 8, 8), np.float32), 0.5)
+    _nothing_left(sshd)

@@ -13,7 +13,11 @@ The fastest form that passes the gate (the same run-and-gate path as every artif
 ``verification.verify_artifact``) is kept. Every timing goes to ``extra["tuning"]``; an INT8 artifact
 that is slower than its fp32 sibling is said so in ``extra["int8_speed"]``, in a note of the artifact
 and in the export's notes (never emitted silently). Timing follows docs/architecture.md, "Measuring":
-blocks with warm-up, cycled round-robin, median of block medians.
+blocks with warm-up, cycled round-robin, median of block medians (``profiling.interleave``).
+
+The timing runs on this machine, or with ``--tune-on HOST`` (``ExportOptions.tune_on``) on that device
+(``remote.tune.time_on_device``): the forms are built and gated here either way, and ``extra["tuning"]``
+says where they were timed (``timed_on``).
 """
 
 from __future__ import annotations

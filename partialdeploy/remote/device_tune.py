@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from partialdeploy.remote.channel import EXPORT_DIR, emit
+from partialdeploy.remote.channel import EXPORT_DIR, STOP, emit
 
 FEED = "feed.npy"
 AS_EXPORTED = "as exported"
@@ -72,5 +72,8 @@ def run_tune(workdir: str, job: dict) -> int:
     finally:
         for r in runners.values():
             r.close()
+    if STOP.is_set():  # asked to stop (Ctrl-C there, the job's deadline): a cut timing is not answered
+        emit("error", message="asked to stop while timing the forms: no timing sent", exit_code=1)
+        return 1
     emit("tuned", device=job.get("device"), rounds=rounds, rounds_ms=per_round, latency_ms=ms, skipped=skipped)
     return 0
