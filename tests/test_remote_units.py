@@ -26,6 +26,11 @@ def test_host_arguments_that_ssh_could_misread_are_refused(bad):
     with pytest.raises(UserError) as e:
         parse_host(bad)
     assert "\n" not in str(e.value) and "--remote" in str(e.value)
+    from partialdeploy.exporting.options import ExportOptions
+
+    with pytest.raises(UserError) as e:  # export --tune-on takes the same hosts, refused the same way
+        ExportOptions(tune_on=bad)
+    assert "\n" not in str(e.value) and str(e.value).startswith("--tune-on ")
 
 
 def test_host_forms():

@@ -135,6 +135,10 @@ def test_the_devices_answer_is_not_trusted():
                 {**good, "skipped": {}}, "not an object"):
         with pytest.raises(Exception, match="malformed timing"):
             validated(bad, asked, "dev")
+    from partialdeploy.remote.tune import identity
+
+    evil = {"identity": {"cpu": "\x1b]0;pwned\x07EPYC" + "x" * 500, "cores": float("nan"), "board": ["x"], "os": "?"}}
+    assert identity(evil) == {"cpu": " ]0;pwned EPYC" + "x" * 106}  # printable, 120 characters, known keys only
 
 
 def test_tune_on_options_are_checked_before_any_connection():

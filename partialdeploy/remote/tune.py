@@ -127,17 +127,22 @@ def validated(ev, asked: list[str], label: str) -> tuple[dict, int, dict, dict]:
             raise bad(f"{name}: not {rounds} finite positive times")
     per_round = {k: [float(t) for t in v] for k, v in per_round.items()}
     ms = {k: float(statistics.median(v)) for k, v in per_round.items()}
-    return ms, rounds, per_round, {k: str(v)[:300] for k, v in skipped.items()}
+    return ms, rounds, per_round, {k: _text(v, 300) for k, v in skipped.items()}
+
+
+def _text(v, n: int) -> str:
+    """Untrusted text, bounded and printable (no terminal escapes reach the notes)."""
+    return "".join(c if c.isprintable() else " " for c in str(v)[:n])
 
 
 def identity(p: dict) -> dict:
-    """The probe's identity, bounded (untrusted)."""
+    """The probe's identity, bounded and printable (untrusted)."""
     ident = p.get("identity") if isinstance(p, dict) and isinstance(p.get("identity"), dict) else {}
     out = {}
     for k in _IDENTITY:
         v = ident.get(k)
         if isinstance(v, str):
-            out[k] = v[:120]
+            out[k] = _text(v, 120)
         elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
             out[k] = v
     return out
@@ -175,7 +180,8 @@ def time_on_device(device: TuneDevice, cands: list[Candidate], image, budget_s: 
             raise UserError(why)
         from partialdeploy.remote.profile import device_label
 
-        label = device_label(host, p)
+        ident = identity(p)
+        label = device_label(host, {"identity": ident})
         files, extra, jbytes = _job(cands, buf.getvalue(), budget_s, label)
         s.push(files, extra)
         run = s.agent("tune", JOB, hashlib.sha256(jbytes).hexdigest(), progress=progress)
@@ -186,4 +192,4 @@ def time_on_device(device: TuneDevice, cands: list[Candidate], image, budget_s: 
         if ev.get("device") != label:
             raise RemoteError(f"{label} answered for another job: refused")
         ms, rounds, per_round, skipped = validated(ev, [c.name for c in cands], label)
-    return Timing(ms, rounds, per_round, label, identity(p), skipped)
+    return Timing(ms, rounds, per_round, label, ident, skipped)
