@@ -115,8 +115,6 @@ def check_request(req: ExportRequest) -> tuple[str, ...]:
     if req.out_dir.exists() and not req.out_dir.is_dir():
         raise UserError(f"output {req.out_dir} exists and is not a directory: choose another -o")
     export_dir.check_owned(req.out_dir, targets, req.precision)  # never write into a folder that is not ours
-    if req.options.tune_on is not None:  # an unreachable device is said before any work
-        req.options.tune_on.reachable()
     # optional runtimes must exist before any work when a single target was asked for explicitly
     if len(targets) == 1:
         t = get_target(targets[0])

@@ -73,10 +73,12 @@ class _Stages:
 def run_export(req: ExportRequest, progress: Progress | None = None) -> ExportResult:
     """One export into ``req.out_dir``: locked against a concurrent export, SIGTERM handled like
     Ctrl-C, a full disk refused, nothing claimed unless it all landed (partialdeploy.safety)."""
+    from contextlib import ExitStack
+
     from partialdeploy.safety import export_guard
 
-    with export_guard(req.out_dir) as guard:
-        return _run_export(req, progress, guard)
+    with export_guard(req.out_dir) as guard, ExitStack() as stack:
+        return _run_export(req, progress, guard, stack)
 
 
 def _carry_images(targets) -> bool:
@@ -92,16 +94,22 @@ def _images_detail(imgs: ExportImages) -> str:
             + (f", {len(imgs.eval_x)} held-out test images" if imgs.eval_x is not None else ""))
 
 
-def _run_export(req: ExportRequest, progress: Progress | None, guard) -> ExportResult:
+def _run_export(req: ExportRequest, progress: Progress | None, guard, stack) -> ExportResult:
     """The stages, in order: check the request, load, images, deploy form, ONNX, targets, place."""
     say = progress or (lambda stage, msg: None)
     targets = check_request(req)
+    device_notes: list[str] = []
+    if req.options.tune_on is not None:  # --tune-on: one session for the export, the device reached now
+        from partialdeploy.remote.tune import export_session
+
+        stack.enter_context(export_session(req.options.tune_on, device_notes.append))
     from partialdeploy.reparam import torch_logits
 
     stages = _Stages(say)
     t0 = time.perf_counter()
     loaded = load(req, targets)
     spec, notes = loaded.spec, loaded.notes
+    notes += device_notes
     stages.timed("load", t0, f"{spec.name} from {loaded.ckpt.format} ({loaded.path.name})")
 
     t0 = time.perf_counter()

@@ -18,7 +18,10 @@ import hashlib
 import io
 import json
 import math
+import shlex
 import statistics
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,13 +31,14 @@ from partialdeploy.integrity import file_sha256
 from partialdeploy.remote import probe as probes
 from partialdeploy.remote.hosts import Host, check_remote_python, parse_host
 from partialdeploy.remote.session import AgentRun, Session
-from partialdeploy.remote.ssh import Connection, ConnectionLost, RemoteError, SSHOptions
+from partialdeploy.remote.ssh import ConnectionLost, RemoteError, SSHOptions
 
 JOB = "job.json"
 FEED = "feed.npy"  # the device side's name (device_tune.FEED), below the pushed folder
 TUNE_JOB_TIMEOUT_S = 600.0  # the whole tuning job on the device, unless --remote-timeout says otherwise
 MAX_MS = 1e7  # a time from the device above this (ms) is not a time
 _IDENTITY = ("hostname", "board", "cpu", "cores", "memory_gb", "machine")
+_SHARED: dict = {}  # TuneDevice -> the Session open for the running export (export_session)
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,6 @@ class TuneDevice:
             raise UserError("tune_on ssh must be a remote.ssh.SSHOptions")
         self.ssh.check()
         return h
-
-    def reachable(self) -> None:
-        """Connect once (host key, login) so that an unreachable device is said before any work."""
-        with Connection(self.check(), self.ssh):
-            pass
 
 
 @dataclass
@@ -164,32 +163,63 @@ def _failure(run: AgentRun, s: Session, host: Host) -> Exception:
 def time_on_device(device: TuneDevice, cands: list[Candidate], image, budget_s: float,
                    progress: Callable | None = None, note: Callable[[str], None] | None = None) -> Timing:
     """Time ``cands`` interleaved on ``device`` within ``budget_s``; ``image``: the parity input
-    (N=1, float32) each is fed in its static batch. Raises UserError (the device lacks the runtime),
-    RemoteError / ConnectionLost (it failed there) — the caller records the tuning as not done."""
+    (N=1, float32) each is fed in its static batch. Uses the export's session on the device
+    (:func:`export_session`) while it is alive, else one of its own. Raises UserError (the device
+    lacks the runtime), RemoteError / ConnectionLost (it failed there) — the caller records the
+    tuning as not done."""
+    shared = _SHARED.get(device)
+    if shared is not None and shared.conn is not None and shared.conn.alive():
+        shared.conn.run(f"rm -rf -- {shlex.quote(shared.workdir + '/export')}", timeout=30, check=False)
+        return _time_in(shared, device, cands, image, budget_s, progress)
+    with Session(device.check(), device.python, device.ssh, notes=note, job_s=_job_s(device)) as s:
+        return _time_in(s, device, cands, image, budget_s, progress)
+
+
+def _job_s(device: TuneDevice) -> float:
+    return device.ssh.job_timeout_s or TUNE_JOB_TIMEOUT_S
+
+
+def _time_in(s: Session, device: TuneDevice, cands: list[Candidate], image, budget_s: float, progress) -> Timing:
     import numpy as np
 
-    host = device.check()
+    host = s.host
+    s.deadline = time.monotonic() + s.job_s  # the deadline is per job
     runtime = cands[0].runtime
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(image, np.float32), allow_pickle=False)
-    with Session(host, device.python, device.ssh, notes=note,
-                 job_s=device.ssh.job_timeout_s or TUNE_JOB_TIMEOUT_S) as s:
-        p = s.probe([runtime])
-        why = probes.missing(p, host.text, device.python, [runtime])
-        if why:
-            raise UserError(why)
-        from partialdeploy.remote.profile import device_label
+    p = s.probe([runtime])
+    why = probes.missing(p, host.text, device.python, [runtime])
+    if why:
+        raise UserError(why)
+    from partialdeploy.remote.profile import device_label
 
-        ident = identity(p)
-        label = device_label(host, {"identity": ident})
-        files, extra, jbytes = _job(cands, buf.getvalue(), budget_s, label)
-        s.push(files, extra)
-        run = s.agent("tune", JOB, hashlib.sha256(jbytes).hexdigest(), progress=progress)
-        s.check_boot(run)
-        ev = run.last("tuned")
-        if ev is None or run.rc not in (0, None):
-            raise _failure(run, s, host)
-        if ev.get("device") != label:
-            raise RemoteError(f"{label} answered for another job: refused")
-        ms, rounds, per_round, skipped = validated(ev, [c.name for c in cands], label)
+    ident = identity(p)
+    label = device_label(host, {"identity": ident})
+    files, extra, jbytes = _job(cands, buf.getvalue(), budget_s, label)
+    s.push(files, extra)
+    run = s.agent("tune", JOB, hashlib.sha256(jbytes).hexdigest(), progress=progress)
+    s.check_boot(run)
+    ev = run.last("tuned")
+    if ev is None or run.rc not in (0, None):
+        raise _failure(run, s, host)
+    if ev.get("device") != label:
+        raise RemoteError(f"{label} answered for another job: refused")
+    ms, rounds, per_round, skipped = validated(ev, [c.name for c in cands], label)
     return Timing(ms, rounds, per_round, label, ident, skipped)
+
+
+@contextmanager
+def export_session(device: TuneDevice | None, note: Callable[[str], None] | None = None):
+    """One session on the ``--tune-on`` device for a whole export: opened before any work (an
+    unreachable device, a refused login or host key is a UserError then: exit 2), used by every
+    :func:`time_on_device` of the export (one SSH handshake, one zipapp), closed — the device's folder
+    removed — however the export ends. Nothing when ``device`` is None."""
+    if device is None:
+        yield None
+        return
+    with Session(device.check(), device.python, device.ssh, notes=note, job_s=_job_s(device)) as s:
+        _SHARED[device] = s
+        try:
+            yield s
+        finally:
+            _SHARED.pop(device, None)
