@@ -209,7 +209,9 @@ class Session:
     def agent(self, *args: str, progress: Callable | None = None) -> AgentRun:
         """Run one agent command; Ctrl-C asks it to stop (a second one, or STOP_GRACE_S, ends it)."""
         boot = payload.boot_command(self.python, ZIPAPP, self.payload.sha256, *args)
-        cmd = f"cd {shlex.quote(self.workdir)} && exec {shlex.join(boot)}"
+        # the runtimes' own temporary files (ONNX Runtime writes $TMPDIR/.ses) go into our folder, removed with it
+        d = shlex.quote(self.workdir)
+        cmd = f"cd {d} && TMPDIR={d} && export TMPDIR && exec {shlex.join(boot)}"
         proc = self.conn.popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         err_lines: collections.deque = collections.deque(maxlen=40)
         reader = threading.Thread(target=lambda: [err_lines.append(ln.decode(errors="replace")[:2000])
