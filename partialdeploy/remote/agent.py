@@ -18,7 +18,6 @@ ends its process group — nothing is left running or lying on the device.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ import signal
 import sys
 import threading
 
+from partialdeploy.integrity import file_sha256
 from partialdeploy.remote.channel import DONE, EXPORT_DIR, STOP, emit
 
 PGID_FILE = "agent.pgid"
@@ -52,14 +52,6 @@ def _watch_stdin(workdir: str) -> None:
         pass
     if not DONE.is_set():
         _self_destruct(workdir)
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_job(workdir: str, name: str, sha: str) -> dict:
