@@ -67,6 +67,12 @@ def test_floor_models_compute_the_same_conv_in_f32_and_int8(bench, tmp_path):
     convs = [n.get_rt_info()["runtimePrecision"].astype(str) for n in compiled.get_runtime_model().get_ops()
              if n.get_rt_info()["layerType"].astype(str) == "Convolution"]
     assert convs and all(p.lower() in ("i8", "u8") for p in convs), convs
+    # measured at the table's batch (int8 kernels run faster on bigger problems): the FLOPs scale with it
+    (tmp_path / "b3").mkdir()
+    fns8, gflop8 = bench.conv_peak_fns(1, tmp_path / "b3", c=32, hw=8, depth=2, batch=3)
+    assert gflop8 == pytest.approx(3 * gflop)
+    x3 = np.random.default_rng(2).random((3, 32, 8, 8), dtype=np.float32)
+    assert np.asarray(fns8["conv int8 peak"](x3)).shape == (3, 32, 8, 8)
 
 
 def test_cycle_pauses_after_every_block(bench, monkeypatch):
