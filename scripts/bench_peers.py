@@ -306,8 +306,9 @@ def print_peer_goals(goals: list[dict], flags: set[str]) -> None:
         print(f"  {cls}: {'judged on this CPU' if why is None else 'NOT judged here — ' + why}")
     print("  ratio: of the median times; paired: the median of the round-by-round ratios and its "
           f"distribution-free {CONFIDENCE:.0%} interval (met: all of it within the goal; MISS: all of it over)")
-    print("  floor: the model's FLOPs at this CPU's best measured rate; arith: our time if only our convolutions "
-          "and matrix products took any (per-layer counters), both over the peer's time")
+    print("  floor: the model's FLOPs at the rate of a 1×1-conv chain (an estimate; '-' when a row beat it); "
+          "arith: our time if only our convolutions and matrix products took any (per-layer counters), "
+          "both over the peer's time")
     print(f"  {'model':5} {'b':>2} {'class':11} {'ratio':>7} {'paired [interval]':>22} {'goal':>6} {'floor':>6} "
           f"{'arith':>6} {'CPU ratio':>9}  {'verdict':26} ours / best peer (by wall time)")
     for g in goals:

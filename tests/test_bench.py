@@ -238,3 +238,7 @@ def test_goal_table_gives_the_arithmetic_bound_from_our_rows_counters(bench):
     assert g["ours"] == "OV f32" and g["ratio"] == pytest.approx(0.9) and g["verdict"] == "MISS"
     assert g["arith_bound"] == pytest.approx(7.2 * 0.75 / 8.0)  # 0.675: reachable by a better form
     assert g["floor"] == pytest.approx(0.3 * 10 / 8)
+    # a row of the class faster than the floor: the chain's rate was not this model's best -> no floor
+    res[0]["batches"][1]["floor_fp32"] = 0.75
+    g = next(g for g in bench.goal_table(res, {"avx2"}) if g["class"] == "fp32")
+    assert "floor" not in g and bench.beaten_floors(res[0]["batches"][1]) == ["OV f32"]
