@@ -23,7 +23,7 @@ from partialdeploy.errors import UserError  # noqa: E402
 from partialdeploy.exporting.options import ExportOptions  # noqa: E402
 from partialdeploy.exporting.request import ExportRequest  # noqa: E402
 from partialdeploy.exporting.run import run_export  # noqa: E402
-from partialdeploy.profiling.interleave import rounds_faster  # noqa: E402
+from partialdeploy.profiling.interleave import rounds_faster, wins_needed  # noqa: E402
 from partialdeploy.remote.ssh import SSHOptions  # noqa: E402
 from partialdeploy.remote.tune import MAX_MS, TuneDevice, validated  # noqa: E402
 
@@ -77,11 +77,11 @@ def test_the_forms_are_timed_on_the_device_round_by_round(tuned_on_device, sshd)
     assert {"as exported", "fp32"} <= set(lat) and PLACEMENT_EVERY in set(lat) | set(tune["skipped"])
     assert set(per_round) == set(lat) and all(len(v) == tune["rounds"] for v in per_round.values())
     assert all(min(v) <= lat[k] <= max(v) and v and min(v) > 0 for k, v in per_round.items())
-    # the every-round rule: a form is kept only when it was faster than as exported in every round
+    # the sign-test rule: a form is kept only when it was faster than as exported in the rounds needed
     for name in set(lat) - {"as exported", "fp32"}:
         won, n = rounds_faster(per_round, name, "as exported")
         if name == tune["chosen"]:
-            assert won == n == tune["rounds"] and tune["gated"][name] == "passed"
+            assert n == tune["rounds"] and won >= wins_needed(n) and tune["gated"][name] == "passed"
         elif lat[name] < lat["as exported"]:
             assert tune["gated"][name].startswith(("not kept: faster in only", "failed"))
     speed = entry["extra"]["int8_speed"]

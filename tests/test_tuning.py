@@ -176,7 +176,28 @@ def test_a_lead_that_one_round_reverses_keeps_the_artifact_as_exported(int8_expo
     assert interleave.rounds_faster(per_round, "claims f16", "as exported") == (2, 3)
     chosen, gated = tuning._choose(make_ctx("int8"), art, res.out_dir / "openvino" / "int8", [form],
                                    {"as exported": 2.0, "claims f16": 1.8}, per_round)
-    assert chosen == "as exported" and gated == {"claims f16": "not kept: faster in only 2 of 3 interleaved rounds"}
+    assert chosen == "as exported" and gated == {
+        "claims f16": "not kept: faster in only 2 of 3 interleaved rounds (3 needed)"}
+
+
+def test_a_form_must_win_the_rounds_a_coin_would_rarely_win():
+    """The sign test: every round up to 5 rounds, then one loss allowed from 8 rounds on; and the
+    timing stops as soon as more rounds could not change a verdict (or after 5 with nothing to decide)."""
+    assert [interleave.wins_needed(n) for n in range(1, 10)] == [1, 2, 3, 4, 5, 6, 7, 7, 8]
+    assert interleave.MAX_ROUNDS == 9 and interleave.wins_needed(interleave.MAX_ROUNDS) == 8
+    base = [2.0] * 9
+    won = {"as exported": base[:8], "fast": [1.0] * 8, "fp32": [3.0] * 8}  # 8 of 8: kept whatever comes
+    assert interleave.settled(won)
+    assert not interleave.settled({"as exported": base[:7], "fast": [1.0] * 7})  # 7 of 7: not yet
+    lost = {"as exported": base[:3], "slow": [1.0, 3.0, 3.0]}  # 2 losses: 8 of 9 out of reach
+    assert interleave.settled(lost)
+    assert not interleave.settled({"as exported": base[:3], "slow": [1.0, 3.0, 1.0]})
+    assert not interleave.settled({"as exported": base[:4], "fp32": base[:4]})
+    assert interleave.settled({"as exported": base[:5], "fp32": base[:5]})
+    calls = []
+    ms, rounds, per_round = interleave.interleaved({"as exported": lambda: calls.append(1),
+                                                    "fp32": lambda: None}, budget_s=60)
+    assert rounds == interleave.REPORT_ROUNDS and len(per_round["fp32"]) == rounds
 
 
 def test_int8_slower_than_fp32_is_said_everywhere():

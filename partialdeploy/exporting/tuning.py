@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from partialdeploy.profiling.interleave import interleaved, method, rounds_faster
+from partialdeploy.profiling.interleave import interleaved, method, rounds_faster, wins_needed
 
 SLOWER = 1.0  # an INT8 artifact whose latency ratio to fp32 exceeds this is reported as slower
 HERE = "this machine"
@@ -228,8 +228,9 @@ def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict, per_round: dic
             where: str = HERE) -> tuple[str, dict]:
     """Gate the forms faster than the recorded one, fastest first; the first that passes is kept
     (its extra merged, its note added). With the round-by-round times, a form counts as faster only
-    when it was faster in every round: a lead that one round of noise reverses is no lead, and the
-    artifact stays as exported. Returns (kept form name, {form: passed, failed or why not tried})."""
+    when it was faster in enough of the paired rounds that a coin would rarely do as well
+    (``interleave.wins_needed``: every round up to 5, 7 of 8, 8 of 9): a lead that noise can make is
+    no lead, and the artifact stays as exported. Returns (kept form name, {form: passed, failed or why not tried})."""
     from partialdeploy.errors import UserError, VerificationError
     from partialdeploy.verification import verify_artifact
 
@@ -239,8 +240,8 @@ def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict, per_round: dic
         if ms[name] >= ms["as exported"]:
             break
         won, n = rounds_faster(per_round or {}, name, "as exported")
-        if n and won < n:
-            gated[name] = f"not kept: faster in only {won} of {n} interleaved rounds"
+        if n and won < wins_needed(n):
+            gated[name] = f"not kept: faster in only {won} of {n} interleaved rounds ({wins_needed(n)} needed)"
             continue
         f = by_name[name]
         saved = (dict(art.extra), list(art.parity), art.alternatives, art.proof, art.path)

@@ -12,14 +12,48 @@ from typing import Callable
 
 import numpy as np
 
-MIN_ROUNDS, MAX_ROUNDS = 3, 5
+MIN_ROUNDS, MAX_ROUNDS = 3, 9
 BLOCK_S, BLOCK_RUNS, WARMUP = 0.05, 5, 2
+ALPHA = 0.05  # a form counts as faster when a coin would win its rounds this rarely (sign test)
+BASELINE = "as exported"  # what the other ways are compared with
+REPORT_ONLY = ("fp32",)  # timed beside them, compared for the record only (INT8 against fp32)
+REPORT_ROUNDS = 5  # rounds when only report-only rows stand beside the baseline
+
+
+def wins_needed(n: int) -> int:
+    """Of ``n`` paired rounds, in how many a form must be the faster to count as faster: the least k
+    with P(at least k of n heads of a fair coin) <= ALPHA (one-sided sign test: 5 of 5, 7 of 8, 8 of 9).
+    Under 5 rounds no count is that rare, and every round is needed."""
+    from math import comb
+
+    for k in range(n + 1):
+        if sum(comb(n, j) for j in range(k, n + 1)) <= ALPHA * 2 ** n:
+            return k
+    return n
+
+
+def settled(per_round: dict, baseline: str = BASELINE, report_only=REPORT_ONLY) -> bool:
+    """Whether more rounds (up to MAX_ROUNDS) could change any verdict against ``baseline``: every
+    other way has either won the rounds it needs already or lost more than it can afford. With
+    nothing to decide (only the report-only rows), REPORT_ROUNDS."""
+    if baseline not in per_round:
+        return False
+    need = wins_needed(MAX_ROUNDS)
+    others = [k for k in per_round if k != baseline and k not in report_only]
+    if not others:
+        return len(per_round[baseline]) >= REPORT_ROUNDS
+    for name in others:
+        won, n = rounds_faster(per_round, name, baseline)
+        if won < need and n - won <= MAX_ROUNDS - need:
+            return False
+    return True
 
 
 def interleaved(fns: dict[str, Callable[[], object]], budget_s: float) -> tuple[dict, int, dict]:
     """Median of block medians (ms) per function, timed in blocks cycled round-robin: at least
-    MIN_ROUNDS rounds, more (up to MAX_ROUNDS) while the budget allows. Returns ({name: ms}, rounds,
-    {name: [block median ms, round by round]}) — the rounds pair the functions (see :func:`rounds_faster`)."""
+    MIN_ROUNDS rounds, more (up to MAX_ROUNDS) while the budget allows and a verdict against
+    BASELINE is still open (:func:`settled`). Returns ({name: ms}, rounds, {name: [block median ms,
+    round by round]}) — the rounds pair the functions (see :func:`rounds_faster`)."""
     meds: dict = {k: [] for k in fns}
     t_start = time.perf_counter()
     rounds = 0
@@ -36,7 +70,7 @@ def interleaved(fns: dict[str, Callable[[], object]], budget_s: float) -> tuple[
             meds[name].append(float(np.median(ts)) * 1e3)
         rounds += 1
         spent = time.perf_counter() - t_start
-        if rounds >= MIN_ROUNDS and spent * (rounds + 1) / rounds > budget_s:
+        if rounds >= MIN_ROUNDS and (spent * (rounds + 1) / rounds > budget_s or settled(meds)):
             break
     return {k: float(np.median(v)) for k, v in meds.items()}, rounds, meds
 
