@@ -445,8 +445,8 @@ def beaten_floors(res: dict) -> list[str]:
 
 def goal_table(results: list[dict], flags: set[str]) -> list[dict]:
     """Per model, batch and precision class: our best gated row against the best peer of the class
-    (bench_peers.peer_goals), with the class's floor (the model's FLOPs at this CPU's best measured
-    rate) as a ratio to that peer: a goal under it needs less arithmetic, not a better graph; and, with
+    (bench_peers.peer_goals), with the class's floor (the model's FLOPs at the 1×1-conv chain's rate, as
+    a ratio to that peer: an estimate, left out when a row of the class beat it); and, with
     --layers, the arithmetic bound: our time if every layer other than conv and matmul took none (the
     share from our row's per-layer counters), over the peer's — a goal under it cannot be met by any
     form of the graph that keeps the same convolutions and matrix products, only by faster kernels."""
