@@ -29,7 +29,8 @@ from typing import Callable
 
 import numpy as np
 
-from partialdeploy.profiling.interleave import interleaved, method, rounds_faster, wins_needed
+from partialdeploy.profiling.interleave import (AS_EXPORTED, FP32_SIBLING, interleaved, method, rounds_faster,
+                                               wins_needed)
 
 SLOWER = 1.0  # an INT8 artifact whose latency ratio to fp32 exceeds this is reported as slower
 HERE = "this machine"
@@ -137,8 +138,8 @@ def tune(ctx, art, art_dir: Path, run_notes: list[str] | None = None) -> None:
     if timing is not None:
         rec["device"] = timing.device
     art.extra["tuning"] = rec
-    if "fp32" in ms:
-        _int8_speed(art, ms[chosen], ms["fp32"], run_notes, rounds_faster(per_round, "fp32", chosen), where)
+    if FP32_SIBLING in ms:
+        _int8_speed(art, ms[chosen], ms[FP32_SIBLING], run_notes, rounds_faster(per_round, FP32_SIBLING, chosen), where)
 
 
 def _build_forms(forms: list["Form"], art_dir: Path, budget: float, t0: float, skipped: dict) -> list["Form"]:
@@ -165,14 +166,14 @@ def _time_here(ctx, art, art_dir: Path, forms: list["Form"], skipped: dict, budg
     cls, open_with = _opener(ctx, art, art_dir)
     runners: dict = {}
     try:
-        runners["as exported"] = open_with(art.extra)
+        runners[AS_EXPORTED] = open_with(art.extra)
         for f in forms:
             try:
                 runners[f.name] = open_with(merged(art.extra, f.extra), f.path)
             except Exception as e:  # a form that cannot be compiled here is not a candidate
                 skipped[f.name] = f"does not open: {str(e).splitlines()[0][:160]}"
         if art.precision == "int8":
-            runners["fp32"] = _fp32_sibling(ctx, cls)
+            runners[FP32_SIBLING] = _fp32_sibling(ctx, cls)
         feeds = {k: _feed(ctx, r) for k, r in runners.items()}
         return interleaved({k: (lambda r=r, f=feeds[k]: r.infer(f)) for k, r in runners.items()}, budget_s)
     finally:
@@ -199,14 +200,15 @@ def _candidates(ctx, art, art_dir: Path, forms: list["Form"]) -> list:
             return mine
         return [Path(art_dir) / main] + [src for src, _ in form_files(art, art_dir, main)[1:] if src.is_file()]
 
-    out = [Candidate("as exported", backend.name, art.path, files_of(art.path),
+    out = [Candidate(AS_EXPORTED, backend.name, art.path, files_of(art.path),
                      open_options(cls, ctx, art), Path(art_dir))]
     for f in forms:
         out.append(Candidate(f.name, backend.name, f.path or art.path, files_of(f.path or art.path),
                              open_options(cls, ctx, replace(art, extra=merged(art.extra, f.extra))), Path(art_dir)))
     if art.precision == "int8":
         onnx = Path(ctx.onnx_path)
-        out.append(Candidate("fp32", backend.name, onnx.name, [onnx], {"threads": ctx.options.threads}, onnx.parent))
+        out.append(Candidate(FP32_SIBLING, backend.name, onnx.name, [onnx], {"threads": ctx.options.threads},
+                             onnx.parent))
     return out
 
 
@@ -237,11 +239,12 @@ def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict, per_round: dic
     gated: dict = {}
     by_name = {f.name: f for f in forms}
     for name in sorted((n for n in ms if n in by_name), key=ms.get):
-        if ms[name] >= ms["as exported"]:
+        if ms[name] >= ms[AS_EXPORTED]:
             break
-        won, n = rounds_faster(per_round or {}, name, "as exported")
-        if n and won < wins_needed(n):
-            gated[name] = f"not kept: faster in only {won} of {n} interleaved rounds ({wins_needed(n)} needed)"
+        won, n = rounds_faster(per_round or {}, name, AS_EXPORTED)
+        need = wins_needed(n)
+        if n and won < need:
+            gated[name] = f"not kept: faster in only {won} of {n} interleaved rounds ({need} needed)"
             continue
         f = by_name[name]
         saved = (dict(art.extra), list(art.parity), art.alternatives, art.proof, art.path)
@@ -259,10 +262,10 @@ def _choose(ctx, art, art_dir: Path, forms: list[Form], ms: dict, per_round: dic
                 src.replace(dst)
             f.path = None
         gated[name] = "passed"
-        art.notes.append(f"measured selection: {name} ({ms[name]:.3g} ms against {ms['as exported']:.3g} ms as "
+        art.notes.append(f"measured selection: {name} ({ms[name]:.3g} ms against {ms[AS_EXPORTED]:.3g} ms as "
                          f"exported on {where})" + (f"; {f.note}" if f.note else ""))
         return name, gated
-    return "as exported", gated
+    return AS_EXPORTED, gated
 
 
 def form_files(art, art_dir: Path, path: str) -> list[tuple[Path, Path]]:

@@ -15,8 +15,9 @@ import numpy as np
 MIN_ROUNDS, MAX_ROUNDS = 3, 9
 BLOCK_S, BLOCK_RUNS, WARMUP = 0.05, 5, 2
 ALPHA = 0.05  # a form counts as faster when a coin would win its rounds this rarely (sign test)
-BASELINE = "as exported"  # what the other ways are compared with
-REPORT_ONLY = ("fp32",)  # timed beside them, compared for the record only (INT8 against fp32)
+AS_EXPORTED = "as exported"  # the artifact as recorded: what the other ways are compared with
+FP32_SIBLING = "fp32"  # an INT8 artifact's fp32 sibling, timed beside them for the record only
+REPORT_ONLY = (FP32_SIBLING,)
 REPORT_ROUNDS = 5  # rounds when only report-only rows stand beside the baseline
 
 
@@ -32,7 +33,7 @@ def wins_needed(n: int) -> int:
     return n
 
 
-def settled(per_round: dict, baseline: str = BASELINE, report_only=REPORT_ONLY) -> bool:
+def settled(per_round: dict, baseline: str = AS_EXPORTED, report_only=REPORT_ONLY) -> bool:
     """Whether more rounds (up to MAX_ROUNDS) could change any verdict against ``baseline``: every
     other way has either won the rounds it needs already or lost more than it can afford. With
     nothing to decide (only the report-only rows), REPORT_ROUNDS."""
@@ -52,7 +53,7 @@ def settled(per_round: dict, baseline: str = BASELINE, report_only=REPORT_ONLY) 
 def interleaved(fns: dict[str, Callable[[], object]], budget_s: float) -> tuple[dict, int, dict]:
     """Median of block medians (ms) per function, timed in blocks cycled round-robin: at least
     MIN_ROUNDS rounds, more (up to MAX_ROUNDS) while the budget allows and a verdict against
-    BASELINE is still open (:func:`settled`). Returns ({name: ms}, rounds, {name: [block median ms,
+    AS_EXPORTED is still open (:func:`settled`). Returns ({name: ms}, rounds, {name: [block median ms,
     round by round]}) — the rounds pair the functions (see :func:`rounds_faster`)."""
     meds: dict = {k: [] for k in fns}
     t_start = time.perf_counter()

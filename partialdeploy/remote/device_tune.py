@@ -16,13 +16,13 @@ import os
 from partialdeploy.remote.channel import EXPORT_DIR, STOP, emit
 
 FEED = "feed.npy"
-AS_EXPORTED = "as exported"
 
 
 def _open_all(base: str, candidates: list) -> tuple[dict, dict]:
     from partialdeploy.backends.runner import runner_for
     from partialdeploy.errors import first_line
     from partialdeploy.integrity import safe_join
+    from partialdeploy.profiling.interleave import AS_EXPORTED
 
     runners: dict = {}
     skipped: dict = {}

@@ -105,7 +105,7 @@ def _number(v) -> bool:
 
 def validated(ev, asked: list[str], label: str) -> tuple[dict, int, dict, dict]:
     """(ms, rounds, per_round, skipped) from the device's ``tuned`` answer, or RemoteError."""
-    from partialdeploy.profiling.interleave import MAX_ROUNDS
+    from partialdeploy.profiling.interleave import AS_EXPORTED, MAX_ROUNDS
 
     def bad(why: str) -> RemoteError:
         return RemoteError(f"{label} sent a malformed timing ({why}): refused")
@@ -119,7 +119,7 @@ def validated(ev, asked: list[str], label: str) -> tuple[dict, int, dict, dict]:
         raise bad("rounds_ms / skipped")
     if set(per_round) - set(asked) or set(skipped) - set(asked) or set(per_round) & set(skipped):
         raise bad("names that were not asked for")
-    if "as exported" not in per_round or set(per_round) | set(skipped) != set(asked):
+    if AS_EXPORTED not in per_round or set(per_round) | set(skipped) != set(asked):
         raise bad("a candidate is missing")
     for name, ts in per_round.items():
         if not isinstance(ts, list) or len(ts) != rounds or not all(_number(t) for t in ts):
